@@ -1,0 +1,21 @@
+"""The ``captionkit`` command line.
+
+Only this package imports click and prints; each command group lives in its own module and calls the library API.
+"""
+import click
+
+from captionkit import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="captionkit")
+def main():
+    """Train, sample and evaluate recurrent image-captioning models on a CPU.
+
+    Start with `captionkit train --cell rnn`: it trains on the built-in dataset and prints where the run went.
+    """
+
+
+from captionkit.cli import data as _data  # noqa: E402  (registers the `data` group)
+
+main.add_command(_data.data)
