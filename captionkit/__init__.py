@@ -1,2 +1,12 @@
-"""captionkit: recurrent image-captioning models on a CPU."""
+"""captionkit: recurrent image-captioning models on a CPU.
+
+The main entry points: :class:`CaptioningRNN` (the model, generic over recurrent cells), :class:`CaptioningSolver`
+(training), :mod:`captionkit.layers` (numpy reference layers), :mod:`captionkit.cells` (the cell registry),
+:mod:`captionkit.data` (the COCO captioning bundle) and the ``captionkit`` command line.
+"""
 __version__ = "0.1.0"
+
+from captionkit.model import CaptioningRNN  # noqa: E402
+from captionkit.solver import CaptioningSolver  # noqa: E402
+
+__all__ = ["CaptioningRNN", "CaptioningSolver", "__version__"]

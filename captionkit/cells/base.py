@@ -1,0 +1,94 @@
+"""The Cell interface: what a recurrent cell gives the captioning model.
+
+A cell owns its parameters (declared by name, shape and initial scale in terms of the word-vector size W and the
+hidden size H), a sequence forward/backward used for training, and a single step used for decoding. The model knows
+only this interface; docs/cells.md explains it with a worked example.
+
+Shapes: N minibatch, T time steps, W word-vector size, H hidden size.
+"""
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Cell", "ParamSpec"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a cell: its shape, and the fan-in that scales its initial values.
+
+    Initial values are ``randn(*shape) / sqrt(fan_in)``, or zeros when ``fan_in`` is None (biases).
+    """
+
+    shape: tuple
+    fan_in: int | None = None
+
+    def initial_value(self, rng):
+        """A float64 array drawn from ``rng`` (``np.random`` or a ``RandomState``), or zeros."""
+        if self.fan_in is None:
+            return np.zeros(self.shape)
+        return rng.standard_normal(self.shape) / np.sqrt(self.fan_in)
+
+
+class Cell(abc.ABC):
+    """Base class of recurrent cells.
+
+    Subclasses set ``name`` and implement :meth:`parameters`, :meth:`forward`, :meth:`backward` and :meth:`step`;
+    cells with more recurrent state than ``h`` (an LSTM's ``c``) also override :meth:`initial_state`. A cell with a
+    compiled path sets ``compiled = True`` and looks at ``self.backend`` (``"numpy"`` or ``"cython"``).
+
+    The recurrent state is a tuple of arrays with N rows whose first element is the hidden state h (N, H): decoders
+    select and reorder its rows (beam search) without knowing what the other elements mean.
+    """
+
+    name = None
+    compiled = False
+
+    def __init__(self, backend="numpy"):
+        if backend not in ("numpy", "cython"):
+            raise ValueError(f"backend must be 'numpy' or 'cython', got {backend!r}")
+        self.backend = backend if self.compiled else "numpy"
+
+    @abc.abstractmethod
+    def parameters(self, wordvec_dim, hidden_dim):
+        """Ordered dict ``{name: ParamSpec}`` of this cell's parameters for word vectors of size W and hidden size H.
+
+        Initial values are drawn in this order, so it is part of reproducibility.
+        """
+
+    def init_params(self, wordvec_dim, hidden_dim, rng=np.random):
+        """Fresh float64 parameters ``{name: array}`` drawn from ``rng`` as :meth:`parameters` declares."""
+        return {name: spec.initial_value(rng) for name, spec in self.parameters(wordvec_dim, hidden_dim).items()}
+
+    def initial_state(self, h0):
+        """Recurrent state at t=0 from the projected image features h0 (N, H); by default just ``(h0,)``."""
+        return (h0,)
+
+    @abc.abstractmethod
+    def forward(self, x, h0, params):
+        """Run the cell over a sequence: x (N, T, W), h0 (N, H) -> h (N, T, H), cache for :meth:`backward`."""
+
+    @abc.abstractmethod
+    def backward(self, dh, cache):
+        """Backward of :meth:`forward`: dh (N, T, H) -> dx (N, T, W), dh0 (N, H), grads ``{name: array}``."""
+
+    @abc.abstractmethod
+    def step(self, x, state, params):
+        """One decoding step: x (N, W) and the state tuple -> the next state tuple (its first element is h)."""
+
+    def check_inputs(self, x, h0, params):
+        """Raise ValueError naming the argument when x, h0 or params do not fit one another."""
+        if x.ndim != 3:
+            raise ValueError(f"{self.name}: x must be (N, T, W), got shape {x.shape}")
+        if h0.ndim != 2 or h0.shape[0] != x.shape[0]:
+            raise ValueError(f"{self.name}: h0 must be (N, H) with N={x.shape[0]} from x, got shape {h0.shape}")
+        expected = self.parameters(x.shape[2], h0.shape[1])
+        for name, spec in expected.items():
+            if name not in params:
+                raise ValueError(f"{self.name}: missing parameter {name!r}")
+            if params[name].shape != tuple(spec.shape):
+                raise ValueError(
+                    f"{self.name}: parameter {name!r} has shape {params[name].shape}, expected {tuple(spec.shape)} "
+                    f"for W={x.shape[2]}, H={h0.shape[1]}"
+                )

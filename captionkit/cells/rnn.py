@@ -1,0 +1,31 @@
+"""The built-in vanilla RNN cell: h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b)."""
+from captionkit import layers
+from captionkit.cells.base import Cell, ParamSpec
+
+__all__ = ["RNNCell"]
+
+
+class RNNCell(Cell):
+    """Vanilla (Elman) RNN with parameters Wx (W, H), Wh (H, H), b (H,)."""
+
+    name = "rnn"
+
+    def parameters(self, wordvec_dim, hidden_dim):
+        return {
+            "Wx": ParamSpec((wordvec_dim, hidden_dim), fan_in=wordvec_dim),
+            "Wh": ParamSpec((hidden_dim, hidden_dim), fan_in=hidden_dim),
+            "b": ParamSpec((hidden_dim,)),
+        }
+
+    def forward(self, x, h0, params):
+        self.check_inputs(x, h0, params)
+        return layers.rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
+
+    def backward(self, dh, cache):
+        dx, dh0, dWx, dWh, db = layers.rnn_backward(dh, cache)
+        return dx, dh0, {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def step(self, x, state, params):
+        (h,) = state
+        next_h, _ = layers.rnn_step_forward(x, h, params["Wx"], params["Wh"], params["b"])
+        return (next_h,)

@@ -1,0 +1,166 @@
+"""CaptioningRNN: image features in, caption words out, with any registered recurrent cell.
+
+The model of the CS231n assignment, generic over cells: image features are projected to the initial hidden state,
+caption words are embedded, the cell runs over the sequence, and an affine layer scores the vocabulary at each step.
+The model knows the Cell interface only; ``cell_type`` is looked up in the registry.
+"""
+import numpy as np
+
+from captionkit import layers
+from captionkit.backend import resolve_backend
+from captionkit.cells import get_cell
+
+__all__ = ["CaptioningRNN"]
+
+_FLOAT_DTYPES = (np.float32, np.float64)
+
+
+class CaptioningRNN:
+    """A recurrent captioning model.
+
+    Parameters (all in ``self.params``): W_embed (V, W), W_proj (D, H), b_proj (H,), W_vocab (H, V), b_vocab (V,),
+    plus the cell's own (vanilla RNN: Wx (W, H), Wh (H, H), b (H,)). D is ``input_dim``, W ``wordvec_dim``, H
+    ``hidden_dim`` and V ``len(word_to_idx)``.
+
+    Initial values are drawn from ``np.random`` (so ``np.random.seed`` makes them reproducible, as in the notebook)
+    unless ``seed`` is given, in the assignment's order: W_embed, W_proj, the cell's parameters, W_vocab.
+    ``backend`` is ``"auto"``, ``"numpy"`` or ``"cython"`` (None: the ``CAPTIONKIT_BACKEND`` environment variable).
+    """
+
+    def __init__(
+        self,
+        word_to_idx,
+        input_dim=512,
+        wordvec_dim=128,
+        hidden_dim=128,
+        cell_type="rnn",
+        dtype=np.float32,
+        backend=None,
+        seed=None,
+    ):
+        if np.dtype(dtype) not in [np.dtype(d) for d in _FLOAT_DTYPES]:
+            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        for arg, value in (("input_dim", input_dim), ("wordvec_dim", wordvec_dim), ("hidden_dim", hidden_dim)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if not isinstance(word_to_idx, dict) or "<NULL>" not in word_to_idx:
+            raise ValueError("word_to_idx must be a dict that maps '<NULL>' (and the other words) to integer ids")
+
+        self.cell_type = cell_type
+        self.backend = resolve_backend(backend)
+        self.cell = get_cell(cell_type)(backend=self.backend)
+        self.dtype = np.dtype(dtype).type
+        self.word_to_idx = word_to_idx
+        self.idx_to_word = {i: w for w, i in word_to_idx.items()}
+        self.input_dim, self.wordvec_dim, self.hidden_dim = int(input_dim), int(wordvec_dim), int(hidden_dim)
+        self.vocab_size = len(word_to_idx)
+
+        self._null = word_to_idx["<NULL>"]
+        self._start = word_to_idx.get("<START>")
+        self._end = word_to_idx.get("<END>")
+
+        rng = np.random if seed is None else np.random.RandomState(seed)
+        D, W, H, V = self.input_dim, self.wordvec_dim, self.hidden_dim, self.vocab_size
+        params = {
+            "W_embed": rng.standard_normal((V, W)) / 100,
+            "W_proj": rng.standard_normal((D, H)) / np.sqrt(D),
+            "b_proj": np.zeros(H),
+        }
+        cell_params = self.cell.init_params(W, H, rng)
+        clash = set(cell_params) & {"W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab"}
+        if clash:
+            raise ValueError(f"cell {cell_type!r} declares parameters that clash with the model's: {sorted(clash)}")
+        params.update(cell_params)
+        params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
+        params["b_vocab"] = np.zeros(V)
+        self.params = {name: value.astype(self.dtype) for name, value in params.items()}
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def cell_param_names(self):
+        """Names of the cell's own parameters, in declaration order."""
+        return list(self.cell.parameters(self.wordvec_dim, self.hidden_dim))
+
+    def _cell_params(self):
+        return {name: self.params[name] for name in self.cell_param_names}
+
+    def _check_features(self, features):
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.input_dim:
+            raise ValueError(f"features must have shape (N, {self.input_dim}), got {features.shape}")
+        if not np.issubdtype(features.dtype, np.number):
+            raise TypeError(f"features must be numeric, got dtype {features.dtype}")
+        return features.astype(self.dtype, copy=False)
+
+    def _check_captions(self, captions, num_images):
+        captions = np.asarray(captions)
+        if not np.issubdtype(captions.dtype, np.integer):
+            raise TypeError(f"captions must hold integer word ids, got dtype {captions.dtype}")
+        if captions.ndim != 2 or captions.shape[0] != num_images or captions.shape[1] < 2:
+            raise ValueError(
+                f"captions must have shape (N, T) with N={num_images} (the number of feature rows) and T >= 2, "
+                f"got {captions.shape}"
+            )
+        if captions.size and (captions.min() < 0 or captions.max() >= self.vocab_size):
+            bad = captions[(captions < 0) | (captions >= self.vocab_size)][0]
+            raise ValueError(f"captions contain word id {bad}, outside the vocabulary [0, {self.vocab_size})")
+        return captions
+
+    # ------------------------------------------------------------------ training
+    def loss(self, features, captions):
+        """Loss and gradients for a minibatch.
+
+        features (N, D) image features; captions (N, T) word ids, each starting with ``<START>``. The model reads
+        ``captions[:, :-1]`` and predicts ``captions[:, 1:]``; ``<NULL>`` targets count for nothing. Returns
+        ``(loss, grads)`` where loss is the masked softmax loss summed over time and averaged over N, and grads has
+        the keys of ``self.params``.
+        """
+        features = self._check_features(features)
+        captions = self._check_captions(captions, features.shape[0])
+        captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+        mask = captions_out != self._null
+        p = self.params
+
+        h0, proj_cache = layers.affine_forward(features, p["W_proj"], p["b_proj"])
+        x, embed_cache = layers.word_embedding_forward(captions_in, p["W_embed"])
+        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
+        scores, vocab_cache = layers.temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
+        loss, dscores = layers.temporal_softmax_loss(scores, captions_out, mask)
+
+        grads = {}
+        dh, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, vocab_cache)
+        dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
+        grads.update(cell_grads)
+        grads["W_embed"] = layers.word_embedding_backward(dx, embed_cache)
+        _, grads["W_proj"], grads["b_proj"] = layers.affine_backward(dh0, proj_cache)
+        return loss, grads
+
+    # ------------------------------------------------------------------ decoding
+    def sample(self, features, max_length=30):
+        """Greedy decoding: features (N, D) -> captions (N, max_length) int32.
+
+        Position t holds the word chosen at step t (the first sampled word, not ``<START>``). Once a caption has
+        produced ``<END>`` the rest of its row stays ``<NULL>``; decoding stops early when every caption has ended.
+        """
+        features = self._check_features(features)
+        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        if self._start is None:
+            raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+        p = self.params
+        N = features.shape[0]
+        captions = np.full((N, max_length), self._null, dtype=np.int32)
+        state = self.cell.initial_state(features @ p["W_proj"] + p["b_proj"])
+        words = np.full(N, self._start, dtype=np.int64)
+        alive = np.ones(N, dtype=bool)
+        cell_params = self._cell_params()
+        for t in range(max_length):
+            state = self.cell.step(p["W_embed"][words], state, cell_params)
+            scores = state[0] @ p["W_vocab"] + p["b_vocab"]
+            words = scores.argmax(axis=1)
+            captions[alive, t] = words[alive]
+            if self._end is not None:
+                alive &= words != self._end
+                if not alive.any():
+                    break
+        return captions

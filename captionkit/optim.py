@@ -1,0 +1,61 @@
+"""First-order update rules with the CS231n interface.
+
+Each rule is ``next_w, config = rule(w, dw, config)``: ``config`` holds the hyperparameters and the rule's own state
+(moments, step count), is filled with defaults on first use, and is returned so the caller keeps it per parameter.
+"""
+import numpy as np
+
+__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "UPDATE_RULES"]
+
+
+def sgd(w, dw, config=None):
+    """Vanilla stochastic gradient descent. config: learning_rate (1e-2)."""
+    config = {} if config is None else config
+    config.setdefault("learning_rate", 1e-2)
+    return w - config["learning_rate"] * dw, config
+
+
+def sgd_momentum(w, dw, config=None):
+    """SGD with momentum. config: learning_rate (1e-2), momentum (0.9), velocity (zeros like w)."""
+    config = {} if config is None else config
+    config.setdefault("learning_rate", 1e-2)
+    config.setdefault("momentum", 0.9)
+    velocity = config.get("velocity", np.zeros_like(w))
+    velocity = config["momentum"] * velocity - config["learning_rate"] * dw
+    config["velocity"] = velocity
+    return w + velocity, config
+
+
+def rmsprop(w, dw, config=None):
+    """RMSProp. config: learning_rate (1e-2), decay_rate (0.99), epsilon (1e-8), cache (zeros like w)."""
+    config = {} if config is None else config
+    config.setdefault("learning_rate", 1e-2)
+    config.setdefault("decay_rate", 0.99)
+    config.setdefault("epsilon", 1e-8)
+    cache = config.get("cache", np.zeros_like(w))
+    cache = config["decay_rate"] * cache + (1 - config["decay_rate"]) * dw**2
+    config["cache"] = cache
+    return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
+
+
+def adam(w, dw, config=None):
+    """Adam with bias correction. config: learning_rate (1e-3), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
+    m and v (zeros like w), t (0, the number of updates made so far)."""
+    config = {} if config is None else config
+    config.setdefault("learning_rate", 1e-3)
+    config.setdefault("beta1", 0.9)
+    config.setdefault("beta2", 0.999)
+    config.setdefault("epsilon", 1e-8)
+    config.setdefault("m", np.zeros_like(w))
+    config.setdefault("v", np.zeros_like(w))
+    config.setdefault("t", 0)
+    config["t"] += 1
+    beta1, beta2, t = config["beta1"], config["beta2"], config["t"]
+    config["m"] = beta1 * config["m"] + (1 - beta1) * dw
+    config["v"] = beta2 * config["v"] + (1 - beta2) * dw**2
+    m_hat = config["m"] / (1 - beta1**t)
+    v_hat = config["v"] / (1 - beta2**t)
+    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+
+
+UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}

@@ -1,0 +1,106 @@
+"""CaptioningSolver: minibatch training of a captioning model, with the assignment's interface.
+
+The solver samples minibatches of training captions (with replacement, as the assignment does), asks the model for
+loss and gradients, and applies an update rule from :mod:`captionkit.optim` to every parameter, decaying the
+learning rate by ``lr_decay`` after each epoch.
+"""
+import numpy as np
+
+from captionkit import optim
+from captionkit.data import sample_coco_minibatch
+
+__all__ = ["CaptioningSolver"]
+
+_DATA_KEYS = ("train_captions", "train_image_idxs", "train_features", "train_urls")
+
+
+class CaptioningSolver:
+    """Train ``model`` on ``data`` (the dictionary of :func:`captionkit.data.load_coco_data`).
+
+    Options (as in the assignment): update_rule ('sgd', 'sgd_momentum', 'rmsprop', 'adam'), optim_config (initial
+    hyperparameters for every parameter, e.g. ``{'learning_rate': 5e-3}``), lr_decay (multiplies the learning rate
+    after each epoch), batch_size, num_epochs, print_every, verbose. Beyond the assignment: ``rng`` (a
+    ``np.random.RandomState`` for minibatch sampling; default the global ``np.random``) and ``callback``, called
+    after every iteration as ``callback(solver)`` so a caller can show progress or save checkpoints.
+    Unknown options raise ValueError.
+    """
+
+    def __init__(self, model, data, **kwargs):
+        self.model = model
+        self.data = data
+        self.update_rule_name = kwargs.pop("update_rule", "sgd")
+        self.optim_config = dict(kwargs.pop("optim_config", {}))
+        self.lr_decay = kwargs.pop("lr_decay", 1.0)
+        self.batch_size = kwargs.pop("batch_size", 100)
+        self.num_epochs = kwargs.pop("num_epochs", 10)
+        self.print_every = kwargs.pop("print_every", 10)
+        self.verbose = kwargs.pop("verbose", True)
+        self.rng = kwargs.pop("rng", None)
+        self.callback = kwargs.pop("callback", None)
+        if kwargs:
+            raise ValueError(f"unrecognized arguments: {', '.join(sorted(kwargs))}")
+        if self.update_rule_name not in optim.UPDATE_RULES:
+            raise ValueError(
+                f"invalid update_rule {self.update_rule_name!r}; choose one of {', '.join(optim.UPDATE_RULES)}"
+            )
+        for key in _DATA_KEYS:
+            if key not in data:
+                raise ValueError(f"data has no {key!r}; pass the dictionary that load_coco_data returns")
+        for name, value in (("batch_size", self.batch_size), ("num_epochs", self.num_epochs)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.print_every, (int, np.integer)) or self.print_every < 1:
+            raise ValueError(f"print_every must be a positive integer, got {self.print_every!r}")
+        if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
+            raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
+        self.update_rule = optim.UPDATE_RULES[self.update_rule_name]
+        self._reset()
+
+    def _reset(self):
+        """Fresh bookkeeping and one optimiser state per parameter."""
+        self.epoch = 0
+        self.iteration = 0
+        self.loss_history = []
+        self.optim_configs = {name: dict(self.optim_config) for name in self.model.params}
+
+    @property
+    def iterations_per_epoch(self):
+        return max(self.data["train_captions"].shape[0] // self.batch_size, 1)
+
+    @property
+    def num_iterations(self):
+        return self.num_epochs * self.iterations_per_epoch
+
+    def _step(self):
+        """One update on one sampled minibatch; returns its loss."""
+        captions, features, _ = sample_coco_minibatch(
+            self.data, batch_size=self.batch_size, split="train", rng=self.rng
+        )
+        loss, grads = self._loss_and_grads(features, captions)
+        self.loss_history.append(loss)
+        for name, value in self.model.params.items():
+            self.model.params[name], self.optim_configs[name] = self.update_rule(
+                value, grads[name], self.optim_configs[name]
+            )
+        return loss
+
+    def _loss_and_grads(self, features, captions):
+        """Loss and gradients of the whole minibatch; a data-parallel solver overrides this to split the work."""
+        return self.model.loss(features, captions)
+
+    def train(self):
+        """Run the remaining iterations of ``num_epochs`` epochs; returns ``loss_history``."""
+        per_epoch = self.iterations_per_epoch
+        while self.iteration < self.num_iterations:
+            t = self.iteration
+            loss = self._step()
+            self.iteration += 1
+            if self.verbose and t % self.print_every == 0:
+                print("(Iteration %d / %d) loss: %f" % (t + 1, self.num_iterations, loss))
+            if self.iteration % per_epoch == 0:
+                self.epoch += 1
+                for config in self.optim_configs.values():
+                    config["learning_rate"] *= self.lr_decay  # the update rule has set its default by now
+            if self.callback is not None:
+                self.callback(self)
+        return self.loss_history
