@@ -6,7 +6,7 @@ The model knows the Cell interface only; ``cell_type`` is looked up in the regis
 """
 import numpy as np
 
-from captionkit import layers
+from captionkit import decoding, layers
 from captionkit.backend import resolve_backend
 from captionkit.cells import get_cell
 
@@ -136,17 +136,21 @@ class CaptioningRNN:
         return loss, grads
 
     # ------------------------------------------------------------------ decoding
-    def sample(self, features, max_length=30):
-        """Greedy decoding: features (N, D) -> captions (N, max_length) int32.
+    def sample(self, features, max_length=30, beam_size=1, length_penalty=0.0):
+        """Decoding, greedy or beam search: features (N, D) -> captions (N, max_length) int32.
 
         Position t holds the word chosen at step t (the first sampled word, not ``<START>``). Once a caption has
         produced ``<END>`` the rest of its row stays ``<NULL>``; decoding stops early when every caption has ended.
+        ``beam_size`` > 1 runs beam search (:mod:`captionkit.decoding`, where ``length_penalty`` is explained).
         """
         features = self._check_features(features)
         if not isinstance(max_length, (int, np.integer)) or max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
         if self._start is None:
             raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+        beam_size, length_penalty = decoding.check_beam_args(beam_size, length_penalty)
+        if beam_size > 1:
+            return decoding.decode(self, features, max_length, beam_size, length_penalty).captions
         p = self.params
         N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int32)

@@ -1,0 +1,195 @@
+"""Beam search over the captions of a recurrent captioning model.
+
+The search is generic: it sees a ``step`` function that turns the previous words and the recurrent state into
+scores over the vocabulary, and a state that is a tuple of arrays with one row per hypothesis. It expands, selects
+and reorders those rows without knowing what they mean, so it works for any cell of the registry.
+:func:`decode` connects it to a :class:`~captionkit.model.CaptioningRNN`; ``CaptioningRNN.sample(beam_size=K)``
+calls it for K > 1.
+
+How a step works, per image with beam size K: each of the K live hypotheses is extended by every word, scored by
+its total log-probability (log-softmax of the model's scores, summed over the words so far). Of these candidates,
+those ending in ``<END>`` that rank among the best K are set aside as finished; the best K that do not end stay
+live. An image is done once K hypotheses have finished, or at ``max_length``. Its answer is the finished hypothesis
+with the best length-normalised score, or the best live one when none finished. With K = 1 this is greedy decoding,
+word for word.
+
+Length normalisation (Wu et al. 2016, "GNMT"): a hypothesis of L words (``<END>`` counts) with log-probability
+``log P`` scores ``log P / ((5 + L) / 6) ** length_penalty``. ``length_penalty`` 0 (the default) compares plain
+log-probabilities, which favours short captions; larger values (0.6 to 1 are common) favour longer ones. Only
+hypotheses of different lengths are affected, so the penalty matters only when choosing among finished captions.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "decode", "length_normalizer"]
+
+
+class BeamSearchResult(NamedTuple):
+    """captions (N, max_length) int32: word ids, the first sampled word first, ``<END>`` included, ``<NULL>`` after;
+    log_probs (N,) float64: the total log-probability of each caption (of its words up to and including ``<END>``).
+    """
+
+    captions: np.ndarray
+    log_probs: np.ndarray
+
+
+def check_beam_args(beam_size, length_penalty):
+    """Validate the search options -> (beam_size as int, length_penalty as float); ValueError names the bad one."""
+    if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
+        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float, np.integer, np.floating)):
+        raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
+    if not np.isfinite(length_penalty) or length_penalty < 0:
+        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
+    return int(beam_size), float(length_penalty)
+
+
+def length_normalizer(length, length_penalty):
+    """The GNMT length normaliser ``((5 + length) / 6) ** length_penalty`` that divides a log-probability."""
+    return ((5.0 + length) / 6.0) ** length_penalty
+
+
+def _log_softmax(scores):
+    """Row-wise log-softmax of scores (M, V) in float64, shifted by the row maximum so exp cannot overflow."""
+    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _check_state(state, what):
+    if not isinstance(state, tuple) or not state or not all(isinstance(s, np.ndarray) for s in state):
+        raise ValueError(f"{what} must be a non-empty tuple of arrays (h first), got {type(state).__name__}")
+    rows = state[0].shape[0] if state[0].ndim else None
+    if rows is None or any(s.ndim == 0 or s.shape[0] != rows for s in state):
+        raise ValueError(f"{what}: every array needs the same number of rows, got shapes {[s.shape for s in state]}")
+    return rows
+
+
+def _check_ids(vocab_size, **ids):
+    if vocab_size < 2:
+        raise ValueError(f"the vocabulary must have at least 2 words, the scores have {vocab_size}")
+    for name, idx in ids.items():
+        if idx is not None and not 0 <= idx < vocab_size:
+            raise ValueError(f"{name} id {idx} is outside the vocabulary of {vocab_size} words")
+
+
+def beam_search(step, initial_state, start, end, max_length=30, beam_size=1, length_penalty=0.0, null=0):
+    """Beam search from ``initial_state`` (a tuple of arrays with N rows, h first) -> :class:`BeamSearchResult`.
+
+    ``step(words, state) -> (scores, next_state)`` takes words (M,) int64 and a state of M rows and returns
+    unnormalised scores (M, V) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends a
+    caption (None: captions only stop at ``max_length``), ``null`` the padding id. See the module docstring for
+    the search and ``length_penalty``. Raises ValueError for bad arguments and FloatingPointError when the model's
+    scores are not finite.
+    """
+    beam_size, length_penalty = check_beam_args(beam_size, length_penalty)
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    num_images = _check_state(initial_state, "initial_state")
+    K, L = beam_size, int(max_length)
+    captions = np.full((num_images, L), null, dtype=np.int32)
+    log_probs = np.full(num_images, -np.inf)
+    if num_images == 0:
+        return BeamSearchResult(captions, log_probs)
+
+    # Row n * K + k of the state holds hypothesis k of image n. All K start as copies of the image's state; only
+    # hypothesis 0 may expand at the first step (the others score -inf), so the beam does not fill with duplicates.
+    state = tuple(np.repeat(s, K, axis=0) for s in initial_state)
+    words = np.full(num_images * K, start, dtype=np.int64)
+    totals = np.full((num_images, K), -np.inf)
+    totals[:, 0] = 0.0
+    sequences = np.full((num_images, K, L), null, dtype=np.int32)
+    best_normalised = np.full(num_images, -np.inf)
+    num_finished = np.zeros(num_images, dtype=np.int64)
+    image_rows = np.arange(num_images)[:, None]
+
+    for t in range(L):
+        scores, state = step(words, state)
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or scores.shape[0] != num_images * K:
+            raise ValueError(f"step returned scores of shape {scores.shape}, expected ({num_images * K}, V)")
+        if _check_state(state, "the state step returned") != num_images * K:
+            raise ValueError(f"step returned a state with {state[0].shape[0]} rows, expected {num_images * K}")
+        if not np.isfinite(scores).all():
+            raise FloatingPointError(f"the model's scores at decoding step {t} are not finite (NaN or inf)")
+        vocab_size = scores.shape[1]
+        if t == 0:
+            _check_ids(vocab_size, start=start, end=end, null=null)
+
+        # Each hypothesis's best K + 1 words hold its best K that are not <END>, which is all the selection below
+        # can take. Ordering by the raw scores (stable, lowest id first on ties) makes K = 1 pick exactly argmax.
+        per_beam = min(K + 1, vocab_size)
+        top_words = np.argsort(-scores, axis=1, kind="stable")[:, :per_beam]
+        candidates = totals.reshape(-1, 1) + np.take_along_axis(_log_softmax(scores), top_words, axis=1)
+        candidates = candidates.reshape(num_images, K * per_beam)
+        cand_words = top_words.reshape(num_images, K * per_beam)
+        cand_parents = np.broadcast_to(np.repeat(np.arange(K), per_beam), cand_words.shape)
+        order = np.argsort(-candidates, axis=1, kind="stable")
+        candidates = np.take_along_axis(candidates, order, axis=1)
+        cand_words = np.take_along_axis(cand_words, order, axis=1)
+        cand_parents = np.take_along_axis(cand_parents, order, axis=1)
+
+        ends = cand_words == end if end is not None else np.zeros(cand_words.shape, dtype=bool)
+        finishing = ends & np.isfinite(candidates) & (np.arange(K * per_beam) < K)
+        finishing &= (num_finished < K)[:, None]
+        if finishing.any():
+            # All finishing candidates of one image have length t + 1; the first in rank order is its best.
+            normalised = np.where(finishing, candidates, -np.inf) / length_normalizer(t + 1, length_penalty)
+            first = normalised.argmax(axis=1)
+            better = finishing.any(axis=1) & (normalised[image_rows[:, 0], first] > best_normalised)
+            n = np.flatnonzero(better)
+            best_normalised[n] = normalised[n, first[n]]
+            log_probs[n] = candidates[n, first[n]]
+            captions[n] = sequences[n, cand_parents[n, first[n]]]  # positions t onwards are still <NULL>
+            captions[n, t] = end
+            num_finished += finishing.sum(axis=1)
+            if (num_finished >= K).all():
+                break
+
+        # The K best candidates that do not end become the live hypotheses (there are at least K: at most K of
+        # the candidates are <END>, one per hypothesis).
+        keep = np.argsort(ends, axis=1, kind="stable")[:, :K]
+        totals = np.take_along_axis(candidates, keep, axis=1)
+        parents = np.take_along_axis(cand_parents, keep, axis=1)
+        parent_rows = (image_rows * K + parents).ravel()
+        sequences = sequences.reshape(num_images * K, L)[parent_rows].reshape(num_images, K, L)
+        sequences[:, :, t] = np.take_along_axis(cand_words, keep, axis=1)
+        state = tuple(s[parent_rows] for s in state)
+        words = sequences[:, :, t].ravel().astype(np.int64)
+
+    unfinished = num_finished == 0
+    captions[unfinished] = sequences[unfinished, 0]  # live hypotheses stay sorted, so 0 is the best
+    log_probs[unfinished] = totals[unfinished, 0]
+    return BeamSearchResult(captions, log_probs)
+
+
+def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
+    """Captions of ``model`` (a CaptioningRNN) for image features (N, D) -> :class:`BeamSearchResult`.
+
+    Runs :func:`beam_search` with the model's cell through the Cell interface: ``step`` embeds the previous words,
+    advances the cell one step and scores the vocabulary from h, exactly as greedy ``CaptioningRNN.sample`` does.
+    """
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
+        raise ValueError(f"features must be numeric with shape (N, {model.input_dim}), got {features.shape}")
+    start = model.word_to_idx.get("<START>")
+    if start is None:
+        raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+    p = model.params
+    cell_params = {name: p[name] for name in model.cell_param_names}
+
+    def step(words, state):
+        state = model.cell.step(p["W_embed"][words], state, cell_params)
+        return state[0] @ p["W_vocab"] + p["b_vocab"], state
+
+    h0 = features.astype(model.dtype, copy=False) @ p["W_proj"] + p["b_proj"]
+    return beam_search(
+        step,
+        model.cell.initial_state(h0),
+        start=start,
+        end=model.word_to_idx.get("<END>"),
+        max_length=max_length,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        null=model.word_to_idx["<NULL>"],
+    )
