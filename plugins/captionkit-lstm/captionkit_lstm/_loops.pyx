@@ -1,0 +1,122 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled LSTM time loops (private; call them through captionkit_lstm.kernels, which validates inputs).
+
+Only the recurrence lives here: the input projection x @ Wx + b is one large matrix product done before the forward
+loop, and dx, dWx, dWh, db are large products done after the backward loop. Each step is one BLAS gemm for
+h_{t-1} @ Wh (or its transpose) plus a fused elementwise pass over the gates, all without the GIL.
+
+Layout: arrays are C-contiguous (N, T, ...); the rows of one time step are strided by T * width, which BLAS takes
+as the leading dimension, so no step is copied.
+"""
+from cython cimport floating
+from libc.math cimport exp, expf, tanh, tanhf
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating *a, int lda,
+                       floating *b, int ldb, floating beta, floating *c, int ldc) noexcept nogil:
+    """Column-major C = op(A) @ op(B) + beta * C (BLAS conventions)."""
+    cdef floating alpha = 1
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+
+
+cdef inline floating _exp(floating v) noexcept nogil:
+    if floating is float:
+        return expf(v)
+    else:
+        return exp(v)
+
+
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef inline floating _sigmoid(floating v) noexcept nogil:
+    # Never exponentiate a large positive number.
+    cdef floating e
+    if v >= 0:
+        return 1 / (1 + _exp(-v))
+    e = _exp(v)
+    return e / (1 + e)
+
+
+def forward_loop(floating[:, :, ::1] gates, floating[:, ::1] h0, floating[:, ::1] Wh,
+                 floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] tanh_c):
+    """Run the recurrence over T steps.
+
+    gates (N, T, 4H) holds x @ Wx + b on entry and the activated gates i, f, o, g on return; h0 (N, H);
+    Wh (H, 4H); h, c, tanh_c (N, T, H) are filled with the hidden states, cell states and tanh of the cell states.
+    """
+    cdef int N = gates.shape[0], T = gates.shape[1], H = h0.shape[1]
+    cdef int G = 4 * H
+    cdef int t, n, j
+    cdef floating *a_row
+    cdef floating i_gate, f_gate, o_gate, g_gate, prev_c, c_new, tc
+    with nogil:
+        for t in range(T):
+            # gates[:, t] += h_{t-1} @ Wh; in column-major terms gates_t^T (G x N) += Wh^T (G x H) @ h_{t-1}^T.
+            if t == 0:
+                _gemm(c'N', c'N', G, N, H, &Wh[0, 0], G, &h0[0, 0], H, 1, &gates[0, 0, 0], T * G)
+            else:
+                _gemm(c'N', c'N', G, N, H, &Wh[0, 0], G, &h[0, t - 1, 0], T * H, 1, &gates[0, t, 0], T * G)
+            for n in range(N):
+                a_row = &gates[n, t, 0]
+                for j in range(H):
+                    i_gate = _sigmoid(a_row[j])
+                    f_gate = _sigmoid(a_row[H + j])
+                    o_gate = _sigmoid(a_row[2 * H + j])
+                    g_gate = _tanh(a_row[3 * H + j])
+                    prev_c = c[n, t - 1, j] if t > 0 else 0  # c0 = 0
+                    c_new = f_gate * prev_c + i_gate * g_gate
+                    tc = _tanh(c_new)
+                    a_row[j] = i_gate
+                    a_row[H + j] = f_gate
+                    a_row[2 * H + j] = o_gate
+                    a_row[3 * H + j] = g_gate
+                    c[n, t, j] = c_new
+                    tanh_c[n, t, j] = tc
+                    h[n, t, j] = o_gate * tc
+
+
+def backward_loop(floating[:, :, ::1] dh, floating[:, :, ::1] gates, floating[:, :, ::1] c,
+                  floating[:, :, ::1] tanh_c, floating[:, ::1] Wh, floating[:, :, ::1] da,
+                  floating[:, ::1] dh_next, floating[:, ::1] dc_next):
+    """Back-propagate through T steps.
+
+    dh (N, T, H) upstream gradients of the hidden states; gates, c, tanh_c from :func:`forward_loop`; Wh (H, 4H).
+    Fills da (N, T, 4H) with the gradients of the gate pre-activations. dh_next and dc_next (N, H) must be zero on
+    entry; on return dh_next holds dh0 (c0 is a constant, so dc_next is scratch).
+    """
+    cdef int N = dh.shape[0], T = dh.shape[1], H = dh.shape[2]
+    cdef int G = 4 * H
+    cdef int t, n, j
+    cdef floating *g_row
+    cdef floating *d_row
+    cdef floating i_gate, f_gate, o_gate, g_gate, tc, prev_c, dh_t, dc
+    with nogil:
+        for t in range(T - 1, -1, -1):
+            for n in range(N):
+                g_row = &gates[n, t, 0]
+                d_row = &da[n, t, 0]
+                for j in range(H):
+                    i_gate = g_row[j]
+                    f_gate = g_row[H + j]
+                    o_gate = g_row[2 * H + j]
+                    g_gate = g_row[3 * H + j]
+                    tc = tanh_c[n, t, j]
+                    prev_c = c[n, t - 1, j] if t > 0 else 0
+                    dh_t = dh[n, t, j] + dh_next[n, j]
+                    dc = dc_next[n, j] + dh_t * o_gate * (1 - tc * tc)
+                    d_row[j] = dc * g_gate * i_gate * (1 - i_gate)
+                    d_row[H + j] = dc * prev_c * f_gate * (1 - f_gate)
+                    d_row[2 * H + j] = dh_t * tc * o_gate * (1 - o_gate)
+                    d_row[3 * H + j] = dc * i_gate * (1 - g_gate * g_gate)
+                    dc_next[n, j] = dc * f_gate
+            # dh_next = da[:, t] @ Wh^T; column-major: dh_next^T (H x N) = Wh (H x G) @ da_t^T (G x N).
+            _gemm(c'T', c'N', H, N, G, &Wh[0, 0], G, &da[0, t, 0], T * G, 0, &dh_next[0, 0], H)

@@ -1,0 +1,97 @@
+"""Compiled LSTM sequence forward/backward, with the signatures of :mod:`captionkit_lstm.layers`.
+
+This module is the one door to the private extension ``_loops``: it checks shapes and dtypes, makes arrays
+C-contiguous in one float dtype (float32 or float64), hoists the input projection out of the time loop, and does
+the large weight-gradient products after the backward loop.
+"""
+import numpy as np
+
+__all__ = ["is_available", "lstm_forward", "lstm_backward"]
+
+try:
+    from captionkit_lstm import _loops
+except ImportError as exc:  # an unbuilt source checkout: the numpy reference still works
+    _loops = None
+    _IMPORT_ERROR = exc
+else:
+    _IMPORT_ERROR = None
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_available():
+    """True when the compiled extension is built and imports."""
+    return _loops is not None
+
+
+def _require_loops():
+    if _loops is None:
+        raise RuntimeError(
+            "the compiled LSTM loops of captionkit-lstm are not built "
+            f"({_IMPORT_ERROR}); reinstall with `pip install plugins/captionkit-lstm` or use backend 'numpy'"
+        )
+    return _loops
+
+
+def _common_dtype(**arrays):
+    dtype = np.result_type(*arrays.values())
+    if dtype not in _FLOATS:
+        described = ", ".join(f"{name} {np.asarray(a).dtype}" for name, a in arrays.items())
+        raise TypeError(f"lstm: arrays must be float32 or float64, got {described}")
+    return dtype
+
+
+def _as(array, dtype):
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """x (N, T, D), h0 (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,) -> h (N, T, H), cache; c0 is zero."""
+    loops = _require_loops()
+    x, h0, Wx, Wh, b = (np.asarray(a) for a in (x, h0, Wx, Wh, b))
+    if x.ndim != 3 or x.shape[1] < 1:
+        raise ValueError(f"lstm: x must be (N, T, D) with T >= 1, got shape {x.shape}")
+    N, T, D = x.shape
+    if h0.ndim != 2 or h0.shape[0] != N:
+        raise ValueError(f"lstm: h0 must be (N, H) with N={N} from x, got shape {h0.shape}")
+    H = h0.shape[1]
+    for name, array, shape in (("Wx", Wx, (D, 4 * H)), ("Wh", Wh, (H, 4 * H)), ("b", b, (4 * H,))):
+        if array.shape != shape:
+            raise ValueError(f"lstm: {name} must have shape {shape} for D={D}, H={H}, got {array.shape}")
+    dtype = _common_dtype(x=x, h0=h0, Wx=Wx, Wh=Wh, b=b)
+    x, h0, Wx, Wh, b = (_as(a, dtype) for a in (x, h0, Wx, Wh, b))
+
+    gates = (x.reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)  # hoisted input projection
+    gates += b
+    h = np.empty((N, T, H), dtype=dtype)
+    c = np.empty((N, T, H), dtype=dtype)
+    tanh_c = np.empty((N, T, H), dtype=dtype)
+    loops.forward_loop(gates, h0, Wh, h, c, tanh_c)
+    return h, (x, h0, Wx, Wh, gates, c, tanh_c, h)
+
+
+def lstm_backward(dh, cache):
+    """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)."""
+    loops = _require_loops()
+    x, h0, Wx, Wh, gates, c, tanh_c, h = cache
+    dh = np.asarray(dh)
+    if dh.shape != h.shape:
+        raise ValueError(f"lstm: dh must have the shape of the forward output {h.shape}, got {dh.shape}")
+    if dh.dtype not in _FLOATS:
+        raise TypeError(f"lstm: dh must be float32 or float64, got {dh.dtype}")
+    dh = _as(dh, h.dtype)
+    N, T, H = h.shape
+    D = x.shape[2]
+
+    da = np.empty_like(gates)
+    dh0 = np.zeros((N, H), dtype=h.dtype)
+    dc_scratch = np.zeros((N, H), dtype=h.dtype)
+    loops.backward_loop(dh, gates, c, tanh_c, Wh, da, dh0, dc_scratch)
+
+    da_flat = da.reshape(N * T, 4 * H)
+    dx = (da_flat @ Wx.T).reshape(N, T, D)
+    dWx = x.reshape(N * T, D).T @ da_flat
+    prev_h = np.concatenate([h0[:, None, :], h[:, :-1, :]], axis=1).reshape(N * T, H)
+    dWh = prev_h.T @ da_flat
+    db = da_flat.sum(axis=0)
+    return dx, dh0, dWx, dWh, db
