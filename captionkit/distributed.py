@@ -196,6 +196,13 @@ class DistributedSolver(CaptioningSolver):
             self.comm.Bcast(value, root=0)
             self.model.params[name] = value
 
+    def load_state_dict(self, state):
+        """Resume: every rank takes rank 0's training ``state`` and parameters (other ranks may pass None), so a
+        job restarts from rank 0's checkpoint even where the other ranks cannot read it."""
+        state = self.comm.bcast(state if self.rank == 0 else None, root=0)
+        super().load_state_dict(state)
+        self.broadcast_params()
+
     def _loss_and_grads(self, features, captions):
         """Global loss and gradients of the minibatch, computed on this rank's shard and summed over all ranks.
 

@@ -131,4 +131,6 @@ def test_a_failing_rank_ends_the_job_with_a_message(bundle_dir, tmp_path, mode):
     assert result.returncode != 0
     if mode == "raise":
         assert "rank 1 of 2 failed (RuntimeError: injected failure at iteration 3); aborting all ranks" in result.stderr
+    else:  # the launcher names the signal (MPICH on stdout, Open MPI on stderr)
+        assert "signal 9" in result.stdout + result.stderr
     assert not list(tmp_path.glob("rank*.npz")), "no rank may finish training once another has died"
