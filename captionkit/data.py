@@ -26,6 +26,7 @@ __all__ = [
     "bundle_paths",
     "decode_captions",
     "load_coco_data",
+    "load_images",
     "sample_coco_minibatch",
 ]
 
@@ -233,6 +234,43 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
         data["train_captions"] = data["train_captions"][mask]
         data["train_image_idxs"] = data["train_image_idxs"][mask]
     return data
+
+
+def load_images(base_dir, split, indices):
+    """Pixels of some images of ``split`` from ``{split}2014_images.h5`` (dataset ``images``, (num_images, H, W, 3)
+    uint8), or None when the bundle has no such file (COCO bundles carry URLs, not pixels).
+
+    ``indices``: image indices (any order). Returns (len(indices), H, W, 3) uint8; raises :class:`BundleError`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    base = Path(base_dir) if base_dir is not None else _default_base_dir()
+    path = base / f"{split}2014_images.h5"
+    if not path.is_file():
+        return None
+    import h5py
+
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    try:
+        with h5py.File(path, "r") as f:
+            node = f.get("images")
+            if not isinstance(node, h5py.Dataset):
+                raise BundleError(f"{path}: missing dataset 'images' (found: {', '.join(sorted(f.keys()))})")
+            if node.dtype != np.uint8 or node.ndim != 4 or node.shape[3] != 3:
+                raise BundleError(
+                    f"{path}: dataset 'images' has dtype {node.dtype} and shape {node.shape}, expected uint8 "
+                    "(num_images, height, width, 3)"
+                )
+            bad = (indices < 0) | (indices >= node.shape[0])
+            if bad.any():
+                raise BundleError(f"{path}: image index {indices[bad][0]} is out of range for {node.shape[0]} images")
+            order = np.unique(indices)  # h5py reads increasing indices only
+            pixels = node[order]
+    except BundleError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleError(f"{path}: cannot read HDF5 file ({exc})") from exc
+    return pixels[np.searchsorted(order, indices)]
 
 
 def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):

@@ -3,15 +3,36 @@
 The solver samples minibatches of training captions (with replacement, as the assignment does), asks the model for
 loss and gradients, and applies an update rule from :mod:`captionkit.optim` to every parameter, decaying the
 learning rate by ``lr_decay`` after each epoch.
+
+Beyond the assignment: a non-finite loss or gradient stops training with :class:`TrainingDivergedError` before it
+reaches the parameters, and :meth:`CaptioningSolver.state_dict` / :meth:`CaptioningSolver.load_state_dict` capture
+everything that an interrupted run needs to continue bit-identically (see :mod:`captionkit.checkpoint`).
 """
+import copy
+
 import numpy as np
 
 from captionkit import optim
 from captionkit.data import sample_coco_minibatch
 
-__all__ = ["CaptioningSolver"]
+__all__ = ["CaptioningSolver", "TrainingDivergedError"]
 
 _DATA_KEYS = ("train_captions", "train_image_idxs", "train_features", "train_urls")
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or a gradient became NaN or infinite; the parameters were not updated with it.
+
+    ``iteration`` is 1-based (as the verbose output counts), ``quantity`` names the loss or the parameter whose
+    gradient is bad; ``note`` adds what the caller knows (e.g. which checkpoint stays valid).
+    """
+
+    def __init__(self, iteration, epoch, quantity, value, note=""):
+        self.iteration, self.epoch, self.quantity, self.value, self.note = iteration, epoch, quantity, value, note
+        super().__init__(
+            f"training diverged at iteration {iteration} (epoch {epoch + 1}): {quantity} is {value}; "
+            "the parameters were not updated with it. Try a lower learning rate." + (f" {note}" if note else "")
+        )
 
 
 class CaptioningSolver:
@@ -77,6 +98,7 @@ class CaptioningSolver:
             self.data, batch_size=self.batch_size, split="train", rng=self.rng
         )
         loss, grads = self._loss_and_grads(features, captions)
+        self._check_finite(loss, grads)
         self.loss_history.append(loss)
         for name, value in self.model.params.items():
             self.model.params[name], self.optim_configs[name] = self.update_rule(
@@ -84,9 +106,45 @@ class CaptioningSolver:
             )
         return loss
 
+    def _check_finite(self, loss, grads):
+        """Raise TrainingDivergedError naming the loss or the first parameter whose gradient is not finite."""
+        if not np.isfinite(loss):
+            raise TrainingDivergedError(self.iteration + 1, self.epoch, "the loss", float(loss))
+        for name in self.model.params:
+            grad = grads[name]
+            if not np.isfinite(grad).all():
+                bad = grad[~np.isfinite(grad)].flat[0]
+                raise TrainingDivergedError(self.iteration + 1, self.epoch, f"the gradient of {name}", bad)
+
     def _loss_and_grads(self, features, captions):
         """Loss and gradients of the whole minibatch; a data-parallel solver overrides this to split the work."""
         return self.model.loss(features, captions)
+
+    def _sampling_rng(self):
+        return np.random if self.rng is None else self.rng
+
+    def state_dict(self):
+        """A deep copy of the training state: ``epoch``, ``iteration``, ``loss_history`` (list of float),
+        ``optim_configs`` (per parameter: hyperparameters and moments), ``rng_state`` (the minibatch sampler's
+        ``get_state()`` tuple). Model parameters are not included; they live in ``model.params``."""
+        return {
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "loss_history": [float(loss) for loss in self.loss_history],
+            "optim_configs": copy.deepcopy(self.optim_configs),
+            "rng_state": self._sampling_rng().get_state(),
+        }
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned, so that training continues exactly where it stopped."""
+        missing = set(self.model.params) - set(state["optim_configs"])
+        if missing:
+            raise ValueError(f"the optimiser state has no entry for the parameters {sorted(missing)}")
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+        self.loss_history = list(state["loss_history"])
+        self.optim_configs = {name: copy.deepcopy(state["optim_configs"][name]) for name in self.model.params}
+        self._sampling_rng().set_state(state["rng_state"])
 
     def train(self):
         """Run the remaining iterations of ``num_epochs`` epochs; returns ``loss_history``."""

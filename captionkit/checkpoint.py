@@ -1,0 +1,376 @@
+"""Checkpoints: a model's parameters plus everything needed to resume its training bit-identically.
+
+A checkpoint is an uncompressed ``.npz`` archive of plain numeric arrays, parsed as data only (``allow_pickle=False``,
+no object arrays, metadata as JSON), so a crafted file can fail to load but can never run code:
+
+- ``meta``: uint8, the UTF-8 bytes of a JSON object: ``format`` ("captionkit-checkpoint"), ``format_version``,
+  ``captionkit_version``, ``model`` (cell_type, input_dim, wordvec_dim, hidden_dim, dtype), ``idx_to_word``,
+  ``config`` (the training options), and, when saved from a solver, ``training`` (epoch, iteration, the
+  optimiser's scalar settings per parameter, the minibatch sampler's RNG position);
+- ``param/NAME``: each model parameter, in the model's dtype;
+- ``optim/NAME/KEY``: the optimiser's array state per parameter (Adam's ``m`` and ``v``, momentum's ``velocity``...);
+- ``rng/keys``: the 624 uint32 words of the sampler's MT19937 state; ``loss_history``: float64, one per iteration.
+
+Writes are atomic (:mod:`captionkit.atomicfile`): a crash mid-write leaves the previous checkpoint untouched.
+"""
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from captionkit import __version__
+from captionkit.atomicfile import atomic_write
+from captionkit.data import SPECIAL_TOKENS
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_model", "read_checkpoint",
+           "save_checkpoint"]
+
+FORMAT = "captionkit-checkpoint"
+FORMAT_VERSION = 1
+_MT_KEYS = 624  # words of MT19937 state
+_MODEL_FIELDS = {"cell_type": str, "input_dim": int, "wordvec_dim": int, "hidden_dim": int, "dtype": str}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupt, crafted, or does not fit what it is loaded for."""
+
+
+@dataclass
+class Checkpoint:
+    """The parsed content of a checkpoint file (see the module docstring for the layout).
+
+    ``training`` is None for a model-only checkpoint; otherwise it holds the solver state in the form
+    :meth:`CaptioningSolver.load_state_dict` takes (epoch, iteration, loss_history, optim_configs, rng_state).
+    """
+
+    path: Path
+    model: dict
+    idx_to_word: list
+    config: dict
+    params: dict
+    training: dict | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def word_to_idx(self):
+        return {word: idx for idx, word in enumerate(self.idx_to_word)}
+
+    @property
+    def iteration(self):
+        return 0 if self.training is None else self.training["iteration"]
+
+    @property
+    def epoch(self):
+        return 0 if self.training is None else self.training["epoch"]
+
+    def build_model(self, backend=None):
+        """A :class:`CaptioningRNN` with this checkpoint's cell, dimensions, vocabulary and parameters."""
+        model = _empty_model(self.path, self.model, self.idx_to_word, backend)
+        model.params = {name: value.copy() for name, value in self.params.items()}
+        return model
+
+
+# ---------------------------------------------------------------------------------------------------------- saving
+def _json_scalar(value, where):
+    """A JSON-safe Python scalar for an optimiser setting (float, int or bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    raise TypeError(f"cannot store {where} = {value!r} in a checkpoint (only numbers and arrays are stored)")
+
+
+def save_checkpoint(path, model, solver=None, config=None):
+    """Write ``model`` (and, if given, ``solver``'s training state and the ``config`` dict) to ``path`` atomically.
+
+    Returns the path. ``config`` must be JSON-serialisable (the training options).
+    """
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "captionkit_version": __version__,
+        "model": {
+            "cell_type": model.cell_type,
+            "input_dim": model.input_dim,
+            "wordvec_dim": model.wordvec_dim,
+            "hidden_dim": model.hidden_dim,
+            "dtype": np.dtype(model.dtype).name,
+        },
+        "idx_to_word": [model.idx_to_word[i] for i in range(model.vocab_size)],
+        "config": dict(config or {}),
+    }
+    arrays = {}
+    for name, value in model.params.items():
+        if "/" in name:
+            raise ValueError(f"parameter name {name!r} contains '/', which the checkpoint format reserves")
+        arrays[f"param/{name}"] = np.ascontiguousarray(value)
+    if solver is not None:
+        state = solver.state_dict()
+        algorithm, keys, pos, has_gauss, cached_gaussian = state["rng_state"]
+        scalars = {}
+        for name, conf in state["optim_configs"].items():
+            scalars[name] = {}
+            for key, value in conf.items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"optim/{name}/{key}"] = value
+                else:
+                    scalars[name][key] = _json_scalar(value, f"optim_configs[{name!r}][{key!r}]")
+        arrays["rng/keys"] = np.asarray(keys, dtype=np.uint32)
+        arrays["loss_history"] = np.asarray(state["loss_history"], dtype=np.float64)
+        meta["training"] = {
+            "epoch": int(state["epoch"]),
+            "iteration": int(state["iteration"]),
+            "optim_scalars": scalars,
+            "rng": {"algorithm": algorithm, "pos": int(pos), "has_gauss": int(has_gauss),
+                    "cached_gaussian": float(cached_gaussian)},
+        }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------- loading
+def _open_archive(path):
+    """np.load the archive as data only; map every failure to a CheckpointError naming the file."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file (pass a checkpoint .npz or a run directory)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+    # Look at the first bytes ourselves: np.load would report any unknown content as "pickled data".
+    if magic[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: the file is a Python pickle, which captionkit never loads (checkpoints are plain arrays); "
+            "refusing it"
+        )
+    if magic != b"PK\x03\x04":
+        what = "empty" if not magic else "a single .npy array" if magic == b"\x93NUM" else "not an .npz archive"
+        raise CheckpointError(f"{path}: not a captionkit checkpoint ({what})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint; the file is truncated or corrupt ({exc})") from exc
+
+
+def _read_member(path, archive, key):
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickle" in str(exc):
+            raise CheckpointError(
+                f"{path}: member {key!r} is an object array (pickled Python objects), which captionkit never "
+                "loads; refusing the checkpoint"
+            ) from exc
+        raise CheckpointError(f"{path}: member {key!r} cannot be read ({exc}); the file is corrupt") from exc
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CheckpointError(
+            f"{path}: member {key!r} cannot be read; the file is truncated or corrupt ({exc})"
+        ) from exc
+
+
+def _read_meta(path, members):
+    raw = members.get("meta")
+    if raw is None:
+        raise CheckpointError(f"{path}: no 'meta' member; not a captionkit checkpoint")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"{path}: 'meta' has dtype {raw.dtype} and shape {raw.shape}, expected uint8 bytes")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: 'meta' is not valid UTF-8 JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: 'meta' does not declare format {FORMAT!r}; not a captionkit checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('format_version')!r}; this captionkit "
+            f"({__version__}) reads version {FORMAT_VERSION}"
+        )
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: 'meta' has no 'model' object")
+    for key, kind in _MODEL_FIELDS.items():
+        value = model.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            raise CheckpointError(f"{path}: meta 'model.{key}' is {value!r}, expected a {kind.__name__}"
+                                  f"{' >= 1' if kind is int else ''}")
+    if model["dtype"] not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: meta 'model.dtype' is {model['dtype']!r}, expected float32 or float64")
+    if not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{path}: meta 'config' must be a JSON object")
+    _check_vocabulary(path, meta.get("idx_to_word"))
+    return meta
+
+
+def _check_vocabulary(path, idx_to_word):
+    if not isinstance(idx_to_word, list) or not all(isinstance(w, str) for w in idx_to_word):
+        raise CheckpointError(f"{path}: meta 'idx_to_word' must be a list of strings")
+    if len(set(idx_to_word)) != len(idx_to_word):
+        raise CheckpointError(f"{path}: meta 'idx_to_word' lists a word twice")
+    for token, idx in SPECIAL_TOKENS.items():
+        if idx >= len(idx_to_word) or idx_to_word[idx] != token:
+            raise CheckpointError(f"{path}: meta 'idx_to_word'[{idx}] must be {token}")
+
+
+def _empty_model(path, model_meta, idx_to_word, backend=None):
+    """A freshly initialised model of the checkpoint's architecture (its parameters are then replaced)."""
+    from captionkit.cells import CellLoadError, UnknownCellError
+    from captionkit.model import CaptioningRNN
+
+    try:
+        return CaptioningRNN(
+            {word: idx for idx, word in enumerate(idx_to_word)},
+            input_dim=model_meta["input_dim"],
+            wordvec_dim=model_meta["wordvec_dim"],
+            hidden_dim=model_meta["hidden_dim"],
+            cell_type=model_meta["cell_type"],
+            dtype=np.dtype(model_meta["dtype"]).type,
+            backend=backend,
+            seed=0,
+        )
+    except (UnknownCellError, CellLoadError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint was made with cell {model_meta['cell_type']!r}: {exc}") from exc
+
+
+def _check_array(path, key, value, shape, dtype):
+    if value.shape != tuple(shape):
+        raise CheckpointError(f"{path}: {key!r} has shape {value.shape}, expected {tuple(shape)} for this model")
+    if value.dtype != dtype:
+        raise CheckpointError(f"{path}: {key!r} has dtype {value.dtype}, expected {dtype}")
+    if not np.isfinite(value).all():
+        raise CheckpointError(f"{path}: {key!r} holds non-finite values")
+
+
+def _read_training(path, meta, members, params):
+    training = meta.get("training")
+    if training is None:
+        return None
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{path}: meta 'training' must be a JSON object")
+    for key in ("epoch", "iteration"):
+        value = training.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: meta 'training.{key}' is {value!r}, expected an integer >= 0")
+    scalars = training.get("optim_scalars")
+    if not isinstance(scalars, dict) or set(scalars) != set(params):
+        raise CheckpointError(f"{path}: meta 'training.optim_scalars' must hold one object per parameter")
+    optim_configs = {}
+    for name, conf in scalars.items():
+        if not isinstance(conf, dict) or not all(
+            isinstance(v, (int, float)) and (isinstance(v, bool) or math.isfinite(v)) for v in conf.values()
+        ):
+            raise CheckpointError(f"{path}: meta 'training.optim_scalars.{name}' must map names to finite numbers")
+        optim_configs[name] = dict(conf)
+    for key, value in members.items():
+        if key.startswith("optim/"):
+            parts = key.split("/")
+            if len(parts) != 3 or parts[1] not in params:
+                raise CheckpointError(f"{path}: {key!r} is optimiser state for no parameter of this model")
+            _check_array(path, key, value, params[parts[1]].shape, params[parts[1]].dtype)
+            optim_configs[parts[1]][parts[2]] = value
+    rng = training.get("rng")
+    keys = members.get("rng/keys")
+    if (not isinstance(rng, dict) or rng.get("algorithm") != "MT19937" or keys is None
+            or keys.dtype != np.uint32 or keys.shape != (_MT_KEYS,)
+            or not isinstance(rng.get("pos"), int) or not 0 <= rng["pos"] <= _MT_KEYS
+            or rng.get("has_gauss") not in (0, 1) or not isinstance(rng.get("cached_gaussian"), (int, float))):
+        raise CheckpointError(f"{path}: the minibatch sampler's RNG state ('rng/keys', meta 'training.rng') is "
+                              "missing or malformed")
+    history = members.get("loss_history")
+    if history is None or history.dtype != np.float64 or history.ndim != 1:
+        raise CheckpointError(f"{path}: 'loss_history' is missing or not a float64 vector")
+    return {
+        "epoch": training["epoch"],
+        "iteration": training["iteration"],
+        "loss_history": history.tolist(),
+        "optim_configs": optim_configs,
+        "rng_state": ("MT19937", keys, rng["pos"], rng["has_gauss"], float(rng["cached_gaussian"])),
+    }
+
+
+def read_checkpoint(path):
+    """Parse and validate the checkpoint file at ``path`` -> :class:`Checkpoint`.
+
+    Raises :class:`CheckpointError` naming the file and the member at fault for a missing, truncated, corrupt or
+    crafted file (pickled data is refused without being unpickled), or one whose arrays do not fit its declared
+    cell, dimensions and vocabulary.
+    """
+    path = Path(path)
+    with _open_archive(path) as archive:
+        members = {key: _read_member(path, archive, key) for key in archive.files}
+    meta = _read_meta(path, members)
+    known = {"meta", "rng/keys", "loss_history"}
+    unknown = [k for k in members if k not in known and not k.startswith(("param/", "optim/"))]
+    if unknown:
+        raise CheckpointError(f"{path}: unexpected members {sorted(unknown)}; not a captionkit checkpoint")
+
+    expected = _empty_model(path, meta["model"], meta["idx_to_word"]).params
+    dtype = np.dtype(meta["model"]["dtype"])
+    stored = {key[len("param/"):] for key in members if key.startswith("param/")}
+    if stored != set(expected):
+        missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
+        raise CheckpointError(
+            f"{path}: parameters do not match cell {meta['model']['cell_type']!r}"
+            + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
+        )
+    params = {}
+    for name, template in expected.items():
+        value = members[f"param/{name}"]
+        _check_array(path, f"param/{name}", value, template.shape, dtype)
+        params[name] = value
+    return Checkpoint(
+        path=path,
+        model=dict(meta["model"]),
+        idx_to_word=list(meta["idx_to_word"]),
+        config=dict(meta.get("config", {})),
+        params=params,
+        training=_read_training(path, meta, members, params),
+        meta=meta,
+    )
+
+
+def resolve_checkpoint(run_or_checkpoint):
+    """The checkpoint file meant by a path: the file itself, or the latest checkpoint of a run directory."""
+    from captionkit.runs import RunDirectory
+
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        latest = RunDirectory(path).latest_checkpoint()
+        if latest is None:
+            raise CheckpointError(f"{path}: a directory with no checkpoints in {RunDirectory(path).checkpoints}")
+        return latest
+    return path
+
+
+def load_model(run_or_checkpoint, backend=None):
+    """Load a trained model from a checkpoint file or a run directory (its latest checkpoint).
+
+    Returns ``(model, info)``: the :class:`CaptioningRNN` and a dict with ``checkpoint`` (the file read),
+    ``run_dir`` (the run it belongs to, or None), ``model`` (cell_type, input_dim, wordvec_dim, hidden_dim,
+    dtype), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset directory, None for the
+    built-in one; ``pca``), ``epoch`` and ``iteration``. Raises :class:`CheckpointError`.
+    """
+    from captionkit.runs import run_dir_of
+
+    checkpoint = read_checkpoint(resolve_checkpoint(run_or_checkpoint))
+    model = checkpoint.build_model(backend)
+    info = {
+        "checkpoint": checkpoint.path,
+        "run_dir": run_dir_of(checkpoint.path),
+        "model": dict(checkpoint.model),
+        "idx_to_word": list(checkpoint.idx_to_word),
+        "config": dict(checkpoint.config),
+        "epoch": checkpoint.epoch,
+        "iteration": checkpoint.iteration,
+    }
+    return model, info

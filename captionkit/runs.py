@@ -1,0 +1,155 @@
+"""Run directories, per-iteration metrics (JSON lines) and config files.
+
+A training run leaves everything in one directory::
+
+    RUN/
+      config.json        the resolved training options (usable again with `captionkit train --config`)
+      metrics.jsonl      one JSON object per line: {"kind": "train", "iteration", "epoch", "loss", "learning_rate",
+                         "elapsed"} per iteration and {"kind": "val", "iteration", "epoch", "images", metric: value}
+                         per evaluation
+      checkpoints/       ckpt-00000120.npz ... (the iteration after which each was saved; see captionkit.checkpoint)
+      loss.png           training loss and validation metrics against iterations
+      samples.txt        generated and ground-truth captions of validation images
+      samples.png        the same as a picture grid, when the dataset has images
+      summary.json       final loss, validation metrics, time, iterations
+
+Config files are data: JSON (``.json``) or TOML (``.toml``, read with tomllib); nothing in them is evaluated.
+"""
+import json
+import re
+import time
+from pathlib import Path
+
+from captionkit.atomicfile import atomic_write_text
+
+__all__ = ["ConfigError", "RunDirectory", "new_run_dir", "read_config_file", "run_dir_of"]
+
+_CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
+
+
+class ConfigError(ValueError):
+    """A config file cannot be read, or holds an unknown option or a value of the wrong kind."""
+
+
+class RunDirectory:
+    """The files of one run under ``root`` (nothing is created until something is written)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.config = self.root / "config.json"
+        self.metrics = self.root / "metrics.jsonl"
+        self.checkpoints = self.root / "checkpoints"
+        self.loss_plot = self.root / "loss.png"
+        self.samples_text = self.root / "samples.txt"
+        self.samples_grid = self.root / "samples.png"
+        self.summary = self.root / "summary.json"
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, iteration):
+        """Where the checkpoint saved after ``iteration`` iterations goes."""
+        return self.checkpoints / f"ckpt-{iteration:08d}.npz"
+
+    def list_checkpoints(self):
+        """``[(iteration, path), ...]`` of the checkpoint files present, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints.iterdir():
+            match = _CHECKPOINT_NAME.match(path.name)
+            if match and path.is_file():
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest_checkpoint(self):
+        """Path of the checkpoint with the highest iteration, or None."""
+        found = self.list_checkpoints()
+        return found[-1][1] if found else None
+
+    def prune_checkpoints(self, keep):
+        """Delete all but the ``keep`` most recent checkpoints."""
+        for _, path in self.list_checkpoints()[:-keep]:
+            path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ config and summary
+    def write_json(self, path, obj):
+        atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    # ------------------------------------------------------------------ metrics
+    def read_metrics(self):
+        """The records of ``metrics.jsonl`` in order; a line cut short by a crash is skipped."""
+        if not self.metrics.is_file():
+            return []
+        records = []
+        with open(self.metrics, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+                    records.append(record)
+        return records
+
+    def truncate_metrics(self, iteration):
+        """Keep only records up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
+        kept = [r for r in self.read_metrics() if r["iteration"] <= iteration]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def open_metrics(self):
+        """The metrics file opened for appending, line-buffered so each record reaches the OS when written."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return open(self.metrics, "a", encoding="utf-8", buffering=1)
+
+
+def run_dir_of(checkpoint_path):
+    """The run directory that holds ``checkpoint_path`` (RUN/checkpoints/ckpt-*.npz), or None."""
+    path = Path(checkpoint_path).resolve()
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
+        return path.parent.parent
+    return None
+
+
+def new_run_dir(base, cell):
+    """Create and return a fresh ``base/<cell>-<YYYYmmdd-HHMMSS>`` directory (with a suffix if that exists)."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    stem = f"{cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for attempt in range(1, 1000):
+        candidate = base / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise OSError(f"{base}: cannot find a free run directory name for {stem}")
+
+
+def read_config_file(path):
+    """Options from a JSON or TOML file -> dict with ``-`` in keys turned into ``_``.
+
+    The file holds one object (JSON) or top-level keys (TOML) named like the command-line options, e.g.
+    ``{"hidden_dim": 256, "epochs": 10}``. Raises :class:`ConfigError` naming the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ConfigError(f"{path}: config files must be JSON (.json) or TOML (.toml), got {suffix or 'no suffix'!r}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8")
+        if suffix == ".json":
+            options = json.loads(text)
+        else:
+            import tomllib
+
+            options = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ConfigError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from exc
+    if not isinstance(options, dict):
+        raise ConfigError(f"{path}: expected an object of option names to values, got {type(options).__name__}")
+    return {str(key).replace("-", "_"): value for key, value in options.items()}
