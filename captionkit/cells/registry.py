@@ -27,6 +27,7 @@ __all__ = [
     "UnknownCellError",
     "available_cells",
     "cell_info",
+    "describe_cell",
     "get_cell",
     "register_cell",
 ]
@@ -210,6 +211,10 @@ class CellRegistry:
         self._loaded[name] = target
         return target
 
+    def describe(self, name):
+        """Where cell ``name`` comes from, for messages: its distribution, version, origin and target."""
+        return self._source(name).describe()
+
     def cell_info(self):
         """A :class:`CellInfo` for every known cell, trying to load each (failures are reported, not raised)."""
         infos = []
@@ -249,6 +254,11 @@ def get_cell(name):
 def available_cells():
     """Sorted names of all registered cells, plugins included, without importing plugins."""
     return _default_registry.available_cells()
+
+
+def describe_cell(name):
+    """Where cell ``name`` comes from (see :meth:`CellRegistry.describe`)."""
+    return _default_registry.describe(name)
 
 
 def cell_info():
