@@ -9,9 +9,11 @@ calls it for K > 1.
 How a step works, per image with beam size K: each of the K live hypotheses is extended by every word, scored by
 its total log-probability (log-softmax of the model's scores, summed over the words so far). Of these candidates,
 those ending in ``<END>`` that rank among the best K are set aside as finished; the best K that do not end stay
-live. An image is done once K hypotheses have finished, or at ``max_length``. Its answer is the finished hypothesis
-with the best length-normalised score, or the best live one when none finished. With K = 1 this is greedy decoding,
-word for word.
+live. An image is done once K hypotheses have finished (the rule of fairseq's beam search), or at ``max_length``.
+Its answer is the finished hypothesis with the best length-normalised score, or the best live one when none
+finished. With K = 1 this is greedy decoding, word for word. Like every beam search it can miss the most probable
+caption, and now and then return a less probable one than greedy decoding when greedy's prefix falls out of the
+beam; wider beams make both rarer.
 
 Length normalisation (Wu et al. 2016, "GNMT"): a hypothesis of L words (``<END>`` counts) with log-probability
 ``log P`` scores ``log P / ((5 + L) / 6) ** length_penalty``. ``length_penalty`` 0 (the default) compares plain
