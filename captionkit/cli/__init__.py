@@ -19,3 +19,8 @@ def main():
 from captionkit.cli import data as _data  # noqa: E402  (registers the `data` group)
 
 main.add_command(_data.data)
+
+from captionkit.cli import cells as _cells  # noqa: E402  (the `cells` and `gradcheck` commands)
+
+main.add_command(_cells.cells)
+main.add_command(_cells.gradcheck)

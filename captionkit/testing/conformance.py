@@ -335,7 +335,7 @@ def run_checks(cell_type, backends=None, seed=0):
     try:
         origin = describe_cell(cell_type)
     except (UnknownCellError, CellConflictError) as exc:
-        return ConformanceReport(str(cell_type), "nowhere", [CheckResult("loads", "-", False, str(exc))])
+        return ConformanceReport(str(cell_type), "no installed distribution", [CheckResult("loads", "-", False, str(exc))])
     report = ConformanceReport(cell_type, origin)
     try:
         cls = get_cell(cell_type)
