@@ -2,11 +2,14 @@
 
 The main entry points: :class:`CaptioningRNN` (the model, generic over recurrent cells), :class:`CaptioningSolver`
 (training), :mod:`captionkit.layers` (numpy reference layers), :mod:`captionkit.cells` (the cell registry),
-:mod:`captionkit.data` (the COCO captioning bundle) and the ``captionkit`` command line.
+:mod:`captionkit.data` (the COCO captioning bundle), :func:`train` (a whole training run, as ``captionkit train``
+does), :func:`load_model` (a trained model from a run or checkpoint) and the ``captionkit`` command line.
 """
 __version__ = "0.1.0"
 
 from captionkit.model import CaptioningRNN  # noqa: E402
 from captionkit.solver import CaptioningSolver  # noqa: E402
+from captionkit.checkpoint import load_model  # noqa: E402
+from captionkit.training import train  # noqa: E402
 
-__all__ = ["CaptioningRNN", "CaptioningSolver", "__version__"]
+__all__ = ["CaptioningRNN", "CaptioningSolver", "__version__", "load_model", "train"]

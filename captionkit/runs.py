@@ -65,6 +65,12 @@ class RunDirectory:
         found = self.list_checkpoints()
         return found[-1][1] if found else None
 
+    def remove_partial_checkpoints(self):
+        """Delete temporary files of checkpoint writes that a killed process never finished."""
+        if self.checkpoints.is_dir():
+            for path in self.checkpoints.glob(".ckpt-*.tmp"):
+                path.unlink(missing_ok=True)
+
     def prune_checkpoints(self, keep):
         """Delete all but the ``keep`` most recent checkpoints."""
         for _, path in self.list_checkpoints()[:-keep]:

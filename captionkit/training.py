@@ -180,8 +180,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     ``interrupted`` is the name of the signal that stopped training early (``"SIGINT"``/``"SIGTERM"``) or None;
-    ``val_metrics`` the scores of the last validation (BLEU-1..4, CIDEr-D, ROUGE-L); ``samples`` one dict per
-    sample image (``image``, ``url``, ``generated``, ``references``).
+    ``val_metrics`` the scores of the last validation (BLEU-1..4, CIDEr-D, ROUGE-L) on ``val_images`` images;
+    ``samples`` one dict per sample image (``image``, ``url``, ``generated``, ``references``).
     """
 
     run_dir: Path
@@ -192,6 +192,7 @@ class TrainResult:
     final_loss: float | None
     loss_history: list
     val_metrics: dict = field(default_factory=dict)
+    val_images: int = 0
     samples: list = field(default_factory=list)
     elapsed: float = 0.0
     interrupted: str | None = None
@@ -346,6 +347,7 @@ def _prepare_run_dir(out, resumed_from, checkpoint, config):
     else:
         run = RunDirectory(new_run_dir(DEFAULT_RUNS_DIR, config.cell))
 
+    run.remove_partial_checkpoints()
     if checkpoint is not None:
         newer = [it for it, _ in run.list_checkpoints() if it > checkpoint.iteration]
         if newer:
@@ -472,7 +474,9 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
 
         solver.callback = after_iteration
         try:
-            solver.train()
+            # Overflow on the way to a NaN is reported once, by TrainingDivergedError, not as numpy warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                solver.train()
         except _StopRequested as stop:
             interrupted = str(stop)
         except TrainingDivergedError as exc:
@@ -492,6 +496,7 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
         num_iterations=solver.num_iterations,
         final_loss=float(solver.loss_history[-1]) if solver.loss_history else None,
         loss_history=[float(x) for x in solver.loss_history], val_metrics=state["val_metrics"],
+        val_images=len(validation.images),
         elapsed=time.perf_counter() - started, interrupted=interrupted,
     )
     if interrupted is not None:

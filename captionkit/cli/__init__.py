@@ -5,9 +5,10 @@ Only this package imports click and prints; each command group lives in its own 
 import click
 
 from captionkit import __version__
+from captionkit.cli.errors import CaptionkitGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CaptionkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="captionkit")
 def main():
     """Train, sample and evaluate recurrent image-captioning models on a CPU.
@@ -24,3 +25,7 @@ from captionkit.cli import cells as _cells  # noqa: E402  (the `cells` and `grad
 
 main.add_command(_cells.cells)
 main.add_command(_cells.gradcheck)
+
+from captionkit.cli import train as _train  # noqa: E402  (the `train` command)
+
+main.add_command(_train.train_command)
