@@ -1,0 +1,223 @@
+"""Evaluating a captioning model on a split of a dataset: per-word perplexity and corpus caption metrics.
+
+- Perplexity: ``exp(total NLL / number of target words)`` of the split's ground-truth captions under the model
+  (teacher forcing, as in training): every word after ``<START>`` is a target, ``<END>`` included, ``<NULL>``
+  padding excluded. Lower is better; a model that guesses uniformly scores the vocabulary size.
+- Caption metrics (:func:`captionkit.metrics.score`): one generated caption per image (greedy or beam search),
+  scored against all the image's ground-truth captions. Captions are compared as text without ``<START>``,
+  ``<END>`` and ``<NULL>``.
+
+``data`` is the dictionary of :func:`captionkit.data.load_coco_data`; the model must use its vocabulary and feature
+width. Library functions report progress through ``progress(stage, done, total)`` and print nothing.
+"""
+import numpy as np
+
+from captionkit import metrics
+from captionkit.data import SPLITS
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "caption_nll",
+    "caption_text",
+    "evaluate",
+    "generate_captions",
+    "perplexity",
+    "references_by_image",
+    "sample_captions",
+    "split_images",
+]
+
+DEFAULT_BATCH_SIZE = 256
+_SPECIAL_WORDS = ("<NULL>", "<START>")
+
+
+def caption_text(ids, idx_to_word):
+    """Word ids of one caption -> its words joined by spaces, without ``<NULL>``/``<START>``, stopping at ``<END>``."""
+    words = []
+    for idx in ids:
+        word = idx_to_word[int(idx)]
+        if word == "<END>":
+            break
+        if word not in _SPECIAL_WORDS:
+            words.append(word)
+    return " ".join(words)
+
+
+def _positive_int(name, value, optional=False):
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+    return int(value)
+
+
+def caption_nll(model, features, captions):
+    """Negative log-likelihood of each caption: features (N, D), captions (N, T) -> (N,) float64.
+
+    Captions are in the dataset's layout (``<START>`` first). Caption n's NLL is the sum over t of
+    ``-log p(captions[n, t + 1] | image, captions[n, :t + 1])`` for the targets that are not ``<NULL>``, computed by
+    the model's cell over the whole sequence (its ``forward``, compiled when available).
+    """
+    features, captions = np.asarray(features), np.asarray(captions)
+    if features.ndim != 2 or features.shape[1] != model.input_dim:
+        raise ValueError(f"features must have shape (N, {model.input_dim}), got {features.shape}")
+    if not np.issubdtype(captions.dtype, np.integer) or captions.ndim != 2 or captions.shape[1] < 2:
+        raise ValueError(f"captions must be integer word ids of shape (N, T) with T >= 2, got {captions.dtype} "
+                         f"{captions.shape}")
+    if captions.shape[0] != features.shape[0]:
+        raise ValueError(f"captions has {captions.shape[0]} rows but features has {features.shape[0]}")
+    if captions.size and (captions.min() < 0 or captions.max() >= model.vocab_size):
+        raise ValueError(f"captions hold word ids outside the model's vocabulary [0, {model.vocab_size})")
+    p = model.params
+    h0 = features.astype(model.dtype, copy=False) @ p["W_proj"] + p["b_proj"]
+    x = p["W_embed"][captions[:, :-1]]
+    h, _ = model.cell.forward(x, h0, {name: p[name] for name in model.cell_param_names})
+    scores = (h @ p["W_vocab"] + p["b_vocab"]).astype(np.float64)
+    scores -= scores.max(axis=2, keepdims=True)
+    log_norm = np.log(np.exp(scores).sum(axis=2))
+    targets = captions[:, 1:]
+    target_scores = np.take_along_axis(scores, targets[:, :, None], axis=2)[:, :, 0]
+    mask = targets != model.word_to_idx["<NULL>"]
+    return -np.sum((target_scores - log_norm) * mask, axis=1)
+
+
+def _check_data(model, data, split):
+    """Raise ValueError unless ``data`` has ``split`` and fits the model's vocabulary and feature width."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    for key in (f"{split}_captions", f"{split}_image_idxs", f"{split}_features", "word_to_idx", "idx_to_word"):
+        if key not in data:
+            raise ValueError(f"data has no {key!r}; pass the dictionary that load_coco_data returns")
+    if data["word_to_idx"] != model.word_to_idx:
+        raise ValueError(
+            f"the model's vocabulary ({model.vocab_size} words) differs from the dataset's "
+            f"({len(data['word_to_idx'])} words); evaluate the model on the dataset it was trained on"
+        )
+    width = data[f"{split}_features"].shape[1]
+    if width != model.input_dim:
+        raise ValueError(
+            f"the {split} features have width {width} but the model takes {model.input_dim}; was it trained on "
+            "the other feature set (PCA or not)?"
+        )
+
+
+def split_images(data, split="val", max_images=None):
+    """Sorted indices of the images of ``split`` that have captions; the first ``max_images`` of them if given."""
+    max_images = _positive_int("max_images", max_images, optional=True)
+    images = np.unique(data[f"{split}_image_idxs"])
+    if images.size == 0:
+        raise ValueError(f"the {split} split has no captions to evaluate")
+    return images[:max_images]
+
+
+def references_by_image(data, split, images):
+    """``{image index: [caption text, ...]}`` of every ground-truth caption of ``images``; empty captions dropped."""
+    references = {int(i): [] for i in images}
+    chosen = np.isin(data[f"{split}_image_idxs"], images)
+    for row, image in zip(data[f"{split}_captions"][chosen], data[f"{split}_image_idxs"][chosen]):
+        text = caption_text(row, data["idx_to_word"])
+        if text:
+            references[int(image)].append(text)
+    return references
+
+
+def perplexity(model, data, split="val", images=None, batch_size=DEFAULT_BATCH_SIZE, progress=None):
+    """Per-word perplexity of the ground-truth captions of ``images`` (default: all of the split).
+
+    Returns ``{"perplexity", "nll" (total, nats), "tokens" (target words counted), "captions"}``.
+    """
+    _check_data(model, data, split)
+    batch_size = _positive_int("batch_size", batch_size)
+    image_idxs = data[f"{split}_image_idxs"]
+    rows = np.flatnonzero(np.isin(image_idxs, split_images(data, split) if images is None else images))
+    captions, features = data[f"{split}_captions"], data[f"{split}_features"]
+    total_nll, tokens = 0.0, 0
+    for start in range(0, rows.size, batch_size):
+        batch = rows[start:start + batch_size]
+        total_nll += float(caption_nll(model, features[image_idxs[batch]], captions[batch]).sum())
+        tokens += int(np.count_nonzero(captions[batch, 1:] != model.word_to_idx["<NULL>"]))
+        if progress is not None:
+            progress("perplexity", min(start + batch_size, rows.size), rows.size)
+    if tokens == 0:
+        raise ValueError(f"the {split} captions have no words to score")
+    return {"perplexity": float(np.exp(total_nll / tokens)), "nll": total_nll, "tokens": tokens,
+            "captions": int(rows.size)}
+
+
+def generate_captions(model, features, max_length, beam_size=1, length_penalty=0.0, batch_size=DEFAULT_BATCH_SIZE,
+                      progress=None):
+    """``model.sample`` over features (N, D) in batches -> captions (N, max_length) int32."""
+    batch_size = _positive_int("batch_size", batch_size)
+    out = []
+    for start in range(0, features.shape[0], batch_size):
+        out.append(model.sample(features[start:start + batch_size], max_length=max_length, beam_size=beam_size,
+                                length_penalty=length_penalty))
+        if progress is not None:
+            progress("captions", min(start + batch_size, features.shape[0]), features.shape[0])
+    return np.concatenate(out) if out else np.zeros((0, max_length), dtype=np.int32)
+
+
+def _default_max_length(data, split, max_length):
+    """The split's longest possible caption (its width minus <START>) unless ``max_length`` is given."""
+    if max_length is None:
+        return data[f"{split}_captions"].shape[1] - 1
+    return _positive_int("max_length", max_length)
+
+
+def evaluate(model, data, split="val", beam_size=1, max_images=None, batch_size=DEFAULT_BATCH_SIZE, max_length=None,
+             length_penalty=0.0, progress=None):
+    """Perplexity and corpus caption metrics of ``model`` on ``split`` of ``data``.
+
+    ``max_images`` limits the evaluation to the first N images of the split (by index), for both perplexity and
+    metrics. Captions are generated with ``beam_size`` (1: greedy) and ``length_penalty`` (see
+    :mod:`captionkit.decoding`), at most ``max_length`` words (default: the split's caption width minus one).
+
+    Returns ``{"split", "images", "captions", "tokens", "beam_size", "length_penalty", "max_length", "perplexity",
+    "BLEU-1".."BLEU-4", "CIDEr-D", "ROUGE-L"}``; CIDEr-D is the raw value (not x100). Images whose ground-truth
+    captions are all empty count for perplexity only.
+    """
+    _check_data(model, data, split)
+    images = split_images(data, split, max_images)
+    max_length = _default_max_length(data, split, max_length)
+    ppl = perplexity(model, data, split, images, batch_size, progress)
+
+    references = {i: refs for i, refs in references_by_image(data, split, images).items() if refs}
+    if not references:
+        raise ValueError(f"the {split} images have no non-empty ground-truth captions to score against")
+    scored = np.array(sorted(references))
+    captions = generate_captions(model, data[f"{split}_features"][scored], max_length, beam_size, length_penalty,
+                                 batch_size, progress)
+    hypotheses = {int(i): caption_text(row, data["idx_to_word"]) for i, row in zip(scored, captions)}
+    return {
+        "split": split,
+        "images": int(scored.size),
+        "captions": ppl["captions"],
+        "tokens": ppl["tokens"],
+        "beam_size": beam_size,
+        "length_penalty": float(length_penalty),
+        "max_length": max_length,
+        "perplexity": ppl["perplexity"],
+        **metrics.score(references, hypotheses),
+    }
+
+
+def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max_length=None, length_penalty=0.0):
+    """Generated and ground-truth captions of ``num`` images of ``split`` drawn without replacement.
+
+    ``seed`` (an int, or None for fresh randomness) picks the images. Returns a list of
+    ``{"image", "url", "generated", "references"}`` sorted by image index; ``url`` is None when the data has none.
+    """
+    _check_data(model, data, split)
+    num = _positive_int("num", num)
+    candidates = split_images(data, split)
+    images = np.sort(np.random.RandomState(seed).choice(candidates, size=min(num, candidates.size), replace=False))
+    max_length = _default_max_length(data, split, max_length)
+    captions = model.sample(data[f"{split}_features"][images], max_length=max_length, beam_size=beam_size,
+                            length_penalty=length_penalty)
+    references = references_by_image(data, split, images)
+    urls = data.get(f"{split}_urls")
+    return [
+        {"image": int(i), "url": None if urls is None else str(urls[i]),
+         "generated": caption_text(row, data["idx_to_word"]), "references": references[int(i)]}
+        for i, row in zip(images, captions)
+    ]
