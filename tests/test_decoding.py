@@ -213,8 +213,8 @@ def test_beam_captions_are_more_probable_than_greedy_ones_on_random_models(cell,
 def test_beam_can_return_a_less_probable_caption_than_greedy():
     # Greedy: w0 <END> = 0.4 * 0.34 = 0.136. With two hypotheses, w1 w1 and w1 w2 (0.15 each) push w0 <END>
     # (0.136) out of the beam at step 2, and every caption left is less probable.
-    model, table = markov_model({START: {W0: 0.4, W1: 0.3, W2: 0.3}, W0: {END: 0.34, W0: 0.33, W1: 0.33},
-                                 W1: {W1: 0.5, W2: 0.5}, W2: {W2: 0.7, END: 0.3}}, num_words=3)
+    model, _ = markov_model({START: {W0: 0.4, W1: 0.3, W2: 0.3}, W0: {END: 0.34, W0: 0.33, W1: 0.33},
+                             W1: {W1: 0.5, W2: 0.5}, W2: {W2: 0.7, END: 0.3}}, num_words=3)
     features = np.zeros((1, 3))
     greedy, beam = decode(model, features, 6, beam_size=1), decode(model, features, 6, beam_size=2)
     np.testing.assert_array_equal(greedy.captions, [[W0, END, NULL, NULL, NULL, NULL]])

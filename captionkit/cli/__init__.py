@@ -29,3 +29,8 @@ main.add_command(_cells.gradcheck)
 from captionkit.cli import train as _train  # noqa: E402  (the `train` command)
 
 main.add_command(_train.train_command)
+
+from captionkit.cli import evaluate as _evaluate  # noqa: E402  (the `sample` and `evaluate` commands)
+
+main.add_command(_evaluate.sample)
+main.add_command(_evaluate.evaluate_command)
