@@ -202,8 +202,8 @@ def _read_meta(path, members):
     for key, kind in _MODEL_FIELDS.items():
         value = model.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
-            raise CheckpointError(f"{path}: meta 'model.{key}' is {value!r}, expected a {kind.__name__}"
-                                  f"{' >= 1' if kind is int else ''}")
+            expected = "an integer >= 1" if kind is int else "a string"
+            raise CheckpointError(f"{path}: meta 'model.{key}' is {value!r}, expected {expected}")
     if model["dtype"] not in ("float32", "float64"):
         raise CheckpointError(f"{path}: meta 'model.dtype' is {model['dtype']!r}, expected float32 or float64")
     if not isinstance(meta.get("config", {}), dict):
@@ -242,9 +242,15 @@ def _empty_model(path, model_meta, idx_to_word, backend=None):
         raise CheckpointError(f"{path}: the checkpoint was made with cell {model_meta['cell_type']!r}: {exc}") from exc
 
 
-def _check_array(path, key, value, shape, dtype):
+def _describe_model(model_meta, vocab_size):
+    return (f"cell {model_meta['cell_type']!r} with input_dim={model_meta['input_dim']}, "
+            f"wordvec_dim={model_meta['wordvec_dim']}, hidden_dim={model_meta['hidden_dim']} and {vocab_size} words")
+
+
+def _check_array(path, key, value, shape, dtype, model=""):
     if value.shape != tuple(shape):
-        raise CheckpointError(f"{path}: {key!r} has shape {value.shape}, expected {tuple(shape)} for this model")
+        raise CheckpointError(f"{path}: {key!r} has shape {value.shape}, expected {tuple(shape)}"
+                              + (f" for the declared model ({model})" if model else ""))
     if value.dtype != dtype:
         raise CheckpointError(f"{path}: {key!r} has dtype {value.dtype}, expected {dtype}")
     if not np.isfinite(value).all():
@@ -326,7 +332,8 @@ def read_checkpoint(path):
     params = {}
     for name, template in expected.items():
         value = members[f"param/{name}"]
-        _check_array(path, f"param/{name}", value, template.shape, dtype)
+        _check_array(path, f"param/{name}", value, template.shape, dtype,
+                     _describe_model(meta["model"], len(meta["idx_to_word"])))
         params[name] = value
     return Checkpoint(
         path=path,
