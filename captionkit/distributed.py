@@ -10,6 +10,7 @@ mpi4py is optional (``pip install 'captionkit[mpi]'``). :func:`world` stands in 
 absent, so callers can ask :func:`is_root` unconditionally.
 """
 import os
+import signal
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ __all__ = [
     "DistributedSolver",
     "World",
     "abort_on_error",
+    "agreed_stop",
     "coordinated_seed",
     "is_root",
     "mpi_available",
+    "root_first",
     "shard_bounds",
     "world",
 ]
@@ -221,6 +224,35 @@ class DistributedSolver(CaptioningSolver):
         self._buffer[-1] = loss * share
         self.comm.Allreduce(MPI.IN_PLACE, self._buffer, op=MPI.SUM)
         return self._buffer[-1], self._grad_views
+
+
+def agreed_stop(solver, received):
+    """The signal to stop training on: ``received`` (a signal name such as ``"SIGTERM"``, or None) of this
+    process, or for a :class:`DistributedSolver` the first one any rank received.
+
+    Collective for a DistributedSolver: every rank must call it after every iteration. mpiexec forwards Ctrl-C and
+    SIGTERM to all ranks, but not at the same instant; stopping only where the signal had already arrived would
+    leave the other ranks waiting forever in their next Allreduce.
+    """
+    if not isinstance(solver, DistributedSolver):
+        return received
+    from mpi4py import MPI
+
+    flag = np.array([signal.Signals[received].value if received is not None else 0], dtype=np.int64)
+    solver.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    return signal.Signals(int(flag[0])).name if flag[0] else None
+
+
+@contextmanager
+def root_first(world):
+    """Run the block on rank 0 before the other ranks start it, e.g. to build a cache they then only read.
+
+    If the block fails on rank 0 the others keep waiting: use it inside :func:`abort_on_error`."""
+    if world.comm is not None and world.rank != 0:
+        world.comm.Barrier()
+    yield
+    if world.comm is not None and world.rank == 0:
+        world.comm.Barrier()
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from captionkit.atomicfile import atomic_write_text
 from captionkit.backend import BACKENDS
 from captionkit.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint, save_checkpoint
 from captionkit.data import load_coco_data, load_images
+from captionkit.distributed import DistributedSolver, World, agreed_stop, root_first, world
 from captionkit.model import CaptioningRNN
 from captionkit.plotting import plot_caption_grid, plot_training_curves
 from captionkit.runs import ConfigError, RunDirectory, new_run_dir, read_config_file, run_dir_of
@@ -373,7 +374,24 @@ def _learning_rate(solver):
     return float(first.get("learning_rate", solver.optim_config.get("learning_rate", float("nan"))))
 
 
-def train(config=None, *, out=None, resume=None, callback=None, handle_signals=True, **options):
+def _follow_root(solver, handle_signals):
+    """A rank other than 0 of a distributed run: take part in every step and stop when rank 0 does; rank 0 alone
+    writes the run directory and reports, so this returns None."""
+    with _StopSignals(handle_signals) as signals:
+
+        def after_iteration(solver):
+            if agreed_stop(solver, signals.received) is not None:
+                raise _StopRequested()
+
+        solver.callback = after_iteration
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                solver.train()
+        except (_StopRequested, TrainingDivergedError):  # every rank stops together; rank 0 reports why
+            pass
+
+
+def train(config=None, *, out=None, resume=None, callback=None, handle_signals=True, distributed=False, **options):
     """Train a captioning model and write a run directory; returns a :class:`TrainResult`.
 
     ``config``: a :class:`TrainConfig`, a mapping of its option names, or the path of a JSON/TOML config file;
@@ -391,6 +409,10 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
     or gradient raises :class:`TrainingDivergedError` naming the iteration, leaving the last good checkpoint.
     Bad data raises :class:`captionkit.data.BundleError`; bad checkpoints and options raise CheckpointError or
     ConfigError, each naming the file and value at fault.
+
+    ``distributed``: this process is one rank of an MPI job (``mpiexec -n K``; see docs/scaling.md) that trains
+    one model with :class:`captionkit.distributed.DistributedSolver`; ``batch_size`` is the global minibatch. Rank
+    0 writes the run directory and reports progress; the other ranks return None.
     """
     emit = callback if callback is not None else (lambda event: None)
     explicit = _explicit_options(config, options)
@@ -404,7 +426,9 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
     else:
         cfg = TrainConfig(**explicit)
 
-    data = _subset(load_coco_data(cfg.data, pca_features=cfg.pca), cfg.max_train, cfg.seed)
+    job = world(required=True) if distributed else World(0, 1)
+    with root_first(job):  # rank 0 builds the built-in dataset's cache if needed; the others then read it
+        data = _subset(load_coco_data(cfg.data, pca_features=cfg.pca), cfg.max_train, cfg.seed)
     if checkpoint is not None:
         _check_fits_checkpoint(checkpoint, data, cfg)
     model = CaptioningRNN(
@@ -412,7 +436,7 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
         hidden_dim=cfg.hidden_dim, cell_type=cfg.cell, dtype=np.dtype(cfg.dtype).type, backend=cfg.backend,
         seed=cfg.seed,
     )
-    solver = CaptioningSolver(
+    solver = (DistributedSolver if distributed else CaptioningSolver)(
         model, data, update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
         batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
         rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]),
@@ -420,6 +444,8 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
     if checkpoint is not None:
         model.params = {name: value.copy() for name, value in checkpoint.params.items()}
         solver.load_state_dict(checkpoint.training)
+    if not job.is_root:
+        return _follow_root(solver, handle_signals)
 
     run = _prepare_run_dir(out, resumed_from, checkpoint, cfg)
     run.write_json(run.config, cfg.to_dict())
@@ -469,8 +495,9 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
                 evaluate(metrics_file)
             if it % checkpoint_every == 0 and it < solver.num_iterations:
                 save()
-            if signals.received is not None:
-                raise _StopRequested(signals.received)
+            stop = agreed_stop(solver, signals.received)
+            if stop is not None:
+                raise _StopRequested(stop)
 
         solver.callback = after_iteration
         try:

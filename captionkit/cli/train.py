@@ -7,6 +7,7 @@ import click
 
 from captionkit import optim
 from captionkit.backend import BACKENDS
+from captionkit.distributed import World, abort_on_error, world
 from captionkit.runs import ConfigError, read_config_file
 from captionkit.training import RESUMABLE_OPTIONS, TrainConfig, train, validate_options
 
@@ -181,8 +182,12 @@ def _describe_result(result):
 @click.option("--json", "json_output", is_flag=True,
               help="Machine-readable progress: one JSON object per line on stdout (events start, iteration, eval, "
                    "checkpoint, interrupted, done).")
+@click.option("--distributed", is_flag=True,
+              help="Run as one rank of an MPI job: `mpiexec -n K captionkit train --distributed ...` trains one model "
+                   "on K processes, --batch-size being the global minibatch; rank 0 writes the run and reports. "
+                   "Needs captionkit[mpi]; see docs/scaling.md.")
 @click.pass_context
-def train_command(ctx, out, resume, quiet, json_output, **options):
+def train_command(ctx, out, resume, quiet, json_output, distributed, **options):
     """Train a captioning model and save everything in a run directory.
 
     With no options, `captionkit train` trains a vanilla RNN on the built-in dataset (rendered shape scenes with
@@ -204,6 +209,7 @@ def train_command(ctx, out, resume, quiet, json_output, **options):
       captionkit train --cell rnn
       captionkit train --data ~/coco_captioning --hidden-dim 512 --wordvec-dim 256 --epochs 5
       captionkit train --resume runs/rnn-20260101-120000 --epochs 20
+      mpiexec -n 2 captionkit train --distributed --epochs 20
     """
     if quiet and json_output:
         raise click.UsageError("--quiet and --json exclude each other")
@@ -216,11 +222,16 @@ def train_command(ctx, out, resume, quiet, json_output, **options):
         report = None
     else:
         report = _ProgressLine()
+    job = world(required=True) if distributed else World(0, 1)
     try:
-        result = train(explicit, out=out, resume=resume, callback=report)
+        # A rank that fails must end the whole job, or the others would wait for it forever.
+        with abort_on_error(job, lambda message: click.echo(f"Error: {message}", err=True)):
+            result = train(explicit, out=out, resume=resume, callback=report, distributed=distributed)
     finally:
         if isinstance(report, _ProgressLine):
             report.finish()
+    if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
 
     if result.interrupted is not None:
         if not json_output:
