@@ -1,0 +1,213 @@
+"""`captionkit train` from the outside: options, output modes, clean errors, and runs stopped by signals or killed."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from captionkit import load_model
+from captionkit.cli import main
+from captionkit.runs import RunDirectory
+from test_data import BAD_BUNDLES, _corrupt
+from training_helpers import tiny_bundle
+
+TINY_ARGS = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "6",
+             "--num-samples", "3"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("data") / "bundle")
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def test_help_documents_every_option():
+    result = invoke("train", "--help")
+    assert result.exit_code == 0
+    for option in ("--cell", "--data", "--pca / --no-pca", "--max-train", "--hidden-dim", "--wordvec-dim",
+                   "--batch-size", "--epochs", "--update-rule", "--lr", "--lr-decay", "--seed", "--dtype",
+                   "--backend", "--eval-every", "--out", "--resume", "--config", "--quiet", "--json",
+                   "--checkpoint-every"):
+        assert option in result.output
+    assert "captionkit train --resume" in result.output
+    assert re.search(r"hidden state\.\s+\[default:\s+256", result.output)
+    assert "train " in invoke("--help").output
+
+
+def test_train_reports_progress_and_where_the_run_went(bundle, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--data", bundle, "--out", out, *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert f"Run saved in {out}" in result.output
+    assert "iteration 12/12" in result.output and "val @ iteration 6 (6 images): BLEU-1" in result.output
+    assert "Files: config.json, metrics.jsonl, loss.png, samples.txt" in result.output
+    assert RunDirectory(out).latest_checkpoint() == RunDirectory(out).checkpoint_path(12)
+
+
+def test_quiet_prints_only_the_run_directory(bundle, tmp_path):
+    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS)
+    assert result.exit_code == 0 and result.output == f"{tmp_path / 'run'}\n"
+
+
+def test_json_progress_is_one_object_per_line(bundle, tmp_path):
+    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--json", *TINY_ARGS)
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.output.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    iterations = [e for e in events if e["event"] == "iteration"]
+    assert [e["iteration"] for e in iterations] == list(range(1, 13))
+    assert all(e["eta"] >= 0 and np.isfinite(e["loss"]) for e in iterations)
+    assert [e["iteration"] for e in events if e["event"] == "eval"] == [6, 12]
+    assert [e["iteration"] for e in events if e["event"] == "checkpoint"] == [6, 12]
+    assert events[-1]["iteration"] == 12 and set(events[-1]["val_metrics"]) >= {"BLEU-4", "CIDEr-D", "ROUGE-L"}
+
+
+def test_config_file_with_command_line_override(bundle, tmp_path):
+    config = tmp_path / "options.json"
+    config.write_text(json.dumps({"data": str(bundle), "hidden-dim": 10, "wordvec_dim": 6, "epochs": 1,
+                                  "batch_size": 8, "seed": 3, "out": str(tmp_path / "from-config")}))
+    result = invoke("train", "--config", config, "--hidden-dim", 11, "--quiet")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "from-config" / "config.json").read_text())
+    assert (saved["hidden_dim"], saved["wordvec_dim"], saved["epochs"], saved["seed"]) == (11, 6, 1, 3)
+
+
+def test_bad_config_file_names_the_file_and_option(tmp_path):
+    config = tmp_path / "options.toml"
+    config.write_text("epochs = 0\n")
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 2
+    assert "options.toml: option 'epochs' is 0, expected an integer >= 1" in result.output
+
+
+@pytest.mark.parametrize("kind", BAD_BUNDLES)
+def test_bad_bundle_is_one_clean_error(kind, bundle_dir, tmp_path):
+    pattern = _corrupt(kind, bundle_dir)
+    result = invoke("train", "--data", bundle_dir, "--out", tmp_path / "run", *TINY_ARGS)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_debug_shows_the_exception(tmp_path):
+    result = invoke("--debug", "train", "--data", tmp_path / "nowhere")
+    assert result.exit_code == 1 and type(result.exception).__name__ == "BundleError"
+    result = invoke("train", "--data", tmp_path / "nowhere", env={"CAPTIONKIT_DEBUG": "1"})
+    assert type(result.exception).__name__ == "BundleError"
+
+
+def test_unexpected_exception_is_reported_as_a_bug(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr("captionkit.cli.train.train", broken)
+    result = invoke("train", "--data", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: unexpected KeyError: 'oops' (this is a bug in captionkit; rerun with `captionkit --debug" \
+        in result.output
+
+
+def test_divergence_is_a_clean_error_naming_the_iteration(bundle, tmp_path):
+    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--update-rule", "sgd", "--lr", "1e30",
+                    "--checkpoint-every", 1, "--quiet", *TINY_ARGS)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: training diverged at iteration 2 (epoch 1): the loss is nan" in result.output
+    assert f"The last good checkpoint is {tmp_path / 'run' / 'checkpoints' / 'ckpt-00000001.npz'}" in result.output
+    model, info = load_model(tmp_path / "run")
+    assert info["iteration"] == 1 and all(np.isfinite(v).all() for v in model.params.values())
+
+
+def test_resume_with_a_conflicting_option(bundle, tmp_path):
+    assert invoke("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS).exit_code == 0
+    result = invoke("train", "--resume", tmp_path / "run", "--cell", "gru")
+    assert result.exit_code == 1
+    assert "the checkpoint was made with cell='rnn', but cell='gru' was asked for" in result.output
+    result = invoke("train", "--resume", tmp_path / "run", "--epochs", 3, "--quiet")  # epochs may grow
+    assert result.exit_code == 0 and load_model(tmp_path / "run")[1]["iteration"] == 18
+
+
+# ------------------------------------------------------------------------------------------------- real processes
+LONG_ARGS = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "150", "--eval-every", "0",
+             "--eval-images", "4", "--num-samples", "0", "--checkpoint-every", "100", "--seed", "5"]  # 900 iterations
+
+
+def _command(*args):
+    return [sys.executable, "-c", "from captionkit.cli import main; main()", "train", *map(str, args)]
+
+
+def _env():
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module")
+def reference(bundle, tmp_path_factory):
+    """Final parameters of an uninterrupted run with LONG_ARGS, in its own process."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run(_command("--data", bundle, "--out", out, "--quiet", *LONG_ARGS), check=True, env=_env(),
+                   capture_output=True, timeout=300)
+    return load_model(out)[0].params
+
+
+def _start(bundle, out):
+    return subprocess.Popen(_command("--data", bundle, "--out", out, "--json", *LONG_ARGS), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(process, predicate):
+    """Read JSON events from the process until ``predicate(event)``; returns that event."""
+    for line in process.stdout:
+        event = json.loads(line)
+        if predicate(event):
+            return event
+    raise AssertionError(f"the run ended first: {process.stderr.read()}")
+
+
+def _resume_and_compare(out, reference):
+    resumed = subprocess.run(_command("--resume", out, "--quiet"), env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    model, info = load_model(out)
+    assert info["iteration"] == 900
+    for name, value in reference.items():
+        assert np.array_equal(model.params[name], value), name
+    train_records = [r["iteration"] for r in RunDirectory(out).read_metrics() if r["kind"] == "train"]
+    assert train_records == list(range(1, 901))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(signum, bundle, reference, tmp_path):
+    out = tmp_path / "run"
+    process = _start(bundle, out)
+    _wait_for(process, lambda e: e["event"] == "iteration" and e["iteration"] >= 20)
+    process.send_signal(signum)
+    events = [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=60) == 128 + signum
+    stopped = [e for e in events if e["event"] == "interrupted"]
+    assert stopped and stopped[0]["signal"] == signal.Signals(signum).name
+    iteration = stopped[0]["iteration"]
+    assert 20 <= iteration < 900 and "Traceback" not in process.stderr.read()
+    assert RunDirectory(out).latest_checkpoint() == RunDirectory(out).checkpoint_path(iteration)
+    _resume_and_compare(out, reference)
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(bundle, reference, tmp_path):
+    out = tmp_path / "run"
+    process = _start(bundle, out)
+    _wait_for(process, lambda e: e["event"] == "checkpoint" and e["iteration"] >= 200)
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    last = RunDirectory(out).list_checkpoints()[-1][0]
+    assert 200 <= last < 900
+    _resume_and_compare(out, reference)
