@@ -2,7 +2,10 @@
 from pathlib import Path
 
 import click
+import numpy as np
 
+from captionkit import synthetic
+from captionkit.data import BundleError, decode_captions, load_coco_data
 from captionkit.fetch import BUNDLES, FetchError, fetch_bundle
 
 
@@ -60,3 +63,74 @@ class _DownloadProgress:
     def close(self):
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+
+
+@data.command("synth")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=click.IntRange(min=0), default=synthetic.DEFAULT_SEED, show_default=True,
+              help="Random seed; the same seed and sizes always give the same files.")
+@click.option("--num-train", type=click.IntRange(min=1), default=synthetic.DEFAULT_NUM_TRAIN, show_default=True,
+              help="Number of training images (five captions each).")
+@click.option("--num-val", type=click.IntRange(min=1), default=synthetic.DEFAULT_NUM_VAL, show_default=True,
+              help="Number of validation images, all different from the training ones.")
+def synth(directory, seed, num_train, num_val):
+    """Generate captionkit's synthetic shapes dataset into DIRECTORY, in the COCO captioning bundle layout.
+
+    DIRECTORY must not exist or be empty; it appears only once the bundle is complete. This is the dataset
+    `captionkit train` uses by default (see docs/dataset.md).
+    """
+    def progress(stage, done, total):
+        click.echo(f"  {stage}: {done}/{total}")
+
+    try:
+        result = synthetic.write_bundle(directory, seed=seed, num_train=num_train, num_val=num_val, progress=progress)
+    except (FileExistsError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {num_train} train and {num_val} val images, five captions each, to {result}")
+
+
+@data.command("inspect")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--raw-features", is_flag=True, help="Load the non-PCA features (*_vgg16_fc7.h5) instead of *_pca.h5.")
+@click.option("--examples", type=click.IntRange(min=0), default=5, show_default=True,
+              help="How many decoded training captions to show, each of a different image.")
+def inspect(directory, raw_features, examples):
+    """Load the bundle in DIRECTORY, check it, and print its statistics and a few decoded captions."""
+    try:
+        bundle = load_coco_data(directory, pca_features=not raw_features)
+    except BundleError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"bundle {directory}")
+    for split in ("train", "val"):
+        captions, features = bundle[f"{split}_captions"], bundle[f"{split}_features"]
+        num_images = features.shape[0]
+        click.echo(f"  {split}: {captions.shape[0]} captions {captions.shape} {captions.dtype} of {num_images} images "
+                   f"({captions.shape[0] / max(num_images, 1):.1f} per image); features {features.shape} "
+                   f"{features.dtype}")
+    idx_to_word = bundle["idx_to_word"]
+    click.echo(f"  vocabulary: {len(idx_to_word)} words including {', '.join(idx_to_word[:4])}")
+    lengths, counts = _caption_statistics(bundle["train_captions"], bundle["word_to_idx"], len(idx_to_word))
+    values, frequency = np.unique(lengths, return_counts=True)
+    click.echo(f"  train caption length in words: min {lengths.min()}, mean {lengths.mean():.1f}, "
+               f"max {lengths.max()}")
+    click.echo("    " + ", ".join(f"{value}: {count}" for value, count in zip(values, frequency)))
+    ranked = [idx for idx in np.argsort(-counts, kind="stable") if counts[idx] > 0]
+    click.echo("  most common words: " + ", ".join(f"{idx_to_word[i]} ({counts[i]})" for i in ranked[:15]))
+    unused = len(idx_to_word) - 4 - len([i for i in ranked if i >= 4])
+    click.echo(f"  words never used in train captions: {unused}; <UNK> tokens: {counts[3]}")
+    _, first_rows = np.unique(bundle["train_image_idxs"], return_index=True)  # one caption per image
+    rows = np.sort(first_rows)[:examples]
+    for caption, image_idx in zip(decode_captions(bundle["train_captions"][rows], idx_to_word),
+                                  bundle["train_image_idxs"][rows]):
+        click.echo(f"  {bundle['train_urls'][image_idx]}  {caption}")
+
+
+def _caption_statistics(captions, word_to_idx, vocab_size):
+    """Per-caption word counts (without <START>, <END>, <NULL>) and per-id occurrence counts of word ids."""
+    special = [word_to_idx[token] for token in ("<NULL>", "<START>", "<END>")]
+    is_word = ~np.isin(captions, special)
+    # Words after <END> (there should be none) are not part of the caption.
+    before_end = np.cumsum(captions == word_to_idx["<END>"], axis=1) == 0
+    lengths = (is_word & before_end).sum(axis=1)
+    counts = np.bincount(captions[is_word & before_end], minlength=vocab_size)
+    return lengths, counts
