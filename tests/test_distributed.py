@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,8 @@ def require_mpi():
         pytest.skip(message)
 
 
-def run_job(num_ranks, *worker_args):
-    """Run the worker under ``mpiexec -n num_ranks``; returns the CompletedProcess. Never waits past JOB_TIMEOUT."""
+def start_job(num_ranks, *program):
+    """Start ``mpiexec -n num_ranks python PROGRAM...`` in its own process group; returns the Popen."""
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",  # one BLAS thread per rank: the ranks share the machine's cores
@@ -49,16 +50,31 @@ def run_job(num_ranks, *worker_args):
         OMPI_ALLOW_RUN_AS_ROOT="1",  # Open MPI refuses root (CI's user) without these; MPICH ignores them
         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
     )
-    command = [find_mpiexec(), "-n", str(num_ranks), sys.executable, str(WORKER), *map(str, worker_args)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    command = [find_mpiexec(), "-n", str(num_ranks), sys.executable, *map(str, program)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish_job(process):
+    """Wait for a job (never past JOB_TIMEOUT: then it is killed and the test fails) -> CompletedProcess."""
     try:
         stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        pytest.fail(f"mpiexec -n {num_ranks} did not finish within {JOB_TIMEOUT}s: {' '.join(command)}")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        pytest.fail(f"{' '.join(process.args)} did not finish within {JOB_TIMEOUT}s")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_job(num_ranks, *worker_args):
+    """Run the worker under ``mpiexec -n num_ranks`` -> CompletedProcess."""
+    return finish_job(start_job(num_ranks, WORKER, *worker_args))
+
+
+def cli_job(num_ranks, *arguments):
+    """Start ``mpiexec -n num_ranks captionkit train --distributed ARGUMENTS`` -> Popen."""
+    return start_job(num_ranks, "-c", "from captionkit.cli import main; main()", "train", "--distributed",
+                     *arguments)
 
 
 def reference_run(bundle_dir, dtype):
@@ -134,3 +150,91 @@ def test_a_failing_rank_ends_the_job_with_a_message(bundle_dir, tmp_path, mode):
     else:  # the launcher names the signal (MPICH on stdout, Open MPI on stderr)
         assert "signal 9" in result.stdout + result.stderr
     assert not list(tmp_path.glob("rank*.npz")), "no rank may finish training once another has died"
+
+
+# ---------------------------------------------------------------------------------------------- the command line
+CLI_OPTIONS = {"hidden_dim": 12, "wordvec_dim": 8, "batch_size": 16, "dtype": "float64", "eval_images": 4,
+               "num_samples": 2, "eval_every": 0, "seed": 5}
+
+
+def cli_arguments(bundle_dir, **options):
+    options = {"data": bundle_dir, **CLI_OPTIONS, **options}
+    return [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+
+
+def reference_params(bundle_dir, tmp_path, epochs):
+    """Final parameters and losses of the same `captionkit train` options in one process, without MPI."""
+    from captionkit.checkpoint import read_checkpoint
+    from captionkit.training import train
+
+    result = train(dict(CLI_OPTIONS, data=str(bundle_dir), epochs=epochs), out=tmp_path / "reference",
+                   handle_signals=False)
+    checkpoint = read_checkpoint(result.checkpoint)
+    return checkpoint.params, checkpoint.training["loss_history"]
+
+
+def assert_matches_reference(run_dir, expected):
+    from captionkit.checkpoint import read_checkpoint, resolve_checkpoint
+
+    checkpoint = read_checkpoint(resolve_checkpoint(run_dir))
+    params, losses = expected
+    for name, value in params.items():
+        np.testing.assert_allclose(checkpoint.params[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(checkpoint.training["loss_history"], losses, rtol=1e-10)
+
+
+def test_cli_two_ranks_train_and_resume_like_one_process(bundle_dir, tmp_path):
+    require_mpi()
+    run_dir = tmp_path / "run"
+    first = finish_job(cli_job(2, *cli_arguments(bundle_dir, epochs=2), f"--out={run_dir}", "--quiet"))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [str(run_dir)], "rank 0 alone reports"
+    resumed = finish_job(cli_job(2, f"--resume={run_dir}", "--epochs=4", "--quiet"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_matches_reference(run_dir, reference_params(bundle_dir, tmp_path, epochs=4))
+
+
+def rank_pid(job, rank):
+    """The process id of ``rank`` of a running job: the descendant of mpiexec whose launcher variables say so."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            children.setdefault(int(rest.rsplit(") ", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    pending = list(children.get(job.pid, []))
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(f"{name}={rank}".encode() in environ for name, _ in distributed._LAUNCHER_ENV):
+            return pid
+    pytest.fail(f"no process of rank {rank} under mpiexec (pid {job.pid})")
+
+
+def test_cli_a_signal_to_one_rank_stops_every_rank_at_one_iteration_and_resume_completes(bundle_dir, tmp_path):
+    """A signal that reaches one rank only (mpiexec forwards Ctrl-C to all, but never at the same instant) stops
+    all of them after the same iteration, with a usable checkpoint; without agreement, rank 0 would wait forever."""
+    require_mpi()
+    from captionkit.runs import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    job = cli_job(2, *cli_arguments(bundle_dir, epochs=5000), f"--out={run.root}", "--quiet")
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not run.list_checkpoints() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(rank_pid(job, 1), signal.SIGTERM)
+    interrupted = finish_job(job)
+    assert interrupted.returncode != 0
+    assert "Interrupted by SIGTERM" in interrupted.stderr, interrupted.stderr
+    stopped_at = run.list_checkpoints()[-1][0]
+    assert stopped_at < 5000 * 5  # 80 captions / 16 = 5 iterations per epoch: it stopped early
+
+    epochs = stopped_at // 5 + 2
+    resumed = finish_job(cli_job(2, f"--resume={run.root}", f"--epochs={epochs}", "--quiet"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_matches_reference(run.root, reference_params(bundle_dir, tmp_path, epochs=epochs))
