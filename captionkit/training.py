@@ -454,7 +454,10 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
     eval_every = per_epoch if cfg.eval_every is None else cfg.eval_every
     checkpoint_every = per_epoch if cfg.checkpoint_every is None else cfg.checkpoint_every
     start_iteration = solver.iteration
-    state = {"checkpoint": resumed_from if checkpoint is not None else None, "saved_at": start_iteration,
+    # saved_at: the iteration of the newest checkpoint in this run directory (None: none yet); checkpoint: the
+    # newest good checkpoint anywhere (a run resumed into a new directory starts from another run's).
+    in_this_run = resumed_from is not None and resumed_from.resolve().parent == run.checkpoints.resolve()
+    state = {"checkpoint": resumed_from, "saved_at": start_iteration if in_this_run else None,
              "evaluated_at": None, "val_metrics": {}, "hypotheses": {}}
     started = time.perf_counter()
     config_dict = cfg.to_dict()
@@ -512,7 +515,7 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
                     else "No checkpoint had been saved yet.")
             raise TrainingDivergedError(exc.iteration, exc.epoch, exc.quantity, exc.value, note) from None
 
-        if solver.iteration != state["saved_at"] or state["checkpoint"] is None:
+        if solver.iteration != state["saved_at"]:
             save()
         if interrupted is None:
             if state["evaluated_at"] != solver.iteration:
@@ -541,7 +544,8 @@ def _write_samples(run, cfg, validation, hypotheses):
     """samples.txt (and samples.png when the dataset has images) for the first ``num_samples`` validation images."""
     images = validation.images[:cfg.num_samples]
     samples = [
-        {"image": int(i), "url": str(url), "generated": hypotheses[int(i)], "references": validation.references[int(i)]}
+        {"image": int(i), "url": str(url), "generated": hypotheses[int(i)],
+         "references": validation.references[int(i)]}
         for i, url in zip(images, validation.urls)
     ]
     lines = []

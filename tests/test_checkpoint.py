@@ -213,16 +213,16 @@ BAD_CHECKPOINTS = {
     "unknown cell": (_set_meta("model", "cell_type", value="nosuchcell"),
                      r"made with cell 'nosuchcell': unknown cell_type 'nosuchcell'"),
     "hidden size differs": (_set_meta("model", "hidden_dim", value=13),
-                            r"'param/W_proj' has shape \(16, 12\), expected \(16, 13\) for the declared model \(cell 'rnn' with "
-                            r"input_dim=16, wordvec_dim=8, hidden_dim=13 and 44 words\)"),
+                            r"'param/W_proj' has shape \(16, 12\), expected \(16, 13\) for the declared model "
+                            r"\(cell 'rnn' with input_dim=16, wordvec_dim=8, hidden_dim=13 and 44 words\)"),
     "bad dimension": (_set_meta("model", "wordvec_dim", value=0), r"meta 'model.wordvec_dim' is 0"),
     "missing parameter": (_drop_member("param/Wh"), r"parameters do not match cell 'rnn'; missing \['Wh'\]"),
     "extra parameter": (_set_member("param/Wq", np.zeros(3, np.float32)), r"unexpected \['Wq'\]"),
     "wrong dtype": (_set_member("param/b", np.zeros(12, np.float64)), r"'param/b' has dtype float64, expected float32"),
     "nan parameter": (_set_member("param/b", np.full(12, np.nan, np.float32)), r"'param/b' holds non-finite"),
     "vocabulary without <END>": (_set_meta("idx_to_word", 2, value="<FIN>"), r"'idx_to_word'\[2\] must be <END>"),
-    "vocabulary shorter than W_embed": (
-        _meta_change(lambda m, meta: meta["idx_to_word"].pop()), r"'param/W_embed' has shape \(44, 8\), expected \(43, 8\)"),
+    "vocabulary shorter than W_embed": (_meta_change(lambda m, meta: meta["idx_to_word"].pop()),
+                                        r"'param/W_embed' has shape \(44, 8\), expected \(43, 8\)"),
     "optimiser state of wrong shape": (_set_member("optim/Wh/m", np.zeros((2, 2), np.float32)),
                                        r"'optim/Wh/m' has shape \(2, 2\)"),
     "rng state missing": (_drop_member("rng/keys"), r"RNG state .* missing or malformed"),
