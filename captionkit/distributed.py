@@ -27,6 +27,7 @@ __all__ = [
     "agreed_stop",
     "coordinated_seed",
     "is_root",
+    "local_world",
     "mpi_available",
     "root_first",
     "shard_bounds",
@@ -95,6 +96,18 @@ def world(required=False):
 
     comm = MPI.COMM_WORLD
     return World(comm.Get_rank(), comm.Get_size(), comm)
+
+
+def local_world():
+    """``World(0, 1)`` for a process meant to train alone; DistributedError if mpiexec started it as one of several,
+    which would train that many separate models side by side (the distributed flag was forgotten)."""
+    launched = _launcher_size()
+    if launched > 1:
+        raise DistributedError(
+            f"this process is one of {launched} started by mpiexec but was not asked to train distributed; they "
+            f"would train {launched} separate models. Add --distributed (distributed=True) to train one model on all"
+        )
+    return World(0, 1)
 
 
 def is_root():

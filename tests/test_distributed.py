@@ -121,6 +121,22 @@ def test_world_refuses_to_run_k_independent_copies_when_mpi4py_is_missing(monkey
         distributed.world()
 
 
+def test_a_process_started_by_mpiexec_must_ask_for_distributed_training(monkeypatch, bundle_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from captionkit.cli import main
+
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(DistributedError, match="one of 2 started by mpiexec but was not asked to train distributed"):
+        distributed.local_world()
+    result = CliRunner().invoke(main, ["train", "--data", str(bundle_dir), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "would train 2 separate models. Add --distributed" in result.output
+    assert not (tmp_path / "run").exists()
+    monkeypatch.delenv("PMI_SIZE")
+    assert distributed.local_world() == distributed.World(0, 1)
+
+
 # ---------------------------------------------------------------------------------------------- under mpiexec
 def test_two_ranks_end_with_the_parameters_of_one_process(bundle_dir, tmp_path):
     require_mpi()

@@ -7,7 +7,7 @@ import click
 
 from captionkit import optim
 from captionkit.backend import BACKENDS
-from captionkit.distributed import World, abort_on_error, world
+from captionkit.distributed import abort_on_error, local_world, world
 from captionkit.runs import ConfigError, read_config_file
 from captionkit.training import RESUMABLE_OPTIONS, TrainConfig, train, validate_options
 
@@ -222,7 +222,7 @@ def train_command(ctx, out, resume, quiet, json_output, distributed, **options):
         report = None
     else:
         report = _ProgressLine()
-    job = world(required=True) if distributed else World(0, 1)
+    job = world(required=True) if distributed else local_world()
     try:
         # A rank that fails must end the whole job, or the others would wait for it forever.
         with abort_on_error(job, lambda message: click.echo(f"Error: {message}", err=True)):
