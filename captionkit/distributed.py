@@ -160,6 +160,11 @@ def _data_fingerprint(data):
     return crc
 
 
+def _model_fingerprint(model):
+    layout = sorted((name, value.shape, value.dtype.str) for name, value in model.params.items())
+    return zlib.crc32(repr(layout).encode())
+
+
 def _rng_fingerprint(rng):
     _, keys, pos, has_gauss, cached = rng.get_state()
     return zlib.crc32(keys.tobytes() + repr((pos, has_gauss, cached)).encode())
@@ -188,6 +193,7 @@ class DistributedSolver(CaptioningSolver):
         _require_agreement(self.comm, "training data (checksum of captions, image indices and features)",
                            _data_fingerprint(data))
         _require_agreement(self.comm, "minibatch RNG state (seed)", _rng_fingerprint(self.rng))
+        _require_agreement(self.comm, "model (parameter names, shapes and dtype)", _model_fingerprint(model))
         self._build_buffer()
         self.broadcast_params()
 
@@ -241,7 +247,7 @@ class DistributedSolver(CaptioningSolver):
 
 def agreed_stop(solver, received):
     """The signal to stop training on: ``received`` (a signal name such as ``"SIGTERM"``, or None) of this
-    process, or for a :class:`DistributedSolver` the first one any rank received.
+    process, or for a :class:`DistributedSolver` the one any rank received (the higher-numbered if several).
 
     Collective for a DistributedSolver: every rank must call it after every iteration. mpiexec forwards Ctrl-C and
     SIGTERM to all ranks, but not at the same instant; stopping only where the signal had already arrived would

@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under ``mpiexec -n K``: train a tiny model with DistributedSolver.
 
 Every rank saves its final parameters and loss history to ``OUT_DIR/rank<r>.npz``. ``--fail-rank R --fail-at I``
-makes rank R fail at iteration I, by raising (``--fail-mode raise``) or by killing itself (``--fail-mode kill``).
+makes rank R fail at iteration I, by raising (``--fail-mode raise``) or by killing itself (``--fail-mode kill``);
+``--seed-per-rank`` gives the ranks different minibatch seeds, which DistributedSolver must refuse.
 """
 import argparse
 import os
@@ -42,6 +43,7 @@ def main():
     parser.add_argument("--fail-rank", type=int, default=-1)
     parser.add_argument("--fail-at", type=int, default=-1)
     parser.add_argument("--fail-mode", choices=("raise", "kill"), default="raise")
+    parser.add_argument("--seed-per-rank", action="store_true", help="a mistake: seed each rank's sampler apart")
     args = parser.parse_args()
 
     me = world(required=True)
@@ -55,6 +57,8 @@ def main():
     with abort_on_error(me, lambda message: print(message, file=sys.stderr, flush=True)):
         data = load_coco_data(args.bundle)
         model, options = build(data, np.dtype(args.dtype))
+        if args.seed_per_rank:
+            options["rng"] = np.random.RandomState(MINIBATCH_SEED + me.rank)
         solver = DistributedSolver(model, data, callback=maybe_fail, **options)
         solver.train()
     np.savez(os.path.join(args.out_dir, f"rank{me.rank}.npz"), loss_history=np.array(solver.loss_history),

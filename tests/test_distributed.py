@@ -156,6 +156,14 @@ def test_two_ranks_end_with_the_parameters_of_one_process(bundle_dir, tmp_path):
     assert np.abs(initial.params["W_vocab"] - expected["W_vocab"]).max() > 1e-3
 
 
+def test_ranks_with_different_seeds_are_refused_before_training(bundle_dir, tmp_path):
+    require_mpi()
+    result = run_job(2, bundle_dir, tmp_path, "--seed-per-rank")
+    assert result.returncode != 0
+    assert "the ranks disagree on the minibatch RNG state (seed)" in result.stderr
+    assert not list(tmp_path.glob("rank*.npz"))
+
+
 @pytest.mark.parametrize("mode", ["raise", "kill"])
 def test_a_failing_rank_ends_the_job_with_a_message(bundle_dir, tmp_path, mode):
     require_mpi()
