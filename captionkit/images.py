@@ -4,42 +4,18 @@ COCO bundles list Flickr URLs; the built-in dataset lists ``synthetic://{split}/
 ``{split}2014_images.h5`` beside its other files.
 """
 import io
-import os
 import re
 import urllib.error
 import urllib.request
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["image_from_url", "load_images"]
+from captionkit.data import load_images
+
+__all__ = ["image_from_url"]
 
 _SYNTHETIC_URL = re.compile(r"^synthetic://(train|val)/(\d+)$")
-
-
-def load_images(base_dir, split, indices):
-    """Pixels of images ``indices`` of ``split`` from a bundle that stores them -> uint8 (len(indices), H, W, 3).
-
-    Raises FileNotFoundError when the bundle has no ``{split}2014_images.h5`` (COCO bundles do not) and IndexError
-    naming the index when one is out of range.
-    """
-    import h5py
-
-    path = Path(base_dir) / f"{split}2014_images.h5"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: this bundle stores no images for the {split} split")
-    indices = np.asarray(indices, dtype=np.int64)
-    with h5py.File(path, "r") as f:
-        images = f["images"]
-        bad = indices[(indices < 0) | (indices >= images.shape[0])]
-        if bad.size:
-            raise IndexError(f"{path}: image index {bad[0]} is out of range for {images.shape[0]} images")
-        order = np.argsort(indices)  # h5py reads fancy indices only in increasing order
-        out = np.empty((len(indices),) + images.shape[1:], dtype=images.dtype)
-        for position, index in zip(order, indices[order]):
-            out[position] = images[index]
-    return out
 
 
 def image_from_url(url, base_dir=None, timeout=10):
@@ -51,12 +27,11 @@ def image_from_url(url, base_dir=None, timeout=10):
     """
     match = _SYNTHETIC_URL.match(str(url))
     if match:
-        if base_dir is None:
-            from captionkit.data import DATA_DIR_ENV
-            from captionkit.synthetic import builtin_dataset_dir
-
-            base_dir = os.environ.get(DATA_DIR_ENV) or builtin_dataset_dir()
-        return load_images(base_dir, match.group(1), [int(match.group(2))])[0]
+        pixels = load_images(base_dir, match.group(1), [int(match.group(2))])
+        if pixels is None:
+            warnings.warn(f"the bundle holds no pixels for {url}", stacklevel=2)
+            return None
+        return pixels[0]
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             payload = response.read()

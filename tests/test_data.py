@@ -148,3 +148,15 @@ def test_bad_bundle_gives_one_clear_error(kind, bundle_dir):
 def test_missing_directory(tmp_path):
     with pytest.raises(BundleError, match="dataset directory not found"):
         load_coco_data(tmp_path / "nowhere")
+
+
+def test_image_from_url_reads_builtin_pixels_and_tolerates_dead_urls(tmp_path):
+    from captionkit.data import load_images
+    from captionkit.images import image_from_url
+    from captionkit.synthetic import write_bundle as write_synthetic
+
+    bundle = write_synthetic(tmp_path / "synth", num_train=20, num_val=6)
+    np.testing.assert_array_equal(image_from_url("synthetic://val/000004", base_dir=bundle),
+                                  load_images(bundle, "val", [4])[0])
+    with pytest.warns(UserWarning, match="could not fetch image"):
+        assert image_from_url("http://127.0.0.1:9/nothing.jpg", timeout=2) is None
