@@ -34,11 +34,11 @@ def _require_loops():
 
 
 def _common_dtype(**arrays):
-    dtype = np.result_type(*arrays.values())
-    if dtype not in _FLOATS:
-        described = ", ".join(f"{name} {np.asarray(a).dtype}" for name, a in arrays.items())
-        raise TypeError(f"lstm: arrays must be float32 or float64, got {described}")
-    return dtype
+    """float64 if any array is float64, else float32; anything but those two is an error naming the array."""
+    for name, array in arrays.items():
+        if array.dtype not in _FLOATS:
+            raise TypeError(f"lstm: arrays must be float32 or float64, got {name} {array.dtype}")
+    return np.result_type(*arrays.values())
 
 
 def _as(array, dtype):
