@@ -68,7 +68,7 @@ class _ProgressLine:
             resumed = f", resumed from {event['resumed_from']}" if event["resumed_from"] else ""
             config = event["config"]
             self._print(
-                f"Training a {config['cell']} model (hidden {config['hidden_dim']}, word vectors "
+                f"Training the {config['cell']} cell (hidden {config['hidden_dim']}, word vectors "
                 f"{config['wordvec_dim']}) for {event['num_iterations']} iterations "
                 f"({event['iterations_per_epoch']} per epoch){resumed}."
             )
