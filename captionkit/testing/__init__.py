@@ -8,6 +8,13 @@ path with the numpy path), and checks that wrong shapes get clear errors. It ret
 With pytest, ``pytest_plugins = ["captionkit.testing.pytest_plugin"]`` gives a ``check_cell`` fixture that fails a
 test with the readable report. This package itself does not import pytest.
 """
-from captionkit.testing.conformance import CheckResult, ConformanceError, ConformanceReport, check_cell, run_checks
+from captionkit.testing.conformance import (
+    CheckResult,
+    ConformanceError,
+    ConformanceReport,
+    check_cell,
+    gradient_error,
+    run_checks,
+)
 
-__all__ = ["CheckResult", "ConformanceError", "ConformanceReport", "check_cell", "run_checks"]
+__all__ = ["CheckResult", "ConformanceError", "ConformanceReport", "check_cell", "gradient_error", "run_checks"]

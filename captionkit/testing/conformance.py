@@ -106,7 +106,8 @@ def gradient_error(analytic, numerical):
 def _scale_error(actual, expected):
     """Largest difference relative to the size of the expected values (at least 1)."""
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    return float(np.max(np.abs(actual - expected), initial=0.0) / max(1.0, float(np.max(np.abs(expected), initial=0.0))))
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
 
 
 def _expect_shape(what, array, shape, dtype):
@@ -208,7 +209,9 @@ def _check_float32(cell, seed):
     errors.update({f"d{k}": _scale_error(narrow_out[3][k], wide_out[3][k]) for k in wide_out[3]})
     worst = max(errors, key=errors.get)
     if errors[worst] > FLOAT32_MATCH_LIMIT:
-        raise _CheckFailed(f"float32 {worst} differs from float64 by {errors[worst]:.2e} (limit {FLOAT32_MATCH_LIMIT:.0e})")
+        raise _CheckFailed(
+            f"float32 {worst} differs from float64 by {errors[worst]:.2e} (limit {FLOAT32_MATCH_LIMIT:.0e})"
+        )
     return f"max difference {errors[worst]:.2e} ({worst}; limit {FLOAT32_MATCH_LIMIT:.0e})"
 
 
@@ -335,7 +338,8 @@ def run_checks(cell_type, backends=None, seed=0):
     try:
         origin = describe_cell(cell_type)
     except (UnknownCellError, CellConflictError) as exc:
-        return ConformanceReport(str(cell_type), "no installed distribution", [CheckResult("loads", "-", False, str(exc))])
+        failure = CheckResult("loads", "-", False, str(exc))
+        return ConformanceReport(str(cell_type), "no installed distribution", [failure])
     report = ConformanceReport(cell_type, origin)
     try:
         cls = get_cell(cell_type)
