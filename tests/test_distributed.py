@@ -248,11 +248,16 @@ def test_cli_a_signal_to_one_rank_stops_every_rank_at_one_iteration_and_resume_c
 
     run = RunDirectory(tmp_path / "run")
     job = cli_job(2, *cli_arguments(bundle_dir, epochs=5000), f"--out={run.root}", "--quiet")
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while not run.list_checkpoints() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(rank_pid(job, 1), signal.SIGTERM)
-    interrupted = finish_job(job)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not run.list_checkpoints() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(rank_pid(job, 1), signal.SIGTERM)
+        interrupted = finish_job(job)
+    finally:
+        if job.poll() is None:  # the test failed before the job ended: do not leave it running
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
     assert interrupted.returncode != 0
     assert "Interrupted by SIGTERM" in interrupted.stderr, interrupted.stderr
     stopped_at = run.list_checkpoints()[-1][0]
