@@ -95,7 +95,21 @@ def world(required=False):
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    _check_launcher_matches(comm.Get_size(), MPI.Get_library_version())
     return World(comm.Get_rank(), comm.Get_size(), comm)
+
+
+def _check_launcher_matches(size, library):
+    """Refuse an mpiexec of another MPI implementation than the library mpi4py loaded: then every process sees a
+    world of its own (size 1) and would train alone, all of them writing the same run."""
+    launched = _launcher_size()
+    if launched > 1 and size != launched:
+        name = library.strip().splitlines()[0].split(",")[0] if library.strip() else "unknown"
+        raise DistributedError(
+            f"mpiexec started {launched} processes, but the MPI library that mpi4py loaded ({name}) sees {size}: "
+            "that mpiexec belongs to another MPI implementation. Use the mpiexec of the same MPI (after "
+            "`pip install 'captionkit[mpi]'`: the one installed beside python)"
+        )
 
 
 def local_world():

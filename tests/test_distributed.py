@@ -121,6 +121,15 @@ def test_world_refuses_to_run_k_independent_copies_when_mpi4py_is_missing(monkey
         distributed.world()
 
 
+def test_an_mpiexec_of_another_mpi_is_refused(monkeypatch):
+    """MPICH's mpiexec starting Python whose mpi4py loaded Open MPI: each process sees a world of size 1."""
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(DistributedError, match=r"mpiexec started 2 processes, but the MPI library that mpi4py "
+                                               r"loaded \(Open MPI v5\.0\.11\) sees 1"):
+        distributed._check_launcher_matches(1, "Open MPI v5.0.11\nmore details\n")
+    distributed._check_launcher_matches(2, "MPICH Version: 5.0.2")
+
+
 def test_a_process_started_by_mpiexec_must_ask_for_distributed_training(monkeypatch, bundle_dir, tmp_path):
     from click.testing import CliRunner
 
