@@ -1,7 +1,7 @@
 """Data-parallel throughput: captions/s of DistributedSolver for K ranks on this machine, and an estimate for more.
 
     python benchmarks/bench_scaling.py                 # K = 1 and 2, one BLAS thread per rank
-    python benchmarks/bench_scaling.py --ranks 1 2 4 --iterations 40 --json scaling.json
+    python benchmarks/bench_scaling.py --ranks 1 2 4 --iterations 40 --repeat 3 --json scaling.json
 
 The script launches ``mpiexec -n K`` on itself for each K (environment: OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1).
 Each job times end-to-end training steps (sample, shard loss and gradients, Allreduce, update) and, separately,
@@ -10,9 +10,13 @@ the K=1 job and the Allreduce cost of the parameter vector it estimates the step
 
     t(K) = t_sample + t_loss(B) / K + t_allreduce(K) + t_update
 
-with t_allreduce(K) = latency * 2 * log2(K) + 2 (K-1)/K * bytes / bandwidth (ring Allreduce), once with the
+with t_allreduce(K) = 2 log2(K) latency + 2 (K-1)/K bytes / bandwidth (a bandwidth-optimal Allreduce: reduce-scatter
+then all-gather by recursive halving and doubling, as MPICH and Open MPI use for large messages), once with the
 bandwidth measured here between two ranks (shared memory: an upper bound) and once with an assumed network link
-(--network-gbps, --network-latency-us). Needs mpi4py and mpiexec (``pip install '.[mpi]'``).
+(--network-gbps, --network-latency-us). That is strong scaling (the global batch B fixed, as K=2 vs K=1 here);
+weak scaling keeps B captions per rank (global batch K*B): t(K) = K t_sample + t_loss(B) + t_allreduce(K) + t_update.
+Both assume times linear in the rows (optimistic for small shards, where BLAS is less efficient).
+Needs mpi4py and mpiexec (``pip install '.[mpi]'``).
 """
 import argparse
 import json
@@ -82,11 +86,13 @@ def worker(args):
 
     # End to end: what a training run gets.
     comm.Barrier()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.iterations):
         solver._step()
     comm.Barrier()
     elapsed = time.perf_counter() - start
+    # Below 1 when other processes took this rank's core: the measurement is then not of this code alone.
+    cpu_share = comm.allreduce((time.process_time() - cpu_start) / elapsed, op=MPI.MIN)
 
     # The phases of one step, for the model of larger K.
     captions, features, _ = sample_coco_minibatch(data, args.batch_size, rng=np.random.RandomState(1))
@@ -106,6 +112,7 @@ def worker(args):
             "backend": model.backend,
             "captions_per_s": args.batch_size * args.iterations / elapsed,
             "step_s": elapsed / args.iterations,
+            "cpu_share": cpu_share,
             "phases_s": phases,
             "buffer_bytes": int(solver._buffer.nbytes),
             "num_params": int(solver._buffer.size - 1),
@@ -130,19 +137,25 @@ def run_job(num_ranks, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def ring_allreduce_s(num_bytes, ranks, bandwidth_bytes_s, latency_s):
-    """Time of a bandwidth-optimal Allreduce of ``num_bytes`` over ``ranks`` (0 for one rank)."""
+def allreduce_model_s(num_bytes, ranks, bandwidth_bytes_s, latency_s):
+    """Time of a bandwidth-optimal Allreduce of ``num_bytes`` over ``ranks`` (0 for one rank): each rank sends and
+    receives 2 (K-1)/K of the buffer in 2 log2(K) rounds."""
     if ranks == 1:
         return 0.0
     return 2 * math.ceil(math.log2(ranks)) * latency_s + 2 * (ranks - 1) / ranks * num_bytes / bandwidth_bytes_s
 
 
-def estimate(base, ranks, bandwidth, latency):
-    """Estimated captions/s for ``ranks`` from the K=1 phases and an Allreduce model."""
-    phases = base["phases_s"]
-    step = phases["sample"] + phases["loss_shard"] / ranks + phases["update"]
-    step += ring_allreduce_s(base["buffer_bytes"], ranks, bandwidth, latency)
-    return base["batch_size"] / step
+def estimate(base, ranks, bandwidth, latency, weak=False):
+    """Estimated captions/s for ``ranks`` from the phases of the one-rank job and the Allreduce model.
+
+    Strong scaling splits the global batch B over the ranks; ``weak`` gives every rank B captions.
+    """
+    phases, batch = base["phases_s"], base["batch_size"]
+    # Every rank draws the whole global batch (to keep the RNG in step), so sampling grows with it.
+    sample = phases["sample"] * ranks if weak else phases["sample"]
+    loss = phases["loss_shard"] if weak else phases["loss_shard"] / ranks
+    step = sample + loss + phases["update"] + allreduce_model_s(base["buffer_bytes"], ranks, bandwidth, latency)
+    return (batch * ranks if weak else batch) / step
 
 
 def main():
@@ -157,6 +170,7 @@ def main():
     parser.add_argument("--input-dim", type=int, default=512)
     parser.add_argument("--num-captions", type=int, default=5000)
     parser.add_argument("--cell", default="rnn")
+    parser.add_argument("--repeat", type=int, default=1, help="jobs per K; the fastest is reported")
     parser.add_argument("--estimate-ranks", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--network-gbps", type=float, default=10.0, help="assumed link between machines")
     parser.add_argument("--network-latency-us", type=float, default=20.0)
@@ -166,41 +180,48 @@ def main():
     if args.worker:
         return worker(args)
 
-    runs = {k: run_job(k, args) for k in args.ranks}
+    # On a shared machine other processes slow some jobs down: keep each K's fastest job (see its CPU share).
+    runs = {k: max((run_job(k, args) for _ in range(args.repeat)), key=lambda run: run["captions_per_s"])
+            for k in args.ranks}
     for run in runs.values():
         run["batch_size"] = args.batch_size
     base = runs[min(runs)]
     print(f"global batch {args.batch_size}, H={args.hidden_dim}, W={args.wordvec_dim}, D={args.input_dim}, "
           f"V={VOCAB_SIZE}, cell {args.cell}, backend {base['backend']}, {base['num_params']} parameters "
           f"({base['buffer_bytes'] / 1e6:.2f} MB per Allreduce), one BLAS thread per rank\n")
-    print("| K | captions/s | speed-up | step ms | sample ms | loss+grads ms | Allreduce ms | update ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| K | captions/s | speed-up | step ms | sample ms | loss+grads ms | Allreduce ms | update ms | CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k, run in runs.items():
         p = {name: 1e3 * value for name, value in run["phases_s"].items()}
         print(f"| {k} | {run['captions_per_s']:.0f} | {run['captions_per_s'] / base['captions_per_s']:.2f} | "
               f"{1e3 * run['step_s']:.1f} | {p['sample']:.2f} | {p['loss_shard']:.1f} | {p['allreduce']:.2f} | "
-              f"{p['update']:.1f} |")
+              f"{p['update']:.1f} | {run['cpu_share']:.2f} |")
 
     estimates = {}
     multi = [run for k, run in runs.items() if k > 1]
     if multi:
         measured = multi[0]
         k = measured["ranks"]
-        # Invert the ring model for the bandwidth two local ranks achieved (latency folded in: an upper bound).
+        # Invert the model for the bandwidth two local ranks achieved (latency folded in).
         local_bandwidth = 2 * (k - 1) / k * measured["buffer_bytes"] / measured["phases_s"]["allreduce"]
         network_bandwidth = args.network_gbps * 1e9 / 8
         latency = args.network_latency_us * 1e-6
-        print(f"\nEstimate for larger K (t = sample + loss(B)/K + Allreduce(K) + update, phases of K={base['ranks']}):"
+        print(f"\nEstimate for larger K from the phases of K={base['ranks']} (see the module docstring):"
               f" local Allreduce bandwidth measured {local_bandwidth / 1e9:.2f} GB/s; network assumed "
               f"{args.network_gbps:g} Gbit/s, {args.network_latency_us:g} us\n")
-        print("| K | captions/s (shared-memory bandwidth) | captions/s (network) | Allreduce ms (network) |")
-        print("|---|---|---|---|")
+        print("| K | strong: captions/s, local bandwidth | strong: captions/s, network | weak: captions/s, network "
+              "| Allreduce ms, network |")
+        print("|---|---|---|---|---|")
         for ranks in args.estimate_ranks:
-            local = estimate(base, ranks, local_bandwidth, 0.0)
-            network = estimate(base, ranks, network_bandwidth, latency)
-            cost = 1e3 * ring_allreduce_s(base["buffer_bytes"], ranks, network_bandwidth, latency)
-            estimates[ranks] = {"shared_memory": local, "network": network, "allreduce_network_ms": cost}
-            print(f"| {ranks} | {local:.0f} | {network:.0f} | {cost:.2f} |")
+            row = {
+                "strong_local": estimate(base, ranks, local_bandwidth, 0.0),
+                "strong_network": estimate(base, ranks, network_bandwidth, latency),
+                "weak_network": estimate(base, ranks, network_bandwidth, latency, weak=True),
+                "allreduce_network_ms": 1e3 * allreduce_model_s(base["buffer_bytes"], ranks, network_bandwidth, latency),
+            }
+            estimates[ranks] = row
+            print(f"| {ranks} | {row['strong_local']:.0f} | {row['strong_network']:.0f} | {row['weak_network']:.0f} | "
+                  f"{row['allreduce_network_ms']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"arguments": {k: str(v) for k, v in vars(args).items()}, "runs": runs,
                                          "estimates": estimates}, indent=2))
