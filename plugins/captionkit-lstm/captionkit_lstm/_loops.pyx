@@ -9,7 +9,7 @@ Layout: arrays are C-contiguous (N, T, ...); the rows of one time step are strid
 as the leading dimension, so no step is copied.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf
+from libc.math cimport exp, expf
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 
@@ -30,34 +30,48 @@ cdef inline floating _exp(floating v) noexcept nogil:
         return exp(v)
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
-    if floating is float:
-        return tanhf(v)
-    else:
-        return tanh(v)
-
-
+# Both activations use exp only (libm's tanh is several times slower than its exp) and no branch. They are exact
+# in the limits: exp overflows to +inf for very negative inputs and 1 / (1 + inf) is 0, so no NaN can appear.
 cdef inline floating _sigmoid(floating v) noexcept nogil:
-    # Never exponentiate a large positive number.
-    cdef floating e
-    if v >= 0:
-        return 1 / (1 + _exp(-v))
-    e = _exp(v)
-    return e / (1 + e)
+    return 1 / (1 + _exp(-v))
 
 
-def forward_loop(floating[:, :, ::1] gates, floating[:, ::1] h0, floating[:, ::1] Wh,
+cdef inline floating _tanh(floating v) noexcept nogil:
+    return 2 / (1 + _exp(-2 * v)) - 1
+
+
+cdef inline void _gates_step(floating *a, const floating *prev_c, floating *c, floating *tanh_c, floating *h,
+                             int H) noexcept nogil:
+    """One row of one step: activate the pre-activations a[0:4H] in place and write c, tanh(c) and h (H each)."""
+    cdef int j
+    cdef floating i_gate, f_gate, o_gate, g_gate, c_new, tc
+    for j in range(H):
+        i_gate = _sigmoid(a[j])
+        f_gate = _sigmoid(a[H + j])
+        o_gate = _sigmoid(a[2 * H + j])
+        g_gate = _tanh(a[3 * H + j])
+        c_new = f_gate * prev_c[j] + i_gate * g_gate
+        tc = _tanh(c_new)
+        a[j] = i_gate
+        a[H + j] = f_gate
+        a[2 * H + j] = o_gate
+        a[3 * H + j] = g_gate
+        c[j] = c_new
+        tanh_c[j] = tc
+        h[j] = o_gate * tc
+
+
+def forward_loop(floating[:, :, ::1] gates, floating[:, ::1] h0, floating[:, ::1] c0, floating[:, ::1] Wh,
                  floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] tanh_c):
     """Run the recurrence over T steps.
 
-    gates (N, T, 4H) holds x @ Wx + b on entry and the activated gates i, f, o, g on return; h0 (N, H);
-    Wh (H, 4H); h, c, tanh_c (N, T, H) are filled with the hidden states, cell states and tanh of the cell states.
+    gates (N, T, 4H) holds x @ Wx + b on entry and the activated gates i, f, o, g on return; h0, c0 (N, H) the
+    initial states; Wh (H, 4H); h, c, tanh_c (N, T, H) are filled with the hidden states, cell states and tanh of
+    the cell states.
     """
     cdef int N = gates.shape[0], T = gates.shape[1], H = h0.shape[1]
     cdef int G = 4 * H
-    cdef int t, n, j
-    cdef floating *a_row
-    cdef floating i_gate, f_gate, o_gate, g_gate, prev_c, c_new, tc
+    cdef int t, n
     with nogil:
         for t in range(T):
             # gates[:, t] += h_{t-1} @ Wh; in column-major terms gates_t^T (G x N) += Wh^T (G x H) @ h_{t-1}^T.
@@ -66,22 +80,8 @@ def forward_loop(floating[:, :, ::1] gates, floating[:, ::1] h0, floating[:, ::1
             else:
                 _gemm(c'N', c'N', G, N, H, &Wh[0, 0], G, &h[0, t - 1, 0], T * H, 1, &gates[0, t, 0], T * G)
             for n in range(N):
-                a_row = &gates[n, t, 0]
-                for j in range(H):
-                    i_gate = _sigmoid(a_row[j])
-                    f_gate = _sigmoid(a_row[H + j])
-                    o_gate = _sigmoid(a_row[2 * H + j])
-                    g_gate = _tanh(a_row[3 * H + j])
-                    prev_c = c[n, t - 1, j] if t > 0 else 0  # c0 = 0
-                    c_new = f_gate * prev_c + i_gate * g_gate
-                    tc = _tanh(c_new)
-                    a_row[j] = i_gate
-                    a_row[H + j] = f_gate
-                    a_row[2 * H + j] = o_gate
-                    a_row[3 * H + j] = g_gate
-                    c[n, t, j] = c_new
-                    tanh_c[n, t, j] = tc
-                    h[n, t, j] = o_gate * tc
+                _gates_step(&gates[n, t, 0], &c0[n, 0] if t == 0 else &c[n, t - 1, 0], &c[n, t, 0],
+                            &tanh_c[n, t, 0], &h[n, t, 0], H)
 
 
 def backward_loop(floating[:, :, ::1] dh, floating[:, :, ::1] gates, floating[:, :, ::1] c,

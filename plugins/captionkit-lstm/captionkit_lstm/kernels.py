@@ -66,7 +66,7 @@ def lstm_forward(x, h0, Wx, Wh, b):
     h = np.empty((N, T, H), dtype=dtype)
     c = np.empty((N, T, H), dtype=dtype)
     tanh_c = np.empty((N, T, H), dtype=dtype)
-    loops.forward_loop(gates, h0, Wh, h, c, tanh_c)
+    loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
     return h, (x, h0, Wx, Wh, gates, c, tanh_c, h)
 
 
