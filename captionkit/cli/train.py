@@ -213,9 +213,8 @@ def train_command(ctx, out, resume, quiet, json_output, distributed, **options):
     """
     if quiet and json_output:
         raise click.UsageError("--quiet and --json exclude each other")
-    explicit = _explicit_options(ctx, list(options))
-    if resume is None:
-        explicit = {**options, **explicit}
+    # A resumed run keeps its checkpoint's options: pass on only those the user gave, not click's defaults.
+    explicit = options if resume is None else _explicit_options(ctx, list(options))
     if json_output:
         report = _json_events
     elif quiet:
