@@ -5,6 +5,7 @@ C-contiguous in one float dtype (float32 or float64), hoists the input projectio
 the large weight-gradient products after the backward loop.
 """
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["is_available", "lstm_forward", "lstm_backward"]
 
@@ -17,6 +18,21 @@ else:
     _IMPORT_ERROR = None
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_blas_threads = None  # a ThreadpoolController, made on first use, once the BLAS libraries are loaded
+
+
+def _one_blas_thread():
+    """Context in which every loaded BLAS runs on one thread, for the time loops.
+
+    The loops call scipy's BLAS, which pip wheels bundle as a copy of OpenBLAS separate from numpy's, each with its
+    own thread pool whose idle workers spin for a while. Switching between the two pools at every step left three
+    busy threads on two cores and made the LSTM about three times slower than on one thread. The per-step products
+    are small; the large products before and after the loop keep numpy's threads.
+    """
+    global _blas_threads
+    if _blas_threads is None:
+        _blas_threads = ThreadpoolController()
+    return _blas_threads.limit(limits=1, user_api="blas")
 
 
 def is_available():
@@ -66,7 +82,8 @@ def lstm_forward(x, h0, Wx, Wh, b):
     h = np.empty((N, T, H), dtype=dtype)
     c = np.empty((N, T, H), dtype=dtype)
     tanh_c = np.empty((N, T, H), dtype=dtype)
-    loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
+    with _one_blas_thread():
+        loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
     return h, (x, h0, Wx, Wh, gates, c, tanh_c, h)
 
 
@@ -86,7 +103,8 @@ def lstm_backward(dh, cache):
     da = np.empty_like(gates)
     dh0 = np.zeros((N, H), dtype=h.dtype)
     dc_scratch = np.zeros((N, H), dtype=h.dtype)
-    loops.backward_loop(dh, gates, c, tanh_c, Wh, da, dh0, dc_scratch)
+    with _one_blas_thread():
+        loops.backward_loop(dh, gates, c, tanh_c, Wh, da, dh0, dc_scratch)
 
     da_flat = da.reshape(N * T, 4 * H)
     dx = (da_flat @ Wx.T).reshape(N, T, D)
