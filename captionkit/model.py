@@ -6,7 +6,7 @@ The model knows the Cell interface only; ``cell_type`` is looked up in the regis
 """
 import numpy as np
 
-from captionkit import decoding, layers
+from captionkit import decoding, kernels, layers
 from captionkit.backend import resolve_backend
 from captionkit.cells import get_cell
 
@@ -119,6 +119,8 @@ class CaptioningRNN:
         captions = self._check_captions(captions, features.shape[0])
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         mask = captions_out != self._null
+        if self.backend == "cython":
+            return self._compiled_loss(features, captions_in, captions_out, mask)
         p = self.params
 
         h0, proj_cache = layers.affine_forward(features, p["W_proj"], p["b_proj"])
@@ -134,6 +136,44 @@ class CaptioningRNN:
         grads["W_embed"] = layers.word_embedding_backward(dx, embed_cache)
         _, grads["W_proj"], grads["b_proj"] = layers.affine_backward(dh0, proj_cache)
         return loss, grads
+
+    def _compiled_loss(self, features, captions_in, captions_out, mask):
+        """:meth:`loss` on captionkit.kernels: the reference's numbers, with the output layer fused into one call.
+
+        Arrays from the cell pass through ``_compiled_array``, so a cell without a compiled path also works here.
+        """
+        p = self.params
+        h0, proj_cache = kernels.affine_forward(self._compiled_array(features), p["W_proj"], p["b_proj"])
+        x, embed_cache = kernels.word_embedding_forward(captions_in, p["W_embed"])
+        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
+        loss, dh, dW_vocab, db_vocab = kernels.temporal_softmax_affine_loss(
+            self._compiled_array(h), p["W_vocab"], p["b_vocab"], captions_out, mask
+        )
+        grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
+        dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
+        grads.update(cell_grads)
+        grads["W_embed"] = kernels.word_embedding_backward(self._compiled_array(dx), embed_cache)
+        _, grads["W_proj"], grads["b_proj"] = kernels.affine_backward(
+            self._compiled_array(dh0), proj_cache, input_grad=False
+        )
+        return loss, grads
+
+    def _compiled_array(self, a):
+        """``a`` as the contiguous array of the model's dtype that the kernels take (no copy when it already is)."""
+        return np.ascontiguousarray(a, dtype=self.dtype)
+
+    def _project(self, features):
+        """Initial hidden state h0 (N, H) = features (N, D) @ W_proj + b_proj."""
+        if self.backend == "cython":
+            h0, _ = kernels.affine_forward(self._compiled_array(features), self.params["W_proj"], self.params["b_proj"])
+            return h0
+        return features @ self.params["W_proj"] + self.params["b_proj"]
+
+    def _best_words(self, h):
+        """Greedy choice (N,) of the best-scoring word for hidden states h (N, H)."""
+        if self.backend == "cython":
+            return kernels.affine_argmax(self._compiled_array(h), self.params["W_vocab"], self.params["b_vocab"])
+        return (h @ self.params["W_vocab"] + self.params["b_vocab"]).argmax(axis=1)
 
     # ------------------------------------------------------------------ decoding
     def sample(self, features, max_length=30, beam_size=1, length_penalty=0.0):
@@ -154,14 +194,15 @@ class CaptioningRNN:
         p = self.params
         N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int32)
-        state = self.cell.initial_state(features @ p["W_proj"] + p["b_proj"])
+        if N == 0:
+            return captions
+        state = self.cell.initial_state(self._project(features))
         words = np.full(N, self._start, dtype=np.int64)
         alive = np.ones(N, dtype=bool)
         cell_params = self._cell_params()
         for t in range(max_length):
             state = self.cell.step(p["W_embed"][words], state, cell_params)
-            scores = state[0] @ p["W_vocab"] + p["b_vocab"]
-            words = scores.argmax(axis=1)
+            words = self._best_words(state[0])
             captions[alive, t] = words[alive]
             if self._end is not None:
                 alive &= words != self._end

@@ -1,5 +1,5 @@
 """The built-in vanilla RNN cell: h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b)."""
-from captionkit import layers
+from captionkit import kernels, layers
 from captionkit.cells.base import Cell, ParamSpec
 
 __all__ = ["RNNCell"]
@@ -9,6 +9,12 @@ class RNNCell(Cell):
     """Vanilla (Elman) RNN with parameters Wx (W, H), Wh (H, H), b (H,)."""
 
     name = "rnn"
+    compiled = True
+
+    @property
+    def _ops(self):
+        """The functions this cell runs: captionkit.kernels or the numpy reference, which share their signatures."""
+        return kernels if self.backend == "cython" else layers
 
     def parameters(self, wordvec_dim, hidden_dim):
         return {
@@ -19,13 +25,13 @@ class RNNCell(Cell):
 
     def forward(self, x, h0, params):
         self.check_inputs(x, h0, params)
-        return layers.rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
+        return self._ops.rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
 
     def backward(self, dh, cache):
-        dx, dh0, dWx, dWh, db = layers.rnn_backward(dh, cache)
+        dx, dh0, dWx, dWh, db = self._ops.rnn_backward(dh, cache)
         return dx, dh0, {"Wx": dWx, "Wh": dWh, "b": db}
 
     def step(self, x, state, params):
         (h,) = state
-        next_h, _ = layers.rnn_step_forward(x, h, params["Wx"], params["Wh"], params["b"])
+        next_h, _ = self._ops.rnn_step_forward(x, h, params["Wx"], params["Wh"], params["b"])
         return (next_h,)

@@ -1,0 +1,333 @@
+"""Compiled kernels against the numpy reference and PyTorch CPU: one training step and greedy sampling.
+
+    python benchmarks/bench_kernels.py                      # the table of docs/benchmarks.md
+    python benchmarks/bench_kernels.py --rounds 30 --json results.json --captions coco
+
+What it measures, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32):
+
+- ``train N=25`` and ``train N=50``: one training step, as CaptioningSolver takes it: loss and gradients of a
+  minibatch, then an Adam update of every parameter (``captionkit.optim.adam``). PyTorch: nn.Embedding, nn.Linear
+  projection, nn.RNN (tanh), nn.Linear scores, cross_entropy(ignore_index=<NULL>, summed and divided by N as
+  captionkit's loss is), backward, torch.optim.Adam.
+- ``greedy N=50``: greedy sampling of 50 captions of max_length 30 with no early stop (the vocabulary has no
+  ``<END>``, so every caption runs all 30 steps in every implementation).
+
+Each implementation runs in its own worker process (so BLAS and OpenMP thread pools never share a process and peak
+memory is per implementation) with ``--threads`` threads (default 2). The workers take turns in rounds: each round
+every worker times ``--block`` iterations, in a rotating order, after a pause that lets the previous worker's BLAS
+threads stop spinning. Times are the median, min and max over all timed iterations after ``--warmup``; a ratio
+between two implementations is the median over rounds of the ratio of their per-round medians, so load from other
+processes on the machine hits both sides of a ratio alike. GFLOP/s counts the matrix products of the step (see
+``flops``) and is compared with the sgemm peak measured first (2048x2048 float32 matmul, numpy's and scipy's BLAS,
+the better one). Peak memory is the worker's peak resident set size (VmHWM), after setup and at the end.
+
+Captions (``--captions``): ``full`` (default) has 16 real words in every row, so every position counts and the
+FLOP count is exact for every implementation; ``coco`` has COCO-like rows (8 to 14 words, <END>, <NULL> padding),
+where captionkit's compiled output layer skips the padded positions.
+PyTorch is optional (``pip install torch``); without it its rows are left out.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+D, W, H, V, T = 512, 256, 512, 1004, 16
+MAX_LENGTH = 30
+NULL, START = 0, 1
+CONFIGS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50)}
+IMPLEMENTATIONS = ("compiled", "numpy", "torch")
+
+
+def flops(task, N):
+    """Floating-point operations of the matrix products (2 per multiply-add) of one step or one sampling run."""
+    per_position = W * H + H * H + H * V  # input, recurrent and vocabulary products of one position
+    if task == "train":
+        # forward, and two products per forward product in the backward (the features need no gradient)
+        return 2 * (2 * N * D * H + 3 * N * T * per_position)
+    return 2 * (N * D * H + MAX_LENGTH * N * per_position)
+
+
+def make_data(task, N, captions_kind, seed=0):
+    rng = np.random.RandomState(seed)
+    features = rng.randn(N, D).astype(np.float32)
+    captions = rng.randint(2, V, size=(N, T + 1))
+    captions[:, 0] = START
+    if captions_kind == "coco":
+        for row in captions:
+            length = rng.randint(8, 15)
+            row[length + 1 :] = NULL
+    return features, captions
+
+
+def vocabulary():
+    """V words with <NULL> and <START> and no <END>, so greedy decoding never stops early."""
+    words = ["<NULL>", "<START>"] + [f"w{i}" for i in range(2, V)]
+    return {w: i for i, w in enumerate(words)}
+
+
+def peak_rss_mib():
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------------- implementations (run inside a worker)
+
+
+def captionkit_runner(backend, task, N, captions_kind):
+    from captionkit import CaptioningRNN, optim
+
+    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, dtype=np.float32,
+                          backend=backend, seed=0)
+    features, captions = make_data(task, N, captions_kind)
+    if task == "greedy":
+        return lambda: model.sample(features, max_length=MAX_LENGTH)
+    configs = {name: {"learning_rate": 5e-3} for name in model.params}
+
+    def train_step():
+        _, grads = model.loss(features, captions)
+        for name, value in model.params.items():
+            model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
+
+    return train_step
+
+
+def torch_runner(task, N, captions_kind, threads):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    embed, proj = nn.Embedding(V, W), nn.Linear(D, H)
+    rnn, vocab = nn.RNN(W, H, batch_first=True), nn.Linear(H, V)
+    features, captions = (torch.from_numpy(a) for a in make_data(task, N, captions_kind))
+    captions = captions.long()
+    if task == "greedy":
+        @torch.no_grad()
+        def sample():
+            h = proj(features).unsqueeze(0)
+            words = torch.full((N,), START, dtype=torch.long)
+            out = torch.empty((N, MAX_LENGTH), dtype=torch.long)
+            for t in range(MAX_LENGTH):
+                step_out, h = rnn(embed(words).unsqueeze(1), h)
+                words = vocab(step_out[:, 0]).argmax(dim=1)
+                out[:, t] = words
+            return out
+
+        return sample
+    params = [p for m in (embed, proj, rnn, vocab) for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=5e-3)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        h0 = proj(features).unsqueeze(0)
+        hidden, _ = rnn(embed(captions[:, :-1]), h0)
+        scores = vocab(hidden)
+        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
+                               reduction="sum") / N
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
+def worker(implementation, config, captions_kind, threads, warmup):
+    """Serve timing requests on stdin: a line with a count k -> a JSON line of k times in seconds."""
+    task, N = CONFIGS[config]
+    if implementation == "torch":
+        run = torch_runner(task, N, captions_kind, threads)
+    else:
+        run = captionkit_runner("cython" if implementation == "compiled" else "numpy", task, N, captions_kind)
+    for _ in range(warmup):
+        run()
+    print(json.dumps({"ready": True, "rss_after_setup_mib": peak_rss_mib(), "blas": blas_summary()}), flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"times": times, "peak_rss_mib": peak_rss_mib()}), flush=True)
+
+
+def blas_summary():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return "; ".join(
+        f"{i['internal_api']} {i.get('version')} {i.get('architecture', '')} x{i['num_threads']} "
+        f"({os.path.basename(i['filepath'])})"
+        for i in threadpool_info()
+    )
+
+
+# ---------------------------------------------------------------------- orchestration
+
+
+def sgemm_peak(threads):
+    """GFLOP/s of a 2048x2048 float32 matmul with numpy's and scipy's BLAS, measured in a fresh process."""
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure-peak"], env=worker_env(threads),
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def measure_peak(repeats=10):
+    import scipy.linalg.blas
+
+    a = np.random.RandomState(0).rand(2048, 2048).astype(np.float32)
+    a_fortran = np.asfortranarray(a)  # scipy's wrapper would copy a C-ordered array first
+    peak = {}
+    products = {"numpy": lambda: a @ a, "scipy": lambda: scipy.linalg.blas.sgemm(1.0, a_fortran, a_fortran)}
+    for name, product in products.items():
+        product()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - start)
+        peak[name] = 2 * 2048**3 / best / 1e9
+    print(json.dumps(peak))
+
+
+def worker_env(threads):
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def torch_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def run_config(config, implementations, args):
+    """Time every implementation on one config in interleaved rounds -> {implementation: record}."""
+    workers = {}
+    for impl in implementations:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", impl, "--config", config, "--captions",
+             args.captions, "--threads", str(args.threads), "--warmup", str(args.warmup)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(args.threads),
+        )
+        workers[impl] = (proc, json.loads(proc.stdout.readline()))
+        time.sleep(args.pause)
+    records = {impl: {"times": [], "round_medians": []} for impl in implementations}
+    for r in range(args.rounds):
+        order = implementations[r % len(implementations):] + implementations[: r % len(implementations)]
+        for impl in order:
+            proc = workers[impl][0]
+            proc.stdin.write(f"{args.block}\n")
+            proc.stdin.flush()
+            reply = json.loads(proc.stdout.readline())
+            records[impl]["times"] += reply["times"]
+            records[impl]["round_medians"].append(float(np.median(reply["times"])))
+            records[impl]["peak_rss_mib"] = reply["peak_rss_mib"]
+            time.sleep(args.pause)
+    for impl, (proc, hello) in workers.items():
+        proc.stdin.close()
+        proc.wait()
+        records[impl]["rss_after_setup_mib"] = hello["rss_after_setup_mib"]
+        records[impl]["blas"] = hello["blas"]
+    return records
+
+
+def summarise(config, records, peak_gflops):
+    task, N = CONFIGS[config]
+    work = flops(task, N)
+    floor = work / (peak_gflops * 1e9)  # seconds at the sgemm peak
+    rows, ratios = [], []
+    for impl, rec in records.items():
+        t = np.array(rec["times"])
+        median = float(np.median(t))
+        rows.append({
+            "config": config, "implementation": impl, "median_ms": median * 1e3, "min_ms": t.min() * 1e3,
+            "max_ms": t.max() * 1e3, "iterations": len(t), "gflops": work / median / 1e9,
+            "of_floor": floor / median, "peak_rss_mib": rec["peak_rss_mib"],
+            "rss_after_setup_mib": rec["rss_after_setup_mib"], "blas": rec["blas"],
+        })
+    impls = list(records)
+    for i, a in enumerate(impls):
+        for b in impls[i + 1:]:
+            per_round = np.array(records[b]["round_medians"]) / np.array(records[a]["round_medians"])
+            ratios.append({"config": config, "faster": a, "slower": b, "ratio": float(np.median(per_round)),
+                           "ratio_min": float(per_round.min()), "ratio_max": float(per_round.max())})
+    return {"flops": work, "floor_ms": floor * 1e3, "rows": rows, "ratios": ratios}
+
+
+def markdown(results, peak, args):
+    lines = [
+        f"sgemm peak (2048x2048 float32, {args.threads} threads): {peak['best']:.0f} GFLOP/s "
+        f"(numpy {peak['numpy']:.0f}, scipy {peak['scipy']:.0f}); captions: {args.captions}",
+        "",
+        "| config | implementation | median ms | min ms | max ms | GFLOP/s | of sgemm floor | peak RSS MiB "
+        "(after setup) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for config, res in results.items():
+        for row in res["rows"]:
+            lines.append(
+                f"| {config} ({res['flops'] / 1e9:.2f} GFLOP, floor {res['floor_ms']:.1f} ms) | "
+                f"{row['implementation']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | {row['max_ms']:.2f} | "
+                f"{row['gflops']:.0f} | {100 * row['of_floor']:.0f}% | {row['peak_rss_mib']:.0f} "
+                f"({row['rss_after_setup_mib']:.0f}) |"
+            )
+    lines += ["", "| config | ratio (median over rounds) | min | max |", "|---|---:|---:|---:|"]
+    for config, res in results.items():
+        for r in res["ratios"]:
+            lines.append(f"| {config} | {r['slower']} / {r['faster']} = {r['ratio']:.2f} | {r['ratio_min']:.2f} | "
+                         f"{r['ratio_max']:.2f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), metavar="CONFIG",
+                        help="which of: " + ", ".join(repr(c) for c in CONFIGS))
+    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--captions", choices=("full", "coco"), default="full")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of interleaved blocks (default 10)")
+    parser.add_argument("--block", type=int, default=3, help="timed iterations per worker per round (default 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations at a worker's start")
+    parser.add_argument("--pause", type=float, default=0.3, help="seconds between blocks (BLAS threads settle)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--measure-peak", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_peak:
+        measure_peak()
+        return
+    if args.worker:
+        worker(args.worker, args.config, args.captions, args.threads, args.warmup)
+        return
+    implementations = [i for i in args.implementations if i != "torch" or torch_installed()]
+    if args.rounds * args.block < 20:
+        parser.error("--rounds x --block must be at least 20 timed iterations")
+    peak = sgemm_peak(args.threads)
+    peak["best"] = max(peak.values())
+    results = {}
+    for config in args.configs:
+        results[config] = summarise(config, run_config(config, implementations, args), peak["best"])
+    print(markdown(results, peak, args))
+    print(f"\n{platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy "
+          f"{np.__version__}; BLAS of the compiled worker: "
+          f"{next((r['blas'] for r in results[args.configs[0]]['rows'] if r['implementation'] == 'compiled'), '-')}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"peak_gflops": peak, "args": vars(args), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Affine layer forward and backward over scipy's BLAS (private: see captionkit.kernels).
+
+The model's projections run here rather than through numpy's matmul: numpy and scipy each carry their own BLAS,
+and keeping every product of a compiled training step on one of them keeps its threads from competing.
+"""
+import numpy as np
+from cython cimport floating
+
+from captionkit._ext._blas cimport gemm
+from captionkit._ext._vecmath cimport add
+
+
+def affine_forward(const floating[:, ::1] x, const floating[:, ::1] W, const floating[::1] b):
+    """x (N, D), W (D, M), b (M,) -> x @ W + b (N, M)."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = W.shape[1], n
+    if N < 1 or D < 1 or M < 1 or W.shape[0] != D or b.shape[0] != M:
+        raise ValueError("affine_forward: inconsistent or empty shapes")
+    out_arr = np.empty((N, M), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] out = out_arr
+    with nogil:
+        gemm(False, False, N, M, D, 1, &x[0, 0], D, &W[0, 0], M, 0, &out[0, 0], M)
+        for n in range(N):
+            add(&out[n, 0], &b[0], M)
+    return out_arr
+
+
+def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] W,
+                    bint input_grad):
+    """dout (N, M), x (N, D), W (D, M) -> (dx (N, D) or None when not input_grad, dW (D, M), db (M,))."""
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = W.shape[1], n
+    if N < 1 or D < 1 or M < 1 or W.shape[0] != D or dout.shape[0] != N or dout.shape[1] != M:
+        raise ValueError("affine_backward: inconsistent or empty shapes")
+    dtype = np.float32 if floating is float else np.float64
+    dW_arr = np.empty((D, M), dtype=dtype)
+    db_arr = np.zeros(M, dtype=dtype)
+    cdef floating[:, ::1] dW = dW_arr, dx
+    cdef floating[::1] db = db_arr
+    dx_arr = None
+    if input_grad:
+        dx_arr = np.empty((N, D), dtype=dtype)
+        dx = dx_arr
+    with nogil:
+        gemm(True, False, D, M, N, 1, &x[0, 0], D, &dout[0, 0], M, 0, &dW[0, 0], M)
+        for n in range(N):
+            add(&db[0], &dout[n, 0], M)
+        if input_grad:
+            gemm(False, True, N, D, M, 1, &dout[0, 0], M, &W[0, 0], M, 0, &dx[0, 0], D)
+    return dx_arr, dW_arr, db_arr

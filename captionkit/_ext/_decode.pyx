@@ -1,0 +1,50 @@
+"""Decoding steps: vocabulary scores of hidden states, then the best word (greedy) or the k best (beam search).
+
+Private: call these through captionkit.kernels. The scores live in one (N, V) buffer that the selection reads in
+place; nothing of size V is returned except what was asked for.
+"""
+import numpy as np
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from captionkit._ext._blas cimport gemm
+from captionkit._ext._vecmath cimport argmax_bias, log_softmax, topk
+
+
+def affine_argmax(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b):
+    """h (N, H), W (H, V), b (V,) -> (N,) int64: argmax over v of h @ W + b, row by row."""
+    cdef Py_ssize_t N = h.shape[0], H = h.shape[1], V = W.shape[1], n
+    if N < 1 or H < 1 or V < 1 or W.shape[0] != H or b.shape[0] != V:
+        raise ValueError("affine_argmax: inconsistent or empty shapes")
+    scores_arr = np.empty((N, V), dtype=np.float32 if floating is float else np.float64)
+    best_arr = np.empty(N, dtype=np.int64)
+    cdef floating[:, ::1] scores = scores_arr
+    cdef int64_t[::1] best = best_arr
+    with nogil:
+        gemm(False, False, N, V, H, 1, &h[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        for n in range(N):
+            best[n] = argmax_bias(&scores[n, 0], &b[0], V)
+    return best_arr
+
+
+def affine_log_softmax_topk(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b,
+                            Py_ssize_t k):
+    """h (N, H), W (H, V), b (V,), k in [1, V] -> (logp (N, k), ids (N, k) int64).
+
+    Row n holds the k largest of log softmax(h[n] @ W + b), best first (ties: lower id first).
+    """
+    cdef Py_ssize_t N = h.shape[0], H = h.shape[1], V = W.shape[1], n
+    if N < 1 or H < 1 or V < 1 or W.shape[0] != H or b.shape[0] != V or k < 1 or k > V:
+        raise ValueError("affine_log_softmax_topk: inconsistent or empty shapes, or k outside [1, V]")
+    dtype = np.float32 if floating is float else np.float64
+    scores_arr = np.empty((N, V), dtype=dtype)
+    vals_arr = np.empty((N, k), dtype=dtype)
+    ids_arr = np.empty((N, k), dtype=np.int64)
+    cdef floating[:, ::1] scores = scores_arr, vals = vals_arr
+    cdef int64_t[:, ::1] ids = ids_arr
+    with nogil:
+        gemm(False, False, N, V, H, 1, &h[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        for n in range(N):
+            log_softmax(&scores[n, 0], &b[0], V)
+            topk(&scores[n, 0], V, k, &vals[n, 0], &ids[n, 0])
+    return vals_arr, ids_arr

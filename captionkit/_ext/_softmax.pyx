@@ -1,0 +1,77 @@
+"""The fused output layer: vocabulary scores, masked softmax cross-entropy and their gradients in one call.
+
+Private: call it through captionkit.kernels. Only the positions that count (mask true) are scored: their hidden
+states are gathered into a block when some are masked, one product gives their scores, each row is turned into its
+softmax gradient in place (no second (rows, V) array), and two products give dh and dW from that same buffer.
+"""
+import numpy as np
+from cython cimport floating
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy
+
+from captionkit._ext._blas cimport gemm
+from captionkit._ext._vecmath cimport add, softmax_xent
+
+
+def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b,
+                        const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t batch):
+    """h (R, H) rows of hidden states, W (H, V), b (V,), y (R,) targets in [0, V), mask (R,) 0/1, batch N.
+
+    Returns (loss, dh (R, H), dW (H, V), db (V,)) for loss = sum over rows with mask of -log softmax(h W + b)[y],
+    divided by batch (the caller's N, as layers.temporal_softmax_loss divides by N rather than by R).
+    """
+    cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
+    cdef Py_ssize_t r, i, kept = 0
+    if R < 1 or H < 1 or V < 1 or batch < 1 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
+            or mask.shape[0] != R:
+        raise ValueError("affine_softmax_loss: inconsistent or empty shapes")
+    for r in range(R):
+        if mask[r]:
+            if y[r] < 0 or y[r] >= V:
+                raise ValueError(f"affine_softmax_loss: target {y[r]} at row {r} is outside [0, {V})")
+            kept += 1
+    dtype = np.float32 if floating is float else np.float64
+    if kept == 0:
+        return 0.0, np.zeros((R, H), dtype=dtype), np.zeros((H, V), dtype=dtype), np.zeros(V, dtype=dtype)
+    # Masked rows of dh stay zero; when none is masked the product below writes every row.
+    dh_arr = np.empty((R, H), dtype=dtype) if kept == R else np.zeros((R, H), dtype=dtype)
+    dW_arr = np.empty((H, V), dtype=dtype)
+    db_arr = np.zeros(V, dtype=dtype)
+    cdef floating[:, ::1] dh = dh_arr, dW = dW_arr
+    cdef floating[::1] db = db_arr
+    # The rows that count, packed: a view of h itself when nothing is masked.
+    rows_arr = np.empty(kept, dtype=np.int64)
+    cdef int64_t[::1] rows = rows_arr
+    cdef floating[:, ::1] packed, dpacked
+    cdef const floating[:, ::1] hk
+    if kept == R:
+        hk = h
+        dpacked = dh
+    else:
+        packed = np.empty((kept, H), dtype=dtype)
+        dpacked = np.empty((kept, H), dtype=dtype)
+        hk = packed
+    scores_arr = np.empty((kept, V), dtype=dtype)
+    cdef floating[:, ::1] scores = scores_arr
+    cdef double loss = 0
+    cdef floating scale = 1.0 / batch
+    cdef size_t row_bytes = H * sizeof(floating)
+    with nogil:
+        i = 0
+        for r in range(R):
+            if mask[r]:
+                rows[i] = r
+                i += 1
+        if kept < R:
+            for i in range(kept):
+                memcpy(&packed[i, 0], &h[rows[i], 0], row_bytes)
+        gemm(False, False, kept, V, H, 1, &hk[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        for i in range(kept):
+            loss += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], scale)
+            add(&db[0], &scores[i, 0], V)
+        gemm(True, False, H, V, kept, 1, &hk[0, 0], H, &scores[0, 0], V, 0, &dW[0, 0], V)
+        gemm(False, True, kept, H, V, 1, &scores[0, 0], V, &W[0, 0], V, 0, &dpacked[0, 0], H)
+        if kept < R:
+            for i in range(kept):
+                memcpy(&dh[rows[i], 0], &dpacked[i, 0], row_bytes)
+    return loss / batch, dh_arr, dW_arr, db_arr

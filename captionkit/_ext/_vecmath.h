@@ -1,0 +1,275 @@
+/* Elementwise loops of the compiled kernels (tanh, softmax rows, argmax, top-k, Adam).
+ *
+ * Everything between the BLAS calls lives here, in plain C loops that GCC vectorises: float32 uses a polynomial
+ * exp/tanh (about 2e-7 relative error, NaN in gives NaN out) because libm's scalar expf/tanhf would cost more than
+ * the matrix products around them; float64 uses libm, so it stays within a few ulps of numpy. On x86-64 Linux with
+ * GCC each hot loop is compiled twice (AVX2+FMA and baseline SSE2) and the loader picks the one the CPU runs.
+ * Sizes and indices are Py_ssize_t; callers have checked every index.
+ */
+#ifndef CAPTIONKIT_VECMATH_H
+#define CAPTIONKIT_VECMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "Python.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CK_CLONES
+#endif
+
+/* Reductions that GCC may reorder only when told so (compiled with -fopenmp-simd; a no-op elsewhere). */
+#define CK_PRAGMA(text) _Pragma(#text)
+#define CK_SIMD_SUM(var) CK_PRAGMA(omp simd reduction(+ : var))
+#define CK_SIMD_MAX(var) CK_PRAGMA(omp simd reduction(max : var))
+
+/* ------------------------------------------------------------------ float32 exp and tanh */
+
+/* exp(x) for x in float32: x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series to r^7 (truncation below
+ * 6e-9), times 2^n built in the exponent bits. Inputs are clamped to [-87, 88] so 2^n stays a normal float; NaN
+ * passes the clamps (every comparison with it is false) and comes out NaN. */
+static inline float ck_expf(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    /* Adding 1.5 * 2^23 rounds x*log2(e) to the nearest integer, which lands in the low mantissa bits of t. */
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    /* Cody-Waite: ln2 split in a part exact in float and a small correction, so r keeps its low bits. */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, biased, moved into the exponent field */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh(x) for float32: an odd polynomial (least-squares fit of tanh(x)/x in x^2, written for this file) where
+ * |x| < 0.625, where 1 - 2/(exp(2|x|)+1) would lose digits to cancellation; that formula elsewhere, with |x|
+ * clamped at 9 (tanh(9) rounds to 1 in float32). Both are computed and one is selected, so the loop vectorises. */
+static inline float ck_tanhf(float x)
+{
+    float a = fabsf(x);
+    float z = x * x;
+    float small = x + x * z * (-3.333241984e-01f + z * (1.330931267e-01f + z * (-5.199600453e-02f +
+                                                                                  z * 1.525760488e-02f)));
+    float clamped = a > 9.0f ? 9.0f : a;
+    float big = 1.0f - 2.0f / (ck_expf(2.0f * clamped) + 1.0f);
+    big = copysignf(big, x);
+    return a < 0.625f ? small : big;
+}
+
+/* ------------------------------------------------------------------ recurrences */
+
+/* y[i] = tanh(y[i] + b[i]) */
+CK_CLONES static void ck_tanh_bias_f(float *y, const float *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = ck_tanhf(y[i] + b[i]);
+}
+
+static void ck_tanh_bias_d(double *y, const double *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = tanh(y[i] + b[i]);
+}
+
+/* da[i] *= 1 - h[i]^2, the derivative of tanh at the value it produced */
+CK_CLONES static void ck_tanh_grad_f(float *da, const float *h, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        da[i] *= 1.0f - h[i] * h[i];
+}
+
+CK_CLONES static void ck_tanh_grad_d(double *da, const double *h, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        da[i] *= 1.0 - h[i] * h[i];
+}
+
+/* y[i] += x[i] */
+CK_CLONES static void ck_add_f(float *y, const float *x, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+CK_CLONES static void ck_add_d(double *y, const double *x, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+/* ------------------------------------------------------------------ softmax rows */
+
+/* One row of the fused output layer. On entry s holds the scores without bias; on exit it holds
+ * scale * (softmax(s + b) - onehot(target)), the gradient of the row's loss. Returns the row's loss
+ * -log softmax(s + b)[target], unscaled, in double. */
+CK_CLONES static double ck_softmax_xent_f(float *s, const float *b, Py_ssize_t n, Py_ssize_t target, float scale)
+{
+    float m = -INFINITY;
+    CK_SIMD_MAX(m)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = s[i] + b[i];
+        s[i] = v;
+        m = v > m ? v : m;
+    }
+    float picked = s[target] - m;
+    float sum = 0.0f;
+    CK_SIMD_SUM(sum)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float e = ck_expf(s[i] - m);
+        s[i] = e;
+        sum += e;
+    }
+    float k = scale / sum;
+    for (Py_ssize_t i = 0; i < n; i++)
+        s[i] *= k;
+    s[target] -= scale;
+    return log((double)sum) - (double)picked;
+}
+
+CK_CLONES static double ck_softmax_xent_d(double *s, const double *b, Py_ssize_t n, Py_ssize_t target,
+                                          double scale)
+{
+    double m = -INFINITY;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = s[i] + b[i];
+        s[i] = v;
+        m = v > m ? v : m;
+    }
+    double picked = s[target] - m;
+    double sum = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double e = exp(s[i] - m);
+        s[i] = e;
+        sum += e;
+    }
+    double k = scale / sum;
+    for (Py_ssize_t i = 0; i < n; i++)
+        s[i] *= k;
+    s[target] -= scale;
+    return log(sum) - picked;
+}
+
+/* In place s[i] = log softmax(s + b)[i]; the log-sum-exp is taken in double. */
+CK_CLONES static void ck_log_softmax_f(float *s, const float *b, Py_ssize_t n)
+{
+    float m = -INFINITY;
+    CK_SIMD_MAX(m)
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = s[i] + b[i];
+        s[i] = v;
+        m = v > m ? v : m;
+    }
+    float sum = 0.0f;
+    CK_SIMD_SUM(sum)
+    for (Py_ssize_t i = 0; i < n; i++)
+        sum += ck_expf(s[i] - m);
+    float lse = (float)((double)m + log((double)sum));
+    for (Py_ssize_t i = 0; i < n; i++)
+        s[i] -= lse;
+}
+
+CK_CLONES static void ck_log_softmax_d(double *s, const double *b, Py_ssize_t n)
+{
+    double m = -INFINITY;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double v = s[i] + b[i];
+        s[i] = v;
+        m = v > m ? v : m;
+    }
+    double sum = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        sum += exp(s[i] - m);
+    double lse = m + log(sum);
+    for (Py_ssize_t i = 0; i < n; i++)
+        s[i] -= lse;
+}
+
+/* ------------------------------------------------------------------ selection */
+
+/* Index of the largest s[i] + b[i] (s is overwritten with the sums), the first one on ties; the first NaN when
+ * there is one, as numpy's argmax does. */
+#define CK_DEFINE_ARGMAX(NAME, T)                                                                             \
+    CK_CLONES static Py_ssize_t NAME(T *s, const T *b, Py_ssize_t n)                                          \
+    {                                                                                                         \
+        T m = -INFINITY;                                                                                      \
+        int nan_seen = 0;                                                                                     \
+        CK_PRAGMA(omp simd reduction(max : m) reduction(| : nan_seen))                                        \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                  \
+            T v = s[i] + b[i];                                                                                \
+            s[i] = v;                                                                                         \
+            m = v > m ? v : m;                                                                                \
+            nan_seen |= v != v;                                                                               \
+        }                                                                                                     \
+        for (Py_ssize_t i = 0; i < n; i++)                                                                    \
+            if (nan_seen ? s[i] != s[i] : s[i] == m)                                                          \
+                return i;                                                                                     \
+        return 0; /* every value is -inf */                                                                   \
+    }
+CK_DEFINE_ARGMAX(ck_argmax_bias_f, float)
+CK_DEFINE_ARGMAX(ck_argmax_bias_d, double)
+
+/* The k largest of s[0..n) in descending order into (vals, idx): ties go to the lower index and NaN ranks below
+ * every number, which is the order of numpy's stable argsort of -s. Insertion into a sorted list of k: cheap for
+ * the beam widths decoding uses. */
+#define CK_DEFINE_TOPK(NAME, T)                                                                               \
+    static void NAME(const T *s, Py_ssize_t n, Py_ssize_t k, T *vals, int64_t *idx)                           \
+    {                                                                                                         \
+        Py_ssize_t filled = 0;                                                                                \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                  \
+            T v = s[i];                                                                                       \
+            if (filled == k) {                                                                                \
+                T w = vals[k - 1];                                                                            \
+                /* i is later than every kept index, so it only beats a strictly smaller value or a NaN */    \
+                if (!(v > w || (w != w && v == v)))                                                          \
+                    continue;                                                                                 \
+                filled--;                                                                                     \
+            }                                                                                                 \
+            Py_ssize_t j = filled;                                                                            \
+            while (j > 0 && (v > vals[j - 1] || (vals[j - 1] != vals[j - 1] && v == v))) {                   \
+                vals[j] = vals[j - 1];                                                                        \
+                idx[j] = idx[j - 1];                                                                          \
+                j--;                                                                                          \
+            }                                                                                                 \
+            vals[j] = v;                                                                                      \
+            idx[j] = (int64_t)i;                                                                              \
+            filled++;                                                                                         \
+        }                                                                                                     \
+    }
+CK_DEFINE_TOPK(ck_topk_f, float)
+CK_DEFINE_TOPK(ck_topk_d, double)
+
+/* ------------------------------------------------------------------ optimiser */
+
+/* One Adam step in place, with the arithmetic of captionkit.optim.adam: m and v are the moment estimates,
+ * c1 = 1 - beta1^t and c2 = 1 - beta2^t the bias corrections. */
+#define CK_DEFINE_ADAM(NAME, T, SQRT)                                                                         \
+    CK_CLONES static void NAME(T *w, const T *dw, T *m, T *v, Py_ssize_t n, T lr, T beta1, T beta2, T eps,    \
+                               T c1, T c2)                                                                    \
+    {                                                                                                         \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                  \
+            T g = dw[i];                                                                                      \
+            T mi = beta1 * m[i] + (1 - beta1) * g;                                                            \
+            T vi = beta2 * v[i] + (1 - beta2) * (g * g);                                                      \
+            m[i] = mi;                                                                                        \
+            v[i] = vi;                                                                                        \
+            w[i] -= lr * (mi / c1) / (SQRT(vi / c2) + eps);                                                   \
+        }                                                                                                     \
+    }
+CK_DEFINE_ADAM(ck_adam_f, float, sqrtf)
+CK_DEFINE_ADAM(ck_adam_d, double, sqrt)
+
+#endif

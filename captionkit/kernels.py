@@ -1,0 +1,407 @@
+"""Compiled kernels for recurrent captioning models: the public, checked entry points to ``captionkit._ext``.
+
+Each function takes numpy arrays and follows the conventions of the :mod:`captionkit.layers` function it
+accelerates (same argument order, shapes and return values), so the numpy reference can stand in for it and tests
+compare the two. The time loops, the output layer and the decoding steps run in C with the GIL released, and every
+matrix product goes through scipy's BLAS.
+
+Conventions shared by every function:
+
+- Floating arrays are float32 or float64, all of one dtype per call (a mix raises TypeError), and C-contiguous
+  (``np.ascontiguousarray`` makes them so); no dimension may be 0.
+- Arrays a kernel only reads may be read-only. Arrays it writes into (only :func:`adam_update` has any) must be
+  writeable.
+- Word ids may have any integer dtype and layout; every id must lie in ``[0, V)``.
+- A bad call raises TypeError (wrong type or dtype) or ValueError (shape, size, layout or value), naming the
+  argument; nothing reaches the compiled code unchecked.
+- Every array must have fewer than 2**31 elements (BLAS counts in 32-bit integers).
+
+Shapes use N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.
+
+Example::
+
+    import numpy as np
+    from captionkit import kernels
+
+    rng = np.random.default_rng(0)
+    x, h0 = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3))
+    Wx, Wh, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 3)), np.zeros(3)
+    h, cache = kernels.rnn_forward(x, h0, Wx, Wh, b)            # h: (2, 5, 3) float64
+    dx, dh0, dWx, dWh, db = kernels.rnn_backward(np.ones_like(h), cache)
+"""
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+try:
+    from captionkit._ext import _affine, _decode, _embedding, _optim, _rnn, _softmax
+except ImportError as exc:  # not built: the numpy reference still works
+    _IMPORT_ERROR = exc
+else:
+    _IMPORT_ERROR = None
+
+__all__ = [
+    "RNNCache",
+    "adam_update",
+    "affine_argmax",
+    "affine_backward",
+    "affine_forward",
+    "affine_log_softmax_topk",
+    "is_available",
+    "rnn_backward",
+    "rnn_forward",
+    "rnn_step_forward",
+    "temporal_softmax_affine_loss",
+    "word_embedding_backward",
+    "word_embedding_forward",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_MAX_ELEMENTS = 2**31 - 1
+
+
+def is_available():
+    """True when the compiled extension modules are built and import."""
+    return _IMPORT_ERROR is None
+
+
+def _require_built():
+    if _IMPORT_ERROR is not None:
+        raise RuntimeError(
+            "captionkit's compiled kernels are not built in this installation "
+            f"({_IMPORT_ERROR}); reinstall with `pip install .` (needs a C compiler)"
+        )
+
+
+# ---------------------------------------------------------------------- argument checks
+
+
+def _check_size(name, shape):
+    if math.prod(shape) > _MAX_ELEMENTS:
+        raise ValueError(f"{name} would have shape {tuple(shape)}, {math.prod(shape)} elements: more than 2**31 - 1")
+
+
+def _float_array(name, a, ndim, like=None, writeable=False):
+    """Check a floating argument; ``like`` is ``(name, array)`` of an argument whose dtype it must share."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
+    if like is not None and a.dtype != like[1].dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but {like[0]} has {like[1].dtype}; one call takes one dtype")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name} has an empty dimension: shape {a.shape}")
+    _check_size(name, a.shape)
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray); got strides {a.strides}")
+    if writeable and not a.flags.writeable:
+        raise ValueError(f"{name} is read-only, but this call updates it in place")
+    return a
+
+
+def _expect_shape(name, a, shape, source):
+    """``a`` must have ``shape``, which the arguments named in ``source`` determine."""
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (from {source}), got {a.shape}")
+
+
+def _ids(name, a, vocab_size, shape, source):
+    """Word ids in [0, vocab_size) of any integer dtype and layout -> a contiguous int64 copy, flattened.
+
+    ``shape`` is the expected shape (None in it: any non-zero size), determined by the arguments in ``source``.
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array of integer ids, got {type(a).__name__}")
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}")
+    if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
+        expected = tuple("any" if want is None else want for want in shape)
+        raise ValueError(f"{name} must have shape {expected} (from {source}), got {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name} has an empty dimension: shape {a.shape}")
+    _check_size(name, a.shape)
+    bad = (a < 0) | (a >= vocab_size)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}{list(where)} = {a[where]} is outside the vocabulary [0, {vocab_size})")
+    return np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
+
+
+def _mask(name, a, shape, source):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy bool array, got {type(a).__name__}")
+    if a.dtype != np.bool_:
+        raise TypeError(f"{name} must have dtype bool, got {a.dtype}")
+    _expect_shape(name, a, shape, source)
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def _positive_int(name, value, upper=None):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if value < 1 or (upper is not None and value > upper):
+        bound = f"[1, {upper}]" if upper is not None else ">= 1"
+        raise ValueError(f"{name} must be in {bound}, got {value}")
+    return value
+
+
+def _real(name, value, low, high=None):
+    """A finite float in [low, high) (or [low, inf))."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (high is not None and value >= high):
+        raise ValueError(f"{name} must be a finite number in [{low}, {high if high is not None else 'inf'}), "
+                         f"got {value}")
+    return value
+
+
+def _unpack(cache, length, producer):
+    if not isinstance(cache, tuple) or len(cache) != length:
+        raise TypeError(f"cache must be the tuple that {producer} returned")
+    return cache
+
+
+# ---------------------------------------------------------------------- affine
+
+
+def affine_forward(x, w, b):
+    """Affine layer: x (N, D), w (D, M), b (M,) -> out (N, M) = x @ w + b, cache.
+
+    As :func:`captionkit.layers.affine_forward` for a 2-D x.
+    """
+    _require_built()
+    x = _float_array("x", x, 2)
+    w = _float_array("w", w, 2, ("x", x))
+    b = _float_array("b", b, 1, ("x", x))
+    _expect_shape("w", w, (x.shape[1], w.shape[1]), "x")
+    _expect_shape("b", b, (w.shape[1],), "w")
+    _check_size("out", (x.shape[0], w.shape[1]))
+    return _affine.affine_forward(x, w, b), (x, w, b)
+
+
+def affine_backward(dout, cache, input_grad=True):
+    """Backward of :func:`affine_forward`: dout (N, M) -> dx (N, D), dw (D, M), db (M,).
+
+    With ``input_grad=False`` dx is not computed and None stands in its place (for inputs that are data).
+    """
+    _require_built()
+    x, w, _ = _unpack(cache, 3, "affine_forward")
+    x = _float_array("cache x", x, 2)
+    w = _float_array("cache w", w, 2, ("cache x", x))
+    _expect_shape("cache w", w, (x.shape[1], w.shape[1]), "cache x")
+    dout = _float_array("dout", dout, 2, ("cache x", x))
+    _expect_shape("dout", dout, (x.shape[0], w.shape[1]), "cache x and cache w")
+    return _affine.affine_backward(dout, x, w, bool(input_grad))
+
+
+# ---------------------------------------------------------------------- embedding
+
+
+def word_embedding_forward(x, W):
+    """Look up word vectors: x (N, T) integer ids in [0, V), W (V, D) -> out (N, T, D), cache.
+
+    The cache ``(ids, W.shape, W.dtype)`` has the layout of :func:`captionkit.layers.word_embedding_forward`'s.
+    """
+    _require_built()
+    W = _float_array("W", W, 2)
+    ids = _ids("x", x, W.shape[0], (None, None), "W")
+    N, T = x.shape
+    _check_size("out", (N, T, W.shape[1]))
+    out = _embedding.embedding_forward(ids, W).reshape(N, T, W.shape[1])
+    return out, (ids.reshape(N, T), W.shape, W.dtype)
+
+
+def word_embedding_backward(dout, cache):
+    """Backward of :func:`word_embedding_forward`: dout (N, T, D) -> dW (V, D); repeated words add up."""
+    _require_built()
+    x, W_shape, W_dtype = _unpack(cache, 3, "word_embedding_forward")
+    try:
+        V, D = (operator.index(n) for n in W_shape)
+        dtype = np.dtype(W_dtype)
+    except (TypeError, ValueError):
+        raise TypeError("cache must be the tuple that word_embedding_forward returned") from None
+    if dtype not in _FLOATS or V < 1 or D < 1:
+        raise ValueError(f"cache holds W of shape {W_shape} and dtype {dtype}: not a float32/float64 matrix")
+    _check_size("dW", (V, D))
+    ids = _ids("cache x", x, V, (None, None), "cache W shape")
+    dout = _float_array("dout", dout, 3)
+    if dout.dtype != dtype:
+        raise TypeError(f"dout has dtype {dout.dtype} but W had {dtype}; one call takes one dtype")
+    _expect_shape("dout", dout, (*x.shape, D), "cache x and cache W shape")
+    return _embedding.embedding_backward(ids, dout.reshape(-1, D), V)
+
+
+# ---------------------------------------------------------------------- vanilla RNN
+
+
+@dataclass(frozen=True)
+class RNNCache:
+    """What :func:`rnn_backward` needs from :func:`rnn_forward`: its inputs and the hidden states h it returned."""
+
+    x: np.ndarray
+    h0: np.ndarray
+    Wx: np.ndarray
+    Wh: np.ndarray
+    h: np.ndarray
+
+
+def _rnn_args(x, h0, Wx, Wh, b, x_ndim=3, prefix="", h0_name="h0"):
+    """Check the arguments of an RNN call (x (N, T, D) for a sequence, (N, D) for a step); b may be None."""
+    xn, hn, wxn, whn = (prefix + n for n in ("x", h0_name, "Wx", "Wh"))
+    x = _float_array(xn, x, x_ndim)
+    h0 = _float_array(hn, h0, 2, (xn, x))
+    Wx = _float_array(wxn, Wx, 2, (xn, x))
+    Wh = _float_array(whn, Wh, 2, (xn, x))
+    N, D, H = x.shape[0], x.shape[-1], h0.shape[1]
+    _expect_shape(hn, h0, (N, H), xn)
+    _expect_shape(wxn, Wx, (D, H), f"{xn} and {hn}")
+    _expect_shape(whn, Wh, (H, H), hn)
+    if b is not None:
+        b = _float_array("b", b, 1, (xn, x))
+        _expect_shape("b", b, (H,), hn)
+    return x, h0, Wx, Wh, b
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """Vanilla RNN over a sequence: x (N, T, D), h0 (N, H), Wx (D, H), Wh (H, H), b (H,) -> h (N, T, H), cache.
+
+    h[:, t] = tanh(x[:, t] @ Wx + h[:, t-1] @ Wh + b), with h[:, -1] meaning h0. The cache is an
+    :class:`RNNCache` for :func:`rnn_backward`.
+    """
+    _require_built()
+    x, h0, Wx, Wh, b = _rnn_args(x, h0, Wx, Wh, b)
+    N, T, _ = x.shape
+    _check_size("h", (N, T, h0.shape[1]))
+    h = _rnn.rnn_forward(x, h0, Wx, Wh, b)
+    return h, RNNCache(x, h0, Wx, Wh, h)
+
+
+def rnn_backward(dh, cache):
+    """Backward of :func:`rnn_forward`: dh (N, T, H), the loss's gradient of every hidden state ->
+    dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,)."""
+    _require_built()
+    if not isinstance(cache, RNNCache):
+        raise TypeError(f"cache must be the RNNCache that rnn_forward returned, got {type(cache).__name__}")
+    # The cache's arrays are the caller's: check them again in case they changed since the forward.
+    x, h0, Wx, Wh, _ = _rnn_args(cache.x, cache.h0, cache.Wx, cache.Wh, None, prefix="cache ")
+    h = _float_array("cache h", cache.h, 3, ("cache x", x))
+    _expect_shape("cache h", h, (*x.shape[:2], h0.shape[1]), "cache x and cache h0")
+    dh = _float_array("dh", dh, 3, ("cache x", x))
+    _expect_shape("dh", dh, h.shape, "cache h")
+    return _rnn.rnn_backward(dh, x, h0, Wx, Wh, h)
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One RNN step: x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,) -> next_h (N, H), cache.
+
+    The cache ``(x, prev_h, Wx, Wh, next_h)`` is the one :func:`captionkit.layers.rnn_step_backward` takes.
+    """
+    _require_built()
+    x, prev_h, Wx, Wh, b = _rnn_args(x, prev_h, Wx, Wh, b, x_ndim=2, h0_name="prev_h")
+    next_h = _rnn.rnn_step(x, prev_h, Wx, Wh, b)
+    return next_h, (x, prev_h, Wx, Wh, next_h)
+
+
+# ---------------------------------------------------------------------- output layer
+
+
+def temporal_softmax_affine_loss(h, w, b, y, mask):
+    """The output layer of a captioning model, forward and backward in one call.
+
+    h (N, T, H) hidden states, w (H, V), b (V,), y (N, T) integer targets in [0, V), mask (N, T) bool ->
+    ``(loss, dh (N, T, H), dw (H, V), db (V,))``: the numbers of :func:`captionkit.layers.temporal_affine_forward`
+    then :func:`captionkit.layers.temporal_softmax_loss` (the loss sums the unmasked positions and divides by N)
+    then :func:`captionkit.layers.temporal_affine_backward`, computed for the unmasked positions only and without
+    a second (N, T, V) array for the gradient of the scores.
+    """
+    _require_built()
+    h = _float_array("h", h, 3)
+    w = _float_array("w", w, 2, ("h", h))
+    b = _float_array("b", b, 1, ("h", h))
+    N, T, H = h.shape
+    _expect_shape("w", w, (H, w.shape[1]), "h")
+    V = w.shape[1]
+    _expect_shape("b", b, (V,), "w")
+    _check_size("scores", (N * T, V))
+    targets = _ids("y", y, V, (N, T), "h and w")
+    flat_mask = _mask("mask", mask, (N, T), "h")
+    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, N)
+    return loss, dh.reshape(N, T, H), dw, db
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+def _decode_args(h, w, b):
+    h = _float_array("h", h, 2)
+    w = _float_array("w", w, 2, ("h", h))
+    b = _float_array("b", b, 1, ("h", h))
+    _expect_shape("w", w, (h.shape[1], w.shape[1]), "h")
+    _expect_shape("b", b, (w.shape[1],), "w")
+    _check_size("scores", (h.shape[0], w.shape[1]))
+    return h, w, b
+
+
+def affine_argmax(h, w, b):
+    """Greedy choice of the next word: h (N, H), w (H, V), b (V,) -> (N,) int64 ids of the best score h @ w + b.
+
+    The same as ``(h @ w + b).argmax(axis=1)`` (the first index on ties, the first NaN if any) without returning
+    the (N, V) scores.
+    """
+    _require_built()
+    return _decode.affine_argmax(*_decode_args(h, w, b))
+
+
+def affine_log_softmax_topk(h, w, b, k):
+    """Beam-search expansion: h (N, H), w (H, V), b (V,), k in [1, V] -> (logp (N, k), ids (N, k) int64).
+
+    Row n holds the k largest log-probabilities of ``log_softmax(h[n] @ w + b)`` in descending order and their word
+    ids (ties: the lower id first; NaN ranks last), i.e. the first k columns of a stable argsort of their negation.
+    """
+    _require_built()
+    h, w, b = _decode_args(h, w, b)
+    k = _positive_int("k", k, w.shape[1])
+    return _decode.affine_log_softmax_topk(h, w, b, k)
+
+
+# ---------------------------------------------------------------------- optimiser
+
+
+def adam_update(w, dw, m, v, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """One Adam step in place with the arithmetic of :func:`captionkit.optim.adam`; returns None.
+
+    w, dw, m, v: arrays of one shape and dtype, C-contiguous, not overlapping (w, m and v writeable); m and v are
+    the moment estimates (zeros before the first step); t is the number of this update, counting from 1. One pass
+    over memory instead of the reference's dozen array temporaries.
+    """
+    _require_built()
+    w = _float_array("w", w, w.ndim if isinstance(w, np.ndarray) else 1, writeable=True)
+    arrays = {"w": w}
+    for name, a, writeable in (("dw", dw, False), ("m", m, True), ("v", v, True)):
+        a = _float_array(name, a, w.ndim, ("w", w), writeable)
+        _expect_shape(name, a, w.shape, "w")
+        arrays[name] = a
+    names = list(arrays)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if np.may_share_memory(arrays[first], arrays[second]):
+                raise ValueError(f"{first} and {second} overlap in memory; adam_update needs separate arrays")
+    t = _positive_int("t", t)
+    learning_rate = _real("learning_rate", learning_rate, 0.0)
+    beta1 = _real("beta1", beta1, 0.0, 1.0)
+    beta2 = _real("beta2", beta2, 0.0, 1.0)
+    epsilon = _real("epsilon", epsilon, 0.0)
+    c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+    if c1 == 0.0 or c2 == 0.0:
+        raise ValueError(f"beta1={beta1}, beta2={beta2} give a zero bias correction at t={t}")
+    flat = [arrays[name].reshape(-1) for name in names]
+    _optim.adam_update(*flat, learning_rate, beta1, beta2, epsilon, c1, c2)

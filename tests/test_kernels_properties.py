@@ -1,0 +1,326 @@
+"""Property-based tests of every public kernel: random shapes, dtypes, layouts and faults (hypothesis).
+
+Each example builds the arguments of one kernel call from random dimensions, then maybe spoils one argument (a
+wrong dtype, shape or layout, a read-only array the kernel must write, an out-of-range id, a list instead of an
+array) or empties a dimension. An oracle written here, independent of captionkit.kernels' checks, decides from the
+arguments alone whether the call is valid: a valid call must equal the numpy reference (float64 to 1e-10, float32 to
+1e-4 relative), an invalid one must raise TypeError or ValueError naming an argument. Nothing may crash.
+"""
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from captionkit import kernels, layers, optim
+
+pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+# Faults that spoil one argument; "ok" leaves it alone (drawn most often).
+FAULTS = ["ok"] * 6 + ["float16", "int32", "other_float", "fortran", "strided", "read_only", "grow", "extra_dim",
+                       "empty", "list"]
+ID_FAULTS = ["ok"] * 6 + ["negative", "too_large", "float", "bool", "int8", "strided", "grow", "list"]
+
+
+# ---------------------------------------------------------------------- building arguments
+
+
+def float_arg(rng, shape, dtype, fault):
+    """A float array of ``shape`` spoiled by ``fault``."""
+    if fault == "grow":
+        shape = shape[:-1] + (shape[-1] + 1,)
+    elif fault == "extra_dim":
+        shape = shape + (1,)
+    elif fault == "empty":
+        shape = shape[:-1] + (0,)
+    base = rng.standard_normal(shape)
+    if fault == "strided":
+        base = rng.standard_normal(shape[:-1] + (2 * shape[-1],))[..., ::2]
+    if fault == "float16":
+        return base.astype(np.float16)
+    if fault == "int32":
+        return (base * 3).astype(np.int32)
+    if fault == "other_float":
+        dtype = np.float64 if np.dtype(dtype) == np.float32 else np.float32
+    a = base.astype(dtype, copy=False)
+    if fault == "fortran":
+        a = np.asfortranarray(a)
+    elif fault == "read_only":
+        a.flags.writeable = False
+    elif fault == "list":
+        return a.tolist()
+    return a
+
+
+def id_arg(rng, shape, vocab_size, fault):
+    if fault == "grow":
+        shape = shape[:-1] + (shape[-1] + 1,)
+    ids = rng.integers(0, vocab_size, size=shape)
+    if fault == "negative":
+        ids.flat[rng.integers(ids.size)] = -1
+    elif fault == "too_large":
+        ids.flat[rng.integers(ids.size)] = vocab_size
+    elif fault == "float":
+        return ids.astype(np.float64)
+    elif fault == "bool":
+        return ids > 0
+    elif fault == "int8":
+        return ids.astype(np.int8)
+    elif fault == "strided":
+        return np.repeat(ids, 2, axis=-1)[..., ::2]  # non-contiguous, still valid for ids
+    elif fault == "list":
+        return ids.tolist()
+    return ids
+
+
+# ---------------------------------------------------------------------- the oracle
+
+
+def bind_shapes(arrays, symbols):
+    """True when every array's shape matches its symbolic shape with one value >= 1 per symbol."""
+    values = {}
+    for name, symbolic in symbols.items():
+        shape = arrays[name].shape
+        if len(shape) != len(symbolic):
+            return False
+        for symbol, size in zip(symbolic, shape):
+            if size < 1 or values.setdefault(symbol, size) != size:
+                return False
+    return True
+
+
+def floats_valid(arrays, written=()):
+    """Numpy arrays, all float32 or all float64, C-contiguous, writeable where the kernel writes."""
+    if not all(isinstance(a, np.ndarray) for a in arrays.values()):
+        return False
+    dtypes = {a.dtype for a in arrays.values()}
+    return (len(dtypes) == 1 and dtypes <= set(FLOATS) and all(a.flags.c_contiguous for a in arrays.values())
+            and all(arrays[name].flags.writeable for name in written))
+
+
+def ids_valid(ids, vocab_size):
+    return (isinstance(ids, np.ndarray) and ids.dtype != np.bool_ and np.issubdtype(ids.dtype, np.integer)
+            and ids.size > 0 and ids.min() >= 0 and ids.max() < vocab_size)
+
+
+def close(actual, expected, dtype):
+    expected = np.asarray(expected, dtype=np.float64)
+    error = np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-30)
+    assert error < TOLERANCE[np.dtype(dtype)], f"relative error {error:.3g}"
+
+
+def as64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def expect_clean_error(call, names):
+    event("invalid")
+    """The call raises TypeError or ValueError whose message names one of ``names``."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    message = str(info.value)
+    assert any(re.search(rf"(^|[^\w]){re.escape(n)}($|[^\w])", message) for n in names), message
+
+
+dims = st.fixed_dictionaries({k: st.integers(1, 5) for k in "NTDHV"})
+dtypes = st.sampled_from([np.float32, np.float64])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def faults_for(names, fault_list=FAULTS):
+    """At most one spoiled argument: {name: fault}."""
+    return st.tuples(st.sampled_from(names), st.sampled_from(fault_list)).map(lambda p: {p[0]: p[1]})
+
+
+# ---------------------------------------------------------------------- kernels
+
+RNN_SYMBOLS = {"x": "NTD", "h0": "NH", "Wx": "DH", "Wh": "HH", "b": "H"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(RNN_SYMBOLS)), seeds)
+def test_rnn_forward(d, dtype, fault, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in RNN_SYMBOLS.items()}
+    call = lambda: kernels.rnn_forward(**args)  # noqa: E731
+    if floats_valid(args) and bind_shapes(args, RNN_SYMBOLS):
+        h, _ = call()
+        close(h, layers.rnn_forward(*(as64(args[n]) for n in RNN_SYMBOLS))[0], args["x"].dtype)
+    else:
+        expect_clean_error(call, list(RNN_SYMBOLS))
+
+
+@SETTINGS
+@given(dims, dtypes, st.sampled_from(FAULTS), seeds)
+def test_rnn_backward(d, dtype, fault, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, "ok") for name, sym in RNN_SYMBOLS.items()}
+    h, cache = kernels.rnn_forward(**args)
+    dh = float_arg(rng, h.shape, dtype, fault)
+    call = lambda: kernels.rnn_backward(dh, cache)  # noqa: E731
+    if floats_valid({"dh": dh, "h": h}) and dh.shape == h.shape:
+        _, ref_cache = layers.rnn_forward(*(as64(args[n]) for n in RNN_SYMBOLS))
+        for got, want in zip(call(), layers.rnn_backward(as64(dh), ref_cache)):
+            close(got, want, dtype)
+    else:
+        expect_clean_error(call, ["dh"])
+
+
+STEP_SYMBOLS = {"x": "ND", "prev_h": "NH", "Wx": "DH", "Wh": "HH", "b": "H"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(STEP_SYMBOLS)), seeds)
+def test_rnn_step_forward(d, dtype, fault, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in STEP_SYMBOLS.items()}
+    call = lambda: kernels.rnn_step_forward(**args)  # noqa: E731
+    if floats_valid(args) and bind_shapes(args, STEP_SYMBOLS):
+        close(call()[0], layers.rnn_step_forward(*(as64(args[n]) for n in STEP_SYMBOLS))[0], args["x"].dtype)
+    else:
+        expect_clean_error(call, list(STEP_SYMBOLS))
+
+
+@SETTINGS
+@given(dims, dtypes, st.sampled_from(FAULTS), st.sampled_from(ID_FAULTS), st.sampled_from(FAULTS), seeds)
+def test_word_embedding_forward_and_backward(d, dtype, w_fault, id_fault, dout_fault, seed):
+    rng = np.random.default_rng(seed)
+    W = float_arg(rng, (d["V"], d["D"]), dtype, w_fault)
+    x = id_arg(rng, (d["N"], d["T"]), d["V"], id_fault)
+    call = lambda: kernels.word_embedding_forward(x, W)  # noqa: E731
+    valid = floats_valid({"W": W}) and W.ndim == 2 and min(W.shape) >= 1 and ids_valid(x, W.shape[0]) \
+        and np.ndim(x) == 2
+    if not valid:
+        expect_clean_error(call, ["x", "W"])
+        return
+    out, cache = call()
+    np.testing.assert_array_equal(out, W[x])
+    dout = float_arg(rng, out.shape, W.dtype, dout_fault)
+    dW_call = lambda: kernels.word_embedding_backward(dout, cache)  # noqa: E731
+    if floats_valid({"dout": dout, "W": W}) and dout.shape == out.shape:
+        close(dW_call(), layers.word_embedding_backward(as64(dout), (x, W.shape, np.float64)), W.dtype)
+    else:
+        expect_clean_error(dW_call, ["dout"])
+
+
+AFFINE_SYMBOLS = {"x": "ND", "w": "DH", "b": "H"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(AFFINE_SYMBOLS) + ["dout"]), seeds)
+def test_affine_forward_and_backward(d, dtype, fault, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in AFFINE_SYMBOLS.items()}
+    call = lambda: kernels.affine_forward(**args)  # noqa: E731
+    if not (floats_valid(args) and bind_shapes(args, AFFINE_SYMBOLS)):
+        expect_clean_error(call, list(AFFINE_SYMBOLS))
+        return
+    out, cache = call()
+    out_ref, cache_ref = layers.affine_forward(*(as64(args[n]) for n in AFFINE_SYMBOLS))
+    close(out, out_ref, dtype)
+    dout = float_arg(rng, out.shape, dtype, fault.get("dout", "ok"))
+    backward = lambda: kernels.affine_backward(dout, cache)  # noqa: E731
+    if floats_valid({"dout": dout, "x": args["x"]}) and dout.shape == out.shape:
+        for got, want in zip(backward(), layers.affine_backward(as64(dout), cache_ref)):
+            close(got, want, dtype)
+    else:
+        expect_clean_error(backward, ["dout"])
+
+
+OUTPUT_SYMBOLS = {"h": "NTH", "w": "HV", "b": "V"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(OUTPUT_SYMBOLS) + ["y", "mask"]), st.sampled_from(ID_FAULTS), seeds)
+def test_temporal_softmax_affine_loss(d, dtype, fault, id_fault, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in OUTPUT_SYMBOLS.items()}
+    y = id_arg(rng, (d["N"], d["T"]), d["V"], id_fault if "y" in fault else "ok")
+    mask = rng.random((d["N"], d["T"])) < 0.7
+    if "mask" in fault:
+        mask = {"ok": mask, "int32": mask.astype(np.int32), "grow": np.ones((d["N"], d["T"] + 1), bool),
+                "list": mask.tolist()}.get(fault["mask"], np.asfortranarray(mask))  # bool in any layout is valid
+    call = lambda: kernels.temporal_softmax_affine_loss(args["h"], args["w"], args["b"], y, mask)  # noqa: E731
+    valid = (floats_valid(args) and bind_shapes(args, OUTPUT_SYMBOLS) and ids_valid(y, d["V"])
+             and np.shape(y) == (d["N"], d["T"]) and isinstance(mask, np.ndarray) and mask.dtype == np.bool_
+             and mask.shape == (d["N"], d["T"]))
+    if not valid:
+        expect_clean_error(call, list(OUTPUT_SYMBOLS) + ["y", "mask"])
+        return
+    loss, *grads = call()
+    h, w, b = (as64(args[n]) for n in OUTPUT_SYMBOLS)
+    scores, cache = layers.temporal_affine_forward(h, w, b)
+    loss_ref, dscores = layers.temporal_softmax_loss(scores, y, mask)
+    assert abs(loss - loss_ref) <= TOLERANCE[np.dtype(dtype)] * max(abs(loss_ref), 1.0)
+    for got, want in zip(grads, layers.temporal_affine_backward(dscores, cache)):
+        close(got, want, dtype)
+
+
+DECODE_SYMBOLS = {"h": "NH", "w": "HV", "b": "V"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(DECODE_SYMBOLS) + ["k"]), st.integers(-1, 7), seeds)
+def test_decoding_steps(d, dtype, fault, k, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in DECODE_SYMBOLS.items()}
+    k = {"float": float(k), "list": [k]}.get(fault.get("k"), k)
+    argmax = lambda: kernels.affine_argmax(**args)  # noqa: E731
+    topk = lambda: kernels.affine_log_softmax_topk(**args, k=k)  # noqa: E731
+    if not (floats_valid(args) and bind_shapes(args, DECODE_SYMBOLS)):
+        expect_clean_error(argmax, list(DECODE_SYMBOLS))
+        expect_clean_error(topk, list(DECODE_SYMBOLS))
+        return
+    scores = as64(args["h"]) @ as64(args["w"]) + as64(args["b"])
+    tol = TOLERANCE[np.dtype(dtype)] * (1 + np.abs(scores).max())
+    best = argmax()
+    # The chosen word scores the maximum (up to rounding: float32 may break a near-tie the other way).
+    assert np.all(scores[np.arange(d["N"]), best] >= scores.max(axis=1) - tol)
+    if not (isinstance(k, int) and 1 <= k <= d["V"]):
+        expect_clean_error(topk, ["k"])
+        return
+    logp, ids = topk()
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    ref = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(logp, -np.sort(-ref, axis=1)[:, :k], atol=tol)
+    np.testing.assert_allclose(np.take_along_axis(ref, ids, axis=1), logp, atol=tol)
+    assert all(len(set(row)) == k for row in ids.tolist())
+
+
+ADAM_FAULTS = ["ok"] * 6 + ["float16", "other_float", "fortran", "strided", "read_only", "grow", "list", "alias"]
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(["w", "dw", "m", "v"], ADAM_FAULTS), st.integers(1, 50), seeds)
+def test_adam_update(d, dtype, fault, t, seed):
+    rng = np.random.default_rng(seed)
+    shape = (d["N"], d["H"])
+    args = {name: float_arg(rng, shape, dtype, "ok" if fault.get(name) == "alias" else fault.get(name, "ok"))
+            for name in ("w", "dw", "m", "v")}
+    args["v"] = np.abs(args["v"]) if isinstance(args["v"], np.ndarray) and args["v"].dtype in FLOATS else args["v"]
+    if "alias" in fault.values():
+        spoiled = next(iter(fault))
+        args[spoiled] = args["m" if spoiled != "m" else "v"]
+    before = {name: np.array(a, copy=True) if isinstance(a, np.ndarray) else a for name, a in args.items()}
+    call = lambda: kernels.adam_update(**args, t=t, learning_rate=1e-2)  # noqa: E731
+    distinct = len({id(a) for a in args.values()}) == 4
+    if not (floats_valid(args, written=("w", "m", "v")) and distinct
+            and all(a.shape == shape for a in args.values())):
+        expect_clean_error(call, ["w", "dw", "m", "v"])
+        return
+    call()
+    config = {"learning_rate": 1e-2, "m": as64(before["m"]), "v": as64(before["v"]), "t": t - 1}
+    w_ref, config = optim.adam(as64(before["w"]), as64(before["dw"]), config)
+    close(args["w"], w_ref, dtype)
+    close(args["m"], config["m"], dtype)
+    close(args["v"], config["v"], dtype)
