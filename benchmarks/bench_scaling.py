@@ -77,7 +77,7 @@ def worker(args):
     rank, size = comm.Get_rank(), comm.Get_size()
     data = random_coco_data(args.num_captions, args.num_captions // 5, args.input_dim)
     model = CaptioningRNN(data["word_to_idx"], input_dim=args.input_dim, wordvec_dim=args.wordvec_dim,
-                          hidden_dim=args.hidden_dim, cell_type=args.cell, seed=0)
+                          hidden_dim=args.hidden_dim, cell_type=args.cell, backend=args.backend, seed=0)
     solver = DistributedSolver(model, data, comm=comm, update_rule="adam", optim_config={"learning_rate": 1e-3},
                                batch_size=args.batch_size, num_epochs=1000, verbose=False,
                                rng=np.random.RandomState(0))
@@ -129,7 +129,8 @@ def run_job(num_ranks, args):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     options = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in
-               ("batch_size", "iterations", "warmup", "hidden_dim", "wordvec_dim", "input_dim", "num_captions", "cell")]
+               ("batch_size", "iterations", "warmup", "hidden_dim", "wordvec_dim", "input_dim", "num_captions", "cell",
+                "backend")]
     command = [find_mpiexec(), "-n", str(num_ranks), sys.executable, __file__, "--worker", *options]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
     if result.returncode != 0:
@@ -170,8 +171,9 @@ def main():
     parser.add_argument("--input-dim", type=int, default=512)
     parser.add_argument("--num-captions", type=int, default=5000)
     parser.add_argument("--cell", default="rnn")
+    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cython"))
     parser.add_argument("--repeat", type=int, default=1, help="jobs per K; the fastest is reported")
-    parser.add_argument("--estimate-ranks", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--estimate-ranks", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
     parser.add_argument("--network-gbps", type=float, default=10.0, help="assumed link between machines")
     parser.add_argument("--network-latency-us", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -197,31 +199,32 @@ def main():
               f"{1e3 * run['step_s']:.1f} | {p['sample']:.2f} | {p['loss_shard']:.1f} | {p['allreduce']:.2f} | "
               f"{p['update']:.1f} | {run['cpu_share']:.2f} |")
 
+    for run in runs.values():
+        if run["ranks"] > 1:
+            k = run["ranks"]
+            # Invert the Allreduce model for the bandwidth these local ranks achieved (latency folded in).
+            local = 2 * (k - 1) / k * run["buffer_bytes"] / run["phases_s"]["allreduce"]
+            print(f"\nAllreduce of {run['buffer_bytes'] / 1e6:.2f} MB between {k} local ranks: "
+                  f"{1e3 * run['phases_s']['allreduce']:.2f} ms ({local / 1e9:.2f} GB/s)")
+
     estimates = {}
-    multi = [run for k, run in runs.items() if k > 1]
-    if multi:
-        measured = multi[0]
-        k = measured["ranks"]
-        # Invert the model for the bandwidth two local ranks achieved (latency folded in).
-        local_bandwidth = 2 * (k - 1) / k * measured["buffer_bytes"] / measured["phases_s"]["allreduce"]
-        network_bandwidth = args.network_gbps * 1e9 / 8
-        latency = args.network_latency_us * 1e-6
-        print(f"\nEstimate for larger K from the phases of K={base['ranks']} (see the module docstring):"
-              f" local Allreduce bandwidth measured {local_bandwidth / 1e9:.2f} GB/s; network assumed "
-              f"{args.network_gbps:g} Gbit/s, {args.network_latency_us:g} us\n")
-        print("| K | strong: captions/s, local bandwidth | strong: captions/s, network | weak: captions/s, network "
-              "| Allreduce ms, network |")
-        print("|---|---|---|---|---|")
+    if base["ranks"] == 1:
+        bandwidth, latency = args.network_gbps * 1e9 / 8, args.network_latency_us * 1e-6
+        phases = base["phases_s"]
+        one = base["batch_size"] / (phases["sample"] + phases["loss_shard"] + phases["update"])
+        print(f"\nEstimate from the phases of K=1 (modelled K=1: {one:.0f} captions/s), network "
+              f"{args.network_gbps:g} Gbit/s and {args.network_latency_us:g} us (see the module docstring):\n")
+        print("| K | Allreduce ms | strong scaling: captions/s | speed-up | weak scaling: captions/s | speed-up |")
+        print("|---|---|---|---|---|---|")
         for ranks in args.estimate_ranks:
             row = {
-                "strong_local": estimate(base, ranks, local_bandwidth, 0.0),
-                "strong_network": estimate(base, ranks, network_bandwidth, latency),
-                "weak_network": estimate(base, ranks, network_bandwidth, latency, weak=True),
-                "allreduce_network_ms": 1e3 * allreduce_model_s(base["buffer_bytes"], ranks, network_bandwidth, latency),
+                "allreduce_ms": 1e3 * allreduce_model_s(base["buffer_bytes"], ranks, bandwidth, latency),
+                "strong": estimate(base, ranks, bandwidth, latency),
+                "weak": estimate(base, ranks, bandwidth, latency, weak=True),
             }
             estimates[ranks] = row
-            print(f"| {ranks} | {row['strong_local']:.0f} | {row['strong_network']:.0f} | {row['weak_network']:.0f} | "
-                  f"{row['allreduce_network_ms']:.2f} |")
+            print(f"| {ranks} | {row['allreduce_ms']:.1f} | {row['strong']:,.0f} | {row['strong'] / one:.1f} | "
+                  f"{row['weak']:,.0f} | {row['weak'] / one:.1f} |")
     if args.json:
         args.json.write_text(json.dumps({"arguments": {k: str(v) for k, v in vars(args).items()}, "runs": runs,
                                          "estimates": estimates}, indent=2))
