@@ -120,3 +120,34 @@ def backward_loop(floating[:, :, ::1] dh, floating[:, :, ::1] gates, floating[:,
                     dc_next[n, j] = dc * f_gate
             # dh_next = da[:, t] @ Wh^T; column-major: dh_next^T (H x N) = Wh (H x G) @ da_t^T (G x N).
             _gemm(c'T', c'N', H, N, G, &Wh[0, 0], G, &da[0, t, 0], T * G, 0, &dh_next[0, 0], H)
+
+
+def input_projection(floating[:, ::1] x, floating[:, ::1] Wx, floating[::1] b, floating[:, ::1] out):
+    """out (M, 4H) = x (M, D) @ Wx (D, 4H) + b: the part of every gate that does not depend on h, for all rows."""
+    cdef int M = x.shape[0], D = x.shape[1], G = Wx.shape[1]
+    cdef int r, k
+    with nogil:
+        for r in range(M):
+            for k in range(G):
+                out[r, k] = b[k]
+        # Column-major: out^T (G x M) += Wx^T (G x D) @ x^T (D x M).
+        _gemm(c'N', c'N', G, M, D, &Wx[0, 0], G, &x[0, 0], D, 1, &out[0, 0], G)
+
+
+def weight_gradients(floating[:, ::1] da, floating[:, ::1] x, floating[:, ::1] prev_h, floating[:, ::1] Wx,
+                     floating[:, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db):
+    """From da (M, 4H), the gradients of all gate pre-activations: dx (M, D) = da @ Wx^T, dWx (D, 4H) = x^T @ da,
+    dWh (H, 4H) = prev_h^T @ da and db (4H,) = column sums of da. M = N*T rows; prev_h holds h_{t-1} per row."""
+    cdef int M = da.shape[0], G = da.shape[1], D = x.shape[1], H = prev_h.shape[1]
+    cdef int r, k
+    with nogil:
+        # Column-major: dx^T (D x M) = Wx (D x G) @ da^T (G x M).
+        _gemm(c'T', c'N', D, M, G, &Wx[0, 0], G, &da[0, 0], G, 0, &dx[0, 0], D)
+        # dWx^T (G x D) = da^T (G x M) @ x (M x D); dWh^T (G x H) = da^T (G x M) @ prev_h (M x H).
+        _gemm(c'N', c'T', G, D, M, &da[0, 0], G, &x[0, 0], D, 0, &dWx[0, 0], G)
+        _gemm(c'N', c'T', G, H, M, &da[0, 0], G, &prev_h[0, 0], H, 0, &dWh[0, 0], G)
+        for k in range(G):
+            db[k] = 0
+        for r in range(M):
+            for k in range(G):
+                db[k] += da[r, k]

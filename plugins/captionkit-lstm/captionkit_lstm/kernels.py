@@ -1,11 +1,11 @@
 """Compiled LSTM sequence forward/backward, with the signatures of :mod:`captionkit_lstm.layers`.
 
-This module is the one door to the private extension ``_loops``: it checks shapes and dtypes, makes arrays
-C-contiguous in one float dtype (float32 or float64), hoists the input projection out of the time loop, and does
-the large weight-gradient products after the backward loop.
+This module is the one door to the private extension ``_loops``: it checks shapes and dtypes and makes arrays
+C-contiguous in one float dtype (float32 or float64) before any compiled code sees them. The input projection is
+hoisted out of the time loop and the weight gradients are large products after the backward loop; every product
+goes through scipy's BLAS, like captionkit's own kernels, so a training step uses one BLAS thread pool.
 """
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 __all__ = ["is_available", "lstm_forward", "lstm_backward"]
 
@@ -18,21 +18,6 @@ else:
     _IMPORT_ERROR = None
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_blas_threads = None  # a ThreadpoolController, made on first use, once the BLAS libraries are loaded
-
-
-def _one_blas_thread():
-    """Context in which every loaded BLAS runs on one thread, for the time loops.
-
-    The loops call scipy's BLAS, which pip wheels bundle as a copy of OpenBLAS separate from numpy's, each with its
-    own thread pool whose idle workers spin for a while. Switching between the two pools at every step left three
-    busy threads on two cores and made the LSTM about three times slower than on one thread. The per-step products
-    are small; the large products before and after the loop keep numpy's threads.
-    """
-    global _blas_threads
-    if _blas_threads is None:
-        _blas_threads = ThreadpoolController()
-    return _blas_threads.limit(limits=1, user_api="blas")
 
 
 def is_available():
@@ -57,6 +42,12 @@ def _common_dtype(**arrays):
     return np.result_type(*arrays.values())
 
 
+def _check_blas_sizes(*sizes):
+    """BLAS counts in 32-bit integers: refuse (rather than overflow) arrays of 2**31 elements or more."""
+    if max(sizes) >= 2**31:
+        raise ValueError(f"lstm: arrays of {max(sizes)} elements are too large for the compiled loops (limit 2**31 - 1)")
+
+
 def _as(array, dtype):
     return np.ascontiguousarray(array, dtype=dtype)
 
@@ -77,13 +68,13 @@ def lstm_forward(x, h0, Wx, Wh, b):
     dtype = _common_dtype(x=x, h0=h0, Wx=Wx, Wh=Wh, b=b)
     x, h0, Wx, Wh, b = (_as(a, dtype) for a in (x, h0, Wx, Wh, b))
 
-    gates = (x.reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)  # hoisted input projection
-    gates += b
+    _check_blas_sizes(N * T * max(D, 4 * H), D * 4 * H, H * 4 * H)
+    gates = np.empty((N, T, 4 * H), dtype=dtype)
+    loops.input_projection(x.reshape(N * T, D), Wx, b, gates.reshape(N * T, 4 * H))  # hoisted out of the loop
     h = np.empty((N, T, H), dtype=dtype)
     c = np.empty((N, T, H), dtype=dtype)
     tanh_c = np.empty((N, T, H), dtype=dtype)
-    with _one_blas_thread():
-        loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
+    loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
     return h, (x, h0, Wx, Wh, gates, c, tanh_c, h)
 
 
@@ -103,13 +94,11 @@ def lstm_backward(dh, cache):
     da = np.empty_like(gates)
     dh0 = np.zeros((N, H), dtype=h.dtype)
     dc_scratch = np.zeros((N, H), dtype=h.dtype)
-    with _one_blas_thread():
-        loops.backward_loop(dh, gates, c, tanh_c, Wh, da, dh0, dc_scratch)
+    loops.backward_loop(dh, gates, c, tanh_c, Wh, da, dh0, dc_scratch)
 
-    da_flat = da.reshape(N * T, 4 * H)
-    dx = (da_flat @ Wx.T).reshape(N, T, D)
-    dWx = x.reshape(N * T, D).T @ da_flat
-    prev_h = np.concatenate([h0[:, None, :], h[:, :-1, :]], axis=1).reshape(N * T, H)
-    dWh = prev_h.T @ da_flat
-    db = da_flat.sum(axis=0)
+    prev_h = np.concatenate([h0[:, None, :], h[:, :-1, :]], axis=1)  # h_{t-1} for every t
+    dx = np.empty_like(x)
+    dWx, dWh, db = np.empty_like(Wx), np.empty_like(Wh), np.empty(4 * H, dtype=h.dtype)
+    loops.weight_gradients(da.reshape(N * T, 4 * H), x.reshape(N * T, D), prev_h.reshape(N * T, H), Wx,
+                           dx.reshape(N * T, D), dWx, dWh, db)
     return dx, dh0, dWx, dWh, db
