@@ -5,10 +5,11 @@
 
 What it measures, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32):
 
-- ``train N=25`` and ``train N=50``: one training step, as CaptioningSolver takes it: loss and gradients of a
-  minibatch, then an Adam update of every parameter (``captionkit.optim.adam``). PyTorch: nn.Embedding, nn.Linear
-  projection, nn.RNN (tanh), nn.Linear scores, cross_entropy(ignore_index=<NULL>, summed and divided by N as
-  captionkit's loss is), backward, torch.optim.Adam.
+- ``train N=25`` and ``train N=50``: one training step: loss and gradients of a minibatch
+  (``CaptioningRNN.loss`` on the ``cython`` or ``numpy`` backend), then an Adam update of every parameter: the
+  fused, in-place ``captionkit.kernels.adam_update`` for ``compiled``, ``captionkit.optim.adam`` for ``numpy``.
+  PyTorch: nn.Embedding, nn.Linear projection, nn.RNN (tanh), nn.Linear scores, cross_entropy(ignore_index=<NULL>,
+  summed and divided by N as captionkit's loss is), backward, torch.optim.Adam.
 - ``greedy N=50``: greedy sampling of 50 captions of max_length 30 with no early stop (the vocabulary has no
   ``<END>``, so every caption runs all 30 steps in every implementation).
 
@@ -38,6 +39,7 @@ import numpy as np
 
 D, W, H, V, T = 512, 256, 512, 1004, 16
 MAX_LENGTH = 30
+LEARNING_RATE = 5e-3
 NULL, START = 0, 1
 CONFIGS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50)}
 IMPLEMENTATIONS = ("compiled", "numpy", "torch")
@@ -89,12 +91,26 @@ def captionkit_runner(backend, task, N, captions_kind):
     features, captions = make_data(task, N, captions_kind)
     if task == "greedy":
         return lambda: model.sample(features, max_length=MAX_LENGTH)
-    configs = {name: {"learning_rate": 5e-3} for name in model.params}
+    if backend == "numpy":
+        configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
+
+        def update(grads):
+            for name, value in model.params.items():
+                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
+    else:
+        from captionkit import kernels
+
+        moments = {name: (np.zeros_like(value), np.zeros_like(value)) for name, value in model.params.items()}
+        count = [0]
+
+        def update(grads):
+            count[0] += 1
+            for name, value in model.params.items():
+                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
 
     def train_step():
         _, grads = model.loss(features, captions)
-        for name, value in model.params.items():
-            model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
+        update(grads)
 
     return train_step
 
@@ -124,7 +140,7 @@ def torch_runner(task, N, captions_kind, threads):
 
         return sample
     params = [p for m in (embed, proj, rnn, vocab) for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=5e-3)
+    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -168,6 +184,74 @@ def blas_summary():
         f"({os.path.basename(i['filepath'])})"
         for i in threadpool_info()
     )
+
+
+def profile_compiled(N, repeats):
+    """Median ms and GFLOP/s of each phase of a compiled float32 training step and of one greedy decoding step."""
+    from captionkit import CaptioningRNN, kernels
+
+    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, backend="cython", seed=0)
+    p = model.params
+    features, captions = make_data("train", N, "full")
+    captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+    mask = captions_out != NULL
+    moments = {name: (np.zeros_like(value), np.zeros_like(value)) for name, value in p.items()}
+    state = {}
+
+    def phase_input():
+        state["h0"], state["proj"] = kernels.affine_forward(features, p["W_proj"], p["b_proj"])
+        state["x"], state["embed"] = kernels.word_embedding_forward(captions_in, p["W_embed"])
+
+    def phase_rnn_forward():
+        state["h"], state["rnn"] = kernels.rnn_forward(state["x"], state["h0"], p["Wx"], p["Wh"], p["b"])
+
+    def phase_output():
+        _, state["dh"], _, _ = kernels.temporal_softmax_affine_loss(state["h"], p["W_vocab"], p["b_vocab"],
+                                                                    captions_out, mask)
+
+    def phase_rnn_backward():
+        state["dx"], state["dh0"], *_ = kernels.rnn_backward(state["dh"], state["rnn"])
+
+    def phase_input_backward():
+        kernels.word_embedding_backward(state["dx"], state["embed"])
+        kernels.affine_backward(state["dh0"], state["proj"], input_grad=False)
+
+    def phase_adam():
+        for name, value in p.items():
+            kernels.adam_update(value, np.zeros_like(value), *moments[name], 1)
+
+    h = state.setdefault("h_step", np.asarray(np.random.RandomState(1).rand(N, H), dtype=np.float32) - 0.5)
+    x_step = p["W_embed"][np.arange(N) % V]
+
+    def phase_decode_cell():
+        kernels.rnn_step_forward(x_step, h, p["Wx"], p["Wh"], p["b"])
+
+    def phase_decode_scores():
+        kernels.affine_argmax(h, p["W_vocab"], p["b_vocab"])
+
+    NT = N * T
+    phases = [
+        ("train: projection + embedding", phase_input, 2 * N * D * H),
+        ("train: rnn forward", phase_rnn_forward, 2 * NT * (W * H + H * H)),
+        ("train: output layer fwd+bwd", phase_output, 3 * 2 * NT * H * V),
+        ("train: rnn backward", phase_rnn_backward, 2 * 2 * NT * (W * H + H * H)),
+        ("train: embedding + projection bwd", phase_input_backward, 2 * N * D * H),
+        ("train: adam (all parameters)", phase_adam, 0),
+        ("greedy step: rnn step", phase_decode_cell, 2 * N * (W * H + H * H)),
+        ("greedy step: scores + argmax", phase_decode_scores, 2 * N * H * V),
+    ]
+    lines = [f"| phase (N={N}) | median ms | GFLOP/s |", "|---|---:|---:|"]
+    for name, run, work in phases:
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        median = float(np.median(times))
+        lines.append(f"| {name} | {median * 1e3:.3f} | {work / median / 1e9:.0f} |" if work else
+                     f"| {name} | {median * 1e3:.3f} | - |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- orchestration
@@ -302,12 +386,18 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations at a worker's start")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between blocks (BLAS threads settle)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--profile", action="store_true",
+                        help="time the phases of the compiled step instead (one process, this process's threads)")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--measure-peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_peak:
         measure_peak()
+        return
+    if args.profile:
+        for N in (25, 50):
+            print(profile_compiled(N, repeats=max(args.rounds * args.block, 20)), end="\n\n")
         return
     if args.worker:
         worker(args.worker, args.config, args.captions, args.threads, args.warmup)

@@ -173,17 +173,23 @@ def _unpack(cache, length, producer):
 # ---------------------------------------------------------------------- affine
 
 
+def _affine_args(x, w, b, x_name):
+    """Check x (N, D), w (D, M), b (M,): 2-D, 2-D and 1-D arrays of one dtype with matching sizes."""
+    x = _float_array(x_name, x, 2)
+    w = _float_array("w", w, 2, (x_name, x))
+    b = _float_array("b", b, 1, (x_name, x))
+    _expect_shape("w", w, (x.shape[1], w.shape[1]), x_name)
+    _expect_shape("b", b, (w.shape[1],), "w")
+    return x, w, b
+
+
 def affine_forward(x, w, b):
     """Affine layer: x (N, D), w (D, M), b (M,) -> out (N, M) = x @ w + b, cache.
 
     As :func:`captionkit.layers.affine_forward` for a 2-D x.
     """
     _require_built()
-    x = _float_array("x", x, 2)
-    w = _float_array("w", w, 2, ("x", x))
-    b = _float_array("b", b, 1, ("x", x))
-    _expect_shape("w", w, (x.shape[1], w.shape[1]), "x")
-    _expect_shape("b", b, (w.shape[1],), "w")
+    x, w, b = _affine_args(x, w, b, "x")
     _check_size("out", (x.shape[0], w.shape[1]))
     return _affine.affine_forward(x, w, b), (x, w, b)
 
@@ -342,11 +348,7 @@ def temporal_softmax_affine_loss(h, w, b, y, mask):
 
 
 def _decode_args(h, w, b):
-    h = _float_array("h", h, 2)
-    w = _float_array("w", w, 2, ("h", h))
-    b = _float_array("b", b, 1, ("h", h))
-    _expect_shape("w", w, (h.shape[1], w.shape[1]), "h")
-    _expect_shape("b", b, (w.shape[1],), "w")
+    h, w, b = _affine_args(h, w, b, "h")
     _check_size("scores", (h.shape[0], w.shape[1]))
     return h, w, b
 
