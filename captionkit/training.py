@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = 100
     epochs: int = 10
     update_rule: str = "adam"
-    lr: float = 5e-3
+    lr: float = 2e-3
     lr_decay: float = 0.95
     seed: int = 0
     dtype: str = "float32"

@@ -56,7 +56,8 @@ def test_run_directory_holds_everything(straight_run, bundle):
     assert set(result.val_metrics) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L"}
     # The learning rate decays by lr_decay after each epoch.
     rates = {r["epoch"]: r["learning_rate"] for r in train_records}
-    assert rates[1] == pytest.approx(5e-3 * 0.95) and rates[3] == pytest.approx(5e-3 * 0.95**3)
+    lr, decay = result.config.lr, result.config.lr_decay
+    assert rates[0] == lr and rates[1] == pytest.approx(lr * decay) and rates[3] == pytest.approx(lr * decay**3)
 
     assert [it for it, _ in run.list_checkpoints()] == [12, 16, 18]  # every 4, keep 3, and the end
     assert result.checkpoint == run.checkpoint_path(18)
@@ -144,7 +145,7 @@ def test_resume_from_a_checkpoint_into_a_new_directory(straight_run, tmp_path):
     ("hidden_dim", 20, r"made with hidden_dim=12, but hidden_dim=20 was asked for"),
     ("wordvec_dim", 4, r"made with wordvec_dim=8, but wordvec_dim=4"),
     ("seed", 3, r"made with seed=7, but seed=3"),
-    ("lr", 1e-3, r"made with lr=0.005, but lr=0.001"),
+    ("lr", 1e-3, r"made with lr=0.002, but lr=0.001"),
 ])
 def test_resume_refuses_another_model_or_optimiser(option, value, message, straight_run):
     with pytest.raises(CheckpointError, match=r"ckpt-00000018\.npz: the checkpoint was " + message):
