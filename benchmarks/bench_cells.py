@@ -1,118 +1,235 @@
-"""Time a training step's recurrent part (sequence forward + backward) for every cell and path, beside PyTorch.
+"""Every recurrent cell, compiled and numpy, beside PyTorch's nn.RNN / nn.LSTM / nn.GRU on the CPU.
 
-    python benchmarks/bench_cells.py                        # the default sizes, float32, markdown table
-    python benchmarks/bench_cells.py --sizes 25x16x256x512 --repeat 7
+    python benchmarks/bench_cells.py                       # the cell rows of docs/benchmarks.md
+    python benchmarks/bench_cells.py --cells lstm --tasks "train N=25" --rounds 20 --threads 1
 
-Each row is the best of --repeat runs (after one warm-up) of forward and backward on random inputs of size
-N x T x W x H. GFLOP/s counts the matrix products only: a cell with G gate blocks does 2*N*T*(W+H)*G*H flops
-forward and twice that backward, so rows of different cells are comparable "relative to their FLOPs". PyTorch
-(nn.RNN with tanh, nn.LSTM, nn.GRU on the CPU) is measured when it is installed; it is never a dependency.
+Tasks, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32):
+
+- ``train N=25`` / ``train N=50``: one training step, as in benchmarks/bench_kernels.py: ``CaptioningRNN.loss`` with
+  the cell (backend ``cython`` for "compiled", ``numpy`` for "numpy") and an Adam update of every parameter
+  (``captionkit.kernels.adam_update`` / ``captionkit.optim.adam``). PyTorch: nn.Embedding, nn.Linear projection,
+  nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores, summed cross-entropy / N, backward, torch.optim.Adam.
+- ``cell N=25``: the recurrent part alone, the cell's sequence forward and backward on random inputs.
+
+A cell's "compiled" row runs its own compiled path when it has one (rnn: captionkit's kernels, lstm: the plugin's
+extension) and its numpy path otherwise (gru), inside a model whose other layers are compiled.
+
+GFLOP/s counts matrix products only (2 flops per multiply-add; the backward does two products per forward one): a
+cell with G gate blocks does 2*N*T*G*(W+H)*H flops forward, so cells are comparable relative to their FLOPs. Each
+implementation runs in its own worker process with --threads BLAS/OpenMP threads; workers take turns in interleaved
+rounds after a pause, times are medians over all timed iterations, and a ratio is the median over rounds of the
+per-round ratio, so load from other processes hits both sides of a ratio alike. PyTorch is optional.
 """
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 
-from captionkit.backend import compiled_available
-from captionkit.cells import available_cells, get_cell
-
+D, W, H, V, T = 512, 256, 512, 1004, 16
+LEARNING_RATE = 5e-3
+NULL, START = 0, 1
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+TASKS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "cell N=25": ("cell", 25)}
+IMPLEMENTATIONS = ("compiled", "numpy", "torch")
 
 
-def best_time(run, repeat):
-    run()  # warm-up: first-touch allocation, lazy imports, BLAS thread start-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def flops(cell_type, task, N):
+    """Matrix-product flops of one training step, or of the cell's forward and backward alone."""
+    recurrent = GATES[cell_type] * (W * H + H * H)  # per position
+    if task == "cell":
+        return 3 * 2 * N * T * recurrent
+    return 2 * (2 * N * D * H + 3 * N * T * (recurrent + H * V))
 
 
-def captionkit_runner(cell_type, backend, N, T, W, H, dtype, rng):
-    cell = get_cell(cell_type)(backend=backend)
-    params = {k: v.astype(dtype) for k, v in cell.init_params(W, H, rng).items()}
-    x = rng.standard_normal((N, T, W)).astype(dtype)
-    h0 = rng.standard_normal((N, H)).astype(dtype)
-    dh = rng.standard_normal((N, T, H)).astype(dtype)
-
-    def run():
-        _, cache = cell.forward(x, h0, params)
-        cell.backward(dh, cache)
-
-    return run
+def vocabulary():
+    """V words with <NULL> and <START>."""
+    words = ["<NULL>", "<START>"] + [f"w{i}" for i in range(2, V)]
+    return {w: i for i, w in enumerate(words)}
 
 
-def torch_runner(cell_type, N, T, W, H, dtype, rng):
-    import torch
-
-    module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell_type]
-    torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    net = module(W, H, batch_first=True).to(torch_dtype)
-    x = torch.from_numpy(rng.standard_normal((N, T, W)).astype(dtype)).requires_grad_()
-    h0 = torch.from_numpy(rng.standard_normal((1, N, H)).astype(dtype)).requires_grad_()
-    state = (h0, torch.zeros_like(h0)) if cell_type == "lstm" else h0
-    dh = torch.from_numpy(rng.standard_normal((N, T, H)).astype(dtype))
-
-    def run():
-        out, _ = net(x, state)
-        out.backward(dh)
-
-    return run
+def make_batch(N, rng):
+    features = rng.randn(N, D).astype(np.float32)
+    captions = rng.randint(2, V, size=(N, T + 1))  # every position a real word: the FLOP count is exact
+    captions[:, 0] = START
+    return features, captions
 
 
-def rows_for(size, dtype, repeat):
-    N, T, W, H = size
+# ---------------------------------------------------------------------- runners (inside a worker)
+def captionkit_runner(cell_type, backend, task, N):
+    from captionkit import CaptioningRNN, kernels, optim
+
     rng = np.random.RandomState(0)
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    for cell_type in sorted(GATES):
-        if cell_type not in available_cells():
-            continue
-        flops = 3 * 2 * N * T * (W + H) * GATES[cell_type] * H
-        paths = ["numpy"]
-        cls = get_cell(cell_type)
-        # The built-in rnn's compiled path comes with captionkit's kernels; a plugin's with the plugin.
-        if cls.compiled and (cell_type != "rnn" or compiled_available()):
-            paths.append("cython")
-        for path in paths:
-            seconds = best_time(captionkit_runner(cell_type, path, N, T, W, H, dtype, rng), repeat)
-            yield cell_type, f"captionkit {path}", seconds, flops
-        if torch is not None:
-            seconds = best_time(torch_runner(cell_type, N, T, W, H, dtype, rng), repeat)
-            yield cell_type, f"torch {torch.__version__} nn.{cell_type.upper()}", seconds, flops
+    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type,
+                          dtype=np.float32, backend=backend, seed=0)
+    if task == "cell":
+        cell, params = model.cell, {k: model.params[k] for k in model.cell_param_names}
+        x, h0, dh = (rng.randn(*shape).astype(np.float32) for shape in ((N, T, W), (N, H), (N, T, H)))
+
+        def run_cell():
+            _, cache = cell.forward(x, h0, params)
+            cell.backward(dh, cache)
+
+        return run_cell
+    features, captions = make_batch(N, rng)
+    configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
+    moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in model.params.items()}
+    count = [0]
+
+    def train_step():
+        _, grads = model.loss(features, captions)
+        count[0] += 1
+        for name, value in model.params.items():
+            if backend == "numpy":
+                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
+            else:
+                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
+
+    return train_step
+
+
+def torch_runner(cell_type, task, N, threads):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rng = np.random.RandomState(0)
+    recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell_type](W, H, batch_first=True)
+
+    def initial(h0):
+        return (h0, torch.zeros_like(h0)) if cell_type == "lstm" else h0
+
+    if task == "cell":
+        x, h0, dh = (torch.from_numpy(rng.randn(*shape).astype(np.float32)) for shape in ((N, T, W), (1, N, H),
+                                                                                          (N, T, H)))
+        x.requires_grad_()
+        h0.requires_grad_()
+
+        def run_cell():
+            out, _ = recurrent(x, initial(h0))
+            out.backward(dh)
+
+        return run_cell
+    embed, proj, vocab = nn.Embedding(V, W), nn.Linear(D, H), nn.Linear(H, V)
+    features, captions = (torch.from_numpy(a) for a in make_batch(N, rng))
+    captions = captions.long()
+    optimizer = torch.optim.Adam([p for m in (embed, proj, recurrent, vocab) for p in m.parameters()],
+                                 lr=LEARNING_RATE)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        hidden, _ = recurrent(embed(captions[:, :-1]), initial(proj(features).unsqueeze(0)))
+        scores = vocab(hidden)
+        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
+                               reduction="sum") / N
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
+def worker(implementation, cell_type, task_name, threads, warmup):
+    """Serve timing requests on stdin: a line with a count k -> a JSON line of k times in seconds."""
+    task, N = TASKS[task_name]
+    if implementation == "torch":
+        run = torch_runner(cell_type, task, N, threads)
+    else:
+        run = captionkit_runner(cell_type, "cython" if implementation == "compiled" else "numpy", task, N)
+    for _ in range(warmup):
+        run()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"times": times}), flush=True)
+
+
+# ---------------------------------------------------------------------- driver
+def run_config(cell_type, task_name, implementations, args):
+    """Time every implementation in interleaved rounds -> {implementation: (all times, per-round medians)}."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    workers = {}
+    for impl in implementations:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", impl, "--cell", cell_type, "--task", task_name,
+             "--threads", str(args.threads), "--warmup", str(args.warmup)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+        json.loads(proc.stdout.readline())
+        workers[impl] = proc
+        time.sleep(args.pause)
+    times = {impl: [] for impl in implementations}
+    medians = {impl: [] for impl in implementations}
+    for r in range(args.rounds):
+        shift = r % len(implementations)
+        for impl in implementations[shift:] + implementations[:shift]:
+            workers[impl].stdin.write(f"{args.block}\n")
+            workers[impl].stdin.flush()
+            reply = json.loads(workers[impl].stdout.readline())["times"]
+            times[impl] += reply
+            medians[impl].append(float(np.median(reply)))
+            time.sleep(args.pause)
+    for proc in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    return times, medians
+
+
+def torch_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["25x16x256x512", "100x16x256x512"],
-                        help="NxTxWxH sizes to time (default: the overfit run's batch, and a training batch)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"], choices=sorted(GATES))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), metavar="TASK",
+                        help="which of: " + ", ".join(repr(t) for t in TASKS))
+    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8, help="rounds of interleaved blocks (default 8)")
+    parser.add_argument("--block", type=int, default=3, help="timed iterations per worker per round (default 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations at a worker's start")
+    parser.add_argument("--pause", type=float, default=0.3, help="seconds between blocks (BLAS threads settle)")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    dtype = np.dtype(args.dtype).type
-    try:
+    if args.worker:
+        worker(args.worker, args.cell, args.task, args.threads, args.warmup)
+        return
+    implementations = [i for i in args.implementations if i != "torch" or torch_installed()]
+    torch_version = ""
+    if "torch" in implementations:
         import torch
 
-        # Same thread count on both sides: OPENBLAS_NUM_THREADS (read by numpy's BLAS at start-up) sets torch's too.
-        if os.environ.get("OPENBLAS_NUM_THREADS"):
-            torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
-        torch_threads = torch.get_num_threads()
-    except ImportError:
-        torch_threads = "-"
-    print(f"# {args.dtype}, best of {args.repeat}; {os.cpu_count()} CPUs; "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, torch threads {torch_threads}")
-    print("| N x T x W x H | cell | implementation | forward + backward (ms) | GFLOP/s |")
-    print("|---|---|---|---:|---:|")
-    for text in args.sizes:
-        size = tuple(int(v) for v in text.lower().split("x"))
-        if len(size) != 4 or min(size) < 1:
-            parser.error(f"--sizes takes NxTxWxH with positive integers, got {text!r}")
-        for cell_type, impl, seconds, flops in rows_for(size, dtype, args.repeat):
-            print(f"| {text} | {cell_type} | {impl} | {seconds * 1e3:.1f} | {flops / seconds / 1e9:.1f} |", flush=True)
+        torch_version = f" {torch.__version__}"
+    print(f"{args.threads} threads; median of {args.rounds} x {args.block} iterations after {args.warmup} warm-up")
+    print()
+    print("| cell | task | implementation | median ms | min ms | GFLOP/s | time / torch's (median over rounds) |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for cell_type in args.cells:
+        for task_name in args.tasks:
+            times, medians = run_config(cell_type, task_name, implementations, args)
+            work = flops(cell_type, *TASKS[task_name])
+            for impl in implementations:
+                t = np.array(times[impl])
+                ratio = "-"
+                if impl != "torch" and "torch" in medians:
+                    ratio = f"{np.median(np.array(medians[impl]) / np.array(medians['torch'])):.2f}x"
+                name = f"torch{torch_version} nn.{cell_type.upper()}" if impl == "torch" else f"captionkit {impl}"
+                print(f"| {cell_type} | {task_name} ({work / 1e9:.2f} GFLOP) | {name} | {np.median(t) * 1e3:.1f} | "
+                      f"{t.min() * 1e3:.1f} | {work / np.median(t) / 1e9:.0f} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":
