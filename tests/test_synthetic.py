@@ -18,7 +18,7 @@ from captionkit.data import load_coco_data
 from captionkit.synthetic import bundle, builtin_dataset_dir, extract_features, write_bundle
 from captionkit.synthetic.features import FEATURE_DIM, RAW_DIM, pool
 from captionkit.synthetic.generate import generate_split
-from captionkit.synthetic.grammar import is_true
+from captionkit.synthetic.grammar import is_true, sample_captions
 from captionkit.synthetic.scenes import Scene, SceneObject, render_scene
 
 NUM_TRAIN, NUM_VAL, SEED = 40, 12, 7
@@ -189,20 +189,13 @@ def pixel_objects(image):
 
 
 def described_objects(words):
-    """[(colour, shape, size or None)] for each noun phrase in a caption, in both of the grammar's word orders."""
+    """[(colour, shape, size or None)] for each noun phrase ("a [size] colour shape") in a caption."""
     found = []
     for i, word in enumerate(words):
         if word in SHAPE_NOUNS:
-            before = words[i - 1] if i >= 1 else None
-            if before in COLOUR_WORDS:
-                size = SIZE_ADJECTIVES.get(words[i - 2]) if i >= 2 else None
-                found.append((before, SHAPE_NOUNS[word], size))
-            else:
-                tail = words[i + 1:i + 5] if word == "plus" else words[i + 1:i + 4]
-                if word == "plus":
-                    tail = tail[1:]
-                assert tail[:2] == ["that", "is"] and tail[2] in COLOUR_WORDS, words
-                found.append((tail[2], SHAPE_NOUNS[word], None))
+            assert i >= 1 and words[i - 1] in COLOUR_WORDS, words
+            size = SIZE_ADJECTIVES.get(words[i - 2]) if i >= 2 else None
+            found.append((words[i - 1], SHAPE_NOUNS[word], size))
     return found
 
 
@@ -227,6 +220,15 @@ def test_captions_are_true_of_the_pixels(small_bundle):
     assert large_shapes_checked > NUM_TRAIN
 
 
+def test_objects_differ_in_colour_and_shape(small_bundle):
+    images = read_h5(small_bundle / "val2014_images.h5")["images"]
+    scenes = json.loads((small_bundle / "synthetic_scenes.json").read_text())["val"]
+    for image, scene in zip(images, scenes):
+        shapes = [obj["shape"] for obj in scene["objects"]]
+        assert len(set(shapes)) == len(shapes)
+        assert len(pixel_objects(image)) == len(shapes)  # colours read off the pixels are all different too
+
+
 def test_scene_descriptions_match_captions(small_bundle):
     data = load_coco_data(small_bundle)
     scenes = json.loads((small_bundle / "synthetic_scenes.json").read_text())
@@ -244,7 +246,7 @@ def two_objects(left_shape="circle", right_shape="square"):
 def test_truth_check_rejects_false_captions():
     scene = two_objects()
     assert is_true("a small red circle to the left of a big blue square".split(), scene)
-    assert is_true("a blue square is next to a circle that is red".split(), scene)
+    assert is_true("a blue square is next to a red disc".split(), scene)
     assert not is_true("a small red circle to the right of a big blue square".split(), scene)
     assert not is_true("a small red circle above a big blue square".split(), scene)
     assert not is_true("a large red circle to the left of a big blue square".split(), scene)
@@ -252,6 +254,23 @@ def test_truth_check_rejects_false_captions():
     assert not is_true("a small red square to the left of a big blue square".split(), scene)
     assert not is_true("a small red circle".split(), scene)  # incomplete: the square is not mentioned
     assert not is_true("a small red circle to the left of".split(), scene)
+
+
+def test_truth_check_accepts_any_mention_order():
+    # The dataset always names red before blue; a caption naming blue first is just as true.
+    scene = two_objects()
+    assert is_true("a big blue square to the right of a small red circle".split(), scene)
+    assert is_true("a blue square and a red circle".split(), scene)
+
+
+def test_captions_name_objects_in_colour_order():
+    scene = Scene(objects=(SceneObject("square", "white", "large", 46.0, 20.0, 12.0),
+                           SceneObject("circle", "blue", "small", 14.0, 20.0, 5.0),
+                           SceneObject("triangle", "red", "small", 30.0, 50.0, 5.0)), background=30)
+    captions = sample_captions(scene, np.random.default_rng(0), count=20)
+    for caption in captions:
+        assert is_true(caption, scene)
+        assert [word for word in caption if word in COLOUR_WORDS] == ["red", "blue", "white"], caption
 
 
 # ---------------------------------------------------------------- features

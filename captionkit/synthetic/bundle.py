@@ -29,7 +29,7 @@ from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary
 
 # Bump when anything changes what a given seed generates: the cache folder name carries it, so old caches are ignored.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SEED = 231
 DEFAULT_NUM_TRAIN = 4000
 DEFAULT_NUM_VAL = 1000

@@ -1,21 +1,26 @@
 """A fixed, weight-free image descriptor standing in for the VGG-16 fc7 features of the COCO bundle.
 
 Nothing here is learned: only histogram bins, thresholds and constant scales. `describe` computes the raw descriptor
-(RAW_DIM = 1424 values per image) and `pool` reduces it by a fixed linear map to FEATURE_DIM = 512 values:
+(RAW_DIM = 1528 values per image) and `pool` reduces it by a fixed linear map to FEATURE_DIM = 512 values.
 
 Per colour channel (12 hue bins of 30 degrees centred on 0, 30, ..., 330, plus one "white" channel; a pixel belongs to
 the bin of its hue, weighted by how saturated and bright it is, or to white if bright and unsaturated):
-  - coverage over a spatial grid: 8x8 cells raw, 4x4 after pooling           (where, and how much, of that colour)
-  - 8 moments of the channel's mass: sqrt(mass), centroid x and y, spread x and y relative to sqrt(mass), fill ratio
-    of its bounding box, vertical skewness, and E[dx^2 dy^2] / (E[dx^2] E[dy^2])        (size, position, shape)
+  - coverage of an 8x8 grid of cells; pooled into its column and row profiles (4 + 4 strips)      (where)
+  - the centroid x and y                                                                        (where)
+  - soft histograms (each value spread linearly over its two nearest bin centres) of:
+      sqrt(mass) in pixels, centres 6, 12, 18, 24                                                (size)
+      fill ratio of the bounding box, centres 0.5, 0.65, 0.8, 0.95                              (shape)
+      E[dx^2 dy^2] / (E[dx^2] E[dy^2]), centres 0.3, 0.5, 0.7, 0.9                              (shape)
+      vertical skewness, centres -0.5, 0                                                        (shape)
   - an 8-bin histogram of the directions of the channel's edges, magnitude weighted and normalised (shape)
 Over the whole image:
-  - a 6-bin histogram of unsigned luminance-edge orientations per grid cell: 8x8 cells raw, 4x4 pooled
+  - a 6-bin histogram of unsigned luminance-edge orientations per cell: 8x8 cells raw, 4x4 pooled
 
-Shape-only values (spread, fill, skewness, the 4th-order ratio, edge directions) are multiplied by
-mass / (mass + MASS_HALF) so that an absent colour reads as zeros. `pool` averages each 2x2 block of grid cells and
-leaves the other values unchanged, so the 512-d features are exactly a fixed linear projection of the raw ones (as the
-PCA features of COCO are of the fc7 ones).
+Every per-channel value is multiplied by mass / (mass + MASS_HALF), so an absent colour reads as zeros. Soft
+histograms rather than raw values let a linear map read off "the blue thing is small" or "... is a square" directly,
+which is what the captioning model's affine feature projection can use. `pool` sums the grid into profiles and
+averages 2x2 blocks of orientation cells, leaving the other values unchanged: the 512-d features are exactly a fixed
+linear projection of the raw ones (as the PCA features of COCO are of the fc7 ones).
 """
 import numpy as np
 
@@ -23,11 +28,15 @@ HUE_BINS = 12
 NUM_CHANNELS = HUE_BINS + 1
 RAW_GRID = 8
 POOLED_GRID = 4
-NUM_MOMENTS = 8
+SIZE_CENTRES = (6.0, 12.0, 18.0, 24.0)  # sqrt of the channel's mass, in pixels
+FILL_CENTRES = (0.5, 0.65, 0.8, 0.95)
+CROSS_MOMENT_CENTRES = (0.3, 0.5, 0.7, 0.9)
+SKEW_CENTRES = (-0.5, 0.0)
 DIRECTION_BINS = 8
 ORIENTATION_BINS = 6
-CHANNEL_RAW_DIM = RAW_GRID * RAW_GRID + NUM_MOMENTS + DIRECTION_BINS
-CHANNEL_POOLED_DIM = POOLED_GRID * POOLED_GRID + NUM_MOMENTS + DIRECTION_BINS
+SHAPE_DIM = 2 + len(SIZE_CENTRES) + len(FILL_CENTRES) + len(CROSS_MOMENT_CENTRES) + len(SKEW_CENTRES) + DIRECTION_BINS
+CHANNEL_RAW_DIM = RAW_GRID * RAW_GRID + SHAPE_DIM
+CHANNEL_POOLED_DIM = 2 * POOLED_GRID + SHAPE_DIM
 RAW_DIM = NUM_CHANNELS * CHANNEL_RAW_DIM + RAW_GRID * RAW_GRID * ORIENTATION_BINS
 FEATURE_DIM = NUM_CHANNELS * CHANNEL_POOLED_DIM + POOLED_GRID * POOLED_GRID * ORIENTATION_BINS
 
@@ -36,12 +45,11 @@ SATURATION_RAMP = (0.25, 0.45)
 VALUE_RAMP = (0.25, 0.45)
 WHITE_SATURATION_RAMP = (0.30, 0.15)
 WHITE_VALUE_RAMP = (0.60, 0.75)
-MASS_HALF = 10.0  # pixels of a colour at which shape values are weighted by one half
+MASS_HALF = 10.0  # pixels of a colour at which its values are weighted by one half
 PROFILE_THRESHOLD = 0.5  # pixels per row/column for that row/column to count in a colour's bounding box
 # Constant scales bringing each kind of value to roughly unit size for typical scenes.
 COVERAGE_SCALE = 2.0
-MASS_SCALE = 1.0 / 16.0
-SPREAD_SCALE = 3.0
+PROFILE_SCALE = 4.0
 DIRECTION_SCALE = 4.0
 ORIENTATION_SCALE = 16.0
 BATCH = 128  # images per vectorised step, bounding memory to ~150 MB
@@ -87,38 +95,44 @@ def _grid_means(maps, cells):
     return blocks.mean(axis=(-3, -1))
 
 
-def _moments(maps):
-    """The NUM_MOMENTS mass/position/shape values of each map (M, H, W): (M, NUM_MOMENTS), and its presence (M,)."""
+def soft_histogram(values, centres):
+    """Spread each value linearly over its two nearest bin centres (values outside clamp to the end bins).
+
+    values (...,) -> (..., len(centres)); each row sums to 1. Any piecewise-linear function of the value with knots
+    at the centres is a linear function of this encoding.
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    position = np.interp(values, centres, np.arange(len(centres), dtype=np.float64))
+    return np.clip(1.0 - np.abs(position[..., None] - np.arange(len(centres))), 0.0, 1.0)
+
+
+def _shape_values(maps):
+    """Centroid, size, shape histograms and edge directions of each map (M, H, W): (M, SHAPE_DIM)."""
     size = maps.shape[-1]
     coords = np.arange(size, dtype=np.float64)
     column_mass = maps.sum(axis=-2, dtype=np.float64)  # (M, W)
     row_mass = maps.sum(axis=-1, dtype=np.float64)  # (M, H)
     mass = column_mass.sum(axis=-1)
     safe_mass = np.maximum(mass, 1e-6)
-    presence = mass / (mass + MASS_HALF)
     mean_x = column_mass @ coords / safe_mass
     mean_y = row_mass @ coords / safe_mass
     dx = coords - mean_x[:, None]  # (M, W)
     dy = coords - mean_y[:, None]  # (M, H)
-    var_x = (column_mass * dx ** 2).sum(-1) / safe_mass
-    var_y = (row_mass * dy ** 2).sum(-1) / safe_mass
-    third_y = (row_mass * dy ** 3).sum(-1) / safe_mass
-    cross_fourth = np.einsum("mhw,mh,mw->m", maps, dy ** 2, dx ** 2, optimize=True) / safe_mass
-    width = np.maximum(_extent(column_mass), 1)
-    height = np.maximum(_extent(row_mass), 1)
-    safe_var_x, safe_var_y = np.maximum(var_x, 1e-6), np.maximum(var_y, 1e-6)
+    var_x = np.maximum((column_mass * dx ** 2).sum(-1) / safe_mass, 1e-6)
+    var_y = np.maximum((row_mass * dy ** 2).sum(-1) / safe_mass, 1e-6)
+    skew_y = (row_mass * dy ** 3).sum(-1) / safe_mass / var_y ** 1.5
+    cross_moment = np.einsum("mhw,mh,mw->m", maps, dy ** 2, dx ** 2, optimize=True) / safe_mass / (var_x * var_y)
+    box_area = np.maximum(_extent(column_mass), 1) * np.maximum(_extent(row_mass), 1)
     centre = (size - 1) / 2.0
-    values = [
-        np.sqrt(mass) * MASS_SCALE,
-        presence * (mean_x - centre) / centre,
-        presence * (mean_y - centre) / centre,
-        presence * SPREAD_SCALE * np.sqrt(safe_var_x / safe_mass),
-        presence * SPREAD_SCALE * np.sqrt(safe_var_y / safe_mass),
-        presence * np.minimum(mass / (width * height), 1.0),
-        presence * np.clip(third_y / safe_var_y ** 1.5, -3, 3),
-        presence * np.clip(cross_fourth / (safe_var_x * safe_var_y), 0, 3),
-    ]
-    return np.stack(values, axis=-1), presence
+    values = np.concatenate([
+        np.stack([(mean_x - centre) / centre, (mean_y - centre) / centre], axis=-1),
+        soft_histogram(np.sqrt(mass), SIZE_CENTRES),
+        soft_histogram(mass / box_area, FILL_CENTRES),
+        soft_histogram(cross_moment, CROSS_MOMENT_CENTRES),
+        soft_histogram(skew_y, SKEW_CENTRES),
+        _direction_histograms(maps) * DIRECTION_SCALE,
+    ], axis=-1)
+    return values * (mass / (mass + MASS_HALF))[:, None]
 
 
 def _extent(profile):
@@ -153,11 +167,9 @@ def _direction_histograms(maps):
 
 
 def _channel_descriptors(maps):
-    """Coverage grid, moments and edge directions of each colour map (M, H, W): (M, CHANNEL_RAW_DIM)."""
+    """Coverage grid and shape values of each colour map (M, H, W): (M, CHANNEL_RAW_DIM)."""
     coverage = _grid_means(maps, RAW_GRID).reshape(len(maps), -1) * COVERAGE_SCALE
-    moments, presence = _moments(maps)
-    directions = _direction_histograms(maps) * presence[:, None] * DIRECTION_SCALE
-    return np.concatenate([coverage, moments, directions], axis=-1)
+    return np.concatenate([coverage, _shape_values(maps)], axis=-1)
 
 
 def _orientation_grid(images):
@@ -197,16 +209,19 @@ def describe(images):
 
 
 def pool(raw):
-    """Fixed linear projection (N, RAW_DIM) -> (N, FEATURE_DIM): 2x2 average pooling of every grid block."""
+    """Fixed linear projection (N, RAW_DIM) -> (N, FEATURE_DIM): coverage grids to column and row profiles, 2x2
+    average pooling of the orientation grid, everything else copied."""
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 2 or raw.shape[1] != RAW_DIM:
         raise ValueError(f"raw descriptors must be (N, {RAW_DIM}), got {raw.shape}")
     count = len(raw)
     factor = RAW_GRID // POOLED_GRID
     per_channel = raw[:, :NUM_CHANNELS * CHANNEL_RAW_DIM].reshape(count, NUM_CHANNELS, CHANNEL_RAW_DIM)
-    grids = per_channel[..., :RAW_GRID * RAW_GRID].reshape(count, NUM_CHANNELS, RAW_GRID, RAW_GRID)
-    pooled_grids = _grid_means(grids, POOLED_GRID).reshape(count, NUM_CHANNELS, -1)
-    channel_part = np.concatenate([pooled_grids, per_channel[..., RAW_GRID * RAW_GRID:]], axis=-1)
+    grids = per_channel[..., :RAW_GRID * RAW_GRID].reshape(count, NUM_CHANNELS, RAW_GRID, POOLED_GRID, factor)
+    columns = grids.sum(axis=(2, 4)) / factor * (PROFILE_SCALE / RAW_GRID)  # (count, C, POOLED_GRID) strips
+    rows = grids.reshape(count, NUM_CHANNELS, POOLED_GRID, factor, RAW_GRID).sum(axis=(3, 4))
+    rows = rows / factor * (PROFILE_SCALE / RAW_GRID)
+    channel_part = np.concatenate([columns, rows, per_channel[..., RAW_GRID * RAW_GRID:]], axis=-1)
     orientations = raw[:, NUM_CHANNELS * CHANNEL_RAW_DIM:].reshape(count, RAW_GRID, RAW_GRID, ORIENTATION_BINS)
     blocks = orientations.reshape(count, POOLED_GRID, factor, POOLED_GRID, factor, ORIENTATION_BINS)
     pooled_orientations = blocks.mean(axis=(2, 4))

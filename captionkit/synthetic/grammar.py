@@ -3,16 +3,23 @@
 A template is a sentence with slots, e.g. ``{np:0} is {rel:0>1} {np:1}``. Each slot expands, for a given scene and
 assignment of its objects to the slot indices, to the phrases that are TRUE there:
 
-- ``{np:i}``       noun phrases naming object i ("a red circle", "a big red disc", "a circle that is red");
+- ``{np:i}``       noun phrases naming object i ("a red circle", "a big red disc", "a small red plus sign");
 - ``{pos:i}``      where object i is in the picture ("on the left", "in the top right corner", "in the middle");
 - ``{rel:i>j}``    where object i is relative to object j ("to the left of", "above", "next to", ...);
 - ``{rel:i>jk}``   a relation true of i relative to both j and k; ``{rel:ij>k}`` true of both i and j relative to k;
 - ``{between:i>jk}`` "between", if i lies between j and k along one axis.
 
-A slot with no true phrase makes the template inapplicable for that assignment. Sampling picks an applicable template
-uniformly, then an assignment and a phrase per slot uniformly. Checking builds, per scene, one regular expression of
-all applicable (template, assignment) pairs with each slot as the alternation of its true phrases: a caption is true of
-a scene exactly when it matches. Every template mentions every object, so a matching caption is also complete.
+A slot with no true phrase makes the template inapplicable for that assignment. Captions mention objects in one
+fixed order, by colour (`canonical_order`: red, orange, yellow, green, blue, purple, white), so slot 0 is the first
+of the scene's colours in that order; word order still varies with the template ("to the left of a blue square there
+is a red circle"). A fixed mention order lets a recurrent captioner say which object comes next by elimination
+instead of having to bind each colour word to its shape. Sampling picks an applicable template uniformly, then a
+phrase per slot uniformly.
+
+Checking builds, per scene, one regular expression of all applicable (template, assignment) pairs over EVERY order
+of the objects, each slot the alternation of its true phrases: a caption is true of a scene exactly when it matches,
+whatever order it names the objects in. Every template mentions every object, so a matching caption is also
+complete.
 """
 import itertools
 import re
@@ -180,11 +187,21 @@ def _expansions(template, objects):
     return parts
 
 
-def applicable(scene):
-    """All (template, parts) pairs for the scene, over every order of its objects; parts as in `_expansions`."""
+def canonical_order(scene):
+    """The scene's objects in the order captions mention them: by colour, red orange yellow green blue purple white."""
+    colour_rank = {colour: rank for rank, colour in enumerate(COLOURS)}
+    return tuple(sorted(scene.objects, key=lambda obj: colour_rank[obj.colour]))
+
+
+def applicable(scene, any_order=False):
+    """(template, parts) pairs applicable to the scene, parts as in `_expansions`.
+
+    Slot indices follow `canonical_order`, or, with any_order, every order of the objects.
+    """
+    orders = itertools.permutations(scene.objects) if any_order else [canonical_order(scene)]
     result = []
-    for template in TEMPLATES[len(scene.objects)]:
-        for order in itertools.permutations(scene.objects):
+    for order in orders:
+        for template in TEMPLATES[len(scene.objects)]:
             parts = _expansions(template, order)
             if parts is not None:
                 result.append((template, parts))
@@ -194,17 +211,12 @@ def applicable(scene):
 def sample_captions(scene, rng, count=5, max_tries=200):
     """count distinct true captions of the scene (tuples of at most MAX_WORDS words).
 
-    Picks a template uniformly among those applicable to the scene, then an object order and one phrase per slot.
+    Picks a template uniformly among those applicable with the objects in `canonical_order`, then one phrase per slot.
     """
     options = applicable(scene)
-    by_template = {}
-    for template, parts in options:
-        by_template.setdefault(template, []).append(parts)
-    templates = sorted(by_template)
     captions = []
     for _ in range(max_tries):
-        orders = by_template[templates[int(rng.integers(len(templates)))]]
-        parts = orders[int(rng.integers(len(orders)))]
+        _, parts = options[int(rng.integers(len(options)))]
         caption = tuple(word for choices in parts for word in choices[int(rng.integers(len(choices)))])
         if len(caption) <= MAX_WORDS and caption not in captions:
             captions.append(caption)
@@ -214,9 +226,12 @@ def sample_captions(scene, rng, count=5, max_tries=200):
 
 
 def truth_pattern(scene):
-    """A compiled regular expression matching exactly the captions (space-joined words) true of the scene."""
+    """A compiled regular expression matching exactly the captions (space-joined words) true of the scene.
+
+    Any order of the objects counts: a caption is true whether or not it follows the dataset's mention order.
+    """
     sentences = []
-    for _, parts in applicable(scene):
+    for _, parts in applicable(scene, any_order=True):
         pieces = ["(?:" + "|".join(re.escape(" ".join(phrase)) for phrase in choices) + ")" for choices in parts]
         sentences.append(" ".join(pieces))
     return re.compile("|".join(f"(?:{sentence})" for sentence in sentences))
@@ -229,7 +244,7 @@ def is_true(caption_words, scene):
 
 def vocabulary():
     """Every word the grammar can produce, sorted; the special tokens are not included."""
-    words = {"a", "an", "that", "is", "between", "corner"} | set(COLOURS)
+    words = {"a", "an", "between", "corner"} | set(COLOURS)
     words.update(word for sizes in SIZE_WORDS.values() for word in sizes)
     for templates in TEMPLATES.values():
         words.update(token for template in templates for token in template.split() if not _SLOT.fullmatch(token))

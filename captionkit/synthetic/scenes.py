@@ -41,8 +41,8 @@ OBJECT_COUNT_WEIGHTS = (0.25, 0.40, 0.35)  # probabilities of 1, 2 and 3 objects
 
 # Layout rules: every pair of boxes is apart by MIN_SEPARATION on at least one axis, and on each axis the boxes are
 # either apart or overlapping by at least AXIS_CLEARANCE, so "left of", "above", "next to" are never borderline.
-MIN_SEPARATION = 3.0
-AXIS_CLEARANCE = 2.0
+MIN_SEPARATION = 4.0
+AXIS_CLEARANCE = 4.0
 BORDER = 1.0
 BACKGROUND_LEVELS = (20, 50)  # grey level range of the dark background
 BACKGROUND_NOISE = 3.0  # standard deviation of per-pixel background noise
@@ -80,7 +80,7 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    """The objects of one image (distinct colours) and its background grey level."""
+    """The objects of one image (distinct colours, distinct shapes) and its background grey level."""
 
     objects: tuple
     background: int
@@ -113,16 +113,17 @@ def _fits(box, placed_boxes):
 def sample_scene(rng, max_attempts=200):
     """Draw one random scene: 1-3 objects with distinct colours, valid layout (see module docstring).
 
-    rng: numpy.random.Generator. Shapes may repeat; colours never do, so each colour word names one object.
+    rng: numpy.random.Generator. No two objects share a colour or a shape, so either word names one object.
     """
     num_objects = int(rng.choice(3, p=OBJECT_COUNT_WEIGHTS)) + 1
     colour_names = list(COLOURS)
     while True:
         colours = rng.choice(len(colour_names), size=num_objects, replace=False)
+        shapes = rng.choice(len(SHAPES), size=num_objects, replace=False)
         objects = []
-        for colour_index in colours:
+        for colour_index, shape_index in zip(colours, shapes):
             size = ("small", "large")[int(rng.integers(2))]
-            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            shape = SHAPES[int(shape_index)]
             radius = float(rng.uniform(*SIZE_RANGES[size]))
             for _ in range(max_attempts):
                 cx, cy = (float(v) for v in rng.uniform(0, IMAGE_SIZE - 1, size=2))
