@@ -2,8 +2,8 @@
 
 Each function takes numpy arrays and follows the conventions of the :mod:`captionkit.layers` function it
 accelerates (same argument order, shapes and return values), so the numpy reference can stand in for it and tests
-compare the two. The time loops, the output layer and the decoding steps run in C with the GIL released, and every
-matrix product goes through scipy's BLAS.
+compare the two. The time loops, the output layer and the decoding steps run in C with the GIL released; every
+matrix product goes through one BLAS, named by :func:`blas` (OpenBLAS from the scipy-openblas32 wheel, else scipy's).
 
 Conventions shared by every function:
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 try:
-    from captionkit._ext import _affine, _decode, _embedding, _optim, _rnn, _softmax
+    from captionkit._ext import _affine, _blas, _decode, _embedding, _optim, _rnn, _softmax
 except ImportError as exc:  # not built: the numpy reference still works
     _IMPORT_ERROR = exc
 else:
@@ -49,6 +49,7 @@ __all__ = [
     "affine_backward",
     "affine_forward",
     "affine_log_softmax_topk",
+    "blas",
     "is_available",
     "rnn_backward",
     "rnn_forward",
@@ -65,6 +66,12 @@ _MAX_ELEMENTS = 2**31 - 1
 def is_available():
     """True when the compiled extension modules are built and import."""
     return _IMPORT_ERROR is None
+
+
+def blas():
+    """Which BLAS the kernels' matrix products use (a description, for reports)."""
+    _require_built()
+    return _blas.description()
 
 
 def _require_built():

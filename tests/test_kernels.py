@@ -190,6 +190,24 @@ def test_adam_update_equals_optim_adam_over_several_steps(dtype):
         close(v, config["v"], dtype)
 
 
+@pytest.fixture
+def scipy_blas():
+    """The kernels bound to scipy's BLAS (the fallback when scipy-openblas32 is missing) for one test."""
+    import captionkit._ext as ext
+
+    addresses, source = ext._scipy_cython_blas()
+    ext._blas.bind(*addresses, source)
+    yield
+    ext._blas.bind(ext._sgemm, ext._dgemm, ext._source)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_blas_gives_the_reference_numbers(scipy_blas, dtype):
+    assert kernels.blas() == "scipy.linalg.cython_blas"
+    test_rnn_forward_and_backward_equal_reference(dtype, 3, 5, 4, 6)
+    test_output_layer_equals_reference(dtype, "some")
+
+
 # ---------------------------------------------------------------------- gradients of the compiled path
 
 

@@ -1,0 +1,46 @@
+"""Compiled kernels (private; the public, checked API is captionkit.kernels).
+
+On import, binds the BLAS that the kernels' matrix products use (see _blas.pyx): OpenBLAS from the scipy-openblas32
+wheel when it is installed, else scipy's. Import fails, so captionkit falls back to its numpy reference, when neither
+can be had.
+"""
+import ctypes
+import importlib.util
+import os
+from pathlib import Path
+
+from captionkit._ext import _blas
+
+_library = None  # the privately loaded OpenBLAS, kept alive for the life of the process
+
+
+def _scipy_openblas32():
+    """Addresses of sgemm_/dgemm_ in scipy-openblas32's library, loaded without importing its package (which would
+    load it RTLD_GLOBAL), or None when it is not installed."""
+    global _library
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if os.name != "posix" or spec is None or not spec.submodule_search_locations:
+        return None
+    candidates = sorted((Path(spec.submodule_search_locations[0]) / "lib").glob("libscipy_openblas*.so"))
+    if not candidates:
+        return None
+    _library = ctypes.CDLL(str(candidates[0]), mode=os.RTLD_LOCAL | os.RTLD_NOW)
+    symbols = ("scipy_sgemm_", "scipy_dgemm_")
+    addresses = [ctypes.cast(getattr(_library, name), ctypes.c_void_p).value for name in symbols]
+    return addresses, f"OpenBLAS from scipy-openblas32 ({candidates[0]})"
+
+
+def _scipy_cython_blas():
+    """Addresses of sgemm/dgemm behind scipy.linalg.cython_blas (exported as capsules)."""
+    from scipy.linalg import cython_blas
+
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    capsules = [cython_blas.__pyx_capi__[name] for name in ("sgemm", "dgemm")]
+    return [get_pointer(c, get_name(c)) for c in capsules], "scipy.linalg.cython_blas"
+
+
+(_sgemm, _dgemm), _source = _scipy_openblas32() or _scipy_cython_blas()
+_blas.bind(_sgemm, _dgemm, _source)

@@ -1,11 +1,18 @@
-"""Row-major matrix product over scipy's BLAS, callable without the GIL.
+"""Row-major matrix product over a BLAS chosen at import time (see _blas.pyx), callable without the GIL.
 
 BLAS is column-major, and a row-major matrix is the transpose of the same memory read column-major, so the
 row-major C = op(A) @ op(B) is the column-major C^T = op(B)^T @ op(A)^T: swap the operands, keep the flags.
 Dimensions and leading dimensions are BLAS ints (32-bit); captionkit.kernels checks that they fit.
 """
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+ctypedef void (*sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha, float *a, int *lda,
+                         float *b, int *ldb, float *beta, float *c, int *ldc) noexcept nogil
+ctypedef void (*dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, double *alpha, double *a, int *lda,
+                         double *b, int *ldb, double *beta, double *c, int *ldc) noexcept nogil
+
+cdef sgemm_t sgemm_function() noexcept nogil
+cdef dgemm_t dgemm_function() noexcept nogil
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -18,6 +25,6 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda, &beta, c, &ldc)
+        sgemm_function()(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda, &beta, c, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda, &beta, c, &ldc)
+        dgemm_function()(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda, &beta, c, &ldc)
