@@ -112,6 +112,13 @@ def test_kit_catches_a_broken_cell(fresh_registry, cls, check, message):
     assert run_checks("rnn").ok  # one broken cell does not disturb the others
 
 
+def test_kit_checks_a_cell_under_its_registered_name(fresh_registry):
+    """The model check asks the registry for the name the cell is registered under, not its class's ``name``."""
+    fresh_registry.register_cell("alias", type("Renamed", (RNNCell,), {"name": "not_registered_anywhere"}))
+    report = run_checks("alias", backends=("numpy",))
+    assert report.ok, report.format()
+
+
 def test_gradient_error_is_relative_and_flags_a_wrong_gradient():
     g = np.array([1.0, -2.0, 3e-9])
     assert gradient_error(g, g) == 0.0
