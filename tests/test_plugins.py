@@ -198,13 +198,17 @@ def test_compiled_lstm_rejects_bad_input_at_its_boundary():
         lstm_kernels.lstm_forward(x, h0, Wx, Wh[:, :-1], b)
     with pytest.raises(ValueError, match=r"h0 must be \(N, H\) with N=2"):
         lstm_kernels.lstm_forward(x, h0[:1], Wx, Wh, b)
-    with pytest.raises(ValueError, match=r"T >= 1"):
+    with pytest.raises(ValueError, match=r"no size 0"):
         lstm_kernels.lstm_forward(x[:, :0], h0, Wx, Wh, b)
     with pytest.raises(TypeError, match=r"float32 or float64.*x int64"):
         lstm_kernels.lstm_forward(x.astype(np.int64), h0, Wx, Wh, b)
     h, cache = lstm_kernels.lstm_forward(x, h0, Wx, Wh, b)
     with pytest.raises(ValueError, match=r"dh must have the shape of the forward output \(2, 3, 5\)"):
         lstm_kernels.lstm_backward(h[:, :2], cache)
+    with pytest.raises(TypeError, match=r"cache must be the LSTMCache"):
+        lstm_kernels.lstm_backward(h, lstm_layers.lstm_forward(x, h0, Wx, Wh, b)[1])
+    with pytest.raises(ValueError, match=r"H >= 1"):
+        lstm_kernels.lstm_forward(x, h0[:, :0], Wx[:, :0], Wh[:0, :0], b[:0])
 
 
 def test_lstm_cell_selects_its_path_from_the_backend():

@@ -5,9 +5,11 @@ C-contiguous in one float dtype (float32 or float64) before any compiled code se
 hoisted out of the time loop and the weight gradients are large products after the backward loop; every product
 goes through scipy's BLAS, like captionkit's own kernels, so a training step uses one BLAS thread pool.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["is_available", "lstm_forward", "lstm_backward"]
+__all__ = ["LSTMCache", "is_available", "lstm_forward", "lstm_backward"]
 
 try:
     from captionkit_lstm import _loops
@@ -34,6 +36,20 @@ def _require_loops():
     return _loops
 
 
+class LSTMCache(NamedTuple):
+    """What :func:`lstm_forward` keeps for :func:`lstm_backward`: its C-contiguous inputs, the activated gates
+    (N, T, 4H) in the order i, f, o, g, and the cell states, their tanh and the hidden states (N, T, H)."""
+
+    x: np.ndarray
+    h0: np.ndarray
+    Wx: np.ndarray
+    Wh: np.ndarray
+    gates: np.ndarray
+    c: np.ndarray
+    tanh_c: np.ndarray
+    h: np.ndarray
+
+
 def _common_dtype(**arrays):
     """float64 if any array is float64, else float32; anything but those two is an error naming the array."""
     for name, array in arrays.items():
@@ -56,11 +72,11 @@ def lstm_forward(x, h0, Wx, Wh, b):
     """x (N, T, D), h0 (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,) -> h (N, T, H), cache; c0 is zero."""
     loops = _require_loops()
     x, h0, Wx, Wh, b = (np.asarray(a) for a in (x, h0, Wx, Wh, b))
-    if x.ndim != 3 or x.shape[1] < 1:
-        raise ValueError(f"lstm: x must be (N, T, D) with T >= 1, got shape {x.shape}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"lstm: x must be (N, T, D) with no size 0, got shape {x.shape}")
     N, T, D = x.shape
-    if h0.ndim != 2 or h0.shape[0] != N:
-        raise ValueError(f"lstm: h0 must be (N, H) with N={N} from x, got shape {h0.shape}")
+    if h0.ndim != 2 or h0.shape[0] != N or h0.shape[1] == 0:
+        raise ValueError(f"lstm: h0 must be (N, H) with N={N} from x and H >= 1, got shape {h0.shape}")
     H = h0.shape[1]
     for name, array, shape in (("Wx", Wx, (D, 4 * H)), ("Wh", Wh, (H, 4 * H)), ("b", b, (4 * H,))):
         if array.shape != shape:
@@ -75,12 +91,14 @@ def lstm_forward(x, h0, Wx, Wh, b):
     c = np.empty((N, T, H), dtype=dtype)
     tanh_c = np.empty((N, T, H), dtype=dtype)
     loops.forward_loop(gates, h0, np.zeros_like(h0), Wh, h, c, tanh_c)
-    return h, (x, h0, Wx, Wh, gates, c, tanh_c, h)
+    return h, LSTMCache(x, h0, Wx, Wh, gates, c, tanh_c, h)
 
 
 def lstm_backward(dh, cache):
     """dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,)."""
     loops = _require_loops()
+    if not isinstance(cache, LSTMCache):
+        raise TypeError(f"lstm: cache must be the LSTMCache that kernels.lstm_forward returned, got {type(cache)}")
     x, h0, Wx, Wh, gates, c, tanh_c, h = cache
     dh = np.asarray(dh)
     if dh.shape != h.shape:
