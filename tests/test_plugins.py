@@ -66,7 +66,8 @@ def test_gru_plugin_uses_only_the_documented_public_api():
 def test_missing_plugin_says_how_to_install_it(monkeypatch):
     # A registry that sees no installed plugin stands for a machine without captionkit-lstm.
     monkeypatch.setattr(registry_module, "_default_registry", CellRegistry(entry_point_group="captionkit.cells.none"))
-    with pytest.raises(UnknownCellError, match=r"captionkit-lstm: install it with `pip install plugins/captionkit-lstm`"):
+    install = r"captionkit-lstm: install it with `pip install plugins/captionkit-lstm`"
+    with pytest.raises(UnknownCellError, match=install):
         CaptioningRNN({"<NULL>": 0}, cell_type="lstm")
     with pytest.raises(UnknownCellError, match=r"pip install plugins/captionkit-gru"):
         CaptioningRNN({"<NULL>": 0}, cell_type="gru")

@@ -61,7 +61,8 @@ def _common_dtype(**arrays):
 def _check_blas_sizes(*sizes):
     """BLAS counts in 32-bit integers: refuse (rather than overflow) arrays of 2**31 elements or more."""
     if max(sizes) >= 2**31:
-        raise ValueError(f"lstm: arrays of {max(sizes)} elements are too large for the compiled loops (limit 2**31 - 1)")
+        raise ValueError(f"lstm: arrays of {max(sizes)} elements are too large for the compiled loops "
+                         "(limit 2**31 - 1)")
 
 
 def _as(array, dtype):
