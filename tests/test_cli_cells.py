@@ -40,10 +40,12 @@ def test_cells_reports_broken_plugins_and_lists_the_rest(plugin_root, monkeypatc
     assert result.exit_code == 0, result.output
     rows = table(result.output)
     assert rows["badimport"] == ["ck-bad-import", "0.1", "entry point", "NO"]
-    assert rows["badtarget"][3] == "NO"
+    assert rows["badtarget"][3] == rows["badshape"][3] == rows["badgrad"][3] == "NO"
     assert rows["rnn"][3] == rows["lstm"][3] == rows["gru"][3] == "yes"
     assert "badimport: cell 'badimport' from distribution ck-bad-import 0.1" in result.output
     assert "RuntimeError: plugin exploded at import" in result.output
+    assert "badgrad: cell 'badgrad' from distribution ck-bad-grad 0.4" in result.output
+    assert "is broken: backward's grads['Wx'] has shape (4, 3), expected (3, 4)" in result.output
 
 
 def test_cells_with_autoload_disabled_shows_builtins_only(monkeypatch):
@@ -88,7 +90,7 @@ def test_gradcheck_fails_broken_plugins_by_name_and_checks_the_good_ones(plugin_
     result = run("gradcheck", "--cell", "badgrad", "--cell", "badimport", "--cell", "gru")
     assert result.exit_code == 1
     assert "cell 'badgrad' from distribution ck-bad-grad 0.4" in result.output
-    assert "FAIL [numpy] shapes and dtypes float64" in result.output
+    assert "is broken: backward's grads['Wx'] has shape (4, 3)" in result.output
     assert "FAIL [-] loads" in result.output and "plugin exploded at import" in result.output
     assert "cell 'gru' passes" in result.output
     assert "2 of 3 cells fail conformance checks: badgrad, badimport" in result.output

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Cell", "ParamSpec"]
+__all__ = ["Cell", "ParamSpec", "shape_problem"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,34 @@ class Cell(abc.ABC):
                     f"{self.name}: parameter {name!r} has shape {params[name].shape}, expected {tuple(spec.shape)} "
                     f"for W={x.shape[2]}, H={h0.shape[1]}"
                 )
+
+
+def shape_problem(cell_class):
+    """Run ``cell_class`` once on tiny float64 inputs (numpy backend) and say what does not fit its declaration.
+
+    Returns None when forward, backward and step produce the shapes that ``parameters`` implies, else a message.
+    The registry calls this when it first loads a plugin, so that a cell whose declared parameters, backward or step
+    do not fit together is refused with its distribution named, before a model trains with it.
+    """
+    N, T, W, H = 2, 2, 3, 4
+    rng = np.random.RandomState(0)
+    sizes = f"W={W}, H={H}, N={N}, T={T}"
+    try:
+        cell = cell_class(backend="numpy")
+        params = cell.init_params(W, H, rng)
+        x, h0 = rng.standard_normal((N, T, W)), rng.standard_normal((N, H))
+        h, cache = cell.forward(x, h0, params)
+        dx, dh0, grads = cell.backward(np.ones_like(h), cache)
+        state = cell.step(x[:, 0].copy(), cell.initial_state(h0), params)
+    except Exception as exc:  # plugin code may raise anything
+        return f"running it on tiny inputs ({sizes}) raised {type(exc).__name__}: {exc}"
+    outputs = {"forward's h": (h, (N, T, H)), "backward's dx": (dx, (N, T, W)), "backward's dh0": (dh0, (N, H)),
+               "step's h": (state[0] if isinstance(state, tuple) and state else None, (N, H))}
+    if not isinstance(grads, dict) or set(grads) != set(params):
+        return f"backward returned gradients for {sorted(grads) if isinstance(grads, dict) else grads!r}, " \
+               f"expected one for each declared parameter {sorted(params)}"
+    outputs.update({f"backward's grads[{k!r}]": (grads[k], v.shape) for k, v in params.items()})
+    for what, (value, shape) in outputs.items():
+        if getattr(value, "shape", None) != shape:
+            return f"{what} has shape {getattr(value, 'shape', type(value).__name__)}, expected {shape} ({sizes})"
+    return None

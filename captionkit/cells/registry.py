@@ -5,8 +5,10 @@ Three sources, in order of precedence:
 1. built-in cells, named here by dotted path and imported on first use;
 2. cells registered at run time with :func:`register_cell`;
 3. plugins: entry points in the group ``captionkit.cells`` of installed distributions. Discovery reads only their
-   names (no plugin code runs); a plugin is imported when its cell is first asked for, and a plugin that fails to
-   import is reported, with its distribution's name and version, only to whoever asks for that cell.
+   names (no plugin code runs); a plugin is imported when its cell is first asked for and then run once on tiny
+   inputs (:func:`~captionkit.cells.base.shape_problem`). A plugin that fails to import, or whose forward, backward
+   or step do not fit its declared parameters, is reported with its distribution's name and version, only to
+   whoever asks for that cell.
 
 Setting ``CAPTIONKIT_DISABLE_PLUGIN_AUTOLOAD=1`` ignores entry points: installing a plugin means trusting its code,
 and this switch runs captionkit with its built-in cells only.
@@ -16,7 +18,7 @@ import importlib.metadata
 import os
 from dataclasses import dataclass
 
-from captionkit.cells.base import Cell
+from captionkit.cells.base import Cell, shape_problem
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -208,6 +210,10 @@ class CellRegistry:
             raise CellLoadError(
                 f"cell {name!r} from {source.describe()} is {target!r}, not a captionkit.cells.Cell subclass"
             )
+        if source.origin == "entry point":  # plugin code: check it once, so a broken cell is refused by name
+            problem = shape_problem(target)
+            if problem:
+                raise CellLoadError(f"cell {name!r} from {source.describe()} is broken: {problem}")
         self._loaded[name] = target
         return target
 
