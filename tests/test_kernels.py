@@ -50,6 +50,9 @@ def test_rnn_forward_and_backward_equal_reference(dtype, N, T, D, H):
     h, cache = kernels.rnn_forward(x, h0, Wx, Wh, b)
     h_ref, cache_ref = layers.rnn_forward(*as64(x, h0, Wx, Wh, b))
     close(h, h_ref, dtype)
+    # The backward is compared on the forward it was given (see reference_rnn_cache in the property tests).
+    previous = [h0] + [h[:, t] for t in range(T - 1)]
+    cache_ref = [tuple(as64(x[:, t], previous[t], Wx, Wh, h[:, t])) for t in range(T)]
     grads = kernels.rnn_backward(dh, cache)
     grads_ref = layers.rnn_backward(dh.astype(np.float64), cache_ref)
     for got, want in zip(grads, grads_ref):
