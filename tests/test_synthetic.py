@@ -19,7 +19,7 @@ from captionkit.synthetic import bundle, builtin_dataset_dir, extract_features, 
 from captionkit.synthetic.features import FEATURE_DIM, RAW_DIM, pool
 from captionkit.synthetic.generate import generate_split
 from captionkit.synthetic.grammar import is_true, sample_captions
-from captionkit.synthetic.scenes import Scene, SceneObject, render_scene
+from captionkit.synthetic.scenes import Scene, SceneObject, render_scene, sample_scene
 
 NUM_TRAIN, NUM_VAL, SEED = 40, 12, 7
 COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "white")
@@ -229,6 +229,17 @@ def test_objects_differ_in_colour_and_shape(small_bundle):
         assert len(pixel_objects(image)) == len(shapes)  # colours read off the pixels are all different too
 
 
+def test_layouts_keep_their_margins():
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        boxes = [obj.box for obj in sample_scene(rng).objects]
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            assert x0 >= 1 and y0 >= 1 and x1 <= 62 and y1 <= 62
+            for ox0, oy0, ox1, oy1 in boxes[i + 1:]:
+                gap_x, gap_y = max(ox0 - x1, x0 - ox1), max(oy0 - y1, y0 - oy1)
+                assert max(gap_x, gap_y) >= 4 and abs(gap_x) >= 4 and abs(gap_y) >= 4
+
+
 def test_scene_descriptions_match_captions(small_bundle):
     data = load_coco_data(small_bundle)
     scenes = json.loads((small_bundle / "synthetic_scenes.json").read_text())
@@ -298,6 +309,32 @@ def test_features_tell_apart_colour_shape_size_and_position():
     twin_spread = max(np.linalg.norm(features[i] - features[0]) for i in range(1, 6))
     for variant in features[6:]:
         assert np.linalg.norm(variant - features[0]) > 2 * twin_spread
+
+
+def test_context_features_say_where_the_other_objects_are():
+    from captionkit.synthetic import features
+
+    def channel(colour):  # the hue channel a lone object of this colour lands in
+        image = render_scene(Scene(objects=(SceneObject("circle", colour, "small", 30.0, 30.0, 5.0),), background=30),
+                             np.random.default_rng(0))
+        return int(features.colour_maps(image[None])[1][0]) % features.NUM_CHANNELS
+
+    scene = Scene(objects=(SceneObject("circle", "red", "small", 14.0, 20.0, 5.0),
+                           SceneObject("square", "blue", "small", 46.0, 20.0, 5.0)), background=30)
+    pooled = extract_features(render_scene(scene, np.random.default_rng(0))[None])[0]
+    offset = (2 * features.POOLED_GRID + 2 + len(features.SIZE_CENTRES) + len(features.FILL_CENTRES)
+              + len(features.CROSS_MOMENT_CENTRES))
+
+    def context(colour):  # (left, right, above, below) shares of the other objects, unscaled
+        start = channel(colour) * features.CHANNEL_POOLED_DIM + offset
+        return pooled[start:start + 4] / features.POSITION_SCALE
+
+    red_left, red_right, red_above, red_below = context("red")
+    blue_left, blue_right, blue_above, blue_below = context("blue")
+    assert red_right > 0.7 and blue_left > 0.7  # each sees the other on its side ...
+    assert red_left == blue_right == 0
+    # Side by side: at most a sliver of the square pokes out above or below the circle's box.
+    assert max(red_above, red_below, blue_above, blue_below) < 0.05
 
 
 def test_features_linearly_reveal_the_colours_present():

@@ -29,9 +29,9 @@ from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary
 
 # Bump when anything changes what a given seed generates: the cache folder name carries it, so old caches are ignored.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_SEED = 231
-DEFAULT_NUM_TRAIN = 4000
+DEFAULT_NUM_TRAIN = 8000
 DEFAULT_NUM_VAL = 1000
 CAPTION_LENGTH = MAX_WORDS + 2  # <START> + words + <END>
 CACHE_DIR_ENV = "CAPTIONKIT_CACHE_DIR"

@@ -93,27 +93,23 @@ class Scene:
         return cls(objects=tuple(SceneObject(**obj) for obj in record["objects"]), background=record["background"])
 
 
-def _axis_gap(box_a, box_b, axis):
-    """Signed gap between two boxes along axis 0 (x) or 1 (y): positive if apart, negative if overlapping."""
-    a0, a1 = box_a[axis], box_a[axis + 2]
-    b0, b1 = box_b[axis], box_b[axis + 2]
-    return max(b0 - a1, a0 - b1)
-
-
-def _fits(box, placed_boxes):
-    if box[0] < BORDER or box[1] < BORDER or box[2] > IMAGE_SIZE - 1 - BORDER or box[3] > IMAGE_SIZE - 1 - BORDER:
-        return False
+def _placeable(boxes, placed_boxes):
+    """Which candidate boxes (K, 4) keep the layout rules against every already placed box: (K,) bool."""
+    ok = np.ones(len(boxes), dtype=bool)
     for other in placed_boxes:
-        gaps = (_axis_gap(box, other, 0), _axis_gap(box, other, 1))
-        if max(gaps) < MIN_SEPARATION or any(abs(gap) < AXIS_CLEARANCE for gap in gaps):
-            return False
-    return True
+        gap_x = np.maximum(other[0] - boxes[:, 2], boxes[:, 0] - other[2])  # > 0 apart, < 0 overlapping
+        gap_y = np.maximum(other[1] - boxes[:, 3], boxes[:, 1] - other[3])
+        ok &= np.maximum(gap_x, gap_y) >= MIN_SEPARATION
+        ok &= (np.abs(gap_x) >= AXIS_CLEARANCE) & (np.abs(gap_y) >= AXIS_CLEARANCE)
+    return ok
 
 
-def sample_scene(rng, max_attempts=200):
-    """Draw one random scene: 1-3 objects with distinct colours, valid layout (see module docstring).
+def sample_scene(rng, candidates=64):
+    """Draw one random scene: 1-3 objects, valid layout (see module docstring).
 
-    rng: numpy.random.Generator. No two objects share a colour or a shape, so either word names one object.
+    rng: numpy.random.Generator. No two objects share a colour or a shape, so either word names one object. Each
+    object's centre is the first valid one of `candidates` uniform draws inside the border; a scene too crowded for
+    its next object is drawn again from scratch.
     """
     num_objects = int(rng.choice(3, p=OBJECT_COUNT_WEIGHTS)) + 1
     colour_names = list(COLOURS)
@@ -125,14 +121,16 @@ def sample_scene(rng, max_attempts=200):
             size = ("small", "large")[int(rng.integers(2))]
             shape = SHAPES[int(shape_index)]
             radius = float(rng.uniform(*SIZE_RANGES[size]))
-            for _ in range(max_attempts):
-                cx, cy = (float(v) for v in rng.uniform(0, IMAGE_SIZE - 1, size=2))
-                candidate = SceneObject(shape, colour_names[colour_index], size, cx, cy, radius)
-                if _fits(candidate.box, [obj.box for obj in objects]):
-                    objects.append(candidate)
-                    break
-            else:
-                break  # crowded: redraw the whole scene
+            left, top, right, bottom = (extent * radius for extent in SHAPE_BOX[shape])
+            cx = rng.uniform(BORDER + left, IMAGE_SIZE - 1 - BORDER - right, size=candidates)
+            cy = rng.uniform(BORDER + top, IMAGE_SIZE - 1 - BORDER - bottom, size=candidates)
+            boxes = np.stack([cx - left, cy - top, cx + right, cy + bottom], axis=1)
+            valid = np.flatnonzero(_placeable(boxes, [obj.box for obj in objects]))
+            if len(valid) == 0:
+                break
+            first = valid[0]
+            objects.append(SceneObject(shape, colour_names[colour_index], size, float(cx[first]), float(cy[first]),
+                                       radius))
         if len(objects) == num_objects:
             background = int(rng.integers(BACKGROUND_LEVELS[0], BACKGROUND_LEVELS[1] + 1))
             return Scene(objects=tuple(objects), background=background)
