@@ -10,7 +10,26 @@ as the leading dimension, so no step is copied.
 """
 from cython cimport floating
 from libc.math cimport exp, expf
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg cimport cython_blas
+
+ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *, float *,
+                         float *, int *) noexcept nogil
+ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *, double *,
+                         double *, int *) noexcept nogil
+
+# The Fortran-ABI gemm every product goes through: scipy's, unless use_blas() names another (captionkit_lstm.kernels
+# binds the BLAS of captionkit's own kernels, so that a training step runs on one BLAS and one thread pool).
+cdef sgemm_t _sgemm = cython_blas.sgemm
+cdef dgemm_t _dgemm = cython_blas.dgemm
+
+
+def use_blas(size_t sgemm_address, size_t dgemm_address):
+    """Call the sgemm_/dgemm_ at these addresses from now on; the caller keeps their library loaded."""
+    global _sgemm, _dgemm
+    if sgemm_address == 0 or dgemm_address == 0:
+        raise ValueError("use_blas: null function address")
+    _sgemm = <sgemm_t> sgemm_address
+    _dgemm = <dgemm_t> dgemm_address
 
 
 cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating *a, int lda,
@@ -18,9 +37,9 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating *
     """Column-major C = op(A) @ op(B) + beta * C (BLAS conventions)."""
     cdef floating alpha = 1
     if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+        _sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+        _dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
