@@ -216,6 +216,13 @@ def test_compiled_lstm_rejects_bad_input_at_its_boundary():
         lstm_kernels.lstm_forward(x, h0[:, :0], Wx[:, :0], Wh[:0, :0], b[:0])
 
 
+def test_compiled_lstm_calls_the_blas_of_captionkits_kernels():
+    """One BLAS copy, so one thread pool, in a training step: two pools' spinning workers slow each other down."""
+    from captionkit import kernels
+
+    assert lstm_kernels.BLAS == kernels.blas()
+
+
 def test_lstm_cell_selects_its_path_from_the_backend():
     cls = get_cell("lstm")
     assert cls.compiled is True
