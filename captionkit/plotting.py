@@ -63,21 +63,27 @@ def plot_training_curves(records, path):
 
     if val:
         iterations = [r["iteration"] for r in val]
-        for name in _CURVES:
+        # CIDEr-D runs up to 10, the others up to 1: it gets its own axis on the right.
+        cider_axes = val_axes.twinx()
+        lines = []
+        for name, color in zip(_CURVES, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
             if all(name in r for r in val):
-                val_axes.plot(iterations, [r[name] for r in val], marker="o", markersize=3, label=name)
-        val_axes.legend(loc="lower right")
+                axes = cider_axes if name == "CIDEr-D" else val_axes
+                lines += axes.plot(iterations, [r[name] for r in val], marker="o", markersize=3, color=color,
+                                   label=name)
+        cider_axes.set_ylabel("CIDEr-D")
+        val_axes.legend(handles=lines, loc="lower right")
     else:
         val_axes.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=val_axes.transAxes)
     val_axes.set_xlabel("Iteration")
-    val_axes.set_ylabel("Score")
+    val_axes.set_ylabel("BLEU, ROUGE-L")
     val_axes.set_title("Validation (greedy captions)")
     val_axes.grid(alpha=0.3)
     figure.tight_layout()
     _save(figure, path)
 
 
-def _wrap(text, width=34):
+def _wrap(text, width=40):
     return "\n".join(textwrap.wrap(text, width)) or "(empty)"
 
 
@@ -91,12 +97,12 @@ def plot_caption_grid(images, generated, references, path, columns=4):
         )
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))
-    figure = _figure(3.2 * columns, 3.6 * rows)
+    figure = _figure(3.2 * columns, 4.2 * rows)
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
     for ax in axes:
         ax.axis("off")
     for ax, image, caption, truth in zip(axes, images, generated, references):
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(f"{_wrap(caption)}\nGT: {_wrap(truth)}", fontsize=8, loc="left")
+        ax.set_title(f"{_wrap(caption)}\nGT: {_wrap(truth)}", fontsize=7.5, loc="left")
     figure.tight_layout()
     _save(figure, path)
