@@ -1,11 +1,13 @@
 """`captionkit train` from the outside: options, output modes, clean errors, and runs stopped by signals or killed."""
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -211,3 +213,73 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(bundle, reference, tmp_pat
     last = RunDirectory(out).list_checkpoints()[-1][0]
     assert 200 <= last < 900
     _resume_and_compare(out, reference)
+
+
+# --------------------------------------------------------------------------------------- data is never code
+class _Payload:
+    """Unpickling this creates the file ``marker``: proof that nothing in a refused file ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickled_into_hdf5_opaque(bundle, marker):
+    blob = np.frombuffer(pickle.dumps(_Payload(marker)), dtype=np.uint8)
+    with h5py.File(bundle / "coco2014_captions.h5", "a") as f:
+        del f["train_captions"]
+        f["train_captions"] = np.void(blob.tobytes())  # an opaque blob where integer ids belong
+    return r"coco2014_captions\.h5: dataset 'train_captions' has dtype \|V\d+, expected numbers"
+
+
+def _pickled_into_hdf5_strings(bundle, marker):
+    with h5py.File(bundle / "train2014_vgg16_fc7_pca.h5", "a") as f:
+        del f["features"]
+        rows = np.empty(1, dtype=object)
+        rows[0] = np.frombuffer(pickle.dumps(_Payload(marker)), dtype=np.uint8)
+        f.create_dataset("features", data=rows, dtype=h5py.vlen_dtype(np.uint8))  # ragged rows of pickle bytes
+    return r"train2014_vgg16_fc7_pca\.h5: dataset 'features' has dtype object, expected numbers"
+
+
+def _pickle_instead_of_hdf5(bundle, marker):
+    (bundle / "val2014_vgg16_fc7_pca.h5").write_bytes(pickle.dumps(_Payload(marker)))
+    return r"val2014_vgg16_fc7_pca\.h5: cannot read HDF5 file"
+
+
+def _pickle_instead_of_vocabulary(bundle, marker):
+    (bundle / "coco2014_vocab.json").write_bytes(pickle.dumps(_Payload(marker)))
+    return r"coco2014_vocab\.json: not a readable JSON vocabulary"
+
+
+@pytest.mark.parametrize("craft", [_pickled_into_hdf5_opaque, _pickled_into_hdf5_strings, _pickle_instead_of_hdf5,
+                                   _pickle_instead_of_vocabulary])
+def test_bundle_carrying_a_pickle_is_refused_and_nothing_runs(craft, tmp_path):
+    bundle, marker = tiny_bundle(tmp_path / "bundle"), tmp_path / "pwned"
+    pattern = craft(bundle, marker)
+    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", *TINY_ARGS)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert re.search(pattern, result.output), result.output
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["options.json", "options.toml"])
+def test_config_file_carrying_a_pickle_is_refused_and_nothing_runs(name, tmp_path):
+    config, marker = tmp_path / name, tmp_path / "pwned"
+    config.write_bytes(pickle.dumps(_Payload(marker)))
+    result = invoke("train", "--config", config)
+    assert result.exit_code == 2 and re.search(rf"{name}: not (UTF-8 text|valid (JSON|TOML))", result.output)
+    assert not marker.exists()
+
+
+def test_checkpoint_carrying_a_pickle_is_refused_by_resume(tmp_path):
+    marker = tmp_path / "pwned"
+    run = RunDirectory(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("{}")
+    np.savez(run.checkpoint_path(10), meta=np.zeros(3, np.uint8), **{"param/W_embed": np.array([_Payload(marker)])})
+    result = invoke("train", "--resume", run.root)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is an object array (pickled Python objects), which captionkit never loads" in result.output
+    assert not marker.exists()
