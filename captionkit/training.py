@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit import metrics, optim
+from captionkit import evaluation, metrics, optim
 from captionkit.atomicfile import atomic_write_text
 from captionkit.backend import BACKENDS
 from captionkit.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint, save_checkpoint
@@ -232,18 +232,6 @@ class _StopSignals:
         return False
 
 
-def caption_text(ids, idx_to_word):
-    """Word ids of one caption -> its words joined by spaces, without <NULL>/<START>, stopping at <END>."""
-    words = []
-    for idx in ids:
-        word = idx_to_word[int(idx)]
-        if word == "<END>":
-            break
-        if word not in ("<NULL>", "<START>"):
-            words.append(word)
-    return " ".join(words)
-
-
 class _Validation:
     """A fixed set of validation images with their reference captions, scored with greedy decoding."""
 
@@ -257,18 +245,13 @@ class _Validation:
         self.urls = data["val_urls"][self.images]
         self.idx_to_word = data["idx_to_word"]
         self.max_length = data["val_captions"].shape[1] - 1
-        self.references = {int(i): [] for i in self.images}
-        chosen = np.isin(image_idxs, self.images)
-        for row, image in zip(data["val_captions"][chosen], image_idxs[chosen]):
-            self.references[int(image)].append(caption_text(row, self.idx_to_word))
+        self.references = evaluation.references_by_image(data, "val", self.images)
 
     def run(self, model):
         """Greedy captions of every image -> (scores dict, {image index: caption})."""
-        hypotheses = {}
-        for start in range(0, len(self.images), _EVAL_BATCH):
-            sampled = model.sample(self.features[start:start + _EVAL_BATCH], max_length=self.max_length)
-            for image, row in zip(self.images[start:start + _EVAL_BATCH], sampled):
-                hypotheses[int(image)] = caption_text(row, self.idx_to_word)
+        sampled = evaluation.generate_captions(model, self.features, self.max_length, batch_size=_EVAL_BATCH)
+        hypotheses = {int(image): evaluation.caption_text(row, self.idx_to_word)
+                      for image, row in zip(self.images, sampled)}
         return metrics.score(self.references, hypotheses), hypotheses
 
 

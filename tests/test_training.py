@@ -13,7 +13,8 @@ from captionkit.checkpoint import CheckpointError, read_checkpoint, save_checkpo
 from captionkit.data import BundleError, load_images
 from captionkit.runs import ConfigError, RunDirectory
 from captionkit.solver import TrainingDivergedError
-from captionkit.training import TrainConfig, caption_text
+from captionkit.evaluation import caption_text
+from captionkit.training import TrainConfig
 from training_helpers import TINY, learnable_bundle, small_vocab, tiny_bundle
 
 
