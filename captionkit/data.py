@@ -25,6 +25,7 @@ __all__ = [
     "BundleError",
     "bundle_paths",
     "decode_captions",
+    "images_path",
     "load_coco_data",
     "load_images",
     "sample_coco_minibatch",
@@ -236,6 +237,14 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     return data
 
 
+def images_path(base_dir, split):
+    """Where a bundle keeps the pixels of ``split``, if it has them: ``{split}2014_images.h5`` (dataset ``images``).
+
+    Not part of :func:`bundle_paths`: COCO bundles carry image URLs, not pixels; the built-in dataset adds them.
+    """
+    return Path(base_dir) / f"{split}2014_images.h5"
+
+
 def load_images(base_dir, split, indices):
     """Pixels of some images of ``split`` from ``{split}2014_images.h5`` (dataset ``images``, (num_images, H, W, 3)
     uint8), or None when the bundle has no such file (COCO bundles carry URLs, not pixels).
@@ -245,7 +254,7 @@ def load_images(base_dir, split, indices):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     base = Path(base_dir) if base_dir is not None else _default_base_dir()
-    path = base / f"{split}2014_images.h5"
+    path = images_path(base, split)
     if not path.is_file():
         return None
     import h5py

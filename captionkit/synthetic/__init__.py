@@ -10,7 +10,6 @@ from captionkit.synthetic.bundle import (
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
     builtin_dataset_dir,
-    images_path,
     write_bundle,
 )
 from captionkit.synthetic.features import extract_features
@@ -22,7 +21,6 @@ __all__ = [
     "DEFAULT_SEED",
     "builtin_dataset_dir",
     "extract_features",
-    "images_path",
     "is_true",
     "write_bundle",
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from captionkit.data import SPECIAL_TOKENS, SPLITS, bundle_paths
+from captionkit.data import SPECIAL_TOKENS, SPLITS, bundle_paths, images_path
 from captionkit.synthetic.features import RAW_DIM, describe, pool
 from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary
@@ -37,11 +37,6 @@ CAPTION_LENGTH = MAX_WORDS + 2  # <START> + words + <END>
 CACHE_DIR_ENV = "CAPTIONKIT_CACHE_DIR"
 SCENES_FILE = "synthetic_scenes.json"
 FEATURE_BATCH = 1000  # images per progress report while computing features
-
-
-def images_path(base_dir, split):
-    """Where a bundle keeps the pixels of a split: ``{split}2014_images.h5`` (dataset ``images``)."""
-    return Path(base_dir) / f"{split}2014_images.h5"
 
 
 def build_vocabulary():
