@@ -1,5 +1,7 @@
 """Shared fixtures: small datasets written in the COCO captioning bundle layout."""
 import json
+import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -60,3 +62,49 @@ def write_bundle(directory, num_train_images=40, num_val_images=12, captions_per
 def bundle_dir(tmp_path):
     """A small valid bundle with the real vocabulary."""
     return write_bundle(tmp_path / "bundle")
+
+
+def make_distribution(root, dist, version, entry_points, modules=None):
+    """Write ``dist``'s metadata and entry points (``{name: "module:attr"}``) and its modules under ``root``:
+    a plugin distribution that importlib.metadata finds on sys.path, without pip."""
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[captionkit.cells]\n{lines}\n")
+    for module, source in (modules or {}).items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_root(tmp_path, monkeypatch):
+    """A folder on sys.path for :func:`make_distribution`; the fake plugin modules (``ck_fake*``) are forgotten after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("ck_fake")]:
+        del sys.modules[name]
+
+
+def overfit_losses(tmp_path, cell_type, lr_decay, seeds=(231, 1, 2)):
+    """The notebooks' overfit run on stand-in data, once per seed -> (first losses, final losses).
+
+    50 captions drawn by ``load_coco_data(max_train=50)`` after ``np.random.seed(seed)``, hidden 512, wordvec 256,
+    adam lr 5e-3, 50 epochs of batch 25 (100 iterations), as in the assignment.
+    """
+    from captionkit import CaptioningRNN, CaptioningSolver
+    from captionkit.data import load_coco_data
+
+    bundle = write_bundle(tmp_path / "overfit", num_train_images=100, num_val_images=4, captions_per_image=1)
+    first, final = [], []
+    for seed in seeds:
+        np.random.seed(seed)
+        small_data = load_coco_data(bundle, max_train=50)
+        model = CaptioningRNN(cell_type=cell_type, word_to_idx=small_data["word_to_idx"],
+                              input_dim=small_data["train_features"].shape[1], hidden_dim=512, wordvec_dim=256)
+        solver = CaptioningSolver(model, small_data, update_rule="adam", num_epochs=50, batch_size=25,
+                                  optim_config={"learning_rate": 5e-3}, lr_decay=lr_decay, verbose=False)
+        solver.train()
+        assert len(solver.loss_history) == 100
+        first.append(float(solver.loss_history[0]))
+        final.append(float(solver.loss_history[-1]))
+    return first, final

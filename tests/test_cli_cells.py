@@ -6,7 +6,6 @@ from captionkit.cells import CellRegistry
 from captionkit.cells import registry as registry_module
 from captionkit.cli import main
 from test_conformance import install_bad_plugins
-from test_registry import plugin_root  # noqa: F401  (fake dist-info folders on sys.path)
 
 
 def run(*args):

@@ -18,7 +18,7 @@ from captionkit.cells.rnn import RNNCell
 from captionkit import testing as kit
 from captionkit.testing import ConformanceError, gradient_error, run_checks
 from captionkit.testing.pytest_plugin import check_cell  # noqa: F401  (the pytest plugin's fixture)
-from test_registry import make_distribution, plugin_root  # noqa: F401  (fake dist-info folders on sys.path)
+from conftest import make_distribution
 
 
 @pytest.mark.parametrize("cell_type", available_cells())

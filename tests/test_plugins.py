@@ -16,6 +16,7 @@ from captionkit import CaptioningRNN
 from captionkit.cells import CellRegistry, UnknownCellError, get_cell
 from captionkit.cells import registry as registry_module
 from captionkit.gradient_check import eval_numerical_gradient_array, rel_error
+from conftest import overfit_losses
 
 try:  # the suite tests the real plugins, so a missing one is an error, not a skip
     import captionkit_gru  # noqa: F401
@@ -297,23 +298,6 @@ def test_lstm_overfits_small_data_like_the_notebook(tmp_path):
     lr_decay 0.995, 50 epochs of batch 25 (100 iterations). On real COCO the notebook's bound is 0.5; on stand-in
     data the median final loss of three seeds must be below 1.0, from a start near 75 (about 11 words of log 1004).
     """
-    from captionkit import CaptioningSolver
-    from captionkit.data import load_coco_data
-    from conftest import write_bundle
-
-    bundle = write_bundle(tmp_path, num_train_images=100, num_val_images=4, captions_per_image=1)
-    first, final = [], []
-    for seed in (231, 1, 2):
-        np.random.seed(seed)
-        small_data = load_coco_data(bundle, max_train=50)
-        model = CaptioningRNN(cell_type="lstm", word_to_idx=small_data["word_to_idx"],
-                              input_dim=small_data["train_features"].shape[1], hidden_dim=512, wordvec_dim=256)
-        model.cell = get_cell("lstm")(backend="cython")  # the plugin's compiled loops keep this test short
-        solver = CaptioningSolver(model, small_data, update_rule="adam", num_epochs=50, batch_size=25,
-                                  optim_config={"learning_rate": 5e-3}, lr_decay=0.995, verbose=False)
-        solver.train()
-        assert len(solver.loss_history) == 100
-        first.append(float(solver.loss_history[0]))
-        final.append(float(solver.loss_history[-1]))
+    first, final = overfit_losses(tmp_path, "lstm", lr_decay=0.995)
     assert all(60 < f < 95 for f in first), first
     assert np.median(final) < 1.0, final

@@ -1,6 +1,5 @@
 """The cell registry, with fake plugin distributions made as dist-info folders on sys.path (no pip needed)."""
 import sys
-import textwrap
 
 import pytest
 
@@ -14,6 +13,7 @@ from captionkit.cells import (
     get_cell,
 )
 from captionkit.cells.rnn import RNNCell
+from conftest import make_distribution
 
 GOOD_MODULE = """
 from captionkit.cells.rnn import RNNCell
@@ -23,25 +23,6 @@ class FakeCell(RNNCell):
 
 NOT_A_CELL = 42
 """
-
-
-def make_distribution(root, dist, version, entry_points, modules=None):
-    """Write ``dist``'s metadata and entry points (``{name: "module:attr"}``) and its modules under ``root``."""
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[captionkit.cells]\n{lines}\n")
-    for module, source in (modules or {}).items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-
-
-@pytest.fixture
-def plugin_root(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for name in [m for m in sys.modules if m.startswith("ck_fake")]:
-        del sys.modules[name]
 
 
 def test_builtin_rnn_is_registered():
