@@ -269,7 +269,7 @@ def sgemm_peak(threads):
     return json.loads(result.stdout)
 
 
-def measure_peak(repeats=10):
+def measure_peak(repeats=20):
     import scipy.linalg.blas
 
     a = np.random.RandomState(0).rand(2048, 2048).astype(np.float32)

@@ -50,6 +50,7 @@ __all__ = [
     "affine_forward",
     "affine_log_softmax_topk",
     "blas",
+    "blas_functions",
     "is_available",
     "rnn_backward",
     "rnn_forward",
@@ -72,6 +73,20 @@ def blas():
     """Which BLAS the kernels' matrix products use (a description, for reports)."""
     _require_built()
     return _blas.description()
+
+
+def blas_functions():
+    """The BLAS routines the kernels call, for plugins with compiled loops of their own:
+    ``{"sgemm": address, "dgemm": address, "description": str}``.
+
+    The addresses are of the Fortran-interface ``sgemm_``/``dgemm_`` (column-major, every argument by pointer,
+    32-bit integers), valid for the life of the process. A plugin whose loops call these shares the kernels' BLAS,
+    so a training step keeps one BLAS thread pool: each copy of OpenBLAS in a process has its own, and an idle one
+    spins on the cores the busy one needs.
+    """
+    _require_built()
+    sgemm, dgemm = _blas.addresses()
+    return {"sgemm": sgemm, "dgemm": dgemm, "description": _blas.description()}
 
 
 def _require_built():

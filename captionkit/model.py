@@ -119,7 +119,7 @@ class CaptioningRNN:
         captions = self._check_captions(captions, features.shape[0])
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         mask = captions_out != self._null
-        if self.backend == "cython":
+        if self._uses_kernels:
             return self._compiled_loss(features, captions_in, captions_out, mask)
         p = self.params
 
@@ -140,7 +140,7 @@ class CaptioningRNN:
     def _compiled_loss(self, features, captions_in, captions_out, mask):
         """:meth:`loss` on captionkit.kernels: the reference's numbers, with the output layer fused into one call.
 
-        Arrays from the cell pass through ``_compiled_array``, so a cell without a compiled path also works here.
+        Arrays from the cell pass through ``_compiled_array``, the layout and dtype the kernels take.
         """
         p = self.params
         h0, proj_cache = kernels.affine_forward(self._compiled_array(features), p["W_proj"], p["b_proj"])
@@ -162,16 +162,25 @@ class CaptioningRNN:
         """``a`` as the contiguous array of the model's dtype that the kernels take (no copy when it already is)."""
         return np.ascontiguousarray(a, dtype=self.dtype)
 
+    @property
+    def _uses_kernels(self):
+        """Whether the model's own layers run on captionkit.kernels: only with a cell that runs compiled too.
+
+        A cell on the numpy path runs its products on numpy's copy of OpenBLAS; the model's on the kernels' copy
+        beside it would leave each copy's idle threads spinning on the cores the other needs (docs/cells.md).
+        """
+        return self.backend == "cython" and self.cell.backend == "cython"
+
     def _project(self, features):
         """Initial hidden state h0 (N, H) = features (N, D) @ W_proj + b_proj."""
-        if self.backend == "cython":
+        if self._uses_kernels:
             h0, _ = kernels.affine_forward(self._compiled_array(features), self.params["W_proj"], self.params["b_proj"])
             return h0
         return features @ self.params["W_proj"] + self.params["b_proj"]
 
     def _best_words(self, h):
         """Greedy choice (N,) of the best-scoring word for hidden states h (N, H)."""
-        if self.backend == "cython":
+        if self._uses_kernels:
             return kernels.affine_argmax(self._compiled_array(h), self.params["W_vocab"], self.params["b_vocab"])
         return (h @ self.params["W_vocab"] + self.params["b_vocab"]).argmax(axis=1)
 

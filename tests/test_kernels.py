@@ -204,6 +204,23 @@ def scipy_blas():
     ext._blas.bind(ext._sgemm, ext._dgemm, ext._source)
 
 
+def test_blas_functions_give_a_working_dgemm():
+    import ctypes
+
+    functions = kernels.blas_functions()
+    assert functions["description"] == kernels.blas()
+    # Called through its address, the dgemm_ the kernels use computes C (2x2) = A (2x3) @ B (3x2), column-major.
+    int_p, void_p = ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+    dgemm = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, int_p, int_p, int_p, void_p, void_p, int_p,
+                             void_p, int_p, void_p, void_p, int_p)(functions["dgemm"])
+    a, b = np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.asfortranarray(np.arange(6.0).reshape(3, 2))
+    c = np.zeros((2, 2), order="F")
+    one, zero, two, three = ctypes.c_double(1.0), ctypes.c_double(0.0), ctypes.c_int(2), ctypes.c_int(3)
+    dgemm(b"N", b"N", two, two, three, ctypes.addressof(one), a.ctypes.data, two, b.ctypes.data, three,
+          ctypes.addressof(zero), c.ctypes.data, two)
+    np.testing.assert_array_equal(c, a @ b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fallback_blas_gives_the_reference_numbers(scipy_blas, dtype):
     assert kernels.blas() == "scipy.linalg.cython_blas"

@@ -32,3 +32,8 @@ def bind(size_t sgemm_address, size_t dgemm_address, str description):
 def description():
     """Which BLAS the kernels use."""
     return _description
+
+
+def addresses():
+    """(sgemm_, dgemm_) addresses of the bound BLAS."""
+    return <size_t> _sgemm, <size_t> _dgemm
