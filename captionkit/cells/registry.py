@@ -6,7 +6,7 @@ Three sources, in order of precedence:
 2. cells registered at run time with :func:`register_cell`;
 3. plugins: entry points in the group ``captionkit.cells`` of installed distributions. Discovery reads only their
    names (no plugin code runs); a plugin is imported when its cell is first asked for and then run once on tiny
-   inputs (:func:`~captionkit.cells.base.shape_problem`, as run-time registered cells are too). A plugin that fails to import, or whose forward, backward
+   inputs (:func:`~captionkit.cells.base.shape_problem`). A plugin that fails to import, or whose forward, backward
    or step do not fit its declared parameters, is reported with its distribution's name and version, only to
    whoever asks for that cell.
 
@@ -210,7 +210,7 @@ class CellRegistry:
             raise CellLoadError(
                 f"cell {name!r} from {source.describe()} is {target!r}, not a captionkit.cells.Cell subclass"
             )
-        if source.origin != "built in":  # plugin or user code: check it once, so a broken cell is refused by name
+        if source.origin == "entry point":  # plugin code: check it once, so a broken cell is refused by name
             problem = shape_problem(target)
             if problem:
                 raise CellLoadError(f"cell {name!r} from {source.describe()} is broken: {problem}")
