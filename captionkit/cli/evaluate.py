@@ -1,6 +1,7 @@
 """`captionkit sample` and `captionkit evaluate`: what a trained model says about images, and how well."""
 import json
 import secrets
+import sys
 
 import click
 
@@ -57,7 +58,7 @@ def _describe_decoding(beam_size, length_penalty):
 
 def _progress():
     """A progress line on stderr when it is a terminal (so --json output and logs stay clean), else None."""
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     if not stream.isatty():
         return None
 

@@ -1,6 +1,7 @@
 """`captionkit train`: train a captioning model and leave a run directory with everything worth looking at."""
 import json
 import signal
+import sys
 import time
 
 import click
@@ -50,7 +51,7 @@ class _ProgressLine:
     WIDTH = 24
 
     def __init__(self):
-        self.stream = click.get_text_stream("stderr")
+        self.stream = sys.stderr
         self.interactive = self.stream.isatty()
         self.last_percent = -1
         self.last_draw = 0.0
