@@ -113,11 +113,12 @@ def test_signal_saves_and_resume_is_bit_identical(signum, straight_run, bundle, 
         if event["event"] == "iteration" and event["iteration"] == 9:
             os.kill(os.getpid(), signum)
 
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # SIG_IGN under nohup
     stopped = captionkit.train(data=bundle, out=tmp_path / "run", seed=7, checkpoint_every=4, callback=send_at_9,
                                **dict(TINY, epochs=3))
     assert stopped.interrupted == signal.Signals(signum).name and stopped.iteration == 9
     assert read_checkpoint(stopped.checkpoint).iteration == 9
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the caller's handlers are restored
 
     resumed = captionkit.train(resume=stopped.run_dir)
     assert resumed.run_dir == stopped.run_dir and resumed.iteration == 18
