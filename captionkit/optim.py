@@ -5,7 +5,7 @@ Each rule is ``next_w, config = rule(w, dw, config)``: ``config`` holds the hype
 """
 import numpy as np
 
-__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "UPDATE_RULES"]
+__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "UPDATE_RULES"]
 
 
 def sgd(w, dw, config=None):
@@ -41,6 +41,17 @@ def rmsprop(w, dw, config=None):
 def adam(w, dw, config=None):
     """Adam with bias correction. config: learning_rate (1e-3), beta1 (0.9), beta2 (0.999), epsilon (1e-8),
     m and v (zeros like w), t (0, the number of updates made so far)."""
+    config = _adam_config(w, config)
+    beta1, beta2, t = config["beta1"], config["beta2"], config["t"]
+    config["m"] = beta1 * config["m"] + (1 - beta1) * dw
+    config["v"] = beta2 * config["v"] + (1 - beta2) * dw**2
+    m_hat = config["m"] / (1 - beta1**t)
+    v_hat = config["v"] / (1 - beta2**t)
+    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+
+
+def _adam_config(w, config):
+    """Adam's config with its defaults filled in and the step count advanced to this update."""
     config = {} if config is None else config
     config.setdefault("learning_rate", 1e-3)
     config.setdefault("beta1", 0.9)
@@ -50,12 +61,25 @@ def adam(w, dw, config=None):
     config.setdefault("v", np.zeros_like(w))
     config.setdefault("t", 0)
     config["t"] += 1
-    beta1, beta2, t = config["beta1"], config["beta2"], config["t"]
-    config["m"] = beta1 * config["m"] + (1 - beta1) * dw
-    config["v"] = beta2 * config["v"] + (1 - beta2) * dw**2
-    m_hat = config["m"] / (1 - beta1**t)
-    v_hat = config["v"] / (1 - beta2**t)
-    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+    return config
+
+
+def fused_adam(w, dw, config=None):
+    """:func:`adam` in one compiled pass (``captionkit.kernels.adam_update``): the same config, defaults and
+    arithmetic, up to rounding. It updates ``w`` and the moments in place and returns ``w``, so the solver uses it
+    for the parameters it owns when the model runs on the compiled backend; the reference stays :func:`adam`.
+    """
+    from captionkit import kernels
+
+    if not (w.flags.writeable and w.flags.c_contiguous):
+        w = np.array(w, order="C")
+    config = _adam_config(w, config)
+    for key in ("m", "v"):  # moments restored from a checkpoint may be read-only or another dtype
+        if not (config[key].flags.writeable and config[key].dtype == w.dtype and config[key].flags.c_contiguous):
+            config[key] = np.array(config[key], dtype=w.dtype, order="C")
+    kernels.adam_update(w, np.ascontiguousarray(dw, dtype=w.dtype), config["m"], config["v"], config["t"],
+                        config["learning_rate"], config["beta1"], config["beta2"], config["epsilon"])
+    return w, config
 
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}

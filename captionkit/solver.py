@@ -75,6 +75,8 @@ class CaptioningSolver:
         if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
             raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
         self.update_rule = optim.UPDATE_RULES[self.update_rule_name]
+        if self.update_rule_name == "adam" and getattr(model, "backend", "numpy") == "cython":
+            self.update_rule = optim.fused_adam  # one compiled pass instead of a dozen numpy temporaries
         self._reset()
 
     def _reset(self):

@@ -96,3 +96,27 @@ def test_overfit_small_data_like_the_seed(tmp_path):
     first, final = overfit_losses(tmp_path, "rnn", lr_decay=0.95)
     assert all(60 < f < 95 for f in first), first
     assert np.median(final) < 1.0, final
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-4)])  # float32: as kernels are held to
+def test_fused_adam_matches_the_reference(dtype, tol):
+    pytest.importorskip("captionkit._ext._optim")
+    rng = np.random.RandomState(0)
+    w0 = rng.randn(40, 6).astype(dtype)
+    ref, fused, ref_cfg, fused_cfg = w0.copy(), w0.copy(), {"learning_rate": 5e-3}, {"learning_rate": 5e-3}
+    for _ in range(25):
+        grad = rng.randn(40, 6).astype(dtype)
+        ref, ref_cfg = optim.adam(ref, grad, ref_cfg)
+        fused, fused_cfg = optim.fused_adam(fused, grad, fused_cfg)
+    assert fused.dtype == dtype and fused_cfg["t"] == ref_cfg["t"] == 25
+    for a, b in ((fused, ref), (fused_cfg["m"], ref_cfg["m"]), (fused_cfg["v"], ref_cfg["v"])):
+        assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b))
+
+
+def test_solver_uses_fused_adam_only_on_the_compiled_backend(bundle_dir):
+    data = load_coco_data(bundle_dir)
+    for backend, rule in (("numpy", optim.adam), ("cython", optim.fused_adam)):
+        if backend == "cython":
+            pytest.importorskip("captionkit._ext._optim")
+        model = CaptioningRNN(data["word_to_idx"], input_dim=512, hidden_dim=8, wordvec_dim=4, backend=backend)
+        assert CaptioningSolver(model, data, update_rule="adam").update_rule is rule
