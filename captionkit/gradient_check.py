@@ -14,17 +14,22 @@ def rel_error(x, y):
     return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
+def _centred_difference(f, x, ix, h):
+    """(f(x + h e_ix) - f(x - h e_ix)) / 2h for scalar f, perturbing x[ix] in place and restoring it."""
+    old = x[ix]
+    x[ix] = old + h
+    f_plus = f(x)
+    x[ix] = old - h
+    f_minus = f(x)
+    x[ix] = old
+    return (f_plus - f_minus) / (2 * h)
+
+
 def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
     """Gradient of a scalar function ``f(x)`` at ``x`` by centred differences; returns an array shaped like ``x``."""
     grad = np.zeros_like(x)
     for ix in np.ndindex(x.shape):
-        old = x[ix]
-        x[ix] = old + h
-        f_plus = f(x)
-        x[ix] = old - h
-        f_minus = f(x)
-        x[ix] = old
-        grad[ix] = (f_plus - f_minus) / (2 * h)
+        grad[ix] = _centred_difference(f, x, ix, h)
         if verbose:
             print(ix, grad[ix])
     return grad
@@ -52,13 +57,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
     errors = []
     for _ in range(num_checks):
         ix = tuple(np.random.randint(m) for m in x.shape)
-        old = x[ix]
-        x[ix] = old + h
-        f_plus = f(x)
-        x[ix] = old - h
-        f_minus = f(x)
-        x[ix] = old
-        numerical = (f_plus - f_minus) / (2 * h)
+        numerical = _centred_difference(f, x, ix, h)
         analytic = analytic_grad[ix]
         error = abs(numerical - analytic) / max(abs(numerical) + abs(analytic), 1e-12)
         errors.append(error)
