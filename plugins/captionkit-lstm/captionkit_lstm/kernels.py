@@ -5,10 +5,6 @@ C-contiguous in one float dtype (float32 or float64) before any compiled code se
 hoisted out of the time loop and the weight gradients are large products after the backward loop; every product
 goes through the BLAS of captionkit's own kernels (``BLAS`` says which), so a training step uses one thread pool.
 """
-import ctypes
-import importlib.util
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -16,28 +12,23 @@ import numpy as np
 __all__ = ["LSTMCache", "is_available", "lstm_forward", "lstm_backward"]
 
 
-
 def _use_captionkit_blas(loops):
-    """Make the loops call the BLAS of captionkit's compiled kernels, and return a description of the BLAS used.
+    """Make the loops call the BLAS of captionkit's compiled kernels (``captionkit.kernels.blas_functions``), and
+    return a description of the BLAS used.
 
-    captionkit's kernels call OpenBLAS from the scipy-openblas32 wheel (a captionkit dependency) when it is
-    installed, and scipy's otherwise. Every BLAS copy in a process has its own thread pool, whose idle workers spin:
-    an LSTM on scipy's copy inside a model on captionkit's made a two-thread training step about ten times slower
-    than one thread. Loading the same library file (privately, as captionkit does) gives the same loaded copy.
+    Every BLAS copy in a process has its own thread pool, whose idle workers spin: an LSTM on scipy's copy inside a
+    model on captionkit's made a two-thread training step about ten times slower than one thread. Without
+    captionkit's kernels built, the loops keep ``scipy.linalg.cython_blas``.
     """
-    spec = importlib.util.find_spec("scipy_openblas32")
-    if os.name != "posix" or spec is None or not spec.submodule_search_locations:
+    from captionkit import kernels
+
+    if not kernels.is_available():
         return "scipy.linalg.cython_blas"
-    libraries = sorted((Path(spec.submodule_search_locations[0]) / "lib").glob("libscipy_openblas*.so"))
-    if not libraries:
-        return "scipy.linalg.cython_blas"
-    library = ctypes.CDLL(str(libraries[0]), mode=os.RTLD_LOCAL | os.RTLD_NOW)
-    _loaded_blas.append(library)  # keep it loaded for the life of the process
-    loops.use_blas(*(ctypes.cast(getattr(library, f), ctypes.c_void_p).value for f in ("scipy_sgemm_", "scipy_dgemm_")))
-    return f"OpenBLAS from scipy-openblas32 ({libraries[0]})"
+    blas = kernels.blas_functions()
+    loops.use_blas(blas["sgemm"], blas["dgemm"])
+    return blas["description"]
 
 
-_loaded_blas = []
 try:
     from captionkit_lstm import _loops
 except ImportError as exc:  # an unbuilt source checkout: the numpy reference still works
