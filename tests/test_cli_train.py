@@ -283,3 +283,19 @@ def test_checkpoint_carrying_a_pickle_is_refused_by_resume(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "is an object array (pickled Python objects), which captionkit never loads" in result.output
     assert not marker.exists()
+
+
+def test_first_use_of_the_builtin_dataset_is_announced(monkeypatch, capsys):
+    from captionkit.cli import train as train_cli
+
+    def fake_builder(progress=None):  # stands in for the 12-second first build
+        progress("drawing train scenes", 4, 8)
+        progress("drawing train scenes", 8, 8)
+
+    monkeypatch.delenv("CAPTIONKIT_DATA_DIR", raising=False)
+    monkeypatch.setattr(train_cli, "builtin_dataset_dir", fake_builder)
+    train_cli._build_builtin_dataset()
+    assert capsys.readouterr().err == (
+        "Building the built-in dataset (first use only; it is cached for later runs)...\n"
+        "  drawing train scenes: 8/8\n"
+    )

@@ -1,5 +1,6 @@
 """`captionkit train`: train a captioning model and leave a run directory with everything worth looking at."""
 import json
+import os
 import signal
 import sys
 import time
@@ -8,8 +9,10 @@ import click
 
 from captionkit import optim
 from captionkit.backend import BACKENDS
+from captionkit.data import DATA_DIR_ENV
 from captionkit.distributed import abort_on_error, local_world, world
 from captionkit.runs import ConfigError, read_config_file
+from captionkit.synthetic import builtin_dataset_dir
 from captionkit.training import RESUMABLE_OPTIONS, TrainConfig, train, validate_options
 
 _DEFAULTS = TrainConfig()
@@ -127,6 +130,22 @@ def _describe_result(result):
     click.echo(f"Files: {', '.join(name for name in files if (result.run_dir / name).exists())}")
 
 
+def _build_builtin_dataset():
+    """Make the built-in dataset now if it is not cached yet, saying so: the first build takes several seconds."""
+    if os.environ.get(DATA_DIR_ENV):
+        return
+    announced = []
+
+    def progress(stage, done, total):
+        if not announced:
+            click.echo("Building the built-in dataset (first use only; it is cached for later runs)...", err=True)
+            announced.append(True)
+        if done == total:
+            click.echo(f"  {stage}: {total}/{total}", err=True)
+
+    builtin_dataset_dir(progress=progress)
+
+
 @click.command("train")
 @click.option("--cell", default=_DEFAULTS.cell, show_default=True, metavar="NAME",
               help="Recurrent cell: 'rnn' is built in; 'lstm' and 'gru' come from their plugins.")
@@ -223,6 +242,8 @@ def train_command(ctx, out, resume, quiet, json_output, distributed, **options):
     else:
         report = _ProgressLine()
     job = world(required=True) if distributed else local_world()
+    if isinstance(report, _ProgressLine) and resume is None and explicit.get("data") is None and not distributed:
+        _build_builtin_dataset()
     try:
         # A rank that fails must end the whole job, or the others would wait for it forever.
         with abort_on_error(job, lambda message: click.echo(f"Error: {message}", err=True)):
