@@ -21,13 +21,12 @@ rounds after a pause, times are medians over all timed iterations, and a ratio i
 per-round ratio, so load from other processes hits both sides of a ratio alike. PyTorch is optional.
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+from _harness import serve, time_interleaved, torch_installed, worker_env
 
 D, W, H, V, T = 512, 256, 512, 1004, 16
 LEARNING_RATE = 5e-3
@@ -134,60 +133,23 @@ def torch_runner(cell_type, task, N, threads):
 
 
 def worker(implementation, cell_type, task_name, threads, warmup):
-    """Serve timing requests on stdin: a line with a count k -> a JSON line of k times in seconds."""
+    """Serve timing requests on stdin (see _harness.serve)."""
     task, N = TASKS[task_name]
     if implementation == "torch":
         run = torch_runner(cell_type, task, N, threads)
     else:
         run = captionkit_runner(cell_type, "cython" if implementation == "compiled" else "numpy", task, N)
-    for _ in range(warmup):
-        run()
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        times = []
-        for _ in range(int(line)):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        print(json.dumps({"times": times}), flush=True)
+    serve(run, warmup)
 
 
 # ---------------------------------------------------------------------- driver
 def run_config(cell_type, task_name, implementations, args):
     """Time every implementation in interleaved rounds -> {implementation: (all times, per-round medians)}."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
-    workers = {}
-    for impl in implementations:
-        proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", impl, "--cell", cell_type, "--task", task_name,
-             "--threads", str(args.threads), "--warmup", str(args.warmup)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )
-        json.loads(proc.stdout.readline())
-        workers[impl] = proc
-        time.sleep(args.pause)
-    times = {impl: [] for impl in implementations}
-    medians = {impl: [] for impl in implementations}
-    for r in range(args.rounds):
-        shift = r % len(implementations)
-        for impl in implementations[shift:] + implementations[:shift]:
-            workers[impl].stdin.write(f"{args.block}\n")
-            workers[impl].stdin.flush()
-            reply = json.loads(workers[impl].stdout.readline())["times"]
-            times[impl] += reply
-            medians[impl].append(float(np.median(reply)))
-            time.sleep(args.pause)
-    for proc in workers.values():
-        proc.stdin.close()
-        proc.wait()
-    return times, medians
-
-
-def torch_installed():
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
+    commands = {impl: [sys.executable, os.path.abspath(__file__), "--worker", impl, "--cell", cell_type, "--task",
+                       task_name, "--threads", str(args.threads), "--warmup", str(args.warmup)]
+                for impl in implementations}
+    timed = time_interleaved(commands, worker_env(args.threads), args.rounds, args.block, args.pause)
+    return ({impl: r["times"] for impl, r in timed.items()}, {impl: r["round_medians"] for impl, r in timed.items()})
 
 
 def main():

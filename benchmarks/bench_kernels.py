@@ -37,6 +37,8 @@ import time
 
 import numpy as np
 
+from _harness import serve, time_interleaved, torch_installed, worker_env
+
 D, W, H, V, T = 512, 256, 512, 1004, 16
 MAX_LENGTH = 30
 LEARNING_RATE = 5e-3
@@ -156,27 +158,22 @@ def torch_runner(task, N, captions_kind, threads):
 
 
 def worker(implementation, config, captions_kind, threads, warmup):
-    """Serve timing requests on stdin: a line with a count k -> a JSON line of k times in seconds."""
+    """Serve timing requests on stdin (see _harness.serve), reporting peak memory and the BLAS in use."""
     task, N = CONFIGS[config]
     if implementation == "torch":
         run = torch_runner(task, N, captions_kind, threads)
     else:
         run = captionkit_runner("cython" if implementation == "compiled" else "numpy", task, N, captions_kind)
-    for _ in range(warmup):
-        run()
-    blas = blas_summary()
-    if implementation == "compiled":
-        from captionkit import kernels
 
-        blas = f"kernels: {kernels.blas()}; loaded: {blas}"
-    print(json.dumps({"ready": True, "rss_after_setup_mib": peak_rss_mib(), "blas": blas}), flush=True)
-    for line in sys.stdin:
-        times = []
-        for _ in range(int(line)):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        print(json.dumps({"times": times, "peak_rss_mib": peak_rss_mib()}), flush=True)
+    def hello():
+        blas = blas_summary()
+        if implementation == "compiled":
+            from captionkit import kernels
+
+            blas = f"kernels: {kernels.blas()}; loaded: {blas}"
+        return {"rss_after_setup_mib": peak_rss_mib(), "blas": blas}
+
+    serve(run, warmup, hello=hello, status=lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
 def blas_summary():
@@ -287,48 +284,16 @@ def measure_peak(repeats=20):
     print(json.dumps(peak))
 
 
-def worker_env(threads):
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
-def torch_installed():
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
 def run_config(config, implementations, args):
     """Time every implementation on one config in interleaved rounds -> {implementation: record}."""
-    workers = {}
-    for impl in implementations:
-        proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", impl, "--config", config, "--captions",
-             args.captions, "--threads", str(args.threads), "--warmup", str(args.warmup)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(args.threads),
-        )
-        workers[impl] = (proc, json.loads(proc.stdout.readline()))
-        time.sleep(args.pause)
-    records = {impl: {"times": [], "round_medians": []} for impl in implementations}
-    for r in range(args.rounds):
-        order = implementations[r % len(implementations):] + implementations[: r % len(implementations)]
-        for impl in order:
-            proc = workers[impl][0]
-            proc.stdin.write(f"{args.block}\n")
-            proc.stdin.flush()
-            reply = json.loads(proc.stdout.readline())
-            records[impl]["times"] += reply["times"]
-            records[impl]["round_medians"].append(float(np.median(reply["times"])))
-            records[impl]["peak_rss_mib"] = reply["peak_rss_mib"]
-            time.sleep(args.pause)
-    for impl, (proc, hello) in workers.items():
-        proc.stdin.close()
-        proc.wait()
-        records[impl]["rss_after_setup_mib"] = hello["rss_after_setup_mib"]
-        records[impl]["blas"] = hello["blas"]
-    return records
+    commands = {impl: [sys.executable, os.path.abspath(__file__), "--worker", impl, "--config", config, "--captions",
+                       args.captions, "--threads", str(args.threads), "--warmup", str(args.warmup)]
+                for impl in implementations}
+    timed = time_interleaved(commands, worker_env(args.threads), args.rounds, args.block, args.pause)
+    return {impl: {"times": r["times"], "round_medians": r["round_medians"],
+                   "peak_rss_mib": r["last"]["peak_rss_mib"], "rss_after_setup_mib": r["hello"]["rss_after_setup_mib"],
+                   "blas": r["hello"]["blas"]}
+            for impl, r in timed.items()}
 
 
 def summarise(config, records, peak_gflops):
