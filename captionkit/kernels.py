@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from captionkit import parallel
+
 try:
     from captionkit._ext import _affine, _blas, _decode, _embedding, _optim, _rnn, _softmax
 except ImportError as exc:  # not built: the numpy reference still works
@@ -62,6 +64,7 @@ __all__ = [
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _MAX_ELEMENTS = 2**31 - 1
+_ADAM_SLICE = 1 << 16  # elements below which a thread would cost more than it saves
 
 
 def is_available():
@@ -76,17 +79,29 @@ def blas():
 
 
 def blas_functions():
-    """The BLAS routines the kernels call, for plugins with compiled loops of their own:
-    ``{"sgemm": address, "dgemm": address, "description": str}``.
+    """The matrix products the kernels call, for plugins with compiled loops of their own:
+    ``{"sgemm": address, "dgemm": address, "description": str, "panel": dict or None}``.
 
-    The addresses are of the Fortran-interface ``sgemm_``/``dgemm_`` (column-major, every argument by pointer,
-    32-bit integers), valid for the life of the process. A plugin whose loops call these shares the kernels' BLAS,
-    so a training step keeps one BLAS thread pool: each copy of OpenBLAS in a process has its own, and an idle one
-    spins on the cores the busy one needs.
+    ``sgemm``/``dgemm`` are the addresses of the Fortran-interface ``sgemm_``/``dgemm_`` (column-major, every
+    argument by pointer, 32-bit integers), valid for the life of the process. A plugin whose loops call these shares
+    the kernels' BLAS, so a training step keeps one BLAS thread pool: each copy of OpenBLAS in a process has its own,
+    and an idle one spins on the cores the busy one needs. That BLAS runs on one thread; captionkit.parallel runs
+    shards of a batch side by side instead.
+
+    ``panel`` holds the packed-panel products that the kernels' time loops use on CPUs with AVX-512 (None
+    elsewhere): a time step multiplies a few rows by the same matrix again and again, and packing that matrix once
+    per sequence saves the repacking a BLAS gemm does on every call. Row-major, sizes and strides ``Py_ssize_t``:
+
+    - ``Py_ssize_t packed_size_s(k, n)``: elements of the packed buffer for a (k, n) float32 matrix;
+    - ``void pack_s(k, n, const float *b, ldb, int trans, float *bp)``: pack B (k, n) with row stride ldb, or, with
+      trans set, B given as its transpose (n, k);
+    - ``void panel_sgemm(m, n, k, const float *a, lda, float *bp, float *c, ldc)``: C (m, n) += A (m, k) @ B. The
+      buffer's tail is work space, so each thread needs a packed buffer of its own;
+    - ``packed_size_d``, ``pack_d``, ``panel_dgemm``: the same for float64.
     """
     _require_built()
     sgemm, dgemm = _blas.addresses()
-    return {"sgemm": sgemm, "dgemm": dgemm, "description": _blas.description()}
+    return {"sgemm": sgemm, "dgemm": dgemm, "description": _blas.description(), "panel": _blas.panel_addresses()}
 
 
 def _require_built():
@@ -342,14 +357,15 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
 # ---------------------------------------------------------------------- output layer
 
 
-def temporal_softmax_affine_loss(h, w, b, y, mask):
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
     """The output layer of a captioning model, forward and backward in one call.
 
     h (N, T, H) hidden states, w (H, V), b (V,), y (N, T) integer targets in [0, V), mask (N, T) bool ->
     ``(loss, dh (N, T, H), dw (H, V), db (V,))``: the numbers of :func:`captionkit.layers.temporal_affine_forward`
     then :func:`captionkit.layers.temporal_softmax_loss` (the loss sums the unmasked positions and divides by N)
     then :func:`captionkit.layers.temporal_affine_backward`, computed for the unmasked positions only and without
-    a second (N, T, V) array for the gradient of the scores.
+    a second (N, T, V) array for the gradient of the scores. ``batch`` (default N) replaces N as the divisor, for
+    h that is a shard of a larger batch: the shards' losses and gradients then add up to the whole batch's.
     """
     _require_built()
     h = _float_array("h", h, 3)
@@ -362,7 +378,8 @@ def temporal_softmax_affine_loss(h, w, b, y, mask):
     _check_size("scores", (N * T, V))
     targets = _ids("y", y, V, (N, T), "h and w")
     flat_mask = _mask("mask", mask, (N, T), "h")
-    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, N)
+    batch = N if batch is None else _positive_int("batch", batch)
+    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch)
     return loss, dh.reshape(N, T, H), dw, db
 
 
@@ -405,7 +422,8 @@ def adam_update(w, dw, m, v, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsi
 
     w, dw, m, v: arrays of one shape and dtype, C-contiguous, not overlapping (w, m and v writeable); m and v are
     the moment estimates (zeros before the first step); t is the number of this update, counting from 1. One pass
-    over memory instead of the reference's dozen array temporaries.
+    over memory instead of the reference's dozen array temporaries, in slices on captionkit.parallel's threads
+    when the arrays are large.
     """
     _require_built()
     w = _float_array("w", w, w.ndim if isinstance(w, np.ndarray) else 1, writeable=True)
@@ -428,4 +446,8 @@ def adam_update(w, dw, m, v, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsi
     if c1 == 0.0 or c2 == 0.0:
         raise ValueError(f"beta1={beta1}, beta2={beta2} give a zero bias correction at t={t}")
     flat = [arrays[name].reshape(-1) for name in names]
-    _optim.adam_update(*flat, learning_rate, beta1, beta2, epsilon, c1, c2)
+    # Memory-bound, so a large array goes faster in slices on all of captionkit.parallel's threads.
+    parallel.run(
+        [lambda s=s: _optim.adam_update(*[a[s] for a in flat], learning_rate, beta1, beta2, epsilon, c1, c2)
+         for s in parallel.shards(flat[0].size, min_rows=_ADAM_SLICE)]
+    )

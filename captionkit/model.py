@@ -6,7 +6,7 @@ The model knows the Cell interface only; ``cell_type`` is looked up in the regis
 """
 import numpy as np
 
-from captionkit import decoding, kernels, layers
+from captionkit import decoding, kernels, layers, parallel
 from captionkit.backend import resolve_backend
 from captionkit.cells import get_cell
 
@@ -120,7 +120,7 @@ class CaptioningRNN:
         captions_in, captions_out = captions[:, :-1], captions[:, 1:]
         mask = captions_out != self._null
         if self._uses_kernels:
-            return self._compiled_loss(features, captions_in, captions_out, mask)
+            return self._sharded_loss(features, captions_in, captions_out, mask)
         p = self.params
 
         h0, proj_cache = layers.affine_forward(features, p["W_proj"], p["b_proj"])
@@ -137,8 +137,29 @@ class CaptioningRNN:
         _, grads["W_proj"], grads["b_proj"] = layers.affine_backward(dh0, proj_cache)
         return loss, grads
 
-    def _compiled_loss(self, features, captions_in, captions_out, mask):
-        """:meth:`loss` on captionkit.kernels: the reference's numbers, with the output layer fused into one call.
+    def _sharded_loss(self, features, captions_in, captions_out, mask):
+        """:meth:`loss` on the compiled backend, the batch's rows cut into one shard per thread (captionkit.parallel).
+
+        Each shard's loss and gradients are divided by the whole batch's N, so their sums are the batch's.
+        """
+        N = features.shape[0]
+        parts = parallel.shards(N)
+        results = parallel.run(
+            [lambda s=s: self._compiled_loss(features[s], captions_in[s], captions_out[s], mask[s], N) for s in parts]
+        )
+        loss, grads = results[0]
+        for shard_loss, shard_grads in results[1:]:
+            loss += shard_loss
+            for name, grad in shard_grads.items():
+                if grads[name].flags.writeable:
+                    grads[name] += grad
+                else:
+                    grads[name] = grads[name] + grad
+        return loss, grads
+
+    def _compiled_loss(self, features, captions_in, captions_out, mask, batch):
+        """Loss and gradients of rows of a batch of ``batch`` on captionkit.kernels: the reference's numbers, with
+        the output layer fused into one call.
 
         Arrays from the cell pass through ``_compiled_array``, the layout and dtype the kernels take.
         """
@@ -147,7 +168,7 @@ class CaptioningRNN:
         x, embed_cache = kernels.word_embedding_forward(captions_in, p["W_embed"])
         h, cell_cache = self.cell.forward(x, h0, self._cell_params())
         loss, dh, dW_vocab, db_vocab = kernels.temporal_softmax_affine_loss(
-            self._compiled_array(h), p["W_vocab"], p["b_vocab"], captions_out, mask
+            self._compiled_array(h), p["W_vocab"], p["b_vocab"], captions_out, mask, batch=batch
         )
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
         dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
@@ -200,11 +221,19 @@ class CaptioningRNN:
         beam_size, length_penalty = decoding.check_beam_args(beam_size, length_penalty)
         if beam_size > 1:
             return decoding.decode(self, features, max_length, beam_size, length_penalty).captions
+        if features.shape[0] == 0:
+            return np.full((0, max_length), self._null, dtype=np.int32)
+        if not self._uses_kernels:
+            return self._greedy(features, max_length)
+        # Compiled: each shard of rows decodes on its own thread (captionkit.parallel); rows never interact.
+        parts = parallel.shards(features.shape[0])
+        return np.concatenate(parallel.run([lambda s=s: self._greedy(features[s], max_length) for s in parts]))
+
+    def _greedy(self, features, max_length):
+        """Greedy decoding of features (N, D), N >= 1 -> captions (N, max_length), as :meth:`sample` describes."""
         p = self.params
         N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int32)
-        if N == 0:
-            return captions
         state = self.cell.initial_state(self._project(features))
         words = np.full(N, self._start, dtype=np.int64)
         alive = np.ones(N, dtype=bool)

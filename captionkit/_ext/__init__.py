@@ -2,7 +2,8 @@
 
 On import, binds the BLAS that the kernels' matrix products use (see _blas.pyx): OpenBLAS from the scipy-openblas32
 wheel when it is installed, else scipy's. Import fails, so captionkit falls back to its numpy reference, when neither
-can be had.
+can be had. The scipy-openblas32 copy is then set to one thread: captionkit.parallel runs shards of a batch on as
+many threads as that OpenBLAS was configured with (``configured_blas_threads``), each shard's products on one core.
 """
 import ctypes
 import importlib.util
@@ -12,6 +13,7 @@ from pathlib import Path
 from captionkit._ext import _blas
 
 _library = None  # the privately loaded OpenBLAS, kept alive for the life of the process
+configured_blas_threads = None  # its thread count before captionkit set it to 1; None for scipy's BLAS
 
 
 def _scipy_openblas32():
@@ -44,3 +46,6 @@ def _scipy_cython_blas():
 
 (_sgemm, _dgemm), _source = _scipy_openblas32() or _scipy_cython_blas()
 _blas.bind(_sgemm, _dgemm, _source)
+if _library is not None:
+    configured_blas_threads = max(1, int(_library.scipy_openblas_get_num_threads()))
+    _library.scipy_openblas_set_num_threads(1)

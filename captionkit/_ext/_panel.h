@@ -1,0 +1,191 @@
+/* Few-row matrix products of a time step, C (m, n) += A (m, k) @ B (k, n), with B packed once per sequence.
+ *
+ * A time loop multiplies a handful of rows (the batch) by the same recurrent matrix at every step. A general BLAS
+ * gemm repacks that matrix on every call, and with 12-50 rows the repacking costs as much as the arithmetic. Here
+ * B is packed once, into column panels of CK_PANEL_F (float) or CK_PANEL_D (double) columns stored one after the
+ * other, each panel k rows deep and contiguous, zero-padded past column n. A step then streams the panels from
+ * cache while a tile of up to CK_TILE_ROWS rows of C stays in registers: 12 rows x 2 AVX-512 vectors, 24
+ * accumulators of the 32 registers.
+ *
+ * The products are compiled for AVX-512 only (x86-64-v4); ck_panel_available() says whether this CPU and compiler
+ * have it, and the callers use BLAS otherwise. All matrices are row-major with explicit row strides.
+ */
+#ifndef CAPTIONKIT_PANEL_H
+#define CAPTIONKIT_PANEL_H
+
+#include <string.h>
+#include "Python.h"
+
+#define CK_PANEL_F 32
+#define CK_PANEL_D 16
+#define CK_TILE_ROWS 12
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CK_PANEL_COMPILED 1
+#define CK_V4 __attribute__((target("arch=x86-64-v4")))
+#else
+#define CK_PANEL_COMPILED 0
+#define CK_V4
+#endif
+
+static inline int ck_panel_available(void)
+{
+#if CK_PANEL_COMPILED
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+/* Length of the packed form of a (k, n) matrix followed by the work space a product needs, in elements. */
+static inline Py_ssize_t ck_packed_size_f(Py_ssize_t k, Py_ssize_t n)
+{
+    return (n + CK_PANEL_F - 1) / CK_PANEL_F * CK_PANEL_F * k + CK_TILE_ROWS * k;
+}
+
+static inline Py_ssize_t ck_packed_size_d(Py_ssize_t k, Py_ssize_t n)
+{
+    return (n + CK_PANEL_D - 1) / CK_PANEL_D * CK_PANEL_D * k + CK_TILE_ROWS * k;
+}
+
+/* Pack B (k, n) into panels. With trans set, the matrix given is B's transpose (n, k) with row stride ldb: the
+ * backward pass multiplies by Wh^T and packs it straight from Wh. */
+#define CK_DEFINE_PACK(SUFFIX, TYPE, PANEL)                                                                      \
+    static void ck_pack_##SUFFIX(Py_ssize_t k, Py_ssize_t n, const TYPE *b, Py_ssize_t ldb, int trans, TYPE *bp) \
+    {                                                                                                            \
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += PANEL) {                                                           \
+            Py_ssize_t width = n - j0 < PANEL ? n - j0 : PANEL;                                                  \
+            TYPE *panel = bp + j0 * k;                                                                           \
+            for (Py_ssize_t p = 0; p < k; p++) {                                                                 \
+                TYPE *row = panel + p * PANEL;                                                                   \
+                if (trans) {                                                                                     \
+                    for (Py_ssize_t j = 0; j < width; j++)                                                       \
+                        row[j] = b[(j0 + j) * ldb + p];                                                          \
+                } else {                                                                                         \
+                    memcpy(row, b + p * ldb + j0, width * sizeof(TYPE));                                         \
+                }                                                                                                \
+                for (Py_ssize_t j = width; j < PANEL; j++)                                                       \
+                    row[j] = 0;                                                                                  \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+CK_DEFINE_PACK(f, float, CK_PANEL_F)
+CK_DEFINE_PACK(d, double, CK_PANEL_D)
+
+#if CK_PANEL_COMPILED
+
+typedef float ck_v16f __attribute__((vector_size(64), aligned(4)));
+typedef double ck_v8d __attribute__((vector_size(64), aligned(8)));
+
+/* One tile: C rows [0, R) x one panel (two vectors wide) += A rows [0, R) @ the panel, with the tile of A stored
+ * interleaved (ap[p * R + r] = A[r, p]) so its broadcasts read one contiguous stream. The accumulators live in
+ * registers for the whole k loop; loads and stores go through memcpy because no row is assumed aligned. */
+#define CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, R)                                                              \
+    static inline __attribute__((always_inline)) CK_V4 void ck_tile##R##_##SUFFIX(                              \
+        Py_ssize_t k, const TYPE *ap, const TYPE *panel, TYPE *c, Py_ssize_t ldc)                               \
+    {                                                                                                            \
+        VEC lo[R], hi[R];                                                                                        \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                                     \
+        {                                                                                                        \
+            memcpy(&lo[r], c + r * ldc, sizeof(VEC));                                                            \
+            memcpy(&hi[r], c + r * ldc + LANES, sizeof(VEC));                                                    \
+        }                                                                                                        \
+        for (Py_ssize_t p = 0; p < k; p++) {                                                                     \
+            VEC b0, b1;                                                                                          \
+            memcpy(&b0, panel + p * 2 * LANES, sizeof(VEC));                                                     \
+            memcpy(&b1, panel + p * 2 * LANES + LANES, sizeof(VEC));                                             \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                                 \
+            {                                                                                                    \
+                TYPE s = ap[p * R + r];                                                                          \
+                lo[r] += s * b0;                                                                                 \
+                hi[r] += s * b1;                                                                                 \
+            }                                                                                                    \
+        }                                                                                                        \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++)                                                     \
+        {                                                                                                        \
+            memcpy(c + r * ldc, &lo[r], sizeof(VEC));                                                            \
+            memcpy(c + r * ldc + LANES, &hi[r], sizeof(VEC));                                                    \
+        }                                                                                                        \
+    }
+
+#define CK_DEFINE_TILES(SUFFIX, TYPE, VEC, LANES)       \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 1)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 2)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 3)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 4)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 5)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 6)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 7)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 8)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 9)         \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 10)        \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 11)        \
+    CK_DEFINE_TILE(SUFFIX, TYPE, VEC, LANES, 12)
+CK_DEFINE_TILES(f, float, ck_v16f, 16)
+CK_DEFINE_TILES(d, double, ck_v8d, 8)
+
+/* A tile of `rows` rows over one panel; a panel cut short by n goes through a scratch tile so that C is never
+ * read or written past column n. */
+#define CK_DEFINE_PANEL_GEMM(SUFFIX, TYPE, PANEL)                                                                \
+    static CK_V4 void ck_tile_##SUFFIX(int rows, Py_ssize_t k, const TYPE *ap, const TYPE *panel, TYPE *c,       \
+                                       Py_ssize_t ldc)                                                           \
+    {                                                                                                            \
+        switch (rows) {                                                                                          \
+        case 1: ck_tile1_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 2: ck_tile2_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 3: ck_tile3_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 4: ck_tile4_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 5: ck_tile5_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 6: ck_tile6_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 7: ck_tile7_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 8: ck_tile8_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 9: ck_tile9_##SUFFIX(k, ap, panel, c, ldc); break;                                              \
+        case 10: ck_tile10_##SUFFIX(k, ap, panel, c, ldc); break;                                            \
+        case 11: ck_tile11_##SUFFIX(k, ap, panel, c, ldc); break;                                            \
+        default: ck_tile12_##SUFFIX(k, ap, panel, c, ldc); break;                                            \
+        }                                                                                                        \
+    }                                                                                                            \
+                                                                                                                 \
+    static CK_V4 void ck_panel_gemm_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const TYPE *a,           \
+                                             Py_ssize_t lda, TYPE *bp, TYPE *c, Py_ssize_t ldc)                  \
+    {                                                                                                            \
+        TYPE *work = bp + (n + PANEL - 1) / PANEL * PANEL * k; /* the packed buffer's tail, see ck_packed_size */  \
+        /* Rows split into near-equal tiles of at most CK_TILE_ROWS: 13 rows run as 7 + 6, not 12 + 1. */       \
+        Py_ssize_t tiles = (m + CK_TILE_ROWS - 1) / CK_TILE_ROWS;                                                \
+        TYPE scratch[CK_TILE_ROWS * PANEL];                                                                      \
+        for (Py_ssize_t t = 0, i0 = 0; t < tiles; t++) {                                                         \
+            int rows = (int)((m - i0) / (tiles - t));                                                            \
+            /* The rows of a time step sit far apart (T * H elements), which would make them share cache sets. */ \
+            for (Py_ssize_t p = 0; p < k; p++)                                                                   \
+                for (int r = 0; r < rows; r++)                                                                   \
+                    work[p * rows + r] = a[(i0 + r) * lda + p];                                                  \
+            for (Py_ssize_t j0 = 0; j0 < n; j0 += PANEL) {                                                       \
+                const TYPE *panel = bp + j0 * k;                                                                 \
+                Py_ssize_t width = n - j0 < PANEL ? n - j0 : PANEL;                                              \
+                if (width == PANEL) {                                                                            \
+                    ck_tile_##SUFFIX(rows, k, work, panel, c + i0 * ldc + j0, ldc);                              \
+                } else {                                                                                         \
+                    for (int r = 0; r < rows; r++) {                                                             \
+                        memcpy(scratch + r * PANEL, c + (i0 + r) * ldc + j0, width * sizeof(TYPE));              \
+                        memset(scratch + r * PANEL + width, 0, (PANEL - width) * sizeof(TYPE));                  \
+                    }                                                                                            \
+                    ck_tile_##SUFFIX(rows, k, work, panel, scratch, PANEL);                                      \
+                    for (int r = 0; r < rows; r++)                                                               \
+                        memcpy(c + (i0 + r) * ldc + j0, scratch + r * PANEL, width * sizeof(TYPE));              \
+                }                                                                                                \
+            }                                                                                                    \
+            i0 += rows;                                                                                          \
+        }                                                                                                        \
+    }
+CK_DEFINE_PANEL_GEMM(f, float, CK_PANEL_F)
+CK_DEFINE_PANEL_GEMM(d, double, CK_PANEL_D)
+
+#else /* no AVX-512 build: never called, since ck_panel_available() is 0 */
+
+static void ck_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda,
+                            float *bp, float *c, Py_ssize_t ldc) {}
+static void ck_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a, Py_ssize_t lda,
+                            double *bp, double *c, Py_ssize_t ldc) {}
+
+#endif
+#endif

@@ -1,0 +1,42 @@
+"""Declarations of the packed-panel products in _panel.h (see that file for the layout and why it exists)."""
+from cython cimport floating
+
+
+cdef extern from "_panel.h" nogil:
+    bint ck_panel_available()
+    Py_ssize_t ck_packed_size_f(Py_ssize_t k, Py_ssize_t n)
+    Py_ssize_t ck_packed_size_d(Py_ssize_t k, Py_ssize_t n)
+    void ck_pack_f(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, bint trans, float *bp)
+    void ck_pack_d(Py_ssize_t k, Py_ssize_t n, const double *b, Py_ssize_t ldb, bint trans, double *bp)
+    void ck_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, float *bp,
+                         float *c, Py_ssize_t ldc)
+    void ck_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a, Py_ssize_t lda,
+                         double *bp, double *c, Py_ssize_t ldc)
+
+
+# Fused-type front ends. The first argument only selects the precision.
+
+cdef inline Py_ssize_t packed_size(floating kind, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """Elements of the packed form of a (k, n) matrix."""
+    if floating is float:
+        return ck_packed_size_f(k, n)
+    else:
+        return ck_packed_size_d(k, n)
+
+
+cdef inline void pack(Py_ssize_t k, Py_ssize_t n, const floating *b, Py_ssize_t ldb, bint trans,
+                      floating *bp) noexcept nogil:
+    """Pack B (k, n), or B given as its transpose (n, k) when trans is set, into bp."""
+    if floating is float:
+        ck_pack_f(k, n, b, ldb, trans, bp)
+    else:
+        ck_pack_d(k, n, b, ldb, trans, bp)
+
+
+cdef inline void panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                            floating *bp, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) += A (m, k) @ B, B packed by pack() into bp (whose tail the product uses as work space)."""
+    if floating is float:
+        ck_panel_gemm_f(m, n, k, a, lda, bp, c, ldc)
+    else:
+        ck_panel_gemm_d(m, n, k, a, lda, bp, c, ldc)

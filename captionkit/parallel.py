@@ -1,0 +1,93 @@
+"""Threads for the compiled backend: a batch is cut into shards of rows, one per core, run side by side.
+
+The products of a captioning step are skinny (a batch of 25-50 rows against 512 x 512 matrices), and a BLAS that
+splits each of them over two cores spends much of its time handing work around. The compiled kernels therefore run
+their BLAS on one thread, and :class:`captionkit.model.CaptioningRNN` splits its batch instead: every shard does the
+whole forward and backward pass on its own core, and the shards' gradients are summed (training) or their captions
+stacked (decoding). The kernels release the GIL, so shards on Python threads run truly in parallel.
+
+The number of threads is ``CAPTIONKIT_NUM_THREADS`` when set, else the thread count the kernels' OpenBLAS was
+configured with (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, or the cores this process may use), or
+:func:`set_num_threads`. Results depend on it through the order of the gradient sums, so bit-identical reruns need
+the same count. When the kernels run on scipy's BLAS, whose threads captionkit cannot set, captionkit uses one
+thread and leaves that BLAS its own.
+"""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+__all__ = ["get_num_threads", "set_num_threads", "shards", "run"]
+
+_lock = threading.Lock()
+_num_threads = None  # decided on first use
+_pool = None
+
+
+def _default_num_threads():
+    from captionkit import _ext
+
+    configured = _ext.configured_blas_threads
+    if configured is None:  # a BLAS whose thread pool captionkit does not control
+        return 1
+    value = os.environ.get("CAPTIONKIT_NUM_THREADS")
+    if value is None:
+        return configured
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"CAPTIONKIT_NUM_THREADS must be a positive integer, got {value!r}")
+    return count
+
+
+def get_num_threads():
+    """How many threads the compiled backend runs a batch on."""
+    global _num_threads
+    with _lock:
+        if _num_threads is None:
+            _num_threads = _default_num_threads()
+        return _num_threads
+
+
+def set_num_threads(count):
+    """Run the compiled backend's batches on ``count`` threads from now on; returns the previous count."""
+    global _num_threads, _pool
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"set_num_threads: count must be a positive integer, got {count!r}")
+    previous = get_num_threads()
+    with _lock:
+        _num_threads = count
+        if _pool is not None and _pool._max_workers < count - 1:
+            _pool.shutdown(wait=True)
+            _pool = None
+    return previous
+
+
+def shards(rows, min_rows=4):
+    """Slices that cut ``rows`` rows into as many near-equal shards as there are threads, none under min_rows."""
+    count = max(1, min(get_num_threads(), rows // min_rows))
+    bounds = [rows * i // count for i in range(count + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(count)]
+
+
+def run(tasks):
+    """Call each of ``tasks`` (functions of no argument) on its own thread, the first on this one; their results.
+
+    An exception from any task is raised here, after every task has finished.
+    """
+    global _pool
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    with _lock:
+        if _pool is None or _pool._max_workers < len(tasks) - 1:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=len(tasks) - 1, thread_name_prefix="captionkit")
+        pool = _pool
+    futures = [pool.submit(task) for task in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:
+        wait(futures)  # no task may outlive the call, even when one fails
+    return [first] + [future.result() for future in futures]

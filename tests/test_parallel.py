@@ -1,0 +1,232 @@
+"""The compiled backend's two routes to speed, checked against the numpy reference: the packed-panel products of the
+time loops (against BLAS and layers) and the batch cut into shards on threads (against one shard).
+
+Shards change only the order of the gradient sums, so float64 results agree to rounding (1e-12 relative here).
+"""
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from captionkit import CaptioningRNN, kernels, layers, optim, parallel
+
+pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
+
+VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(17)}}
+
+
+@pytest.fixture
+def threads():
+    """Set captionkit.parallel's thread count for one test and restore it after."""
+    previous = parallel.get_num_threads()
+    yield parallel.set_num_threads
+    parallel.set_num_threads(previous)
+
+
+@pytest.fixture(params=["panel", "blas"])
+def step_products(request):
+    """Run the time loops' per-step products on packed panels (where the CPU has AVX-512) or on BLAS."""
+    from captionkit._ext import _rnn
+
+    previous = _rnn.use_panel(request.param == "panel")
+    yield request.param
+    _rnn.use_panel(previous)
+
+
+def relative_error(actual, expected):
+    expected = np.asarray(expected, dtype=np.float64)
+    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-300)
+
+
+# ---------------------------------------------------------------------- packed panels
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize(
+    "N, T, D, H",
+    # Row tiles of 1-12 rows (13 = 7 + 6, 25 = 9 + 8 + 8), whole and cut-short panels (16 and 32 columns).
+    [(1, 2, 3, 1), (2, 3, 4, 16), (13, 4, 5, 31), (25, 3, 7, 33), (30, 2, 6, 70), (12, 5, 8, 64)],
+)
+def test_time_loops_equal_reference_on_both_product_paths(step_products, dtype, tolerance, N, T, D, H):
+    rng = np.random.default_rng(N * 1000 + H)
+    scale = 1 / np.sqrt(H)  # a stable recurrence, so the comparison measures the products and not chaos
+    x = rng.standard_normal((N, T, D))
+    h0, dh = rng.standard_normal((N, H)), rng.standard_normal((N, T, H))
+    Wx, Wh, b = rng.standard_normal((D, H)) * scale, rng.standard_normal((H, H)) * scale, rng.standard_normal(H)
+    h, cache = kernels.rnn_forward(*(a.astype(dtype) for a in (x, h0, Wx, Wh, b)))
+    h_ref, cache_ref = layers.rnn_forward(x, h0, Wx, Wh, b)
+    assert h.dtype == dtype and relative_error(h, h_ref) < tolerance
+    grads = kernels.rnn_backward(dh.astype(dtype), cache)
+    for name, got, want in zip(("dx", "dh0", "dWx", "dWh", "db"), grads, layers.rnn_backward(dh, cache_ref)):
+        assert relative_error(got, want) < tolerance, name
+
+
+def test_panel_path_is_taken_where_the_cpu_allows_it():
+    from captionkit._ext import _rnn
+
+    previous = _rnn.use_panel(True)
+    try:
+        with open("/proc/cpuinfo") as info:
+            has_avx512 = " avx512f " in info.read().replace("\n", " ")
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    finally:
+        now = _rnn.use_panel(previous)
+    assert now == (has_avx512 and sys.platform == "linux")
+
+
+# ---------------------------------------------------------------------- shards on threads
+
+
+def model(dtype=np.float64, backend="cython"):
+    return CaptioningRNN(VOCAB, input_dim=9, wordvec_dim=6, hidden_dim=11, dtype=dtype, backend=backend, seed=5)
+
+
+def batch(N, T=8, seed=0):
+    rng = np.random.default_rng(seed)
+    captions = rng.integers(0, len(VOCAB), size=(N, T))
+    captions[:, 0] = 1
+    captions[::3, T // 2:] = 0  # padding in some rows
+    return rng.standard_normal((N, 9)), captions
+
+
+@pytest.mark.parametrize("N, count", [(25, 2), (25, 3), (9, 2), (40, 4)])
+def test_sharded_loss_equals_one_shard_and_the_reference(threads, N, count):
+    features, captions = batch(N)
+    compiled = model()
+    threads(1)
+    assert len(parallel.shards(N)) == 1
+    loss_one, grads_one = compiled.loss(features, captions)
+    threads(count)
+    assert len(parallel.shards(N)) == min(count, N // 4) > 1
+    loss, grads = compiled.loss(features, captions)
+    reference = model(backend="numpy")
+    loss_ref, grads_ref = reference.loss(features, captions)
+    assert abs(loss - loss_one) <= 1e-12 * loss_one and abs(loss - loss_ref) <= 1e-12 * loss_ref
+    for name in grads_ref:
+        assert relative_error(grads[name], grads_one[name]) < 1e-12, name
+        assert relative_error(grads[name], grads_ref[name]) < 1e-12, name
+
+
+def test_sharded_float32_loss_is_within_float32_rounding(threads):
+    features, captions = batch(30, seed=1)
+    compiled = model(np.float32)
+    threads(1)
+    loss_one, grads_one = compiled.loss(features, captions)
+    threads(2)
+    loss, grads = compiled.loss(features, captions)
+    assert abs(loss - loss_one) <= 1e-5 * loss_one
+    for name in grads:
+        assert grads[name].dtype == np.float32 and relative_error(grads[name], grads_one[name]) < 1e-5, name
+
+
+def test_sharded_greedy_sampling_equals_one_shard(threads):
+    features = np.random.default_rng(3).standard_normal((23, 9)) * 3
+    compiled = model()
+    threads(1)
+    one = compiled.sample(features, max_length=7)
+    threads(3)
+    assert len(parallel.shards(23)) == 3
+    np.testing.assert_array_equal(compiled.sample(features, max_length=7), one)
+
+
+def test_adam_update_in_slices_equals_the_reference(threads):
+    threads(2)
+    rng = np.random.default_rng(4)
+    w, dw = rng.standard_normal(3 * 65536 + 5), rng.standard_normal(3 * 65536 + 5)
+    assert len(parallel.shards(w.size, min_rows=65536)) == 2
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    expected, config = w.copy(), {"learning_rate": 1e-2}
+    for t in range(1, 4):
+        kernels.adam_update(w, dw, m, v, t, learning_rate=1e-2)
+        expected, config = optim.adam(expected, dw, config)
+    assert relative_error(w, expected) < 1e-14
+    assert relative_error(m, config["m"]) < 1e-14 and relative_error(v, config["v"]) < 1e-14
+
+
+def test_output_layer_shards_add_up_to_the_whole_batch():
+    rng = np.random.default_rng(6)
+    h, w, b = rng.standard_normal((10, 4, 5)), rng.standard_normal((5, 7)), rng.standard_normal(7)
+    y, mask = rng.integers(0, 7, size=(10, 4)), rng.random((10, 4)) > 0.3
+    loss, dh, dw, db = kernels.temporal_softmax_affine_loss(h, w, b, y, mask)
+    first = kernels.temporal_softmax_affine_loss(h[:6], w, b, y[:6], mask[:6], batch=10)
+    second = kernels.temporal_softmax_affine_loss(h[6:], w, b, y[6:], mask[6:], batch=10)
+    assert abs(first[0] + second[0] - loss) < 1e-12 * loss
+    assert relative_error(np.concatenate([first[1], second[1]]), dh) < 1e-14
+    assert relative_error(first[2] + second[2], dw) < 1e-14 and relative_error(first[3] + second[3], db) < 1e-14
+    with pytest.raises(ValueError, match="batch"):
+        kernels.temporal_softmax_affine_loss(h, w, b, y, mask, batch=0)
+
+
+# ---------------------------------------------------------------------- captionkit.parallel itself
+
+
+def test_shards_are_contiguous_near_equal_and_never_too_small(threads):
+    threads(3)
+    assert parallel.shards(14) == [slice(0, 4), slice(4, 9), slice(9, 14)]
+    assert parallel.shards(10) == [slice(0, 5), slice(5, 10)]  # three shards would leave one under 4 rows
+    assert parallel.shards(7) == [slice(0, 7)]
+    assert parallel.shards(8) == [slice(0, 4), slice(4, 8)]
+    assert parallel.shards(0) == [slice(0, 0)]
+    threads(1)
+    assert parallel.shards(1000) == [slice(0, 1000)]
+
+
+def test_run_returns_results_in_order_and_raises_after_every_task_finished(threads):
+    threads(3)
+    assert parallel.run([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    finished = threading.Event()
+
+    def slow():
+        finished.wait(0.2)
+        finished.set()
+        return "slow"
+
+    def broken():
+        raise RuntimeError("shard failed")
+
+    with pytest.raises(RuntimeError, match="shard failed"):
+        parallel.run([broken, slow])
+    assert finished.is_set()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_set_num_threads_refuses_non_positive_integers(threads, bad):
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        parallel.set_num_threads(bad)
+
+
+def test_thread_count_comes_from_the_environment():
+    code = "from captionkit import parallel; print(parallel.get_num_threads())"
+    run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                     env={**__import__("os").environ, **env})
+    if kernels.blas_functions()["description"].startswith("OpenBLAS"):
+        assert run({"OPENBLAS_NUM_THREADS": "1"}).stdout.strip() == "1"
+        assert run({"OPENBLAS_NUM_THREADS": "1", "CAPTIONKIT_NUM_THREADS": "3"}).stdout.strip() == "3"
+        bad = run({"CAPTIONKIT_NUM_THREADS": "many"})
+        assert bad.returncode != 0 and "CAPTIONKIT_NUM_THREADS must be a positive integer, got 'many'" in bad.stderr
+
+
+@pytest.mark.parametrize("trans", [False, True])
+def test_panel_functions_for_plugins_multiply_like_numpy(trans):
+    import ctypes
+
+    panel = kernels.blas_functions()["panel"]
+    if panel is None:
+        pytest.skip("no AVX-512 here: plugins get None and use sgemm/dgemm")
+    ssize, dptr = ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_double)
+    packed_size = ctypes.CFUNCTYPE(ssize, ssize, ssize)(panel["packed_size_d"])
+    pack = ctypes.CFUNCTYPE(None, ssize, ssize, dptr, ssize, ctypes.c_int, dptr)(panel["pack_d"])
+    gemm = ctypes.CFUNCTYPE(None, ssize, ssize, ssize, dptr, ssize, dptr, dptr, ssize)(panel["panel_dgemm"])
+    rng = np.random.default_rng(7)
+    m, k, n = 14, 9, 21
+    a, c = rng.standard_normal((m, k)), rng.standard_normal((m, n))
+    b = rng.standard_normal((n, k)) if trans else rng.standard_normal((k, n))
+    bp = np.empty(packed_size(k, n))
+    ptr = lambda array: array.ctypes.data_as(dptr)  # noqa: E731
+    pack(k, n, ptr(b), b.shape[1], int(trans), ptr(bp))
+    expected = c + a @ (b.T if trans else b)
+    gemm(m, n, k, ptr(a), k, ptr(bp), ptr(c), n)
+    assert relative_error(c, expected) < 1e-14
