@@ -56,6 +56,7 @@ __all__ = [
     "is_available",
     "rnn_backward",
     "rnn_forward",
+    "rnn_greedy_decode",
     "rnn_step_forward",
     "temporal_softmax_affine_loss",
     "word_embedding_backward",
@@ -412,6 +413,46 @@ def affine_log_softmax_topk(h, w, b, k):
     h, w, b = _decode_args(h, w, b)
     k = _positive_int("k", k, w.shape[1])
     return _decode.affine_log_softmax_topk(h, w, b, k)
+
+
+def rnn_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length):
+    """Greedy decoding with a vanilla RNN, every step in one compiled loop -> captions (N, max_length) int32.
+
+    h0 (N, H) initial hidden states, W_embed (V, W) word vectors, Wx (W, H), Wh (H, H), b (H,), W_vocab (H, V),
+    b_vocab (V,); start, end and null are word ids (end may be None: no early stop). Step t embeds each caption's
+    last word (``start`` first), takes :func:`rnn_step_forward`, and writes the best word of
+    ``h @ W_vocab + b_vocab`` (:func:`affine_argmax`) at position t; once a caption has produced ``end`` its row
+    holds ``null`` from then on, and decoding stops when every caption has. The numbers of the step-by-step loop
+    in :meth:`captionkit.CaptioningRNN.sample`, without Python between steps and with each matrix packed once.
+    """
+    _require_built()
+    h0, W_embed, Wx, Wh = (_float_array(name, a, 2, None if name == "h0" else ("h0", h0))
+                           for name, a in (("h0", h0), ("W_embed", W_embed), ("Wx", Wx), ("Wh", Wh)))
+    N, H = h0.shape
+    V, W = W_embed.shape
+    _expect_shape("Wx", Wx, (W, H), "W_embed and h0")
+    _expect_shape("Wh", Wh, (H, H), "h0")
+    b = _float_array("b", b, 1, ("h0", h0))
+    _expect_shape("b", b, (H,), "h0")
+    W_vocab = _float_array("W_vocab", W_vocab, 2, ("h0", h0))
+    _expect_shape("W_vocab", W_vocab, (H, V), "h0 and W_embed")
+    b_vocab = _float_array("b_vocab", b_vocab, 1, ("h0", h0))
+    _expect_shape("b_vocab", b_vocab, (V,), "W_embed")
+    start, null = _word_id("start", start, V), _word_id("null", null, V)
+    end = -1 if end is None else _word_id("end", end, V)
+    max_length = _positive_int("max_length", max_length)
+    _check_size("captions", (N, max_length))
+    _check_size("scores", (N, V))
+    return _rnn.rnn_greedy(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length)
+
+
+def _word_id(name, value, vocab_size):
+    """An integer word id in [0, vocab_size)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer word id, got {value!r}")
+    if not 0 <= value < vocab_size:
+        raise ValueError(f"{name} must be a word id in [0, {vocab_size}) (from W_embed), got {value}")
+    return int(value)
 
 
 # ---------------------------------------------------------------------- optimiser

@@ -147,14 +147,21 @@ class CaptioningRNN:
         results = parallel.run(
             [lambda s=s: self._compiled_loss(features[s], captions_in[s], captions_out[s], mask[s], N) for s in parts]
         )
-        loss, grads = results[0]
-        for shard_loss, shard_grads in results[1:]:
-            loss += shard_loss
-            for name, grad in shard_grads.items():
-                if grads[name].flags.writeable:
-                    grads[name] += grad
-                else:
-                    grads[name] = grads[name] + grad
+        loss = sum(shard_loss for shard_loss, _ in results)
+        grads = {name: grad if grad.flags.writeable and grad.flags.c_contiguous else np.array(grad, order="C")
+                 for name, grad in results[0][1].items()}  # flattened below, so must be writeable in place
+        others = [shard_grads for _, shard_grads in results[1:]]
+        count = len(parts)
+
+        def add_slice(i):
+            """Add the other shards' gradients into the first's, over slice i of every flattened array."""
+            for name, grad in grads.items():
+                flat = grad.reshape(-1)
+                part = slice(flat.size * i // count, flat.size * (i + 1) // count)
+                for shard_grads in others:
+                    flat[part] += shard_grads[name].reshape(-1)[part]
+
+        parallel.run([lambda i=i: add_slice(i) for i in range(count)])
         return loss, grads
 
     def _compiled_loss(self, features, captions_in, captions_out, mask, batch):
@@ -233,8 +240,14 @@ class CaptioningRNN:
         """Greedy decoding of features (N, D), N >= 1 -> captions (N, max_length), as :meth:`sample` describes."""
         p = self.params
         N = features.shape[0]
+        h0 = self._project(features)
+        if self._uses_kernels:
+            captions = self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
+                                               self._start, self._end, self._null, max_length)
+            if captions is not None:
+                return captions
         captions = np.full((N, max_length), self._null, dtype=np.int32)
-        state = self.cell.initial_state(self._project(features))
+        state = self.cell.initial_state(h0)
         words = np.full(N, self._start, dtype=np.int64)
         alive = np.ones(N, dtype=bool)
         cell_params = self._cell_params()

@@ -295,6 +295,45 @@ def test_decoding_steps(d, dtype, fault, k, seed):
     assert all(len(set(row)) == k for row in ids.tolist())
 
 
+GREEDY_SYMBOLS = {"h0": "NH", "W_embed": "VD", "Wx": "DH", "Wh": "HH", "b": "H", "W_vocab": "HV", "b_vocab": "V"}
+
+
+@SETTINGS
+@given(dims, dtypes, faults_for(list(GREEDY_SYMBOLS) + ["start", "end"], FAULTS + ["too_large"]), st.integers(1, 6),
+       seeds)
+def test_rnn_greedy_decode(d, dtype, fault, max_length, seed):
+    rng = np.random.default_rng(seed)
+    args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
+            for name, sym in GREEDY_SYMBOLS.items()}
+    ids = {"start": int(rng.integers(0, max(d["V"], 1))), "end": int(rng.integers(0, max(d["V"], 1)))}
+    for name in ids:
+        ids[name] = {"too_large": d["V"], "float": float(ids[name]), "list": [ids[name]]}.get(fault.get(name), ids[name])
+    call = lambda: kernels.rnn_greedy_decode(**args, **ids, null=0, max_length=max_length)  # noqa: E731
+    ids_ok = all(isinstance(v, int) and 0 <= v < d["V"] for v in ids.values())
+    if not (floats_valid(args) and bind_shapes(args, GREEDY_SYMBOLS) and ids_ok):
+        expect_clean_error(call, list(GREEDY_SYMBOLS) + ["start", "end"])
+        return
+    captions = call()
+    assert captions.shape == (d["N"], max_length) and captions.dtype == np.int32
+    # Oracle: the step loop in float64, fed the words the kernel chose; each chosen word must score the maximum
+    # (up to rounding, which may break a near-tie the other way), and a caption is null after its end word.
+    p = {name: as64(a) for name, a in args.items()}
+    h, words, alive = p["h0"], np.full(d["N"], ids["start"]), np.ones(d["N"], bool)
+    for t in range(max_length):
+        h = np.tanh(p["W_embed"][words] @ p["Wx"] + h @ p["Wh"] + p["b"])
+        scores = h @ p["W_vocab"] + p["b_vocab"]
+        tol = TOLERANCE[np.dtype(dtype)] * (1 + np.abs(scores).max()) * (t + 1)
+        chosen = np.where(alive, captions[:, t], scores.argmax(axis=1))
+        assert np.all(np.where(alive, captions[:, t], 0) == np.where(alive, chosen, 0))
+        assert np.all(captions[~alive, t] == 0)
+        assert np.all(scores[np.arange(d["N"]), chosen] >= scores.max(axis=1) - tol)
+        words = chosen
+        alive &= words != ids["end"]
+        if not alive.any():
+            assert np.all(captions[:, t + 1:] == 0)
+            break
+
+
 ADAM_FAULTS = ["ok"] * 6 + ["float16", "other_float", "fortran", "strided", "read_only", "grow", "list", "alias"]
 
 

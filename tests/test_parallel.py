@@ -1,5 +1,6 @@
-"""The compiled backend's two routes to speed, checked against the numpy reference: the packed-panel products of the
-time loops (against BLAS and layers) and the batch cut into shards on threads (against one shard).
+"""The compiled backend's routes to speed, checked against the numpy reference: the packed-panel products of the
+time loops (against BLAS and layers), greedy decoding in one compiled loop (against the model's step loop on
+numpy) and the batch cut into shards on threads (against one shard).
 
 Shards change only the order of the gradient sums, so float64 results agree to rounding (1e-12 relative here).
 """
@@ -28,11 +29,11 @@ def threads():
 @pytest.fixture(params=["panel", "blas"])
 def step_products(request):
     """Run the time loops' per-step products on packed panels (where the CPU has AVX-512) or on BLAS."""
-    from captionkit._ext import _rnn
+    from captionkit._ext import _blas
 
-    previous = _rnn.use_panel(request.param == "panel")
+    previous = _blas.use_panel(request.param == "panel")
     yield request.param
-    _rnn.use_panel(previous)
+    _blas.use_panel(previous)
 
 
 def relative_error(actual, expected):
@@ -64,17 +65,61 @@ def test_time_loops_equal_reference_on_both_product_paths(step_products, dtype, 
 
 
 def test_panel_path_is_taken_where_the_cpu_allows_it():
-    from captionkit._ext import _rnn
+    from captionkit._ext import _blas
 
-    previous = _rnn.use_panel(True)
+    previous = _blas.use_panel(True)
     try:
         with open("/proc/cpuinfo") as info:
             has_avx512 = " avx512f " in info.read().replace("\n", " ")
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     finally:
-        now = _rnn.use_panel(previous)
+        now = _blas.use_panel(previous)
     assert now == (has_avx512 and sys.platform == "linux")
+
+
+# ---------------------------------------------------------------------- fused greedy decoding
+
+
+@pytest.mark.parametrize("with_end", [True, False])
+def test_fused_greedy_decoding_equals_the_step_loop_on_numpy(step_products, threads, with_end):
+    threads(1)
+    vocab = VOCAB if with_end else {w: i for w, i in VOCAB.items() if w != "<END>"}
+    make = lambda backend: CaptioningRNN(vocab, input_dim=9, wordvec_dim=6, hidden_dim=35, dtype=np.float64,  # noqa
+                                         backend=backend, seed=8)
+    compiled, reference = make("cython"), make("numpy")
+    # Large weights make the captions vary and let some end early (the test checks that some do and some do not).
+    for m in (compiled, reference):
+        m.params = {name: value * 4 for name, value in make("numpy").params.items()}
+    features = np.random.default_rng(9).standard_normal((17, 9)) * 2
+    expected = reference.sample(features, max_length=12)
+    got = compiled.sample(features, max_length=12)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int32
+    if with_end:
+        ended = (expected == 2).any(axis=1)
+        assert ended.any() and not ended.all()
+
+
+def test_fused_greedy_decoding_names_bad_arguments():
+    rng = np.random.default_rng(10)
+    N, H, V, W = 3, 5, 7, 4
+    h0, W_embed, Wx, Wh, b = (rng.standard_normal(s) for s in ((N, H), (V, W), (W, H), (H, H), (H,)))
+    W_vocab, b_vocab = rng.standard_normal((H, V)), rng.standard_normal(V)
+    args = dict(h0=h0, W_embed=W_embed, Wx=Wx, Wh=Wh, b=b, W_vocab=W_vocab, b_vocab=b_vocab, start=1, end=2, null=0,
+                max_length=4)
+    assert kernels.rnn_greedy_decode(**args).shape == (N, 4)
+    for change, message in [
+        (dict(start=V), r"start must be a word id in \[0, 7\)"),
+        (dict(end=-1), r"end must be a word id"),
+        (dict(null=1.0), r"null must be an integer word id"),
+        (dict(max_length=0), r"max_length must be in"),
+        (dict(W_vocab=W_vocab[:, :-1].copy()), r"W_vocab must have shape \(5, 7\)"),
+        (dict(Wh=Wh.astype(np.float32)), r"Wh"),
+        (dict(b_vocab=b_vocab[:-1]), r"b_vocab must have shape \(7,\)"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=message):
+            kernels.rnn_greedy_decode(**{**args, **change})
 
 
 # ---------------------------------------------------------------------- shards on threads

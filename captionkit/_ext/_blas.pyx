@@ -71,6 +71,22 @@ cdef void _panel_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a
     ck_panel_gemm_d(m, n, k, a, lda, bp, c, ldc)
 
 
+cdef bint _use_panel = ck_panel_available()
+
+
+cdef bint panel_enabled() noexcept nogil:
+    return _use_panel
+
+
+def use_panel(bint flag):
+    """Run the time loops' per-step products on packed panels (when the CPU allows) or on BLAS; returns the
+    previous choice. For tests and benchmarks, which compare the two paths."""
+    global _use_panel
+    previous = _use_panel
+    _use_panel = flag and ck_panel_available()
+    return previous
+
+
 def panel_addresses():
     """Addresses of the packed-panel functions by name, or None when this CPU or build lacks them (no AVX-512)."""
     if not ck_panel_available():

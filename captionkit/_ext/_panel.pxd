@@ -1,5 +1,8 @@
-"""Declarations of the packed-panel products in _panel.h (see that file for the layout and why it exists)."""
+"""The packed-panel products of _panel.h (see that file for the layout and why it exists), with BLAS behind them."""
 from cython cimport floating
+from libc.stdlib cimport malloc
+
+from captionkit._ext._blas cimport gemm
 
 
 cdef extern from "_panel.h" nogil:
@@ -40,3 +43,24 @@ cdef inline void panel_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floa
         ck_panel_gemm_f(m, n, k, a, lda, bp, c, ldc)
     else:
         ck_panel_gemm_d(m, n, k, a, lda, bp, c, ldc)
+
+
+cdef inline floating *packed_copy(const floating *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t ldb,
+                                  bint trans) noexcept nogil:
+    """B (k, n), or B given as its transpose when trans is set, packed into a new buffer that the caller frees;
+    NULL when memory is short, and the caller then multiplies with BLAS instead."""
+    cdef floating kind = 0
+    cdef floating *bp = <floating *> malloc(packed_size(kind, k, n) * sizeof(floating))
+    if bp != NULL:
+        pack(k, n, b, ldb, trans, bp)
+    return bp
+
+
+cdef inline void product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                         const floating *b, bint trans, floating *packed, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) += A (m, k) @ op(B), where op(B) is B (k, n) or, with trans, the transpose of B (n, k); both
+    row-major and contiguous. On packed panels when ``packed`` holds op(B) (packed_copy), else on BLAS."""
+    if packed != NULL:
+        panel_gemm(m, n, k, a, lda, packed, c, ldc)
+    else:
+        gemm(False, trans, m, n, k, 1, a, lda, b, k if trans else n, 1, c, ldc)

@@ -1,4 +1,4 @@
-"""Vanilla RNN sequence forward/backward and single step, with the time loop in C.
+"""Vanilla RNN sequence forward/backward, single step and greedy decoding, with the time loop in C.
 
 Private: call these through captionkit.kernels, which checks dtypes, shapes, contiguity and sizes first. Work that
 does not depend on the recurrence is taken out of the loop into single large products: x @ Wx for every step at once
@@ -8,52 +8,14 @@ product runs on Wh packed once per call (_panel.h) instead of BLAS, which would 
 """
 import numpy as np
 from cython cimport floating
+from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
-from captionkit._ext._blas cimport gemm
-from captionkit._ext._panel cimport ck_panel_available, pack, packed_size, panel_gemm
-from captionkit._ext._vecmath cimport add, tanh_bias, tanh_grad
+from captionkit._ext._blas cimport gemm, panel_enabled
+from captionkit._ext._panel cimport packed_copy, product
+from libc.stdint cimport int32_t, int64_t
 
-
-cdef bint _use_panel = ck_panel_available()
-
-
-def use_panel(bint flag):
-    """Run the per-step products on packed panels (when the CPU allows) or on BLAS; returns the previous choice.
-
-    For tests and benchmarks, which compare the two paths.
-    """
-    global _use_panel
-    previous = _use_panel
-    _use_panel = flag and ck_panel_available()
-    return previous
-
-
-cdef inline void step_product(Py_ssize_t m, Py_ssize_t H, const floating *a, Py_ssize_t lda, const floating *W,
-                              bint trans, floating *packed, floating *c, Py_ssize_t ldc) noexcept nogil:
-    """c (m, H) += a (m, H) @ op(W): packed (when not NULL) holds op(W) packed, else BLAS multiplies W itself."""
-    if packed != NULL:
-        panel_gemm(m, H, H, a, lda, packed, c, ldc)
-    else:
-        gemm(False, trans, m, H, H, 1, a, lda, W, H, 1, c, ldc)
-
-
-cdef object packed_recurrent(const floating[:, ::1] Wh, bint trans):
-    """op(Wh) packed for step_product, or None for the BLAS path."""
-    if not _use_panel:
-        return None
-    cdef Py_ssize_t H = Wh.shape[0]
-    cdef floating kind = 0
-    buffer = np.empty(packed_size(kind, H, H), dtype=np.float32 if floating is float else np.float64)
-    cdef floating[::1] view = buffer
-    with nogil:
-        pack(H, H, &Wh[0, 0], H, trans, &view[0])
-    return buffer
-
-
-cdef inline floating *address(floating[::1] packed) noexcept:
-    """Start of a packed buffer, or NULL for None."""
-    return NULL if packed is None else &packed[0]
+from captionkit._ext._vecmath cimport add, argmax_bias, tanh_bias, tanh_grad
 
 
 def rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floating[:, ::1] Wx,
@@ -68,9 +30,10 @@ def rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const fl
     cdef Py_ssize_t t, n
     cdef const floating *prev
     cdef int ld_prev
-    cdef floating[::1] packed_Wh = packed_recurrent(Wh, False)
-    cdef floating *packed = address(packed_Wh)
+    cdef floating *packed = NULL
     with nogil:
+        if panel_enabled():
+            packed = packed_copy(&Wh[0, 0], H, H, H, False)
         # Input projections of all N*T positions in one product, written where the hidden states go.
         gemm(False, False, N * T, H, D, 1, &x[0, 0, 0], D, &Wx[0, 0], H, 0, &h[0, 0, 0], H)
         for t in range(T):
@@ -79,9 +42,10 @@ def rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const fl
             else:
                 prev, ld_prev = &h[0, t - 1, 0], T * H
             # Step t of every sequence: rows h[:, t] sit T*H apart.
-            step_product(N, H, prev, ld_prev, &Wh[0, 0], False, packed, &h[0, t, 0], T * H)
+            product(N, H, H, prev, ld_prev, &Wh[0, 0], False, packed, &h[0, t, 0], T * H)
             for n in range(N):
                 tanh_bias(&h[n, t, 0], &b[0], H)
+        free(packed)
     return h_arr
 
 
@@ -101,23 +65,25 @@ def rnn_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, cons
     dWx_arr = np.empty((D, H), dtype=dtype)
     dWh_arr = np.empty((H, H), dtype=dtype)
     db_arr = np.zeros(H, dtype=dtype)
-    cdef floating[::1] packed_WhT = packed_recurrent(Wh, True)
-    cdef floating *packed = address(packed_WhT)
+    cdef floating *packed = NULL
     cdef floating[:, :, ::1] da = da_arr, hprev = hprev_arr, dx = dx_arr
     cdef floating[:, ::1] dh0 = dh0_arr, dWx = dWx_arr, dWh = dWh_arr
     cdef floating[::1] db = db_arr
     cdef Py_ssize_t t, n
     cdef size_t row_bytes = H * sizeof(floating)
     with nogil:
+        if panel_enabled():
+            packed = packed_copy(&Wh[0, 0], H, H, H, True)  # Wh^T, packed from Wh
         memcpy(&da[0, 0, 0], &dh[0, 0, 0], N * T * row_bytes)
         for t in range(T - 1, -1, -1):
             if t < T - 1:
                 # What step t+1 sends back through Wh adds to the loss's own gradient of h_t.
-                step_product(N, H, &da[0, t + 1, 0], T * H, &Wh[0, 0], True, packed, &da[0, t, 0], T * H)
+                product(N, H, H, &da[0, t + 1, 0], T * H, &Wh[0, 0], True, packed, &da[0, t, 0], T * H)
             for n in range(N):
                 tanh_grad(&da[n, t, 0], &h[n, t, 0], H)
         memset(&dh0[0, 0], 0, N * row_bytes)
-        step_product(N, H, &da[0, 0, 0], T * H, &Wh[0, 0], True, packed, &dh0[0, 0], H)
+        product(N, H, H, &da[0, 0, 0], T * H, &Wh[0, 0], True, packed, &dh0[0, 0], H)
+        free(packed)
 
         for n in range(N):
             memcpy(&hprev[n, 0, 0], &h0[n, 0], row_bytes)
@@ -148,3 +114,68 @@ def rnn_step(const floating[:, ::1] x, const floating[:, ::1] prev_h, const floa
         for n in range(N):
             tanh_bias(&out[n, 0], &b[0], H)
     return out_arr
+
+
+def rnn_greedy(const floating[:, ::1] h0, const floating[:, ::1] W_embed, const floating[:, ::1] Wx,
+               const floating[:, ::1] Wh, const floating[::1] b, const floating[:, ::1] W_vocab,
+               const floating[::1] b_vocab, int64_t start, int64_t end, int32_t null, Py_ssize_t max_length):
+    """Greedy decoding from h0 (N, H) with word vectors W_embed (V, W), the RNN's Wx (W, H), Wh (H, H), b (H,) and
+    the output layer W_vocab (H, V), b_vocab (V,) -> captions (N, max_length) int32.
+
+    Step t embeds each row's last word (start at t = 0), takes one RNN step, and picks the best-scoring word; a row
+    that has produced ``end`` keeps ``null`` from then on, and decoding stops once every row has (end < 0: never).
+    Every matrix is packed once for all the steps when the panel products are enabled.
+    """
+    cdef Py_ssize_t N = h0.shape[0], H = h0.shape[1], V = W_embed.shape[0], W = W_embed.shape[1]
+    if N < 1 or H < 1 or V < 1 or W < 1 or max_length < 1 or Wx.shape[0] != W or Wx.shape[1] != H \
+            or Wh.shape[0] != H or Wh.shape[1] != H or b.shape[0] != H or W_vocab.shape[0] != H \
+            or W_vocab.shape[1] != V or b_vocab.shape[0] != V or not 0 <= start < V or end >= V:
+        raise ValueError("rnn_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
+    dtype = np.float32 if floating is float else np.float64
+    captions_arr = np.full((N, max_length), null, dtype=np.int32)
+    state_arr = np.empty((2, N, H), dtype=dtype)  # this step's hidden state and the next, in turn
+    x_arr = np.empty((N, W), dtype=dtype)
+    scores_arr = np.empty((N, V), dtype=dtype)
+    words_arr = np.full(N, start, dtype=np.int64)
+    alive_arr = np.ones(N, dtype=np.uint8)
+    cdef int32_t[:, ::1] captions = captions_arr
+    cdef floating[:, :, ::1] state = state_arr
+    cdef floating[:, ::1] x = x_arr, scores = scores_arr
+    cdef int64_t[::1] words = words_arr
+    cdef unsigned char[::1] alive = alive_arr
+    cdef floating *packed_Wx = NULL
+    cdef floating *packed_Wh = NULL
+    cdef floating *packed_vocab = NULL
+    cdef Py_ssize_t t, n, cur = 0
+    cdef bint any_alive
+    with nogil:
+        if panel_enabled():
+            packed_Wx = packed_copy(&Wx[0, 0], W, H, H, False)
+            packed_Wh = packed_copy(&Wh[0, 0], H, H, H, False)
+            packed_vocab = packed_copy(&W_vocab[0, 0], H, V, V, False)
+        memcpy(&state[0, 0, 0], &h0[0, 0], N * H * sizeof(floating))
+        for t in range(max_length):
+            for n in range(N):
+                memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
+            memset(&state[1 - cur, 0, 0], 0, N * H * sizeof(floating))
+            product(N, H, W, &x[0, 0], W, &Wx[0, 0], False, packed_Wx, &state[1 - cur, 0, 0], H)
+            product(N, H, H, &state[cur, 0, 0], H, &Wh[0, 0], False, packed_Wh, &state[1 - cur, 0, 0], H)
+            cur = 1 - cur
+            for n in range(N):
+                tanh_bias(&state[cur, n, 0], &b[0], H)
+            memset(&scores[0, 0], 0, N * V * sizeof(floating))
+            product(N, V, H, &state[cur, 0, 0], H, &W_vocab[0, 0], False, packed_vocab, &scores[0, 0], V)
+            any_alive = False
+            for n in range(N):
+                words[n] = argmax_bias(&scores[n, 0], &b_vocab[0], V)
+                if alive[n]:
+                    captions[n, t] = <int32_t> words[n]
+                    if words[n] == end:
+                        alive[n] = 0
+                any_alive = any_alive or alive[n]
+            if end >= 0 and not any_alive:
+                break
+        free(packed_Wx)
+        free(packed_Wh)
+        free(packed_vocab)
+    return captions_arr

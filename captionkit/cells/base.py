@@ -77,6 +77,16 @@ class Cell(abc.ABC):
     def step(self, x, state, params):
         """One decoding step: x (N, W) and the state tuple -> the next state tuple (its first element is h)."""
 
+    def greedy_decode(self, h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length):
+        """Optional: greedy decoding in one call, for a cell that can do it faster than the model's step loop.
+
+        h0 (N, H) projected image features; W_embed (V, W), W_vocab (H, V), b_vocab (V,) the model's word vectors
+        and output layer; start, end (None: no early stop) and null word ids -> captions (N, max_length) int32 with
+        the numbers of :meth:`captionkit.CaptioningRNN.sample`'s greedy loop over :meth:`step`. The default returns
+        None, and the model runs that loop.
+        """
+        return None
+
     def check_inputs(self, x, h0, params):
         """Raise ValueError naming the argument when x, h0 or params do not fit one another."""
         if x.ndim != 3:

@@ -35,3 +35,9 @@ class RNNCell(Cell):
         (h,) = state
         next_h, _ = self._ops.rnn_step_forward(x, h, params["Wx"], params["Wh"], params["b"])
         return (next_h,)
+
+    def greedy_decode(self, h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length):
+        if self.backend != "cython":
+            return None
+        return kernels.rnn_greedy_decode(h0, W_embed, params["Wx"], params["Wh"], params["b"], W_vocab, b_vocab,
+                                         start, end, null, max_length)
