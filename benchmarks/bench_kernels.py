@@ -189,19 +189,26 @@ def blas_summary():
 
 
 def profile_compiled(N, repeats):
-    """Median ms and GFLOP/s of each phase of a compiled float32 training step and of one greedy decoding step."""
-    from captionkit import CaptioningRNN, kernels
+    """Median ms and GFLOP/s of each phase of a compiled float32 training step and of greedy sampling.
+
+    The model cuts its batch into one shard per thread (captionkit.parallel); the phases of the loss are timed on
+    the first shard alone, on this thread, then the whole loss (all shards side by side), Adam and sampling.
+    """
+    from captionkit import CaptioningRNN, kernels, parallel
 
     model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, backend="cython", seed=0)
     p = model.params
     features, captions = make_data("train", N, "full")
-    captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+    shard = parallel.shards(N)[0]
+    n = shard.stop - shard.start
+    captions_in, captions_out = captions[shard, :-1], captions[shard, 1:]
     mask = captions_out != NULL
     moments = {name: (np.zeros_like(value), np.zeros_like(value)) for name, value in p.items()}
+    grads = model.loss(features, captions)[1]
     state = {}
 
     def phase_input():
-        state["h0"], state["proj"] = kernels.affine_forward(features, p["W_proj"], p["b_proj"])
+        state["h0"], state["proj"] = kernels.affine_forward(features[shard], p["W_proj"], p["b_proj"])
         state["x"], state["embed"] = kernels.word_embedding_forward(captions_in, p["W_embed"])
 
     def phase_rnn_forward():
@@ -209,7 +216,7 @@ def profile_compiled(N, repeats):
 
     def phase_output():
         _, state["dh"], _, _ = kernels.temporal_softmax_affine_loss(state["h"], p["W_vocab"], p["b_vocab"],
-                                                                    captions_out, mask)
+                                                                    captions_out, mask, batch=N)
 
     def phase_rnn_backward():
         state["dx"], state["dh0"], *_ = kernels.rnn_backward(state["dh"], state["rnn"])
@@ -218,31 +225,28 @@ def profile_compiled(N, repeats):
         kernels.word_embedding_backward(state["dx"], state["embed"])
         kernels.affine_backward(state["dh0"], state["proj"], input_grad=False)
 
+    def phase_loss():
+        model.loss(features, captions)
+
     def phase_adam():
         for name, value in p.items():
-            kernels.adam_update(value, np.zeros_like(value), *moments[name], 1)
+            kernels.adam_update(value, grads[name], *moments[name], 1)
 
-    h = state.setdefault("h_step", np.asarray(np.random.RandomState(1).rand(N, H), dtype=np.float32) - 0.5)
-    x_step = p["W_embed"][np.arange(N) % V]
+    def phase_greedy():
+        model.sample(features, max_length=MAX_LENGTH)
 
-    def phase_decode_cell():
-        kernels.rnn_step_forward(x_step, h, p["Wx"], p["Wh"], p["b"])
-
-    def phase_decode_scores():
-        kernels.affine_argmax(h, p["W_vocab"], p["b_vocab"])
-
-    NT = N * T
+    nt = n * T
     phases = [
-        ("train: projection + embedding", phase_input, 2 * N * D * H),
-        ("train: rnn forward", phase_rnn_forward, 2 * NT * (W * H + H * H)),
-        ("train: output layer fwd+bwd", phase_output, 3 * 2 * NT * H * V),
-        ("train: rnn backward", phase_rnn_backward, 2 * 2 * NT * (W * H + H * H)),
-        ("train: embedding + projection bwd", phase_input_backward, 2 * N * D * H),
-        ("train: adam (all parameters)", phase_adam, 0),
-        ("greedy step: rnn step", phase_decode_cell, 2 * N * (W * H + H * H)),
-        ("greedy step: scores + argmax", phase_decode_scores, 2 * N * H * V),
+        (f"shard of {n}: projection + embedding", phase_input, 2 * n * D * H),
+        (f"shard of {n}: rnn forward", phase_rnn_forward, 2 * nt * (W * H + H * H)),
+        (f"shard of {n}: output layer fwd+bwd", phase_output, 3 * 2 * nt * H * V),
+        (f"shard of {n}: rnn backward", phase_rnn_backward, 2 * 2 * nt * (W * H + H * H)),
+        (f"shard of {n}: embedding + projection bwd", phase_input_backward, 2 * n * D * H),
+        (f"loss and gradients, {N} rows in {N // n} shards on threads", phase_loss, flops("train", N)),
+        ("adam (all parameters)", phase_adam, 0),
+        (f"greedy sampling, {N} captions x {MAX_LENGTH} steps", phase_greedy, flops("greedy", N)),
     ]
-    lines = [f"| phase (N={N}) | median ms | GFLOP/s |", "|---|---:|---:|"]
+    lines = [f"| phase (N={N}, {parallel.get_num_threads()} threads) | median ms | GFLOP/s |", "|---|---:|---:|"]
     for name, run, work in phases:
         run()
         times = []

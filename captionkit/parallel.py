@@ -21,6 +21,16 @@ __all__ = ["get_num_threads", "set_num_threads", "shards", "run"]
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
 _pool = None
+_worker = threading.local()  # .busy is set on the pool's threads while they run a task
+
+
+def _forget_pool_after_fork():
+    """A forked child has none of the parent's threads; a pool that believes it has them would never run a task."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _default_num_threads():
@@ -74,20 +84,30 @@ def shards(rows, min_rows=4):
 def run(tasks):
     """Call each of ``tasks`` (functions of no argument) on its own thread, the first on this one; their results.
 
-    An exception from any task is raised here, after every task has finished.
+    An exception from any task is raised here, after every task has finished. Called from a task that is itself
+    running on the pool, it runs the tasks one after the other on that thread: waiting for the pool from inside it
+    could wait for ever.
     """
     global _pool
-    if len(tasks) == 1:
-        return [tasks[0]()]
+    if len(tasks) == 1 or getattr(_worker, "busy", False):
+        return [task() for task in tasks]
     with _lock:
         if _pool is None or _pool._max_workers < len(tasks) - 1:
             if _pool is not None:
                 _pool.shutdown(wait=True)
             _pool = ThreadPoolExecutor(max_workers=len(tasks) - 1, thread_name_prefix="captionkit")
         pool = _pool
-    futures = [pool.submit(task) for task in tasks[1:]]
+    futures = [pool.submit(_as_worker, task) for task in tasks[1:]]
     try:
         first = tasks[0]()
     finally:
         wait(futures)  # no task may outlive the call, even when one fails
     return [first] + [future.result() for future in futures]
+
+
+def _as_worker(task):
+    _worker.busy = True
+    try:
+        return task()
+    finally:
+        _worker.busy = False

@@ -4,6 +4,7 @@ numpy) and the batch cut into shards on threads (against one shard).
 
 Shards change only the order of the gradient sums, so float64 results agree to rounding (1e-12 relative here).
 """
+import signal
 import subprocess
 import sys
 import threading
@@ -235,6 +236,29 @@ def test_run_returns_results_in_order_and_raises_after_every_task_finished(threa
     with pytest.raises(RuntimeError, match="shard failed"):
         parallel.run([broken, slow])
     assert finished.is_set()
+
+
+def test_run_nested_inside_a_task_does_not_wait_for_the_busy_pool(threads):
+    threads(2)
+    inner = lambda: parallel.run([lambda: "a", lambda: "b"])  # noqa: E731
+    # The second outer task runs on the pool's only worker and asks the pool for more: it must not deadlock.
+    assert parallel.run([inner, inner]) == [["a", "b"], ["a", "b"]]
+
+
+def test_a_forked_child_gets_a_working_pool(threads):
+    import os
+
+    threads(2)
+    parallel.run([lambda: 1, lambda: 2])  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if the pool runs tasks, and die of SIGALRM rather than hang
+        signal.alarm(20)
+        try:
+            os._exit(0 if parallel.run([lambda: 1, lambda: 2]) == [1, 2] else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
