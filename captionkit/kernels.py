@@ -38,7 +38,7 @@ import numpy as np
 from captionkit import parallel
 
 try:
-    from captionkit._ext import _affine, _blas, _decode, _embedding, _optim, _rnn, _softmax
+    from captionkit._ext import _affine, _blas, _decode, _embedding, _optim, _rnn, _softmax, _vector
 except ImportError as exc:  # not built: the numpy reference still works
     _IMPORT_ERROR = exc
 else:
@@ -59,6 +59,7 @@ __all__ = [
     "rnn_greedy_decode",
     "rnn_step_forward",
     "temporal_softmax_affine_loss",
+    "vector_functions",
     "word_embedding_backward",
     "word_embedding_forward",
 ]
@@ -103,6 +104,21 @@ def blas_functions():
     _require_built()
     sgemm, dgemm = _blas.addresses()
     return {"sgemm": sgemm, "dgemm": dgemm, "description": _blas.description(), "panel": _blas.panel_addresses()}
+
+
+def vector_functions():
+    """Elementwise activations of the kernels, for plugins with compiled loops of their own:
+    ``{"sigmoid_s": address, "sigmoid_d": address, "tanh_s": address, "tanh_d": address}``.
+
+    Each is ``void f(T *y, Py_ssize_t n)``, T float for ``_s`` and double for ``_d``: y[i] = sigmoid(y[i]) or
+    tanh(y[i]) in place for i < n, without the GIL and safe on any thread. float32 uses the kernels' vectorised
+    polynomial exp and tanh (about 2e-7 relative error), float64 a polynomial exp within 2 ulps and libm's tanh;
+    each loop is compiled for AVX-512, AVX2 and baseline x86-64 and the loader picks what the CPU runs. sigmoid
+    never returns NaN for a number: below x = -88 (float32) or -709 (float64), where exp(-x) is clamped, it returns
+    about exp(-88) or exp(-709) instead of the true smaller value. The addresses are valid for the life of the process.
+    """
+    _require_built()
+    return _vector.addresses()
 
 
 def _require_built():

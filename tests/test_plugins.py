@@ -7,12 +7,13 @@ import ast
 import importlib.metadata
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from captionkit import CaptioningRNN
+from captionkit import CaptioningRNN, kernels
 from captionkit.cells import CellRegistry, UnknownCellError, get_cell
 from captionkit.cells import registry as registry_module
 from captionkit.gradient_check import eval_numerical_gradient_array, rel_error
@@ -21,6 +22,7 @@ from conftest import overfit_losses
 try:  # the suite tests the real plugins, so a missing one is an error, not a skip
     import captionkit_gru  # noqa: F401
     import captionkit_lstm as lstm_plugin
+    from captionkit_lstm import _loops as lstm_loops
     from captionkit_lstm import kernels as lstm_kernels
     from captionkit_lstm import layers as lstm_layers
 except ImportError as exc:
@@ -171,6 +173,73 @@ def _lstm_inputs(rng, N, T, D, H, dtype):
                                       rng.randn(H, 4 * H) / np.sqrt(H), rng.randn(4 * H))]
 
 
+def _relative_error(actual, expected):
+    expected = np.asarray(expected, dtype=np.float64)
+    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / np.linalg.norm(expected)
+
+
+@pytest.fixture(params=["panel", "blas"])
+def lstm_step_products(request):
+    """Run the compiled LSTM's per-step products on captionkit's packed panels (where the CPU has AVX-512) or on
+    BLAS."""
+    previous = lstm_loops.use_panel(request.param == "panel")
+    yield request.param
+    lstm_loops.use_panel(previous)
+
+
+@pytest.fixture(params=["captionkit", "libm"])
+def lstm_activations(request):
+    """Activate the gates with captionkit.kernels.vector_functions or with the plugin's libm fallback."""
+    previous = lstm_loops.vector_functions()
+    lstm_loops.use_vector_functions(kernels.vector_functions() if request.param == "captionkit" else None)
+    yield request.param
+    lstm_loops.use_vector_functions(previous)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
+@pytest.mark.parametrize(
+    "N, T, D, H",
+    # Row tiles of 1, 7 + 6 and 9 + 8 + 8 rows, cut-short panels, and H = 600, where Wh is packed in several blocks
+    # of columns and of depth both forward and backward.
+    [(1, 2, 3, 1), (13, 3, 5, 33), (25, 2, 4, 70), (3, 2, 3, 600)],
+)
+def test_compiled_lstm_equals_reference_on_every_path(lstm_step_products, lstm_activations, dtype, tolerance,
+                                                      N, T, D, H):
+    rng = np.random.RandomState(N * 1000 + H)
+    inputs = _lstm_inputs(rng, N, T, D, H, dtype)
+    dh = rng.randn(N, T, H).astype(dtype)
+    h, cache = lstm_kernels.lstm_forward(*inputs)
+    h_ref, cache_ref = lstm_layers.lstm_forward(*(a.astype(np.float64) for a in inputs))
+    assert h.dtype == dtype and _relative_error(h, h_ref) < tolerance
+    grads = lstm_kernels.lstm_backward(dh, cache)
+    for name, got, want in zip(("dx", "dh0", "dWx", "dWh", "db"), grads,
+                               lstm_layers.lstm_backward(dh.astype(np.float64), cache_ref)):
+        assert got.dtype == dtype and _relative_error(got, want) < tolerance, name
+
+
+def test_compiled_lstm_runs_on_several_threads_at_once(lstm_step_products):
+    """captionkit.parallel runs shards of a batch side by side; each call must pack Wh into a buffer of its own."""
+    rng = np.random.RandomState(6)
+    jobs = [_lstm_inputs(rng, 13, 6, 8, 64, np.float32) for _ in range(4)]
+
+    def run(inputs):
+        h, cache = lstm_kernels.lstm_forward(*inputs)
+        return [h, *lstm_kernels.lstm_backward(np.ones_like(h), cache)]
+
+    alone = [run(job) for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(run, jobs * 5))
+    for i, results in enumerate(together):
+        for got, want in zip(results, alone[i % len(jobs)]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_lstm_takes_the_panel_path_where_captionkit_offers_it():
+    previous = lstm_loops.use_panel(True)
+    now = lstm_loops.use_panel(previous)
+    assert now == (kernels.blas_functions()["panel"] is not None)
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 def test_compiled_lstm_matches_numpy_at_realistic_sizes(dtype, tol):
     rng = np.random.RandomState(0)
@@ -217,11 +286,11 @@ def test_compiled_lstm_rejects_bad_input_at_its_boundary():
         lstm_kernels.lstm_forward(x, h0[:, :0], Wx[:, :0], Wh[:0, :0], b[:0])
 
 
-def test_compiled_lstm_calls_the_blas_of_captionkits_kernels():
-    """One BLAS copy, so one thread pool, in a training step: two pools' spinning workers slow each other down."""
-    from captionkit import kernels
-
+def test_compiled_lstm_calls_the_blas_and_activations_of_captionkits_kernels():
+    """One BLAS copy, so one thread pool, in a training step: two pools' spinning workers slow each other down. And
+    the gates use captionkit's vectorised sigmoid and tanh, not libm's."""
     assert lstm_kernels.BLAS == kernels.blas()
+    assert lstm_loops.vector_functions() == kernels.vector_functions()
 
 
 def test_lstm_cell_selects_its_path_from_the_backend():

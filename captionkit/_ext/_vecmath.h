@@ -139,6 +139,40 @@ CK_DEFINE_TANH_GRAD(ck_tanh_grad_d, double)
 CK_DEFINE_ADD(ck_add_f, float)
 CK_DEFINE_ADD(ck_add_d, double)
 
+/* ------------------------------------------------------------------ activations in place */
+
+/* For plugins' compiled loops: captionkit.kernels.vector_functions gives out their addresses (_vector.pyx). No
+ * other module calls them, and without CK_BY_ADDRESS each would warn that they are unused. */
+#if defined(__GNUC__)
+#define CK_BY_ADDRESS __attribute__((unused))
+#else
+#define CK_BY_ADDRESS
+#endif
+
+/* y[i] = 1 / (1 + exp(-y[i])). With the clamps of ck_expf/ck_exp the result stays in [0, 1], never NaN for a
+ * number: below x = -88 (float) or -709 (double) it is exp(-88) or exp(-709) rather than the true smaller value. */
+#define CK_DEFINE_SIGMOID_INPLACE(NAME, T, EXP)                                                               \
+    CK_BY_ADDRESS CK_CLONES static void NAME(T *y, Py_ssize_t n)                                              \
+    {                                                                                                         \
+        for (Py_ssize_t i = 0; i < n; i++)                                                                    \
+            y[i] = 1 / (1 + EXP(-y[i]));                                                                      \
+    }
+CK_DEFINE_SIGMOID_INPLACE(ck_sigmoid_inplace_f, float, ck_expf)
+CK_DEFINE_SIGMOID_INPLACE(ck_sigmoid_inplace_d, double, ck_exp)
+
+/* y[i] = tanh(y[i]); float64 keeps libm's tanh, as ck_tanh_bias_d does. */
+CK_BY_ADDRESS CK_CLONES static void ck_tanh_inplace_f(float *y, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = ck_tanhf(y[i]);
+}
+
+CK_BY_ADDRESS static void ck_tanh_inplace_d(double *y, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        y[i] = tanh(y[i]);
+}
+
 /* ------------------------------------------------------------------ softmax rows */
 
 /* s[i] += b[i]; returns the maximum (what exp is shifted by) */

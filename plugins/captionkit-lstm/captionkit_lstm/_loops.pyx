@@ -2,23 +2,113 @@
 """Compiled LSTM time loops (private; call them through captionkit_lstm.kernels, which validates inputs).
 
 Only the recurrence lives here: the input projection x @ Wx + b is one large matrix product done before the forward
-loop, and dx, dWx, dWh, db are large products done after the backward loop. Each step is one BLAS gemm for
-h_{t-1} @ Wh (or its transpose) plus a fused elementwise pass over the gates, all without the GIL.
+loop, and dx, dWx, dWh, db are large products done after the backward loop. Each step is one product for
+h_{t-1} @ Wh (or da_t @ Wh^T) plus an elementwise pass over the gates, all without the GIL.
 
-Layout: arrays are C-contiguous (N, T, ...); the rows of one time step are strided by T * width, which BLAS takes
-as the leading dimension, so no step is copied.
+Every routine the loops call is a function pointer that captionkit_lstm.kernels binds to captionkit's compiled
+kernels (``captionkit.kernels.blas_functions`` and ``vector_functions``): their BLAS, their packed-panel products,
+which pack Wh once per call instead of once per step as a BLAS gemm does (CPUs with AVX-512), and their vectorised
+sigmoid and tanh. Without captionkit's kernels the loops keep scipy's BLAS and libm. The bindings are set once at
+import (and by tests); a call keeps its packed Wh in a buffer of its own, so calls on several threads are safe.
+
+Layout: arrays are C-contiguous (N, T, ...); the rows of one time step are strided by T * width, which the products
+take as the leading dimension, so no step is copied.
 """
+import numpy as np
 from cython cimport floating
-from libc.math cimport exp, expf
+from libc.math cimport exp, expf, tanh, tanhf
+from libc.string cimport memcpy, memset
 from scipy.linalg cimport cython_blas
 
 ctypedef void (*sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *, int *, float *,
                          float *, int *) noexcept nogil
 ctypedef void (*dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *, double *, int *, double *,
                          double *, int *) noexcept nogil
+ctypedef Py_ssize_t (*packed_size_t)(Py_ssize_t, Py_ssize_t) noexcept nogil
+ctypedef void (*pack_s_t)(Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t, int, float *) noexcept nogil
+ctypedef void (*pack_d_t)(Py_ssize_t, Py_ssize_t, const double *, Py_ssize_t, int, double *) noexcept nogil
+ctypedef void (*panel_sgemm_t)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t, float *, float *,
+                               Py_ssize_t) noexcept nogil
+ctypedef void (*panel_dgemm_t)(Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *, Py_ssize_t, double *, double *,
+                               Py_ssize_t) noexcept nogil
+ctypedef void (*activation_s_t)(float *, Py_ssize_t) noexcept nogil
+ctypedef void (*activation_d_t)(double *, Py_ssize_t) noexcept nogil
 
-# The Fortran-ABI gemm every product goes through: scipy's, unless use_blas() names another (captionkit_lstm.kernels
-# binds the BLAS of captionkit's own kernels, so that a training step runs on one BLAS and one thread pool).
+
+# ---------------------------------------------------------------------- activations
+
+
+# libm's, for when captionkit's kernels are not built: scalar, several times slower than captionkit's vectorised ones.
+cdef void _libm_sigmoid_s(float *y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = 1 / (1 + expf(-y[i]))
+
+
+cdef void _libm_sigmoid_d(double *y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = 1 / (1 + exp(-y[i]))
+
+
+cdef void _libm_tanh_s(float *y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = tanhf(y[i])
+
+
+cdef void _libm_tanh_d(double *y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = tanh(y[i])
+
+
+cdef activation_s_t _sigmoid_s = _libm_sigmoid_s
+cdef activation_d_t _sigmoid_d = _libm_sigmoid_d
+cdef activation_s_t _tanh_s = _libm_tanh_s
+cdef activation_d_t _tanh_d = _libm_tanh_d
+
+
+def use_vector_functions(addresses):
+    """Activate the gates with the in-place ``sigmoid_s/_d`` and ``tanh_s/_d`` at these addresses (the dict of
+    ``captionkit.kernels.vector_functions``; the caller keeps their library loaded), or with libm's for None."""
+    global _sigmoid_s, _sigmoid_d, _tanh_s, _tanh_d
+    if addresses is None:
+        _sigmoid_s, _sigmoid_d, _tanh_s, _tanh_d = _libm_sigmoid_s, _libm_sigmoid_d, _libm_tanh_s, _libm_tanh_d
+        return
+    cdef size_t sigmoid_s = addresses["sigmoid_s"], sigmoid_d = addresses["sigmoid_d"]
+    cdef size_t tanh_s = addresses["tanh_s"], tanh_d = addresses["tanh_d"]
+    if 0 in (sigmoid_s, sigmoid_d, tanh_s, tanh_d):
+        raise ValueError("use_vector_functions: null function address")
+    _sigmoid_s, _sigmoid_d = <activation_s_t> sigmoid_s, <activation_d_t> sigmoid_d
+    _tanh_s, _tanh_d = <activation_s_t> tanh_s, <activation_d_t> tanh_d
+
+
+def vector_functions():
+    """Addresses of the activations the loops call now, by the names of ``use_vector_functions``."""
+    return {"sigmoid_s": <size_t> _sigmoid_s, "sigmoid_d": <size_t> _sigmoid_d,
+            "tanh_s": <size_t> _tanh_s, "tanh_d": <size_t> _tanh_d}
+
+
+cdef inline void _sigmoid(floating *y, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        _sigmoid_s(y, n)
+    else:
+        _sigmoid_d(y, n)
+
+
+cdef inline void _tanh(floating *y, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        _tanh_s(y, n)
+    else:
+        _tanh_d(y, n)
+
+
+# ---------------------------------------------------------------------- matrix products
+
+# The Fortran-ABI gemm of the large products, and of the per-step ones without panels: scipy's, unless use_blas()
+# names another (captionkit_lstm.kernels binds the BLAS of captionkit's own kernels, so that a training step runs on
+# one BLAS and one thread pool).
 cdef sgemm_t _sgemm = cython_blas.sgemm
 cdef dgemm_t _dgemm = cython_blas.dgemm
 
@@ -32,79 +122,211 @@ def use_blas(size_t sgemm_address, size_t dgemm_address):
     _dgemm = <dgemm_t> dgemm_address
 
 
-cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating *a, int lda,
-                       floating *b, int ldb, floating beta, floating *c, int ldc) noexcept nogil:
-    """Column-major C = op(A) @ op(B) + beta * C (BLAS conventions)."""
+cdef inline void _gemm(char transa, char transb, int m, int n, int k, const floating *a, int lda,
+                       const floating *b, int ldb, floating beta, floating *c, int ldc) noexcept nogil:
+    """Column-major C = op(A) @ op(B) + beta * C (BLAS conventions; BLAS never writes A or B)."""
     cdef floating alpha = 1
     if floating is float:
-        _sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+        _sgemm(&transa, &transb, &m, &n, &k, &alpha, <float *> a, &lda, <float *> b, &ldb, &beta, c, &ldc)
     else:
-        _dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+        _dgemm(&transa, &transb, &m, &n, &k, &alpha, <double *> a, &lda, <double *> b, &ldb, &beta, c, &ldc)
 
 
-cdef inline floating _exp(floating v) noexcept nogil:
+# The packed-panel products (captionkit.kernels.blas_functions()["panel"]); bound only where the CPU has them.
+cdef packed_size_t _packed_size_s = NULL
+cdef packed_size_t _packed_size_d = NULL
+cdef pack_s_t _pack_s = NULL
+cdef pack_d_t _pack_d = NULL
+cdef panel_sgemm_t _panel_sgemm = NULL
+cdef panel_dgemm_t _panel_dgemm = NULL
+cdef bint _use_panel = False
+
+
+def use_panel_functions(addresses):
+    """Bind the packed-panel products at these addresses (the ``panel`` dict of captionkit.kernels.blas_functions;
+    the caller keeps their library loaded) and use them from now on."""
+    global _packed_size_s, _packed_size_d, _pack_s, _pack_d, _panel_sgemm, _panel_dgemm, _use_panel
+    names = ("packed_size_s", "packed_size_d", "pack_s", "pack_d", "panel_sgemm", "panel_dgemm")
+    for name in names:
+        if not addresses[name]:
+            raise ValueError(f"use_panel_functions: null address for {name}")
+    cdef size_t packed_size_s = addresses["packed_size_s"], packed_size_d = addresses["packed_size_d"]
+    cdef size_t pack_s = addresses["pack_s"], pack_d = addresses["pack_d"]
+    cdef size_t panel_sgemm = addresses["panel_sgemm"], panel_dgemm = addresses["panel_dgemm"]
+    _packed_size_s, _packed_size_d = <packed_size_t> packed_size_s, <packed_size_t> packed_size_d
+    _pack_s, _pack_d = <pack_s_t> pack_s, <pack_d_t> pack_d
+    _panel_sgemm, _panel_dgemm = <panel_sgemm_t> panel_sgemm, <panel_dgemm_t> panel_dgemm
+    _use_panel = True
+
+
+def use_panel(bint flag):
+    """Run the per-step products on packed panels (when bound) or on BLAS; returns the previous choice.
+
+    For tests and benchmarks, which compare the two paths.
+    """
+    global _use_panel
+    previous = _use_panel
+    _use_panel = flag and _panel_sgemm != NULL
+    return previous
+
+
+# op(Wh) is packed in blocks, each with its own work space, so that a block (1 MiB) stays in the L2 cache while
+# every row tile of a step multiplies it, and the interleaved rows of A it pairs with (12 rows of its depth, 24 KiB)
+# stay in L1. Unblocked, the LSTM's (H, 4H) Wh, 4 MiB in float32 at H = 512, would stream from L3 once per tile of 12
+# rows, and in the backward pass the 4H-deep rows of A would not fit L1.
+cdef enum:
+    _BLOCK_BYTES = 1 << 20
+    _DEPTH_BYTES = 24 << 10
+
+
+cdef inline Py_ssize_t _block_depth(Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
+    """Rows of op(Wh) per block."""
+    cdef Py_ssize_t depth = _DEPTH_BYTES // (12 * itemsize)
+    return k if depth >= k else depth
+
+
+cdef inline Py_ssize_t _block_columns(Py_ssize_t depth, Py_ssize_t itemsize) noexcept nogil:
+    """Columns per block: a multiple of 32, the float32 panel width (twice float64's)."""
+    cdef Py_ssize_t columns = _BLOCK_BYTES // (depth * itemsize) // 32 * 32
+    return columns if columns > 32 else 32
+
+
+cdef inline Py_ssize_t _packed_size(floating kind, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     if floating is float:
-        return expf(v)
+        return _packed_size_s(k, n)
     else:
-        return exp(v)
+        return _packed_size_d(k, n)
 
 
-# Both activations use exp only (libm's tanh is several times slower than its exp) and no branch. They are exact
-# in the limits: exp overflows to +inf for very negative inputs and 1 / (1 + inf) is 0, so no NaN can appear.
-cdef inline floating _sigmoid(floating v) noexcept nogil:
-    return 1 / (1 + _exp(-v))
+cdef Py_ssize_t _blocks(Py_ssize_t k, Py_ssize_t n, const floating *Wh, bint trans, floating *packed, Py_ssize_t m,
+                        const floating *a, Py_ssize_t lda, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """Walk the blocks of op(Wh) (k, n), Wh (H, 4H), band of rows by band, each band left to right, and return the
+    length of their packed form. With packed NULL, only that; with a NULL, pack each block into packed; else
+    c (m, n) += a (m, k) @ op(Wh), block by block from packed."""
+    cdef Py_ssize_t G = n if not trans else k
+    cdef Py_ssize_t depth = _block_depth(k, sizeof(floating)), columns = _block_columns(depth, sizeof(floating))
+    cdef Py_ssize_t p0 = 0, j0, rows, width, total = 0
+    cdef floating kind = 0
+    while p0 < k:
+        rows = min(depth, k - p0)
+        j0 = 0
+        while j0 < n:
+            width = min(columns, n - j0)
+            if packed != NULL and a == NULL:
+                # op(Wh)[p0:, j0:] is Wh[p0:, j0:] as it is, or Wh[j0:, p0:] read transposed.
+                if floating is float:
+                    _pack_s(rows, width, Wh + (j0 * G + p0 if trans else p0 * G + j0), G, trans, packed + total)
+                else:
+                    _pack_d(rows, width, Wh + (j0 * G + p0 if trans else p0 * G + j0), G, trans, packed + total)
+            elif packed != NULL:
+                if floating is float:
+                    _panel_sgemm(m, width, rows, a + p0, lda, packed + total, c + j0, ldc)
+                else:
+                    _panel_dgemm(m, width, rows, a + p0, lda, packed + total, c + j0, ldc)
+            total += _packed_size(kind, rows, width)
+            j0 += width
+        p0 += rows
+    return total
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
-    return 2 / (1 + _exp(-2 * v)) - 1
+cdef object _packed(const floating[:, ::1] Wh, bint trans):
+    """op(Wh) packed in blocks for _step_product (op the transpose when trans is set); None on the BLAS path."""
+    if not _use_panel:
+        return None
+    cdef Py_ssize_t H = Wh.shape[0], G = Wh.shape[1]
+    cdef Py_ssize_t k = G if trans else H, n = H if trans else G
+    buffer = np.empty(_blocks(k, n, &Wh[0, 0], trans, <floating *> NULL, 0, NULL, 0, NULL, 0),
+                      dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed = buffer
+    with nogil:
+        _blocks(k, n, &Wh[0, 0], trans, &packed[0], 0, NULL, 0, NULL, 0)
+    return buffer
+
+
+cdef inline floating *_address(floating[::1] packed) noexcept:
+    """Start of a packed buffer, or NULL for None."""
+    return NULL if packed is None else &packed[0]
+
+
+cdef inline void _step_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                               const floating *Wh, bint trans, floating *packed, floating *c,
+                               Py_ssize_t ldc) noexcept nogil:
+    """Row-major c (m, n) += a (m, k) @ op(Wh), Wh (H, 4H): op is the transpose when trans is set. packed (when not
+    NULL) holds op(Wh) packed by _packed; otherwise BLAS multiplies Wh itself."""
+    if packed != NULL:
+        _blocks(k, n, Wh, trans, packed, m, a, lda, c, ldc)
+    elif trans:
+        # n = H, k = 4H. Column-major: c^T (H x m) += Wh (H x 4H) @ a^T (4H x m); Wh's row-major storage is the
+        # column-major (4H x H) matrix Wh^T, hence op 'T'.
+        _gemm(c'T', c'N', <int> n, <int> m, <int> k, Wh, <int> k, a, <int> lda, 1, c, <int> ldc)
+    else:
+        # n = 4H, k = H. Column-major: c^T (4H x m) += Wh^T (4H x H), Wh's row-major storage, @ a^T (H x m).
+        _gemm(c'N', c'N', <int> n, <int> m, <int> k, Wh, <int> n, a, <int> lda, 1, c, <int> ldc)
+
+
+# ---------------------------------------------------------------------- time loops
 
 
 cdef inline void _gates_step(floating *a, const floating *prev_c, floating *c, floating *tanh_c, floating *h,
-                             int H) noexcept nogil:
-    """One row of one step: activate the pre-activations a[0:4H] in place and write c, tanh(c) and h (H each)."""
-    cdef int j
-    cdef floating i_gate, f_gate, o_gate, g_gate, c_new, tc
+                             Py_ssize_t H) noexcept nogil:
+    """One row of one step: activate the pre-activations a[0:4H] in place (blocks i, f, o, g) and write c, tanh(c)
+    and h (H each)."""
+    cdef Py_ssize_t j
+    _sigmoid(a, 3 * H)
+    _tanh(a + 3 * H, H)
     for j in range(H):
-        i_gate = _sigmoid(a[j])
-        f_gate = _sigmoid(a[H + j])
-        o_gate = _sigmoid(a[2 * H + j])
-        g_gate = _tanh(a[3 * H + j])
-        c_new = f_gate * prev_c[j] + i_gate * g_gate
-        tc = _tanh(c_new)
-        a[j] = i_gate
-        a[H + j] = f_gate
-        a[2 * H + j] = o_gate
-        a[3 * H + j] = g_gate
-        c[j] = c_new
-        tanh_c[j] = tc
-        h[j] = o_gate * tc
+        c[j] = a[H + j] * prev_c[j] + a[j] * a[3 * H + j]
+    memcpy(tanh_c, c, H * sizeof(floating))
+    _tanh(tanh_c, H)
+    for j in range(H):
+        h[j] = a[2 * H + j] * tanh_c[j]
 
 
-def forward_loop(floating[:, :, ::1] gates, floating[:, ::1] h0, floating[:, ::1] c0, floating[:, ::1] Wh,
-                 floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] tanh_c):
+cdef extern from "_gates.h" nogil:
+    void lstm_gates_backward_f(const float *a, const float *tanh_c, const float *prev_c, const float *dh,
+                               const float *dh_next, float *dc_next, float *da, Py_ssize_t H)
+    void lstm_gates_backward_d(const double *a, const double *tanh_c, const double *prev_c, const double *dh,
+                               const double *dh_next, double *dc_next, double *da, Py_ssize_t H)
+
+
+cdef inline void _gates_backward(const floating *a, const floating *tanh_c, const floating *prev_c,
+                                 const floating *dh, const floating *dh_next, floating *dc_next, floating *da,
+                                 Py_ssize_t H) noexcept nogil:
+    """One row of one step backward (see _gates.h): da (4H) from the gates a (4H), tanh(c), c_{t-1}, the upstream
+    dh and the recurrent dh_next (H each); dc_next becomes dc * f."""
+    if floating is float:
+        lstm_gates_backward_f(a, tanh_c, prev_c, dh, dh_next, dc_next, da, H)
+    else:
+        lstm_gates_backward_d(a, tanh_c, prev_c, dh, dh_next, dc_next, da, H)
+
+
+def forward_loop(floating[:, :, ::1] gates, const floating[:, ::1] h0, const floating[:, ::1] c0,
+                 const floating[:, ::1] Wh, floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] tanh_c):
     """Run the recurrence over T steps.
 
     gates (N, T, 4H) holds x @ Wx + b on entry and the activated gates i, f, o, g on return; h0, c0 (N, H) the
     initial states; Wh (H, 4H); h, c, tanh_c (N, T, H) are filled with the hidden states, cell states and tanh of
     the cell states.
     """
-    cdef int N = gates.shape[0], T = gates.shape[1], H = h0.shape[1]
-    cdef int G = 4 * H
-    cdef int t, n
+    cdef Py_ssize_t N = gates.shape[0], T = gates.shape[1], H = h0.shape[1]
+    cdef Py_ssize_t G = 4 * H
+    cdef Py_ssize_t t, n
+    cdef floating[::1] packed_Wh = _packed(Wh, False)
+    cdef floating *packed = _address(packed_Wh)
     with nogil:
         for t in range(T):
-            # gates[:, t] += h_{t-1} @ Wh; in column-major terms gates_t^T (G x N) += Wh^T (G x H) @ h_{t-1}^T.
+            # gates[:, t] += h_{t-1} @ Wh
             if t == 0:
-                _gemm(c'N', c'N', G, N, H, &Wh[0, 0], G, &h0[0, 0], H, 1, &gates[0, 0, 0], T * G)
+                _step_product(N, G, H, &h0[0, 0], H, &Wh[0, 0], False, packed, &gates[0, 0, 0], T * G)
             else:
-                _gemm(c'N', c'N', G, N, H, &Wh[0, 0], G, &h[0, t - 1, 0], T * H, 1, &gates[0, t, 0], T * G)
+                _step_product(N, G, H, &h[0, t - 1, 0], T * H, &Wh[0, 0], False, packed, &gates[0, t, 0], T * G)
             for n in range(N):
                 _gates_step(&gates[n, t, 0], &c0[n, 0] if t == 0 else &c[n, t - 1, 0], &c[n, t, 0],
                             &tanh_c[n, t, 0], &h[n, t, 0], H)
 
 
-def backward_loop(floating[:, :, ::1] dh, floating[:, :, ::1] gates, floating[:, :, ::1] c,
-                  floating[:, :, ::1] tanh_c, floating[:, ::1] Wh, floating[:, :, ::1] da,
+def backward_loop(const floating[:, :, ::1] dh, const floating[:, :, ::1] gates, const floating[:, :, ::1] c,
+                  const floating[:, :, ::1] tanh_c, const floating[:, ::1] Wh, floating[:, :, ::1] da,
                   floating[:, ::1] dh_next, floating[:, ::1] dc_next):
     """Back-propagate through T steps.
 
@@ -112,49 +334,38 @@ def backward_loop(floating[:, :, ::1] dh, floating[:, :, ::1] gates, floating[:,
     Fills da (N, T, 4H) with the gradients of the gate pre-activations. dh_next and dc_next (N, H) must be zero on
     entry; on return dh_next holds dh0 (c0 is a constant, so dc_next is scratch).
     """
-    cdef int N = dh.shape[0], T = dh.shape[1], H = dh.shape[2]
-    cdef int G = 4 * H
-    cdef int t, n, j
-    cdef floating *g_row
-    cdef floating *d_row
-    cdef floating i_gate, f_gate, o_gate, g_gate, tc, prev_c, dh_t, dc
+    cdef Py_ssize_t N = dh.shape[0], T = dh.shape[1], H = dh.shape[2]
+    cdef Py_ssize_t G = 4 * H
+    cdef Py_ssize_t t, n
+    cdef floating[::1] packed_WhT = _packed(Wh, True)
+    cdef floating *packed = _address(packed_WhT)
+    zeros = np.zeros(H, dtype=np.float32 if floating is float else np.float64)
+    cdef const floating[::1] c0 = zeros  # the initial cell state
     with nogil:
         for t in range(T - 1, -1, -1):
             for n in range(N):
-                g_row = &gates[n, t, 0]
-                d_row = &da[n, t, 0]
-                for j in range(H):
-                    i_gate = g_row[j]
-                    f_gate = g_row[H + j]
-                    o_gate = g_row[2 * H + j]
-                    g_gate = g_row[3 * H + j]
-                    tc = tanh_c[n, t, j]
-                    prev_c = c[n, t - 1, j] if t > 0 else 0
-                    dh_t = dh[n, t, j] + dh_next[n, j]
-                    dc = dc_next[n, j] + dh_t * o_gate * (1 - tc * tc)
-                    d_row[j] = dc * g_gate * i_gate * (1 - i_gate)
-                    d_row[H + j] = dc * prev_c * f_gate * (1 - f_gate)
-                    d_row[2 * H + j] = dh_t * tc * o_gate * (1 - o_gate)
-                    d_row[3 * H + j] = dc * i_gate * (1 - g_gate * g_gate)
-                    dc_next[n, j] = dc * f_gate
-            # dh_next = da[:, t] @ Wh^T; column-major: dh_next^T (H x N) = Wh (H x G) @ da_t^T (G x N).
-            _gemm(c'T', c'N', H, N, G, &Wh[0, 0], G, &da[0, t, 0], T * G, 0, &dh_next[0, 0], H)
+                _gates_backward(&gates[n, t, 0], &tanh_c[n, t, 0], &c[n, t - 1, 0] if t > 0 else &c0[0],
+                                &dh[n, t, 0], &dh_next[n, 0], &dc_next[n, 0], &da[n, t, 0], H)
+            # dh_next = da[:, t] @ Wh^T
+            memset(&dh_next[0, 0], 0, N * H * sizeof(floating))
+            _step_product(N, H, G, &da[0, t, 0], T * G, &Wh[0, 0], True, packed, &dh_next[0, 0], H)
 
 
-def input_projection(floating[:, ::1] x, floating[:, ::1] Wx, floating[::1] b, floating[:, ::1] out):
+def input_projection(const floating[:, ::1] x, const floating[:, ::1] Wx, const floating[::1] b,
+                     floating[:, ::1] out):
     """out (M, 4H) = x (M, D) @ Wx (D, 4H) + b: the part of every gate that does not depend on h, for all rows."""
     cdef int M = x.shape[0], D = x.shape[1], G = Wx.shape[1]
-    cdef int r, k
+    cdef int r
     with nogil:
         for r in range(M):
-            for k in range(G):
-                out[r, k] = b[k]
+            memcpy(&out[r, 0], &b[0], G * sizeof(floating))
         # Column-major: out^T (G x M) += Wx^T (G x D) @ x^T (D x M).
         _gemm(c'N', c'N', G, M, D, &Wx[0, 0], G, &x[0, 0], D, 1, &out[0, 0], G)
 
 
-def weight_gradients(floating[:, ::1] da, floating[:, ::1] x, floating[:, ::1] prev_h, floating[:, ::1] Wx,
-                     floating[:, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db):
+def weight_gradients(const floating[:, ::1] da, const floating[:, ::1] x, const floating[:, ::1] prev_h,
+                     const floating[:, ::1] Wx, floating[:, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
+                     floating[::1] db):
     """From da (M, 4H), the gradients of all gate pre-activations: dx (M, D) = da @ Wx^T, dWx (D, 4H) = x^T @ da,
     dWh (H, 4H) = prev_h^T @ da and db (4H,) = column sums of da. M = N*T rows; prev_h holds h_{t-1} per row."""
     cdef int M = da.shape[0], G = da.shape[1], D = x.shape[1], H = prev_h.shape[1]

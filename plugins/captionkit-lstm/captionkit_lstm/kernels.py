@@ -2,8 +2,10 @@
 
 This module is the one door to the private extension ``_loops``: it checks shapes and dtypes and makes arrays
 C-contiguous in one float dtype (float32 or float64) before any compiled code sees them. The input projection is
-hoisted out of the time loop and the weight gradients are large products after the backward loop; every product
-goes through the BLAS of captionkit's own kernels (``BLAS`` says which), so a training step uses one thread pool.
+hoisted out of the time loop and the weight gradients are large products after the backward loop. The loops run on
+what captionkit's own compiled kernels give plugins: their BLAS (``BLAS`` says which), so a training step uses one
+thread pool; on CPUs with AVX-512 their packed-panel products for the per-step h @ Wh; and their vectorised sigmoid
+and tanh for the gates.
 """
 from typing import NamedTuple
 
@@ -12,13 +14,13 @@ import numpy as np
 __all__ = ["LSTMCache", "is_available", "lstm_forward", "lstm_backward"]
 
 
-def _use_captionkit_blas(loops):
-    """Make the loops call the BLAS of captionkit's compiled kernels (``captionkit.kernels.blas_functions``), and
-    return a description of the BLAS used.
+def _use_captionkit_kernels(loops):
+    """Bind the loops to the products and activations of captionkit's compiled kernels
+    (``captionkit.kernels.blas_functions`` and ``vector_functions``) and return a description of the BLAS used.
 
     Every BLAS copy in a process has its own thread pool, whose idle workers spin: an LSTM on scipy's copy inside a
     model on captionkit's made a two-thread training step about ten times slower than one thread. Without
-    captionkit's kernels built, the loops keep ``scipy.linalg.cython_blas``.
+    captionkit's kernels built, the loops keep ``scipy.linalg.cython_blas`` and libm.
     """
     from captionkit import kernels
 
@@ -26,6 +28,9 @@ def _use_captionkit_blas(loops):
         return "scipy.linalg.cython_blas"
     blas = kernels.blas_functions()
     loops.use_blas(blas["sgemm"], blas["dgemm"])
+    if blas["panel"] is not None:
+        loops.use_panel_functions(blas["panel"])
+    loops.use_vector_functions(kernels.vector_functions())
     return blas["description"]
 
 
@@ -37,7 +42,7 @@ except ImportError as exc:  # an unbuilt source checkout: the numpy reference st
     BLAS = None
 else:
     _IMPORT_ERROR = None
-    BLAS = _use_captionkit_blas(_loops)  # which BLAS the compiled loops call
+    BLAS = _use_captionkit_kernels(_loops)  # which BLAS the compiled loops call
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
