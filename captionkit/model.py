@@ -6,7 +6,7 @@ The model knows the Cell interface only; ``cell_type`` is looked up in the regis
 """
 import numpy as np
 
-from captionkit import decoding, kernels, layers, parallel
+from captionkit import allocation, decoding, kernels, layers, parallel
 from captionkit.backend import resolve_backend
 from captionkit.cells import get_cell
 
@@ -74,6 +74,8 @@ class CaptioningRNN:
         params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
+        if self._uses_kernels:
+            allocation.keep_freed_memory()  # the compiled step's speed depends on it (captionkit.allocation)
 
     # ------------------------------------------------------------------ helpers
     @property
