@@ -19,6 +19,7 @@
 #define CK_PANEL_F 32
 #define CK_PANEL_D 16
 #define CK_TILE_ROWS 12
+#define CK_GROUP_TILES 4 /* tiles that share one pass over B; the work space holds their rows of A */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CK_PANEL_COMPILED 1
@@ -40,12 +41,12 @@ static inline int ck_panel_available(void)
 /* Length of the packed form of a (k, n) matrix followed by the work space a product needs, in elements. */
 static inline Py_ssize_t ck_packed_size_f(Py_ssize_t k, Py_ssize_t n)
 {
-    return (n + CK_PANEL_F - 1) / CK_PANEL_F * CK_PANEL_F * k + CK_TILE_ROWS * k;
+    return (n + CK_PANEL_F - 1) / CK_PANEL_F * CK_PANEL_F * k + CK_GROUP_TILES * CK_TILE_ROWS * k;
 }
 
 static inline Py_ssize_t ck_packed_size_d(Py_ssize_t k, Py_ssize_t n)
 {
-    return (n + CK_PANEL_D - 1) / CK_PANEL_D * CK_PANEL_D * k + CK_TILE_ROWS * k;
+    return (n + CK_PANEL_D - 1) / CK_PANEL_D * CK_PANEL_D * k + CK_GROUP_TILES * CK_TILE_ROWS * k;
 }
 
 /* Pack B (k, n) into panels. With trans set, the matrix given is B's transpose (n, k) with row stride ldb: the
@@ -150,31 +151,45 @@ CK_DEFINE_TILES(d, double, ck_v8d, 8)
                                              Py_ssize_t lda, TYPE *bp, TYPE *c, Py_ssize_t ldc)                  \
     {                                                                                                            \
         TYPE *work = bp + (n + PANEL - 1) / PANEL * PANEL * k; /* the packed buffer's tail, see ck_packed_size */  \
-        /* Rows split into near-equal tiles of at most CK_TILE_ROWS: 13 rows run as 7 + 6, not 12 + 1. */       \
-        Py_ssize_t tiles = (m + CK_TILE_ROWS - 1) / CK_TILE_ROWS;                                                \
         TYPE scratch[CK_TILE_ROWS * PANEL];                                                                      \
-        for (Py_ssize_t t = 0, i0 = 0; t < tiles; t++) {                                                         \
-            int rows = (int)((m - i0) / (tiles - t));                                                            \
-            /* The rows of a time step sit far apart (T * H elements), which would make them share cache sets. */ \
-            for (Py_ssize_t p = 0; p < k; p++)                                                                   \
-                for (int r = 0; r < rows; r++)                                                                   \
-                    work[p * rows + r] = a[(i0 + r) * lda + p];                                                  \
+        int rows[CK_GROUP_TILES];                                                                                \
+        /* Rows in near-equal groups of at most CK_GROUP_TILES tiles, each group's tiles near-equal too (13 rows \
+         * run as 7 + 6, not 12 + 1). A group's tiles are copied to the work space once, then every panel of B    \
+         * is read once for all of them: B streams through the cache once per group, not once per tile. */       \
+        Py_ssize_t groups = (m + CK_GROUP_TILES * CK_TILE_ROWS - 1) / (CK_GROUP_TILES * CK_TILE_ROWS);            \
+        for (Py_ssize_t g = 0, g0 = 0; g < groups; g++) {                                                        \
+            Py_ssize_t group_rows = (m - g0) / (groups - g);                                                     \
+            int tiles = (int)((group_rows + CK_TILE_ROWS - 1) / CK_TILE_ROWS);                                   \
+            for (int t = 0, i0 = 0; t < tiles; t++) {                                                            \
+                rows[t] = (int)((group_rows - i0) / (tiles - t));                                                \
+                /* Interleaved (work[p * rows + r]); the rows of a time step sit T * H elements apart in A,     \
+                 * which would make them share cache sets. */                                                   \
+                TYPE *tile = work + i0 * k;                                                                      \
+                for (Py_ssize_t p = 0; p < k; p++)                                                               \
+                    for (int r = 0; r < rows[t]; r++)                                                            \
+                        tile[p * rows[t] + r] = a[(g0 + i0 + r) * lda + p];                                      \
+                i0 += rows[t];                                                                                   \
+            }                                                                                                    \
             for (Py_ssize_t j0 = 0; j0 < n; j0 += PANEL) {                                                       \
                 const TYPE *panel = bp + j0 * k;                                                                 \
                 Py_ssize_t width = n - j0 < PANEL ? n - j0 : PANEL;                                              \
-                if (width == PANEL) {                                                                            \
-                    ck_tile_##SUFFIX(rows, k, work, panel, c + i0 * ldc + j0, ldc);                              \
-                } else {                                                                                         \
-                    for (int r = 0; r < rows; r++) {                                                             \
-                        memcpy(scratch + r * PANEL, c + (i0 + r) * ldc + j0, width * sizeof(TYPE));              \
-                        memset(scratch + r * PANEL + width, 0, (PANEL - width) * sizeof(TYPE));                  \
+                for (int t = 0, i0 = 0; t < tiles; t++) {                                                        \
+                    TYPE *ct = c + (g0 + i0) * ldc + j0;                                                         \
+                    if (width == PANEL) {                                                                        \
+                        ck_tile_##SUFFIX(rows[t], k, work + i0 * k, panel, ct, ldc);                             \
+                    } else { /* a panel cut short by n: through a scratch tile, never past column n of C */     \
+                        for (int r = 0; r < rows[t]; r++) {                                                      \
+                            memcpy(scratch + r * PANEL, ct + r * ldc, width * sizeof(TYPE));                     \
+                            memset(scratch + r * PANEL + width, 0, (PANEL - width) * sizeof(TYPE));              \
+                        }                                                                                        \
+                        ck_tile_##SUFFIX(rows[t], k, work + i0 * k, panel, scratch, PANEL);                      \
+                        for (int r = 0; r < rows[t]; r++)                                                        \
+                            memcpy(ct + r * ldc, scratch + r * PANEL, width * sizeof(TYPE));                     \
                     }                                                                                            \
-                    ck_tile_##SUFFIX(rows, k, work, panel, scratch, PANEL);                                      \
-                    for (int r = 0; r < rows; r++)                                                               \
-                        memcpy(c + (i0 + r) * ldc + j0, scratch + r * PANEL, width * sizeof(TYPE));              \
+                    i0 += rows[t];                                                                               \
                 }                                                                                                \
             }                                                                                                    \
-            i0 += rows;                                                                                          \
+            g0 += group_rows;                                                                                    \
         }                                                                                                        \
     }
 CK_DEFINE_PANEL_GEMM(f, float, CK_PANEL_F)
