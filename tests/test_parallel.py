@@ -48,8 +48,10 @@ def relative_error(actual, expected):
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize(
     "N, T, D, H",
-    # Row tiles of 1-12 rows (13 = 7 + 6, 25 = 9 + 8 + 8), whole and cut-short panels (16 and 32 columns).
-    [(1, 2, 3, 1), (2, 3, 4, 16), (13, 4, 5, 31), (25, 3, 7, 33), (30, 2, 6, 70), (12, 5, 8, 64)],
+    # Row tiles of 1-14 rows (15 = 8 + 7, 25 = 13 + 12), groups of up to 4 tiles (57 rows: 2 groups of 28 + 29),
+    # whole and cut-short panels (16 and 32 columns).
+    [(1, 2, 3, 1), (2, 3, 4, 16), (14, 4, 5, 31), (15, 3, 3, 17), (25, 3, 7, 33), (30, 2, 6, 70), (12, 5, 8, 64),
+     (57, 2, 4, 40)],
 )
 def test_time_loops_equal_reference_on_both_product_paths(step_products, dtype, tolerance, N, T, D, H):
     rng = np.random.default_rng(N * 1000 + H)
