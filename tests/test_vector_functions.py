@@ -54,7 +54,7 @@ def test_activations_saturate_without_nan_and_pass_nan_through(dtype):
     y = x.copy()
     call("tanh", dtype, y)
     assert np.isnan(y[-1])
-    np.testing.assert_allclose(y[:-1], [-1, -1, -1, 1, 1, 1], rtol=TOLERANCE[dtype], atol=0)
+    assert y[:-1].tolist() == [-1, -1, -1, 1, 1, 1]  # exactly, as tanh of these rounds to +-1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

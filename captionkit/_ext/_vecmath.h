@@ -58,14 +58,14 @@ static inline float ck_expf(float x)
 
 /* tanh(x) for float32: an odd polynomial (least-squares fit of tanh(x)/x in x^2, written for this file) where
  * |x| < 0.625, where 1 - 2/(exp(2|x|)+1) would lose digits to cancellation; that formula elsewhere, with |x|
- * clamped at 9 (tanh(9) rounds to 1 in float32). Both are computed and one is selected, so the loop vectorises. */
+ * clamped at 10, where the formula rounds to exactly 1 in float32 (at 9 it still gives 1 - 2^-24). Both are computed and one is selected, so the loop vectorises. */
 static inline float ck_tanhf(float x)
 {
     float a = fabsf(x);
     float z = x * x;
     float small = x + x * z * (-3.333241984e-01f + z * (1.330931267e-01f + z * (-5.199600453e-02f +
                                                                                   z * 1.525760488e-02f)));
-    float clamped = a > 9.0f ? 9.0f : a;
+    float clamped = a > 10.0f ? 10.0f : a;
     float big = 1.0f - 2.0f / (ck_expf(2.0f * clamped) + 1.0f);
     big = copysignf(big, x);
     return a < 0.625f ? small : big;
