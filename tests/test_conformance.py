@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from captionkit import CaptioningRNN
+from captionkit.backend import compiled_available
 from captionkit.cells import CellLoadError, CellRegistry, ParamSpec, available_cells
 from captionkit.cells.base import shape_problem
 from captionkit.cells import registry as registry_module
@@ -89,6 +90,23 @@ BROKEN = [
     (_MutatesInput, "shapes and dtypes float64", r"modified its inputs"),
     (_RaisesInBackward, "sequence gradients float64", r"raised RuntimeError: not written yet"),
 ]
+
+
+class _GreedyDecodesWrongly(RNNCell):
+    """A fused greedy decoder whose captions are not what the step loop gives."""
+
+    def greedy_decode(self, h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length):
+        captions = super().greedy_decode(h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length)
+        return None if captions is None else (captions + 1) % W_embed.shape[0]
+
+
+@pytest.mark.skipif(not compiled_available(), reason="compiled kernels not built")
+def test_kit_catches_a_compiled_cell_that_decodes_wrongly(fresh_registry):
+    fresh_registry.register_cell("broken", type("Broken", (_GreedyDecodesWrongly,), {"name": "broken"}))
+    report = run_checks("broken", backends=("cython",))
+    failed = {r.check: r.detail for r in report.failures}
+    assert list(failed) == ["shards on threads match the numpy model"], report.format()
+    assert "greedy captions differ from the numpy model's" in failed["shards on threads match the numpy model"]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Each check runs in float64 (and float32 where dtypes matter) against an independent oracle: centred finite
 differences for gradients, the cell's own sequence forward for its decoding step, the numpy path for a compiled
-path. A check that raises is a failed check, so a broken plugin yields a report, never a crash.
+path (also inside a model that runs its batch in shards on several threads). A check that raises is a failed check, so a broken plugin yields a report, never a crash.
 """
 from dataclasses import dataclass, field
 
@@ -293,6 +293,50 @@ def _check_matches_numpy(cell, seed):
     return f"float64 max difference {worst:.2e} ({where}; limit {FLOAT64_MATCH_LIMIT:.0e}); float32 within 1e-4"
 
 
+def _check_shards(cell_type):
+    def check(cell, seed):
+        return _shards(cell_type, cell, seed)
+
+    return check
+
+
+def _shards(cell_type, cell, seed):
+    from captionkit import parallel
+    from captionkit.model import CaptioningRNN
+
+    if not compiled_available():
+        return "not run: captionkit's compiled kernels are not built, so no model runs this cell in shards"
+    rows, threads = 12, 3
+    models = [CaptioningRNN(VOCAB, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type, dtype=np.float64,
+                            backend=backend, seed=seed) for backend in ("cython", "numpy")]
+    models[0].cell = cell  # the cell under test, in a model that cuts its batch into shards on threads
+    rng = np.random.RandomState(seed + 2)
+    params = {k: 0.5 * rng.standard_normal(v.shape) for k, v in models[0].params.items()}
+    features = rng.standard_normal((rows, D))
+    captions = rng.randint(len(VOCAB), size=(rows, T + 1))
+    captions[:, 0] = VOCAB["<START>"]
+    captions[::4, T // 2 + 1:] = VOCAB["<NULL>"]
+    results = []
+    previous = parallel.set_num_threads(threads)
+    try:
+        for model in models:
+            model.params = dict(params)
+            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),))
+    finally:
+        parallel.set_num_threads(previous)
+    (loss, grads, captions_out), (loss_ref, grads_ref, captions_ref) = results
+    errors = {"loss": _scale_error(np.array(loss), np.array(loss_ref))}
+    errors.update({f"d{k}": _scale_error(grads[k], grads_ref[k]) for k in grads_ref})
+    worst = max(errors, key=errors.get)
+    if errors[worst] > FLOAT64_MATCH_LIMIT:
+        raise _CheckFailed(f"in {threads} shards on {threads} threads the model's {worst} differs from the numpy "
+                           f"model's by {errors[worst]:.2e} (limit {FLOAT64_MATCH_LIMIT:.0e})")
+    if not np.array_equal(captions_out, captions_ref):
+        raise _CheckFailed(f"in {threads} shards on {threads} threads greedy captions differ from the numpy model's")
+    return (f"{threads} shards on {threads} threads: max difference from the numpy model {errors[worst]:.1e} "
+            f"({worst}); greedy captions equal")
+
+
 def _check_rejects_wrong_shapes(cell, seed):
     x, h0, params, _ = _sample(cell, np.float64, seed)
 
@@ -334,6 +378,7 @@ def _checks(cell_type, backend):
     ]
     if backend == "cython":
         checks.insert(6, ("compiled matches numpy", _check_matches_numpy))
+        checks.insert(9, ("shards on threads match the numpy model", _check_shards(cell_type)))
     return checks
 
 
