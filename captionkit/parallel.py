@@ -77,7 +77,8 @@ def set_num_threads(count):
 def shards(rows, min_rows=4):
     """Slices that cut ``rows`` rows into as many near-equal shards as there are threads, none under min_rows."""
     count = max(1, min(get_num_threads(), rows // min_rows))
-    bounds = [rows * i // count for i in range(count + 1)]
+    # Larger shards first: run() gives the first to the calling thread, which starts at once while the others wake.
+    bounds = [-(-rows * i // count) for i in range(count + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(count)]
 
 

@@ -213,7 +213,7 @@ def test_output_layer_shards_add_up_to_the_whole_batch():
 
 def test_shards_are_contiguous_near_equal_and_never_too_small(threads):
     threads(3)
-    assert parallel.shards(14) == [slice(0, 4), slice(4, 9), slice(9, 14)]
+    assert parallel.shards(14) == [slice(0, 5), slice(5, 10), slice(10, 14)]  # larger shards first
     assert parallel.shards(10) == [slice(0, 5), slice(5, 10)]  # three shards would leave one under 4 rows
     assert parallel.shards(7) == [slice(0, 7)]
     assert parallel.shards(8) == [slice(0, 4), slice(4, 8)]
@@ -310,7 +310,8 @@ def test_panel_functions_for_plugins_multiply_like_numpy(trans):
 @pytest.mark.parametrize("env, kept", [({}, True), ({"CAPTIONKIT_KEEP_FREED_MEMORY": "0"}, False),
                                        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False)])
 def test_compiled_model_keeps_freed_memory_for_reuse_unless_told_not_to(env, kept):
-    # A freed 8 MiB array stays in malloc's free lists (mallinfo2's fordblks) only with the setting in force.
+    # A freed 8 MiB array stays in malloc's free bytes (mallinfo2's fordblks) only with the setting in force;
+    # without it the array is a mapping of its own, returned to the system (fordblks grows by about 0, not 8 MiB).
     code = """
 import ctypes, numpy as np
 from captionkit import CaptioningRNN, allocation
@@ -324,7 +325,7 @@ CaptioningRNN({"<NULL>": 0, "a": 1}, input_dim=3, wordvec_dim=2, hidden_dim=2, b
 before = libc.mallinfo2().fordblks
 a = np.ones(1 << 20)
 del a
-print(allocation.keep_freed_memory(), libc.mallinfo2().fordblks - before >= 8 << 20)
+print(allocation.keep_freed_memory(), libc.mallinfo2().fordblks - before >= 4 << 20)
 """
     environment = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**environment, **env})
