@@ -149,6 +149,8 @@ class CaptioningRNN:
         results = parallel.run(
             [lambda s=s: self._compiled_loss(features[s], captions_in[s], captions_out[s], mask[s], N) for s in parts]
         )
+        if len(results) == 1:
+            return results[0]
         loss = sum(shard_loss for shard_loss, _ in results)
         grads = {name: grad if grad.flags.writeable and grad.flags.c_contiguous else np.array(grad, order="C")
                  for name, grad in results[0][1].items()}  # flattened below, so must be writeable in place

@@ -20,14 +20,14 @@ __all__ = ["get_num_threads", "set_num_threads", "shards", "run"]
 
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
-_pool = None
+_pool, _pool_workers = None, 0  # the executor and its number of workers
 _worker = threading.local()  # .busy is set on the pool's threads while they run a task
 
 
 def _forget_pool_after_fork():
     """A forked child has none of the parent's threads; a pool that believes it has them would never run a task."""
-    global _pool, _lock
-    _pool, _lock = None, threading.Lock()
+    global _pool, _pool_workers, _lock
+    _pool, _pool_workers, _lock = None, 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -62,15 +62,12 @@ def get_num_threads():
 
 def set_num_threads(count):
     """Run the compiled backend's batches on ``count`` threads from now on; returns the previous count."""
-    global _num_threads, _pool
+    global _num_threads
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"set_num_threads: count must be a positive integer, got {count!r}")
     previous = get_num_threads()
     with _lock:
         _num_threads = count
-        if _pool is not None and _pool._max_workers < count - 1:
-            _pool.shutdown(wait=True)
-            _pool = None
     return previous
 
 
@@ -89,14 +86,13 @@ def run(tasks):
     running on the pool, it runs the tasks one after the other on that thread: waiting for the pool from inside it
     could wait for ever.
     """
-    global _pool
+    global _pool, _pool_workers
     if len(tasks) == 1 or getattr(_worker, "busy", False):
         return [task() for task in tasks]
     with _lock:
-        if _pool is None or _pool._max_workers < len(tasks) - 1:
-            if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=len(tasks) - 1, thread_name_prefix="captionkit")
+        if _pool_workers < len(tasks) - 1:
+            # A larger pool replaces the old one, which callers still using it keep alive until they are done.
+            _pool, _pool_workers = ThreadPoolExecutor(len(tasks) - 1, thread_name_prefix="captionkit"), len(tasks) - 1
         pool = _pool
     futures = [pool.submit(_as_worker, task) for task in tasks[1:]]
     try:
