@@ -27,10 +27,8 @@ import sys
 import numpy as np
 
 from _harness import serve, time_interleaved, torch_installed, worker_env
+from _steps import D, H, T, V, W, captionkit_model, captionkit_train_step, make_batch, torch_model, torch_train_step
 
-D, W, H, V, T = 512, 256, 512, 1004, 16
-LEARNING_RATE = 5e-3
-NULL, START = 0, 1
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 TASKS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "cell N=25": ("cell", 25)}
 IMPLEMENTATIONS = ("compiled", "numpy", "torch")
@@ -44,26 +42,10 @@ def flops(cell_type, task, N):
     return 2 * (2 * N * D * H + 3 * N * T * (recurrent + H * V))
 
 
-def vocabulary():
-    """V words with <NULL> and <START>."""
-    words = ["<NULL>", "<START>"] + [f"w{i}" for i in range(2, V)]
-    return {w: i for i, w in enumerate(words)}
-
-
-def make_batch(N, rng):
-    features = rng.randn(N, D).astype(np.float32)
-    captions = rng.randint(2, V, size=(N, T + 1))  # every position a real word: the FLOP count is exact
-    captions[:, 0] = START
-    return features, captions
-
-
 # ---------------------------------------------------------------------- runners (inside a worker)
 def captionkit_runner(cell_type, backend, task, N):
-    from captionkit import CaptioningRNN, kernels, optim
-
     rng = np.random.RandomState(0)
-    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type,
-                          dtype=np.float32, backend=backend, seed=0)
+    model = captionkit_model(cell_type, backend)
     if task == "cell":
         cell, params = model.cell, {k: model.params[k] for k in model.cell_param_names}
         x, h0, dh = (rng.randn(*shape).astype(np.float32) for shape in ((N, T, W), (N, H), (N, T, H)))
@@ -73,37 +55,16 @@ def captionkit_runner(cell_type, backend, task, N):
             cell.backward(dh, cache)
 
         return run_cell
-    features, captions = make_batch(N, rng)
-    configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
-    moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in model.params.items()}
-    count = [0]
-
-    def train_step():
-        _, grads = model.loss(features, captions)
-        count[0] += 1
-        for name, value in model.params.items():
-            if backend == "numpy":
-                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
-            else:
-                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
-
-    return train_step
+    return captionkit_train_step(model, *make_batch(N, rng))
 
 
 def torch_runner(cell_type, task, N, threads):
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     rng = np.random.RandomState(0)
-    recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell_type](W, H, batch_first=True)
-
-    def initial(h0):
-        return (h0, torch.zeros_like(h0)) if cell_type == "lstm" else h0
-
+    modules, initial = torch_model(cell_type, threads)
     if task == "cell":
+        recurrent = modules[2]
         x, h0, dh = (torch.from_numpy(rng.randn(*shape).astype(np.float32)) for shape in ((N, T, W), (1, N, H),
                                                                                           (N, T, H)))
         x.requires_grad_()
@@ -114,22 +75,7 @@ def torch_runner(cell_type, task, N, threads):
             out.backward(dh)
 
         return run_cell
-    embed, proj, vocab = nn.Embedding(V, W), nn.Linear(D, H), nn.Linear(H, V)
-    features, captions = (torch.from_numpy(a) for a in make_batch(N, rng))
-    captions = captions.long()
-    optimizer = torch.optim.Adam([p for m in (embed, proj, recurrent, vocab) for p in m.parameters()],
-                                 lr=LEARNING_RATE)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        hidden, _ = recurrent(embed(captions[:, :-1]), initial(proj(features).unsqueeze(0)))
-        scores = vocab(hidden)
-        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
-                               reduction="sum") / N
-        loss.backward()
-        optimizer.step()
-
-    return train_step
+    return torch_train_step(modules, initial, *make_batch(N, rng))
 
 
 def worker(implementation, cell_type, task_name, threads, warmup):

@@ -38,11 +38,10 @@ import time
 import numpy as np
 
 from _harness import serve, time_interleaved, torch_installed, worker_env
+from _steps import (D, H, NULL, START, T, V, W, captionkit_model, captionkit_train_step, make_batch, torch_model,
+                    torch_train_step)
 
-D, W, H, V, T = 512, 256, 512, 1004, 16
 MAX_LENGTH = 30
-LEARNING_RATE = 5e-3
-NULL, START = 0, 1
 CONFIGS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50)}
 IMPLEMENTATIONS = ("compiled", "numpy", "torch")
 
@@ -54,24 +53,6 @@ def flops(task, N):
         # forward, and two products per forward product in the backward (the features need no gradient)
         return 2 * (2 * N * D * H + 3 * N * T * per_position)
     return 2 * (N * D * H + MAX_LENGTH * N * per_position)
-
-
-def make_data(task, N, captions_kind, seed=0):
-    rng = np.random.RandomState(seed)
-    features = rng.randn(N, D).astype(np.float32)
-    captions = rng.randint(2, V, size=(N, T + 1))
-    captions[:, 0] = START
-    if captions_kind == "coco":
-        for row in captions:
-            length = rng.randint(8, 15)
-            row[length + 1 :] = NULL
-    return features, captions
-
-
-def vocabulary():
-    """V words with <NULL> and <START> and no <END>, so greedy decoding never stops early."""
-    words = ["<NULL>", "<START>"] + [f"w{i}" for i in range(2, V)]
-    return {w: i for i, w in enumerate(words)}
 
 
 def peak_rss_mib():
@@ -86,49 +67,22 @@ def peak_rss_mib():
 
 
 def captionkit_runner(backend, task, N, captions_kind):
-    from captionkit import CaptioningRNN, optim
-
-    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, dtype=np.float32,
-                          backend=backend, seed=0)
-    features, captions = make_data(task, N, captions_kind)
+    model = captionkit_model("rnn", backend)
+    features, captions = make_batch(N, np.random.RandomState(0), captions_kind)
     if task == "greedy":
         return lambda: model.sample(features, max_length=MAX_LENGTH)
-    if backend == "numpy":
-        configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
-
-        def update(grads):
-            for name, value in model.params.items():
-                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
-    else:
-        from captionkit import kernels
-
-        moments = {name: (np.zeros_like(value), np.zeros_like(value)) for name, value in model.params.items()}
-        count = [0]
-
-        def update(grads):
-            count[0] += 1
-            for name, value in model.params.items():
-                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
-
-    def train_step():
-        _, grads = model.loss(features, captions)
-        update(grads)
-
-    return train_step
+    return captionkit_train_step(model, features, captions)
 
 
 def torch_runner(task, N, captions_kind, threads):
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    embed, proj = nn.Embedding(V, W), nn.Linear(D, H)
-    rnn, vocab = nn.RNN(W, H, batch_first=True), nn.Linear(H, V)
-    features, captions = (torch.from_numpy(a) for a in make_data(task, N, captions_kind))
-    captions = captions.long()
+    modules, initial = torch_model("rnn", threads)
+    features, captions = make_batch(N, np.random.RandomState(0), captions_kind)
     if task == "greedy":
+        embed, proj, rnn, vocab = modules
+        features = torch.from_numpy(features)
+
         @torch.no_grad()
         def sample():
             h = proj(features).unsqueeze(0)
@@ -141,20 +95,7 @@ def torch_runner(task, N, captions_kind, threads):
             return out
 
         return sample
-    params = [p for m in (embed, proj, rnn, vocab) for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        h0 = proj(features).unsqueeze(0)
-        hidden, _ = rnn(embed(captions[:, :-1]), h0)
-        scores = vocab(hidden)
-        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
-                               reduction="sum") / N
-        loss.backward()
-        optimizer.step()
-
-    return train_step
+    return torch_train_step(modules, initial, features, captions)
 
 
 def worker(implementation, config, captions_kind, threads, warmup):
@@ -194,11 +135,11 @@ def profile_compiled(N, repeats):
     The model cuts its batch into one shard per thread (captionkit.parallel); the phases of the loss are timed on
     the first shard alone, on this thread, then the whole loss (all shards side by side), Adam and sampling.
     """
-    from captionkit import CaptioningRNN, kernels, parallel
+    from captionkit import kernels, parallel
 
-    model = CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, backend="cython", seed=0)
+    model = captionkit_model("rnn", "cython")
     p = model.params
-    features, captions = make_data("train", N, "full")
+    features, captions = make_batch(N, np.random.RandomState(0))
     shard = parallel.shards(N)[0]
     n = shard.stop - shard.start
     captions_in, captions_out = captions[shard, :-1], captions[shard, 1:]

@@ -1,0 +1,106 @@
+"""The training step that bench_kernels.py and bench_cells.py time, built the same way for each implementation.
+
+Sizes are the seed notebook's (D=512 image features, W=256 word vectors, H=512 hidden units, V=1004 words, T=16
+steps), float32. captionkit's step is ``CaptioningRNN.loss`` then Adam on every parameter (the fused, in-place
+``kernels.adam_update`` on the compiled backend, as the solver uses; ``optim.adam`` on numpy). PyTorch's is
+nn.Embedding, an nn.Linear projection to the initial state, nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores,
+cross_entropy(ignore_index=<NULL>) summed and divided by N as captionkit's loss is, backward, torch.optim.Adam.
+"""
+import numpy as np
+
+D, W, H, V, T = 512, 256, 512, 1004, 16
+LEARNING_RATE = 5e-3
+NULL, START = 0, 1
+
+
+def vocabulary():
+    """V words with <NULL> and <START> and no <END>, so greedy decoding never stops early."""
+    words = ["<NULL>", "<START>"] + [f"w{i}" for i in range(2, V)]
+    return {w: i for i, w in enumerate(words)}
+
+
+def make_batch(N, rng, captions_kind="full"):
+    """features (N, D) float32 and captions (N, T+1) starting with <START>.
+
+    ``full``: every position a real word, so every position counts and FLOP counts are exact. ``coco``: COCO-like
+    rows of 8 to 14 words and <NULL> padding, where captionkit's compiled output layer skips the padded positions.
+    """
+    features = rng.randn(N, D).astype(np.float32)
+    captions = rng.randint(2, V, size=(N, T + 1))
+    captions[:, 0] = START
+    if captions_kind == "coco":
+        for row in captions:
+            row[rng.randint(8, 15) + 1:] = NULL
+    return features, captions
+
+
+def captionkit_model(cell_type, backend):
+    from captionkit import CaptioningRNN
+
+    return CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type,
+                         dtype=np.float32, backend=backend, seed=0)
+
+
+def captionkit_train_step(model, features, captions):
+    """One step of ``model`` (from :func:`captionkit_model`) on this batch: a function of no argument."""
+    if model.backend == "numpy":  # the reference process never loads the compiled kernels (peak memory)
+        from captionkit import optim
+
+        configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
+
+        def update(grads):
+            for name, value in model.params.items():
+                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
+    else:
+        from captionkit import kernels
+
+        moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in model.params.items()}
+        count = [0]
+
+        def update(grads):
+            count[0] += 1
+            for name, value in model.params.items():
+                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
+
+    def train_step():
+        _, grads = model.loss(features, captions)
+        update(grads)
+
+    return train_step
+
+
+def torch_model(cell_type, threads):
+    """PyTorch's modules (embed, proj, recurrent, vocab) and ``initial(h0)``, the recurrent state from h0."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell_type](W, H, batch_first=True)
+
+    def initial(h0):
+        return (h0, torch.zeros_like(h0)) if cell_type == "lstm" else h0
+
+    return (nn.Embedding(V, W), nn.Linear(D, H), recurrent, nn.Linear(H, V)), initial
+
+
+def torch_train_step(modules, initial, features, captions):
+    """One PyTorch step of ``modules`` (from :func:`torch_model`) on this numpy batch: a function of no argument."""
+    import torch
+    import torch.nn.functional as F
+
+    embed, proj, recurrent, vocab = modules
+    features, captions = torch.from_numpy(features), torch.from_numpy(captions).long()
+    N = features.shape[0]
+    optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=LEARNING_RATE)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        hidden, _ = recurrent(embed(captions[:, :-1]), initial(proj(features).unsqueeze(0)))
+        scores = vocab(hidden)
+        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
+                               reduction="sum") / N
+        loss.backward()
+        optimizer.step()
+
+    return train_step
