@@ -442,8 +442,10 @@ def rnn_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null
     in :meth:`captionkit.CaptioningRNN.sample`, without Python between steps and with each matrix packed once.
     """
     _require_built()
-    h0, W_embed, Wx, Wh = (_float_array(name, a, 2, None if name == "h0" else ("h0", h0))
-                           for name, a in (("h0", h0), ("W_embed", W_embed), ("Wx", Wx), ("Wh", Wh)))
+    h0 = _float_array("h0", h0, 2)
+    W_embed = _float_array("W_embed", W_embed, 2, ("h0", h0))
+    Wx = _float_array("Wx", Wx, 2, ("h0", h0))
+    Wh = _float_array("Wh", Wh, 2, ("h0", h0))
     N, H = h0.shape
     V, W = W_embed.shape
     _expect_shape("Wx", Wx, (W, H), "W_embed and h0")

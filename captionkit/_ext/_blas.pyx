@@ -6,6 +6,9 @@ matrices of a time step run 20-40% faster than those of the OpenBLAS that scipy 
 scipy's (``scipy.linalg.cython_blas``). Only the Fortran-interface sgemm_/dgemm_ are used, so any BLAS with that ABI
 fits. No kernel module can run before the binding: importing one imports captionkit._ext first.
 """
+from captionkit._ext._panel cimport (ck_panel_available, ck_packed_size_f, ck_packed_size_d, ck_pack_f, ck_pack_d,
+                                     ck_panel_gemm_f, ck_panel_gemm_d)
+
 cdef sgemm_t _sgemm = NULL
 cdef dgemm_t _dgemm = NULL
 _description = None
@@ -40,10 +43,7 @@ def addresses():
 
 
 # The packed-panel products of _panel.h, given addresses with a C ABI for plugins' compiled loops (see
-# captionkit.kernels.blas_functions). _rnn uses the header directly.
-from captionkit._ext._panel cimport (ck_panel_available, ck_packed_size_f, ck_packed_size_d, ck_pack_f, ck_pack_d,
-                                     ck_panel_gemm_f, ck_panel_gemm_d)
-
+# captionkit.kernels.blas_functions), and the switch between them and BLAS that every time loop reads.
 
 cdef Py_ssize_t _packed_size_s(Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     return ck_packed_size_f(k, n)
