@@ -157,6 +157,15 @@ def _env():
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+def test_bad_thread_count_is_refused_before_anything_is_written(bundle, tmp_path):
+    env = dict(_env(), CAPTIONKIT_NUM_THREADS="0", CAPTIONKIT_BACKEND="cython")
+    done = subprocess.run(_command("--data", bundle, "--out", tmp_path / "run", *TINY_ARGS), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+    assert "Error: CAPTIONKIT_NUM_THREADS must be a positive integer, got '0'" in done.stderr + done.stdout
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def reference(bundle, tmp_path_factory):
     """Final parameters of an uninterrupted run with LONG_ARGS, in its own process."""
