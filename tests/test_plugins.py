@@ -199,8 +199,8 @@ def lstm_activations(request):
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize(
     "N, T, D, H",
-    # Row tiles of 1, 7 + 6 and 9 + 8 + 8 rows, cut-short panels, and H = 600, where Wh is packed in several blocks
-    # of columns and of depth both forward and backward.
+    # Row tiles of 1, 13 and 13 + 12 rows, cut-short panels (H = 33, 70, and 600 backward), and H = 600, where Wh
+    # (600, 2400) is deeper and wider than the others by far.
     [(1, 2, 3, 1), (13, 3, 5, 33), (25, 2, 4, 70), (3, 2, 3, 600)],
 )
 def test_compiled_lstm_equals_reference_on_every_path(lstm_step_products, lstm_activations, dtype, tolerance,

@@ -170,27 +170,6 @@ def use_panel(bint flag):
     return previous
 
 
-# op(Wh) is packed in blocks, each with its own work space, so that a block (1 MiB) stays in the L2 cache while
-# every row tile of a step multiplies it, and the interleaved rows of A it pairs with (12 rows of its depth, 24 KiB)
-# stay in L1. Unblocked, the LSTM's (H, 4H) Wh, 4 MiB in float32 at H = 512, would stream from L3 once per tile of 12
-# rows, and in the backward pass the 4H-deep rows of A would not fit L1.
-cdef enum:
-    _BLOCK_BYTES = 1 << 20
-    _DEPTH_BYTES = 24 << 10
-
-
-cdef inline Py_ssize_t _block_depth(Py_ssize_t k, Py_ssize_t itemsize) noexcept nogil:
-    """Rows of op(Wh) per block."""
-    cdef Py_ssize_t depth = _DEPTH_BYTES // (12 * itemsize)
-    return k if depth >= k else depth
-
-
-cdef inline Py_ssize_t _block_columns(Py_ssize_t depth, Py_ssize_t itemsize) noexcept nogil:
-    """Columns per block: a multiple of 32, the float32 panel width (twice float64's)."""
-    cdef Py_ssize_t columns = _BLOCK_BYTES // (depth * itemsize) // 32 * 32
-    return columns if columns > 32 else 32
-
-
 cdef inline Py_ssize_t _packed_size(floating kind, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
     if floating is float:
         return _packed_size_s(k, n)
@@ -198,48 +177,25 @@ cdef inline Py_ssize_t _packed_size(floating kind, Py_ssize_t k, Py_ssize_t n) n
         return _packed_size_d(k, n)
 
 
-cdef Py_ssize_t _blocks(Py_ssize_t k, Py_ssize_t n, const floating *Wh, bint trans, floating *packed, Py_ssize_t m,
-                        const floating *a, Py_ssize_t lda, floating *c, Py_ssize_t ldc) noexcept nogil:
-    """Walk the blocks of op(Wh) (k, n), Wh (H, 4H), band of rows by band, each band left to right, and return the
-    length of their packed form. With packed NULL, only that; with a NULL, pack each block into packed; else
-    c (m, n) += a (m, k) @ op(Wh), block by block from packed."""
-    cdef Py_ssize_t G = n if not trans else k
-    cdef Py_ssize_t depth = _block_depth(k, sizeof(floating)), columns = _block_columns(depth, sizeof(floating))
-    cdef Py_ssize_t p0 = 0, j0, rows, width, total = 0
-    cdef floating kind = 0
-    while p0 < k:
-        rows = min(depth, k - p0)
-        j0 = 0
-        while j0 < n:
-            width = min(columns, n - j0)
-            if packed != NULL and a == NULL:
-                # op(Wh)[p0:, j0:] is Wh[p0:, j0:] as it is, or Wh[j0:, p0:] read transposed.
-                if floating is float:
-                    _pack_s(rows, width, Wh + (j0 * G + p0 if trans else p0 * G + j0), G, trans, packed + total)
-                else:
-                    _pack_d(rows, width, Wh + (j0 * G + p0 if trans else p0 * G + j0), G, trans, packed + total)
-            elif packed != NULL:
-                if floating is float:
-                    _panel_sgemm(m, width, rows, a + p0, lda, packed + total, c + j0, ldc)
-                else:
-                    _panel_dgemm(m, width, rows, a + p0, lda, packed + total, c + j0, ldc)
-            total += _packed_size(kind, rows, width)
-            j0 += width
-        p0 += rows
-    return total
-
-
 cdef object _packed(const floating[:, ::1] Wh, bint trans):
-    """op(Wh) packed in blocks for _step_product (op the transpose when trans is set); None on the BLAS path."""
+    """op(Wh) packed for _step_product (op the transpose when trans is set); None on the BLAS path.
+
+    Packed whole: captionkit's product reads it once per step for up to 4 tiles of rows, so a batch shard of up to
+    56 rows streams the LSTM's 4 MiB Wh through the cache once a step (blocking it to L2 size measured no faster).
+    """
     if not _use_panel:
         return None
     cdef Py_ssize_t H = Wh.shape[0], G = Wh.shape[1]
     cdef Py_ssize_t k = G if trans else H, n = H if trans else G
-    buffer = np.empty(_blocks(k, n, &Wh[0, 0], trans, <floating *> NULL, 0, NULL, 0, NULL, 0),
-                      dtype=np.float32 if floating is float else np.float64)
+    cdef floating kind = 0
+    buffer = np.empty(_packed_size(kind, k, n), dtype=np.float32 if floating is float else np.float64)
     cdef floating[::1] packed = buffer
     with nogil:
-        _blocks(k, n, &Wh[0, 0], trans, &packed[0], 0, NULL, 0, NULL, 0)
+        # op(Wh) is Wh (H, 4H) as it is, or, with trans, Wh read transposed (4H, H).
+        if floating is float:
+            _pack_s(k, n, &Wh[0, 0], G, trans, &packed[0])
+        else:
+            _pack_d(k, n, &Wh[0, 0], G, trans, &packed[0])
     return buffer
 
 
@@ -254,7 +210,10 @@ cdef inline void _step_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const f
     """Row-major c (m, n) += a (m, k) @ op(Wh), Wh (H, 4H): op is the transpose when trans is set. packed (when not
     NULL) holds op(Wh) packed by _packed; otherwise BLAS multiplies Wh itself."""
     if packed != NULL:
-        _blocks(k, n, Wh, trans, packed, m, a, lda, c, ldc)
+        if floating is float:
+            _panel_sgemm(m, n, k, a, lda, packed, c, ldc)
+        else:
+            _panel_dgemm(m, n, k, a, lda, packed, c, ldc)
     elif trans:
         # n = H, k = 4H. Column-major: c^T (H x m) += Wh (H x 4H) @ a^T (4H x m); Wh's row-major storage is the
         # column-major (4H x H) matrix Wh^T, hence op 'T'.
