@@ -11,7 +11,14 @@ configured with (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, or the cores thi
 :func:`set_num_threads`. Results depend on it through the order of the gradient sums, so bit-identical reruns need
 the same count. When the kernels run on scipy's BLAS, whose threads captionkit cannot set, captionkit uses one
 thread and leaves that BLAS its own.
+
+When there are as many threads as cores this process may use (the default), each shard runs on a core of its own:
+the pool's threads are pinned to one core each and the calling thread to the remaining one for the length of a
+:func:`run`, its own core set restored after. Left to itself, Linux wakes a worker that slept through a pause on
+the core of the thread that woke it, and the two shards then share one core for tens of milliseconds until the load
+balancer parts them (docs/benchmarks.md). ``CAPTIONKIT_PIN_THREADS=0`` turns pinning off.
 """
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,13 +28,15 @@ __all__ = ["get_num_threads", "set_num_threads", "shards", "run"]
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
 _pool, _pool_workers = None, 0  # the executor and its number of workers
+_pinned_cpus = None  # (calling thread's core, workers' cores...) while the pool's threads are pinned, else None
+_calling_core_taken = threading.Lock()  # held by the one caller of run() that is pinned to _pinned_cpus[0]
 _worker = threading.local()  # .busy is set on the pool's threads while they run a task
 
 
 def _forget_pool_after_fork():
     """A forked child has none of the parent's threads; a pool that believes it has them would never run a task."""
-    global _pool, _pool_workers, _lock
-    _pool, _pool_workers, _lock = None, 0, threading.Lock()
+    global _pool, _pool_workers, _pinned_cpus, _lock, _calling_core_taken
+    _pool, _pool_workers, _pinned_cpus, _lock, _calling_core_taken = None, 0, None, threading.Lock(), threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -86,20 +95,70 @@ def run(tasks):
     running on the pool, it runs the tasks one after the other on that thread: waiting for the pool from inside it
     could wait for ever.
     """
-    global _pool, _pool_workers
     if len(tasks) == 1 or getattr(_worker, "busy", False):
         return [task() for task in tasks]
-    with _lock:
-        if _pool_workers < len(tasks) - 1:
-            # A larger pool replaces the old one, which callers still using it keep alive until they are done.
-            _pool, _pool_workers = ThreadPoolExecutor(len(tasks) - 1, thread_name_prefix="captionkit"), len(tasks) - 1
-        pool = _pool
+    pool, calling_thread_cpu = _pool_for(len(tasks) - 1)
     futures = [pool.submit(_as_worker, task) for task in tasks[1:]]
     try:
-        first = tasks[0]()
+        # Callers running at the same time (a server's threads, say) are not all pinned to one core: the first is.
+        if calling_thread_cpu is not None and _calling_core_taken.acquire(blocking=False):
+            try:
+                first = _pinned_call(tasks[0], calling_thread_cpu)
+            finally:
+                _calling_core_taken.release()
+        else:
+            first = tasks[0]()
     finally:
         wait(futures)  # no task may outlive the call, even when one fails
     return [first] + [future.result() for future in futures]
+
+
+def _pool_for(workers):
+    """A pool of at least ``workers`` threads, and the core the calling thread runs on meanwhile (None: any)."""
+    global _pool, _pool_workers, _pinned_cpus
+    with _lock:
+        if _pool_workers < workers:
+            # A larger pool replaces the old one, which callers still using it keep alive until they are done.
+            _pinned_cpus = _cores_to_pin(workers + 1)
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="captionkit", initializer=_pin_worker,
+                                       initargs=(_pinned_cpus, itertools.count(1)))
+            _pool_workers = workers
+        return _pool, (_pinned_cpus[0] if _pinned_cpus else None)
+
+
+def _cores_to_pin(threads):
+    """One core per thread when ``threads`` equals the cores this process may use and pinning is allowed, else
+    None. With fewer threads than cores (other processes on the machine) the scheduler places them."""
+    if os.environ.get("CAPTIONKIT_PIN_THREADS", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    return tuple(cores) if len(cores) == threads else None
+
+
+def _pin_worker(cores, numbering):
+    if cores is not None:
+        index = next(numbering)  # itertools.count is atomic under the GIL: one core per new worker
+        _set_cores({cores[index % len(cores)]})
+
+
+def _pinned_call(task, core):
+    """``task()`` with the calling thread on ``core``, its own core set restored after."""
+    own = os.sched_getaffinity(0)
+    pinned = _set_cores({core})
+    try:
+        return task()
+    finally:
+        if pinned:
+            _set_cores(own)
+
+
+def _set_cores(cores):
+    """Pin this thread to ``cores``; False when the system refuses (the core set changed under us): run unpinned."""
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError:
+        return False
+    return True
 
 
 def _as_worker(task):

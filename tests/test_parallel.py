@@ -4,6 +4,7 @@ numpy) and the batch cut into shards on threads (against one shard).
 
 Shards change only the order of the gradient sums, so float64 results agree to rounding (1e-12 relative here).
 """
+import json
 import signal
 import subprocess
 import sys
@@ -278,6 +279,57 @@ def test_thread_count_comes_from_the_environment():
         assert run({"OPENBLAS_NUM_THREADS": "1", "CAPTIONKIT_NUM_THREADS": "3"}).stdout.strip() == "3"
         bad = run({"CAPTIONKIT_NUM_THREADS": "many"})
         assert bad.returncode != 0 and "CAPTIONKIT_NUM_THREADS must be a positive integer, got 'many'" in bad.stderr
+
+
+PINNING_PROBE = """
+import json, os, sys
+from captionkit import parallel
+threads = int(sys.argv[1])
+parallel.set_num_threads(threads)
+own = os.sched_getaffinity(0)
+for _ in range(2):  # the second run reuses the pool and its pinned workers
+    cores = parallel.run([lambda: sorted(os.sched_getaffinity(0))] * threads)
+print(json.dumps([sorted(own), cores, os.sched_getaffinity(0) == own]))
+"""
+
+
+def pinning_probe(threads, **env):
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if k != "CAPTIONKIT_PIN_THREADS"}
+    done = subprocess.run([sys.executable, "-c", PINNING_PROBE, str(threads)], capture_output=True, text=True,
+                          env={**environment, **env}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # the probe's thread's cores, each task's cores, whether they were restored
+
+
+needs_affinity = pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity here")
+
+
+@needs_affinity
+def test_shards_run_on_cores_of_their_own_when_there_is_a_thread_per_core():
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to share out")
+    own, seen, restored = pinning_probe(len(cores))
+    assert own == cores
+    assert sorted(core for mask in seen for core in mask) == cores and all(len(mask) == 1 for mask in seen)
+    assert restored  # the calling thread may run anywhere again once run() returns
+
+
+@needs_affinity
+@pytest.mark.parametrize("case", ["switched off", "more threads than cores"])
+def test_threads_are_left_to_the_scheduler_when_pinning_is_off_or_cores_do_not_match(case):
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    if case == "switched off":
+        own, seen, restored = pinning_probe(len(cores), CAPTIONKIT_PIN_THREADS="0")
+    else:
+        own, seen, restored = pinning_probe(len(cores) + 1)
+    assert restored and all(mask == cores for mask in seen)
 
 
 @pytest.mark.parametrize("trans", [False, True])
