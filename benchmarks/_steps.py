@@ -1,10 +1,11 @@
 """The training step that bench_kernels.py and bench_cells.py time, built the same way for each implementation.
 
 Sizes are the seed notebook's (D=512 image features, W=256 word vectors, H=512 hidden units, V=1004 words, T=16
-steps), float32. captionkit's step is ``CaptioningRNN.loss`` then Adam on every parameter (the fused, in-place
-``kernels.adam_update`` on the compiled backend, as the solver uses; ``optim.adam`` on numpy). PyTorch's is
-nn.Embedding, an nn.Linear projection to the initial state, nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores,
-cross_entropy(ignore_index=<NULL>) summed and divided by N as captionkit's loss is, backward, torch.optim.Adam.
+steps), float32. captionkit's step is ``CaptioningRNN.loss`` then Adam on every parameter as the solver runs it
+(``optim.update_all``: the fused, in-place ``kernels.adam_update_many`` on the compiled backend; ``optim.adam`` on
+numpy). PyTorch's is nn.Embedding, an nn.Linear projection to the initial state, nn.RNN / nn.LSTM / nn.GRU, nn.Linear
+scores, cross_entropy(ignore_index=<NULL>) summed and divided by N as captionkit's loss is, backward,
+torch.optim.Adam.
 """
 import numpy as np
 
@@ -43,24 +44,15 @@ def captionkit_model(cell_type, backend):
 
 def captionkit_train_step(model, features, captions):
     """One step of ``model`` (from :func:`captionkit_model`) on this batch: a function of no argument."""
-    if model.backend == "numpy":  # the reference process never loads the compiled kernels (peak memory)
-        from captionkit import optim
+    from captionkit import optim
 
-        configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
+    # The solver's update: optim.adam on numpy (the reference process never loads the compiled kernels, for peak
+    # memory), else fused_adam, which optim.update_all runs as one kernels.adam_update_many call.
+    rule = optim.adam if model.backend == "numpy" else optim.fused_adam
+    configs = {name: {"learning_rate": LEARNING_RATE} for name in model.params}
 
-        def update(grads):
-            for name, value in model.params.items():
-                model.params[name], configs[name] = optim.adam(value, grads[name], configs[name])
-    else:
-        from captionkit import kernels
-
-        moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in model.params.items()}
-        count = [0]
-
-        def update(grads):
-            count[0] += 1
-            for name, value in model.params.items():
-                kernels.adam_update(value, grads[name], *moments[name], count[0], learning_rate=LEARNING_RATE)
+    def update(grads):
+        optim.update_all(rule, model.params, grads, configs)
 
     def train_step():
         _, grads = model.loss(features, captions)

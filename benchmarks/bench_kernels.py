@@ -6,8 +6,9 @@
 What it measures, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32):
 
 - ``train N=25`` and ``train N=50``: one training step: loss and gradients of a minibatch
-  (``CaptioningRNN.loss`` on the ``cython`` or ``numpy`` backend), then an Adam update of every parameter: the
-  fused, in-place ``captionkit.kernels.adam_update`` for ``compiled``, ``captionkit.optim.adam`` for ``numpy``.
+  (``CaptioningRNN.loss`` on the ``cython`` or ``numpy`` backend), then an Adam update of every parameter as the
+  solver runs it: the fused, in-place ``captionkit.kernels.adam_update_many`` for ``compiled`` (one call for all
+  parameters), ``captionkit.optim.adam`` for ``numpy``.
   PyTorch: nn.Embedding, nn.Linear projection, nn.RNN (tanh), nn.Linear scores, cross_entropy(ignore_index=<NULL>,
   summed and divided by N as captionkit's loss is), backward, torch.optim.Adam.
 - ``greedy N=50``: greedy sampling of 50 captions of max_length 30 with no early stop (the vocabulary has no
@@ -170,8 +171,8 @@ def profile_compiled(N, repeats):
         model.loss(features, captions)
 
     def phase_adam():
-        for name, value in p.items():
-            kernels.adam_update(value, grads[name], *moments[name], 1)
+        kernels.adam_update_many(list(p.values()), [grads[name] for name in p], [moments[name][0] for name in p],
+                                 [moments[name][1] for name in p], 1)
 
     def phase_greedy():
         model.sample(features, max_length=MAX_LENGTH)

@@ -47,6 +47,7 @@ else:
 __all__ = [
     "RNNCache",
     "adam_update",
+    "adam_update_many",
     "affine_argmax",
     "affine_backward",
     "affine_forward",
@@ -482,20 +483,51 @@ def adam_update(w, dw, m, v, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsi
     w, dw, m, v: arrays of one shape and dtype, C-contiguous, not overlapping (w, m and v writeable); m and v are
     the moment estimates (zeros before the first step); t is the number of this update, counting from 1. One pass
     over memory instead of the reference's dozen array temporaries, in slices on captionkit.parallel's threads
-    when the arrays are large.
+    when the arrays are large. For all of a model's parameters at once, :func:`adam_update_many` is faster.
     """
     _require_built()
-    w = _float_array("w", w, w.ndim if isinstance(w, np.ndarray) else 1, writeable=True)
-    arrays = {"w": w}
-    for name, a, writeable in (("dw", dw, False), ("m", m, True), ("v", v, True)):
-        a = _float_array(name, a, w.ndim, ("w", w), writeable)
-        _expect_shape(name, a, w.shape, "w")
-        arrays[name] = a
-    names = list(arrays)
-    for i, first in enumerate(names):
-        for second in names[i + 1:]:
-            if np.may_share_memory(arrays[first], arrays[second]):
-                raise ValueError(f"{first} and {second} overlap in memory; adam_update needs separate arrays")
+    groups = [_adam_arrays(w, dw, m, v, ("w", "dw", "m", "v"))]
+    _adam_in_slices(groups, *_adam_hyperparameters(t, learning_rate, beta1, beta2, epsilon))
+
+
+def adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """:func:`adam_update` on many arrays in one call: ``ws[i], dws[i], ms[i], vs[i]`` are the w, dw, m, v there,
+    for every i, with one t and one set of hyperparameters; returns None.
+
+    ws, dws, ms, vs: sequences of one length; the arrays of one i share a shape, all arrays share a dtype, and no
+    array may overlap another. The same arithmetic as one :func:`adam_update` per i, but the threads are dispatched
+    once and share out the elements of all the arrays together: a model's 1.43 M float32 parameters (eight arrays)
+    take about 0.86 ms on two threads instead of 1.55 ms array by array (docs/benchmarks.md).
+    """
+    _require_built()
+    lists = {"ws": ws, "dws": dws, "ms": ms, "vs": vs}
+    for name, value in lists.items():
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of arrays, got {type(value).__name__}")
+    if len({len(value) for value in lists.values()}) != 1:
+        raise ValueError("ws, dws, ms and vs must have one length, got "
+                         + ", ".join(f"{len(value)} ({name})" for name, value in lists.items()))
+    if not ws:
+        raise ValueError("ws is empty: no arrays to update")
+    groups = []
+    for i, arrays in enumerate(zip(ws, dws, ms, vs)):
+        groups.append(_adam_arrays(*arrays, tuple(f"{name}[{i}]" for name in lists), like=groups[0] if groups else None))
+    _adam_in_slices(groups, *_adam_hyperparameters(t, learning_rate, beta1, beta2, epsilon))
+
+
+def _adam_arrays(w, dw, m, v, names, like=None):
+    """Checked, flattened (name, array) pairs of one Adam update; ``like``: a group whose dtype it must share."""
+    w = _float_array(names[0], w, w.ndim if isinstance(w, np.ndarray) else 1, like and like[0], writeable=True)
+    group = [(names[0], w)]
+    for name, a, writeable in zip(names[1:], (dw, m, v), (False, True, True)):
+        a = _float_array(name, a, w.ndim, group[0], writeable)
+        _expect_shape(name, a, w.shape, names[0])
+        group.append((name, a))
+    return [(name, a.reshape(-1)) for name, a in group]
+
+
+def _adam_hyperparameters(t, learning_rate, beta1, beta2, epsilon):
+    """Checked (learning_rate, beta1, beta2, epsilon, c1, c2) with the bias corrections c1, c2 of step t."""
     t = _positive_int("t", t)
     learning_rate = _real("learning_rate", learning_rate, 0.0)
     beta1 = _real("beta1", beta1, 0.0, 1.0)
@@ -504,9 +536,35 @@ def adam_update(w, dw, m, v, t, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsi
     c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
     if c1 == 0.0 or c2 == 0.0:
         raise ValueError(f"beta1={beta1}, beta2={beta2} give a zero bias correction at t={t}")
-    flat = [arrays[name].reshape(-1) for name in names]
-    # Memory-bound, so a large array goes faster in slices on all of captionkit.parallel's threads.
-    parallel.run(
-        [lambda s=s: _optim.adam_update(*[a[s] for a in flat], learning_rate, beta1, beta2, epsilon, c1, c2)
-         for s in parallel.shards(flat[0].size, min_rows=_ADAM_SLICE)]
-    )
+    return learning_rate, beta1, beta2, epsilon, c1, c2
+
+
+def _adam_in_slices(groups, *hyperparameters):
+    """Adam on every group (w, dw, m, v), the elements of all groups cut into one run of slices per thread."""
+    _refuse_overlaps([pair for group in groups for pair in group], writes={0, 2, 3}, group_size=4)
+    sizes = [group[0][1].size for group in groups]
+    offsets = np.cumsum([0] + sizes)
+
+    def update(part):
+        # part: a range of the groups' elements laid end to end; each group it touches gets one compiled call.
+        for g, group in enumerate(groups):
+            lo, hi = max(part.start, offsets[g]), min(part.stop, offsets[g + 1])
+            if lo < hi:
+                piece = slice(lo - offsets[g], hi - offsets[g])
+                _optim.adam_update(*[a[piece] for _, a in group], *hyperparameters)
+
+    # Memory-bound, so large arrays go faster in slices on all of captionkit.parallel's threads.
+    parallel.run([lambda part=part: update(part) for part in parallel.shards(int(offsets[-1]), min_rows=_ADAM_SLICE)])
+
+
+def _refuse_overlaps(named, writes, group_size):
+    """ValueError naming two arrays that share memory where one of them is written (positions ``writes`` within
+    each group of ``group_size``). Every array is C-contiguous, so its bytes are one interval."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i % group_size in writes, name)
+                   for i, (name, a) in enumerate(named))
+    reach, reach_name, reach_written = -1, None, False  # the interval seen so far that ends furthest to the right
+    for start, nbytes, written, name in spans:
+        if start < reach and (written or reach_written):
+            raise ValueError(f"{reach_name} and {name} overlap in memory; Adam needs separate arrays")
+        if start + nbytes > reach:
+            reach, reach_name, reach_written = start + nbytes, name, written

@@ -5,7 +5,7 @@ Each rule is ``next_w, config = rule(w, dw, config)``: ``config`` holds the hype
 """
 import numpy as np
 
-__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "UPDATE_RULES"]
+__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "update_all", "UPDATE_RULES"]
 
 
 def sgd(w, dw, config=None):
@@ -20,7 +20,7 @@ def sgd_momentum(w, dw, config=None):
     config = {} if config is None else config
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("momentum", 0.9)
-    velocity = config.get("velocity", np.zeros_like(w))
+    velocity = config["velocity"] if "velocity" in config else np.zeros_like(w)
     velocity = config["momentum"] * velocity - config["learning_rate"] * dw
     config["velocity"] = velocity
     return w + velocity, config
@@ -32,7 +32,7 @@ def rmsprop(w, dw, config=None):
     config.setdefault("learning_rate", 1e-2)
     config.setdefault("decay_rate", 0.99)
     config.setdefault("epsilon", 1e-8)
-    cache = config.get("cache", np.zeros_like(w))
+    cache = config["cache"] if "cache" in config else np.zeros_like(w)
     cache = config["decay_rate"] * cache + (1 - config["decay_rate"]) * dw**2
     config["cache"] = cache
     return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
@@ -57,8 +57,9 @@ def _adam_config(w, config):
     config.setdefault("beta1", 0.9)
     config.setdefault("beta2", 0.999)
     config.setdefault("epsilon", 1e-8)
-    config.setdefault("m", np.zeros_like(w))
-    config.setdefault("v", np.zeros_like(w))
+    for key in ("m", "v"):
+        if key not in config:  # not setdefault: that would allocate two arrays like w on every update
+            config[key] = np.zeros_like(w)
     config.setdefault("t", 0)
     config["t"] += 1
     return config
@@ -71,15 +72,47 @@ def fused_adam(w, dw, config=None):
     """
     from captionkit import kernels
 
+    w, dw, config = _fused_adam_arrays(w, dw, config)
+    kernels.adam_update(w, dw, config["m"], config["v"], config["t"], *_adam_hyperparameters(config))
+    return w, config
+
+
+def update_all(rule, params, grads, configs):
+    """``params[name], configs[name] = rule(params[name], grads[name], configs[name])`` for every name in
+    ``params`` (dicts; ``params`` and ``configs`` are updated). With :func:`fused_adam` the parameters that share
+    Adam's hyperparameters and step count go through ``captionkit.kernels.adam_update_many`` in one call, whose
+    threads share out all their elements at once instead of one parameter after another."""
+    if rule is not fused_adam:
+        for name, value in params.items():
+            params[name], configs[name] = rule(value, grads[name], configs[name])
+        return
+    from captionkit import kernels
+
+    batches = {}  # (t, hyperparameters, dtype) -> names, so one call sees one step and one dtype
+    for name, value in params.items():
+        params[name], dw, configs[name] = _fused_adam_arrays(value, grads[name], configs[name])
+        key = (configs[name]["t"], _adam_hyperparameters(configs[name]), params[name].dtype)
+        batches.setdefault(key, []).append((name, dw))
+    for (t, hyperparameters, _), members in batches.items():
+        kernels.adam_update_many([params[name] for name, _ in members], [dw for _, dw in members],
+                                 [configs[name]["m"] for name, _ in members],
+                                 [configs[name]["v"] for name, _ in members], t, *hyperparameters)
+
+
+def _fused_adam_arrays(w, dw, config):
+    """(w, dw, config) as the compiled Adam takes them: w writeable and C-contiguous, dw contiguous in w's dtype,
+    the config's defaults filled in, its step count advanced and its moments writeable arrays of w's dtype."""
     if not (w.flags.writeable and w.flags.c_contiguous):
         w = np.array(w, order="C")
     config = _adam_config(w, config)
     for key in ("m", "v"):  # moments restored from a checkpoint may be read-only or another dtype
         if not (config[key].flags.writeable and config[key].dtype == w.dtype and config[key].flags.c_contiguous):
             config[key] = np.array(config[key], dtype=w.dtype, order="C")
-    kernels.adam_update(w, np.ascontiguousarray(dw, dtype=w.dtype), config["m"], config["v"], config["t"],
-                        config["learning_rate"], config["beta1"], config["beta2"], config["epsilon"])
-    return w, config
+    return w, np.ascontiguousarray(dw, dtype=w.dtype), config
+
+
+def _adam_hyperparameters(config):
+    return config["learning_rate"], config["beta1"], config["beta2"], config["epsilon"]
 
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}

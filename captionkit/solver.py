@@ -102,10 +102,7 @@ class CaptioningSolver:
         loss, grads = self._loss_and_grads(features, captions)
         self._check_finite(loss, grads)
         self.loss_history.append(loss)
-        for name, value in self.model.params.items():
-            self.model.params[name], self.optim_configs[name] = self.update_rule(
-                value, grads[name], self.optim_configs[name]
-            )
+        optim.update_all(self.update_rule, self.model.params, grads, self.optim_configs)
         return loss
 
     def _check_finite(self, loss, grads):

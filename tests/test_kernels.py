@@ -193,6 +193,67 @@ def test_adam_update_equals_optim_adam_over_several_steps(dtype):
         close(v, config["v"], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_adam_update_many_equals_optim_adam_on_every_array(dtype, threads):
+    from captionkit import parallel
+
+    rng = np.random.default_rng(8)
+    # 70000 + 15 + 120000 elements: the threads' slices start and end inside arrays, not only at their edges.
+    shapes = [(70000,), (3, 5), (300, 400)]
+    ws = arrays(rng, dtype, *shapes)
+    refs = [(w.copy(), {"learning_rate": 1e-2}) for w in ws]
+    ms, vs = [np.zeros_like(w) for w in ws], [np.zeros_like(w) for w in ws]
+    previous = parallel.set_num_threads(threads)
+    try:
+        for t in range(1, 4):
+            dws = arrays(rng, dtype, *shapes)
+            kernels.adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-2)
+            refs = [optim.adam(w_ref.astype(np.float64), dw.astype(np.float64), config)
+                    for (w_ref, config), dw in zip(refs, dws)]
+    finally:
+        parallel.set_num_threads(previous)
+    for w, m, v, (w_ref, config) in zip(ws, ms, vs, refs):
+        close(w, w_ref, dtype)
+        close(m, config["m"], dtype)
+        close(v, config["v"], dtype)
+
+
+def test_adam_update_many_names_the_array_at_fault():
+    def call(ws=None, dws=None, ms=None, vs=None, t=1):
+        fresh = lambda: [np.zeros(4), np.zeros((2, 3))]  # noqa: E731
+        kernels.adam_update_many(fresh() if ws is None else ws, fresh() if dws is None else dws,
+                                 fresh() if ms is None else ms, fresh() if vs is None else vs, t)
+
+    with pytest.raises(TypeError, match="ws must be a list or tuple of arrays, got ndarray"):
+        call(ws=np.zeros(4))
+    with pytest.raises(ValueError, match=r"one length, got 2 \(ws\), 1 \(dws\)"):
+        call(dws=[np.zeros(4)])
+    with pytest.raises(ValueError, match="ws is empty"):
+        call(ws=[], dws=[], ms=[], vs=[])
+    with pytest.raises(ValueError, match=r"dws\[1\] must have shape \(2, 3\) \(from ws\[1\]\), got \(3, 2\)"):
+        call(dws=[np.zeros(4), np.zeros((3, 2))])
+    with pytest.raises(TypeError, match=r"ws\[1\] has dtype float32 but ws\[0\] has float64"):
+        call(ws=[np.zeros(4), np.zeros((2, 3), np.float32)])
+    read_only = np.zeros((2, 3))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match=r"ms\[1\] is read-only"):
+        call(ms=[np.zeros(4), read_only])
+    with pytest.raises(ValueError, match="t must be"):
+        call(t=0)
+    shared = np.zeros(10)
+    with pytest.raises(ValueError, match=r"ws\[0\] and vs\[1\] overlap in memory"):
+        call(ws=[shared[:4], np.zeros((2, 3))], vs=[np.zeros(4), shared[3:9].reshape(2, 3)])
+    with pytest.raises(ValueError, match=r"ms\[0\] and dws\[1\] overlap in memory"):
+        call(ms=[shared[:4], np.zeros((2, 3))], dws=[np.zeros(4), shared[2:8].reshape(2, 3)])
+    # Gradients are only read, so two of them may be one array.
+    gradient = np.ones(4)
+    w = [np.zeros(4), np.zeros(4)]
+    kernels.adam_update_many(w, [gradient, gradient], [np.zeros(4), np.zeros(4)], [np.zeros(4), np.zeros(4)], 1)
+    np.testing.assert_array_equal(w[0], w[1])
+    assert (w[0] < 0).all()
+
+
 @pytest.fixture
 def scipy_blas():
     """The kernels bound to scipy's BLAS (the fallback when scipy-openblas32 is missing) for one test."""

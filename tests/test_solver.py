@@ -113,6 +113,27 @@ def test_fused_adam_matches_the_reference(dtype, tol):
         assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b))
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-4)])
+def test_update_all_with_fused_adam_matches_the_reference_on_every_parameter(dtype, tol):
+    pytest.importorskip("captionkit._ext._optim")
+    rng = np.random.RandomState(1)
+    shapes = {"W": (300, 500), "b": (7,), "E": (90000,)}
+    ref = {name: rng.randn(*shape).astype(dtype) for name, shape in shapes.items()}
+    fused = {name: value.copy() for name, value in ref.items()}
+    ref_cfg = {name: {"learning_rate": 5e-3} for name in shapes}
+    fused_cfg = {name: {"learning_rate": 5e-3} for name in shapes}
+    fused_cfg["b"]["learning_rate"] = ref_cfg["b"]["learning_rate"] = 1e-2  # another rate: its own call
+    for _ in range(4):
+        grads = {name: rng.randn(*shape).astype(dtype) for name, shape in shapes.items()}
+        optim.update_all(optim.adam, ref, grads, ref_cfg)
+        optim.update_all(optim.fused_adam, fused, grads, fused_cfg)
+    for name in shapes:
+        assert fused[name].dtype == dtype and fused_cfg[name]["t"] == ref_cfg[name]["t"] == 4
+        for a, b in ((fused[name], ref[name]), (fused_cfg[name]["m"], ref_cfg[name]["m"]),
+                     (fused_cfg[name]["v"], ref_cfg[name]["v"])):
+            assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)), name
+
+
 def test_solver_uses_fused_adam_only_on_the_compiled_backend(bundle_dir):
     data = load_coco_data(bundle_dir)
     for backend, rule in (("numpy", optim.adam), ("cython", optim.fused_adam)):
