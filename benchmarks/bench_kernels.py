@@ -141,7 +141,8 @@ def profile_compiled(N, repeats):
     model = captionkit_model("rnn", "cython")
     p = model.params
     features, captions = make_batch(N, np.random.RandomState(0))
-    shard = parallel.shards(N)[0]
+    shards = parallel.shards(N)
+    shard = shards[0]
     n = shard.stop - shard.start
     captions_in, captions_out = captions[shard, :-1], captions[shard, 1:]
     mask = captions_out != NULL
@@ -184,7 +185,7 @@ def profile_compiled(N, repeats):
         (f"shard of {n}: output layer fwd+bwd", phase_output, 3 * 2 * nt * H * V),
         (f"shard of {n}: rnn backward", phase_rnn_backward, 2 * 2 * nt * (W * H + H * H)),
         (f"shard of {n}: embedding + projection bwd", phase_input_backward, 2 * n * D * H),
-        (f"loss and gradients, {N} rows in {N // n} shards on threads", phase_loss, flops("train", N)),
+        (f"loss and gradients, {N} rows in {len(shards)} shards on threads", phase_loss, flops("train", N)),
         ("adam (all parameters)", phase_adam, 0),
         (f"greedy sampling, {N} captions x {MAX_LENGTH} steps", phase_greedy, flops("greedy", N)),
     ]

@@ -142,9 +142,10 @@ def _pin_worker(cores, numbering):
 
 
 def _pinned_call(task, core):
-    """``task()`` with the calling thread on ``core``, its own core set restored after."""
+    """``task()`` with the calling thread on ``core``, its own core set restored after. A thread whose core set is
+    no longer the one the pool was pinned for (its caller narrowed it) is left where it is."""
     own = os.sched_getaffinity(0)
-    pinned = _set_cores({core})
+    pinned = own == set(_pinned_cpus or ()) and _set_cores({core})
     try:
         return task()
     finally:

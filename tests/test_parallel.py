@@ -5,6 +5,7 @@ numpy) and the batch cut into shards on threads (against one shard).
 Shards change only the order of the gradient sums, so float64 results agree to rounding (1e-12 relative here).
 """
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -249,8 +250,6 @@ def test_run_nested_inside_a_task_does_not_wait_for_the_busy_pool(threads):
 
 
 def test_a_forked_child_gets_a_working_pool(threads):
-    import os
-
     threads(2)
     parallel.run([lambda: 1, lambda: 2])  # the parent's pool exists now
     pid = os.fork()
@@ -273,7 +272,7 @@ def test_set_num_threads_refuses_non_positive_integers(threads, bad):
 def test_thread_count_comes_from_the_environment():
     code = "from captionkit import parallel; print(parallel.get_num_threads())"
     run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
-                                     env={**__import__("os").environ, **env})
+                                     env={**os.environ, **env})
     if kernels.blas_functions()["description"].startswith("OpenBLAS"):
         assert run({"OPENBLAS_NUM_THREADS": "1"}).stdout.strip() == "1"
         assert run({"OPENBLAS_NUM_THREADS": "1", "CAPTIONKIT_NUM_THREADS": "3"}).stdout.strip() == "3"
@@ -284,32 +283,31 @@ def test_thread_count_comes_from_the_environment():
 PINNING_PROBE = """
 import json, os, sys
 from captionkit import parallel
-threads = int(sys.argv[1])
+threads, narrow = int(sys.argv[1]), sys.argv[2] == "narrow"
 parallel.set_num_threads(threads)
+parallel.run([lambda: 0] * threads)  # the pool and its pinned workers exist from here on
+if narrow:  # the caller keeps itself to its last core
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 own = os.sched_getaffinity(0)
-for _ in range(2):  # the second run reuses the pool and its pinned workers
-    cores = parallel.run([lambda: sorted(os.sched_getaffinity(0))] * threads)
+cores = parallel.run([lambda: sorted(os.sched_getaffinity(0))] * threads)
 print(json.dumps([sorted(own), cores, os.sched_getaffinity(0) == own]))
 """
 
 
-def pinning_probe(threads, **env):
-    import os
-
+def pinning_probe(threads, narrow=False, **env):
+    """(the probe thread's cores, each task's cores in a run, whether the probe thread's cores were restored)."""
     environment = {k: v for k, v in os.environ.items() if k != "CAPTIONKIT_PIN_THREADS"}
-    done = subprocess.run([sys.executable, "-c", PINNING_PROBE, str(threads)], capture_output=True, text=True,
-                          env={**environment, **env}, timeout=60)
+    done = subprocess.run([sys.executable, "-c", PINNING_PROBE, str(threads), "narrow" if narrow else "whole"],
+                          capture_output=True, text=True, env={**environment, **env}, timeout=60)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # the probe's thread's cores, each task's cores, whether they were restored
+    return json.loads(done.stdout)
 
 
-needs_affinity = pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity here")
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
 
 
 @needs_affinity
 def test_shards_run_on_cores_of_their_own_when_there_is_a_thread_per_core():
-    import os
-
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         pytest.skip("one core: nothing to share out")
@@ -320,10 +318,17 @@ def test_shards_run_on_cores_of_their_own_when_there_is_a_thread_per_core():
 
 
 @needs_affinity
+def test_a_caller_that_narrowed_its_own_cores_is_left_on_them():
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to share out")
+    own, seen, restored = pinning_probe(len(cores), narrow=True)
+    assert own == [cores[-1]] and seen[0] == [cores[-1]] and restored
+
+
+@needs_affinity
 @pytest.mark.parametrize("case", ["switched off", "more threads than cores"])
 def test_threads_are_left_to_the_scheduler_when_pinning_is_off_or_cores_do_not_match(case):
-    import os
-
     cores = sorted(os.sched_getaffinity(0))
     if case == "switched off":
         own, seen, restored = pinning_probe(len(cores), CAPTIONKIT_PIN_THREADS="0")
@@ -379,7 +384,7 @@ a = np.ones(1 << 20)
 del a
 print(allocation.keep_freed_memory(), libc.mallinfo2().fordblks - before >= 4 << 20)
 """
-    environment = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**environment, **env})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(kept), str(kept)]
