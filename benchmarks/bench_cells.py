@@ -7,8 +7,9 @@ Tasks, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32)
 
 - ``train N=25`` / ``train N=50``: one training step, as in benchmarks/bench_kernels.py: ``CaptioningRNN.loss`` with
   the cell (backend ``cython`` for "compiled", ``numpy`` for "numpy") and an Adam update of every parameter
-  (``captionkit.kernels.adam_update_many`` / ``captionkit.optim.adam``, as the solver runs them). PyTorch: nn.Embedding, nn.Linear projection,
-  nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores, summed cross-entropy / N, backward, torch.optim.Adam.
+  (``captionkit.kernels.adam_update_many`` / ``captionkit.optim.adam``, as the solver runs them). PyTorch:
+  nn.Embedding, nn.Linear projection, nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores, summed cross-entropy / N,
+  backward, torch.optim.Adam.
 - ``cell N=25``: the recurrent part alone, the cell's sequence forward and backward on random inputs.
 
 A cell's "compiled" row runs its own compiled path when it has one (rnn: captionkit's kernels, lstm: the plugin's

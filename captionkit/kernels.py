@@ -9,7 +9,7 @@ Conventions shared by every function:
 
 - Floating arrays are float32 or float64, all of one dtype per call (a mix raises TypeError), and C-contiguous
   (``np.ascontiguousarray`` makes them so); no dimension may be 0.
-- Arrays a kernel only reads may be read-only. Arrays it writes into (only :func:`adam_update` has any) must be
+- Arrays a kernel only reads may be read-only. Arrays it writes into (only the Adam updates have any) must be
   writeable.
 - Word ids may have any integer dtype and layout; every id must lie in ``[0, V)``.
 - A bad call raises TypeError (wrong type or dtype) or ValueError (shape, size, layout or value), naming the
@@ -511,7 +511,8 @@ def adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-3, beta1=0.9, beta2=0.
         raise ValueError("ws is empty: no arrays to update")
     groups = []
     for i, arrays in enumerate(zip(ws, dws, ms, vs)):
-        groups.append(_adam_arrays(*arrays, tuple(f"{name}[{i}]" for name in lists), like=groups[0] if groups else None))
+        names = tuple(f"{name}[{i}]" for name in lists)
+        groups.append(_adam_arrays(*arrays, names, like=groups[0] if groups else None))
     _adam_in_slices(groups, *_adam_hyperparameters(t, learning_rate, beta1, beta2, epsilon))
 
 
