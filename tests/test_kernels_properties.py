@@ -57,6 +57,16 @@ def float_arg(rng, shape, dtype, fault):
     return a
 
 
+def non_negative(a):
+    """Second moments are never negative: ``a`` made so in place, keeping its dtype, layout and flags."""
+    if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+        writeable = a.flags.writeable
+        a.flags.writeable = True
+        np.abs(a, out=a)
+        a.flags.writeable = writeable
+    return a
+
+
 def id_arg(rng, shape, vocab_size, fault):
     if fault == "grow":
         shape = shape[:-1] + (shape[-1] + 1,)
@@ -344,7 +354,7 @@ def test_adam_update(d, dtype, fault, t, seed):
     shape = (d["N"], d["H"])
     args = {name: float_arg(rng, shape, dtype, "ok" if fault.get(name) == "alias" else fault.get(name, "ok"))
             for name in ("w", "dw", "m", "v")}
-    args["v"] = np.abs(args["v"]) if isinstance(args["v"], np.ndarray) and args["v"].dtype in FLOATS else args["v"]
+    non_negative(args["v"])
     if "alias" in fault.values():
         spoiled = next(iter(fault))
         args[spoiled] = args["m" if spoiled != "m" else "v"]
@@ -361,3 +371,38 @@ def test_adam_update(d, dtype, fault, t, seed):
     close(args["w"], w_ref, dtype)
     close(args["m"], config["m"], dtype)
     close(args["v"], config["v"], dtype)
+
+
+@SETTINGS
+@given(st.lists(positive_dims, min_size=1, max_size=4), dtypes,
+       st.integers(0, 3), faults_for(["ws", "dws", "ms", "vs"], ADAM_FAULTS), st.integers(1, 50), seeds)
+def test_adam_update_many(groups, dtype, spoiled_group, fault, t, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(d["N"], d["H"]) for d in groups]
+    spoiled_group %= len(shapes)
+    lists = {name: [] for name in ("ws", "dws", "ms", "vs")}
+    for i, shape in enumerate(shapes):
+        for name in lists:
+            spoil = fault.get(name, "ok") if i == spoiled_group else "ok"
+            lists[name].append(float_arg(rng, shape, dtype, "ok" if spoil == "alias" else spoil))
+        non_negative(lists["vs"][i])
+    if "alias" in fault.values():  # one array of the spoiled group is a moment array of another group (or its own)
+        name = next(iter(fault))
+        other = (spoiled_group + 1) % len(shapes)
+        lists[name][spoiled_group] = lists["ms" if name != "ms" else "vs"][other]
+    every = {f"{name}[{i}]": a for name, arrays in lists.items() for i, a in enumerate(arrays)}
+    before = {key: np.array(a, copy=True) if isinstance(a, np.ndarray) else a for key, a in every.items()}
+    call = lambda: kernels.adam_update_many(**lists, t=t, learning_rate=1e-2)  # noqa: E731
+    written = [key for key in every if not key.startswith("dws")]
+    distinct = len({id(a) for a in every.values()}) == len(every)
+    if not (floats_valid(every, written=written) and distinct
+            and all(lists[name][i].shape == shapes[i] for name in lists for i in range(len(shapes)))):
+        expect_clean_error(call, list(every))
+        return
+    call()
+    for i in range(len(shapes)):
+        config = {"learning_rate": 1e-2, "m": as64(before[f"ms[{i}]"]), "v": as64(before[f"vs[{i}]"]), "t": t - 1}
+        w_ref, config = optim.adam(as64(before[f"ws[{i}]"]), as64(before[f"dws[{i}]"]), config)
+        close(lists["ws"][i], w_ref, dtype)
+        close(lists["ms"][i], config["m"], dtype)
+        close(lists["vs"][i], config["v"], dtype)
