@@ -76,7 +76,7 @@ class CaptioningRNN:
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
         if self._uses_kernels:
             allocation.keep_freed_memory()  # the compiled step's speed depends on it (captionkit.allocation)
-            parallel.get_num_threads()  # a bad CAPTIONKIT_NUM_THREADS is an error now, not at the first step
+            parallel.get_num_threads()  # a bad CAPTIONKIT_*_THREADS is an error now, not at the first step
 
     # ------------------------------------------------------------------ helpers
     @property

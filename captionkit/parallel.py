@@ -45,6 +45,7 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 def _default_num_threads():
     from captionkit import _ext
 
+    _pinning_allowed()  # a bad CAPTIONKIT_PIN_THREADS is refused as early as a bad thread count
     configured = _ext.configured_blas_threads
     if configured is None:  # a BLAS whose thread pool captionkit does not control
         return 1
@@ -129,10 +130,17 @@ def _pool_for(workers):
 def _cores_to_pin(threads):
     """One core per thread when ``threads`` equals the cores this process may use and pinning is allowed, else
     None. With fewer threads than cores (other processes on the machine) the scheduler places them."""
-    if os.environ.get("CAPTIONKIT_PIN_THREADS", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+    if not (_pinning_allowed() and hasattr(os, "sched_setaffinity")):
         return None
     cores = sorted(os.sched_getaffinity(0))
     return tuple(cores) if len(cores) == threads else None
+
+
+def _pinning_allowed():
+    value = os.environ.get("CAPTIONKIT_PIN_THREADS", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"CAPTIONKIT_PIN_THREADS must be 0 (let the system place threads) or 1, got {value!r}")
+    return value == "1"
 
 
 def _pin_worker(cores, numbering):

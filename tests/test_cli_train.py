@@ -157,12 +157,17 @@ def _env():
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def test_bad_thread_count_is_refused_before_anything_is_written(bundle, tmp_path):
-    env = dict(_env(), CAPTIONKIT_NUM_THREADS="0", CAPTIONKIT_BACKEND="cython")
+@pytest.mark.parametrize("variable, value, message", [
+    ("CAPTIONKIT_NUM_THREADS", "0", "CAPTIONKIT_NUM_THREADS must be a positive integer, got '0'"),
+    ("CAPTIONKIT_PIN_THREADS", "off",
+     "CAPTIONKIT_PIN_THREADS must be 0 (let the system place threads) or 1, got 'off'"),
+])
+def test_bad_thread_setting_is_refused_before_anything_is_written(bundle, tmp_path, variable, value, message):
+    env = dict(_env(), CAPTIONKIT_BACKEND="cython", **{variable: value})
     done = subprocess.run(_command("--data", bundle, "--out", tmp_path / "run", *TINY_ARGS), env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
-    assert "Error: CAPTIONKIT_NUM_THREADS must be a positive integer, got '0'" in done.stderr + done.stdout
+    assert f"Error: {message}" in done.stderr + done.stdout
     assert not (tmp_path / "run").exists()
 
 

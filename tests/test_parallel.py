@@ -278,6 +278,9 @@ def test_thread_count_comes_from_the_environment():
         assert run({"OPENBLAS_NUM_THREADS": "1", "CAPTIONKIT_NUM_THREADS": "3"}).stdout.strip() == "3"
         bad = run({"CAPTIONKIT_NUM_THREADS": "many"})
         assert bad.returncode != 0 and "CAPTIONKIT_NUM_THREADS must be a positive integer, got 'many'" in bad.stderr
+        bad = run({"CAPTIONKIT_PIN_THREADS": "no"})
+        assert bad.returncode != 0
+        assert "CAPTIONKIT_PIN_THREADS must be 0 (let the system place threads) or 1, got 'no'" in bad.stderr
 
 
 PINNING_PROBE = """
