@@ -542,7 +542,8 @@ def _adam_hyperparameters(t, learning_rate, beta1, beta2, epsilon):
 
 def _adam_in_slices(groups, *hyperparameters):
     """Adam on every group (w, dw, m, v), the elements of all groups cut into one run of slices per thread."""
-    _refuse_overlaps([pair for group in groups for pair in group], writes={0, 2, 3}, group_size=4)
+    # Position 1 of a group is dw, the one array Adam only reads.
+    _refuse_overlaps([(name, a, position != 1) for group in groups for position, (name, a) in enumerate(group)])
     sizes = [group[0][1].size for group in groups]
     offsets = np.cumsum([0] + sizes)
 
@@ -558,11 +559,10 @@ def _adam_in_slices(groups, *hyperparameters):
     parallel.run([lambda part=part: update(part) for part in parallel.shards(int(offsets[-1]), min_rows=_ADAM_SLICE)])
 
 
-def _refuse_overlaps(named, writes, group_size):
-    """ValueError naming two arrays that share memory where one of them is written (positions ``writes`` within
-    each group of ``group_size``). Every array is C-contiguous, so its bytes are one interval."""
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, i % group_size in writes, name)
-                   for i, (name, a) in enumerate(named))
+def _refuse_overlaps(arrays):
+    """ValueError naming two of ``arrays`` (name, array, written) that share memory where one of them is written.
+    Every array is C-contiguous, so its bytes are one interval."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, written, name) for name, a, written in arrays)
     reach, reach_name, reach_written = -1, None, False  # the interval seen so far that ends furthest to the right
     for start, nbytes, written, name in spans:
         if start < reach and (written or reach_written):

@@ -98,13 +98,13 @@ def run(tasks):
     """
     if len(tasks) == 1 or getattr(_worker, "busy", False):
         return [task() for task in tasks]
-    pool, calling_thread_cpu = _pool_for(len(tasks) - 1)
+    pool, cores = _pool_for(len(tasks) - 1)
     futures = [pool.submit(_as_worker, task) for task in tasks[1:]]
     try:
         # Callers running at the same time (a server's threads, say) are not all pinned to one core: the first is.
-        if calling_thread_cpu is not None and _calling_core_taken.acquire(blocking=False):
+        if cores is not None and _calling_core_taken.acquire(blocking=False):
             try:
-                first = _pinned_call(tasks[0], calling_thread_cpu)
+                first = _pinned_call(tasks[0], cores)
             finally:
                 _calling_core_taken.release()
         else:
@@ -115,7 +115,8 @@ def run(tasks):
 
 
 def _pool_for(workers):
-    """A pool of at least ``workers`` threads, and the core the calling thread runs on meanwhile (None: any)."""
+    """A pool of at least ``workers`` threads, and the cores its threads are pinned to (None: not pinned), the
+    calling thread's first."""
     global _pool, _pool_workers, _pinned_cpus
     with _lock:
         if _pool_workers < workers:
@@ -124,7 +125,7 @@ def _pool_for(workers):
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="captionkit", initializer=_pin_worker,
                                        initargs=(_pinned_cpus, itertools.count(1)))
             _pool_workers = workers
-        return _pool, (_pinned_cpus[0] if _pinned_cpus else None)
+        return _pool, _pinned_cpus
 
 
 def _cores_to_pin(threads):
@@ -146,14 +147,14 @@ def _pinning_allowed():
 def _pin_worker(cores, numbering):
     if cores is not None:
         index = next(numbering)  # itertools.count is atomic under the GIL: one core per new worker
-        _set_cores({cores[index % len(cores)]})
+        _set_cores({cores[index]})  # a pool of len(cores) - 1 workers numbers them 1, 2, ...
 
 
-def _pinned_call(task, core):
-    """``task()`` with the calling thread on ``core``, its own core set restored after. A thread whose core set is
-    no longer the one the pool was pinned for (its caller narrowed it) is left where it is."""
+def _pinned_call(task, cores):
+    """``task()`` with the calling thread on ``cores[0]``, its own core set restored after. A thread whose core set
+    is no longer all of ``cores``, the set the pool was pinned for (its caller narrowed it), is left where it is."""
     own = os.sched_getaffinity(0)
-    pinned = own == set(_pinned_cpus or ()) and _set_cores({core})
+    pinned = own == set(cores) and _set_cores({cores[0]})
     try:
         return task()
     finally:
