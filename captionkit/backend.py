@@ -1,11 +1,15 @@
-"""Choosing between the numpy reference and the compiled kernels.
+"""Choosing between the numpy reference and the compiled kernels, in one place.
 
 ``auto`` (the default) takes the compiled kernels when they are built and the numpy reference otherwise; the
 environment variable ``CAPTIONKIT_BACKEND`` (``auto``, ``numpy`` or ``cython``) sets the default for a whole process.
+:func:`runtime` gives what a backend runs: its layer functions (:mod:`captionkit.layers` or :mod:`captionkit.kernels`,
+which share their signatures), how a batch is cut up, and the update rules; the model, its cells and the solver ask
+it and never branch on the backend themselves.
 """
+import functools
 import os
 
-__all__ = ["BACKENDS", "compiled_available", "resolve_backend"]
+__all__ = ["BACKENDS", "Runtime", "compiled_available", "ops", "resolve_backend", "runtime"]
 
 BACKENDS = ("auto", "numpy", "cython")
 ENV_VAR = "CAPTIONKIT_BACKEND"
@@ -44,3 +48,60 @@ def resolve_backend(requested=None):
             "installation; reinstall with `pip install .` (needs a C compiler) or use backend 'numpy'"
         )
     return "numpy"
+
+
+def ops(backend):
+    """The layer functions of ``backend`` (``numpy`` or ``cython``): :mod:`captionkit.layers` or
+    :mod:`captionkit.kernels`, with the same names and signatures."""
+    return runtime(backend).ops
+
+
+class Runtime:
+    """What a resolved backend runs: ``ops`` (the layer functions), :meth:`map_rows` (how a batch is cut up),
+    :meth:`update_rule` (the optimiser's arithmetic) and :meth:`prepare` (once per model)."""
+
+    def __init__(self, name):
+        if name not in ("numpy", "cython"):
+            raise ValueError(f"backend must be 'numpy' or 'cython' (see resolve_backend), got {name!r}")
+        self.name = name
+        if name == "cython":
+            from captionkit import kernels as module
+        else:
+            from captionkit import layers as module
+        self.ops = module
+
+    def prepare(self):
+        """What a model does once when it is built on this backend. Compiled: keep freed memory for reuse (the
+        compiled step's speed depends on it, captionkit.allocation), refuse a bad thread setting now rather than at
+        the first step, and look for BLAS libraries loaded since the last model (captionkit.parallel)."""
+        if self.name == "cython":
+            from captionkit import allocation, parallel
+
+            allocation.keep_freed_memory()
+            parallel.get_num_threads()
+            parallel.rescan_blas_libraries()
+
+    def map_rows(self, rows, task):
+        """``[task(rows_slice), ...]`` over slices that cover ``range(rows)`` in order. Compiled: one shard per
+        thread, run side by side on captionkit.parallel's threads (the kernels release the GIL); numpy: one slice,
+        since numpy's own BLAS threads each product."""
+        if self.name == "numpy":
+            return [task(slice(0, rows))]
+        from captionkit import parallel
+
+        return parallel.run([lambda part=part: task(part) for part in parallel.shards(rows)])
+
+    def update_rule(self, name):
+        """The function of :mod:`captionkit.optim` that applies update rule ``name`` (a key of UPDATE_RULES):
+        Adam in one compiled pass over all parameters on the compiled backend, the reference otherwise."""
+        from captionkit import optim
+
+        if name == "adam" and self.name == "cython":
+            return optim.fused_adam
+        return optim.UPDATE_RULES[name]
+
+
+@functools.cache
+def runtime(backend):
+    """The :class:`Runtime` of ``backend`` (``numpy`` or ``cython``, as :func:`resolve_backend` returns)."""
+    return Runtime(backend)

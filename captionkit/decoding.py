@@ -1,10 +1,11 @@
 """Beam search over the captions of a recurrent captioning model.
 
 The search is generic: it sees a ``step`` function that turns the previous words and the recurrent state into
-scores over the vocabulary, and a state that is a tuple of arrays with one row per hypothesis. It expands, selects
-and reorders those rows without knowing what they mean, so it works for any cell of the registry.
-:func:`decode` connects it to a :class:`~captionkit.model.CaptioningRNN`; ``CaptioningRNN.sample(beam_size=K)``
-calls it for K > 1.
+each hypothesis's best next words with their log-probabilities, and a state that is a tuple of arrays with one row
+per hypothesis. It expands, selects and reorders those rows without knowing what they mean, so it works for any cell
+of the registry. :func:`decode` connects it to a :class:`~captionkit.model.CaptioningRNN`, whose
+``decoding_step`` computes those words on the model's backend; ``CaptioningRNN.sample(beam_size=K)`` calls it for
+K > 1.
 
 How a step works, per image with beam size K: each of the K live hypotheses is extended by every word, scored by
 its total log-probability (log-softmax of the model's scores, summed over the words so far). Of these candidates,
@@ -52,12 +53,6 @@ def length_normalizer(length, length_penalty):
     return ((5.0 + length) / 6.0) ** length_penalty
 
 
-def _log_softmax(scores):
-    """Row-wise log-softmax of scores (M, V) in float64, shifted by the row maximum so exp cannot overflow."""
-    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
 def _check_state(state, what):
     if not isinstance(state, tuple) or not state or not all(isinstance(s, np.ndarray) for s in state):
         raise ValueError(f"{what} must be a non-empty tuple of arrays (h first), got {type(state).__name__}")
@@ -69,24 +64,27 @@ def _check_state(state, what):
 
 def _check_ids(vocab_size, **ids):
     if vocab_size < 2:
-        raise ValueError(f"the vocabulary must have at least 2 words, the scores have {vocab_size}")
+        raise ValueError(f"the vocabulary must have at least 2 words, got {vocab_size}")
     for name, idx in ids.items():
         if idx is not None and not 0 <= idx < vocab_size:
             raise ValueError(f"{name} id {idx} is outside the vocabulary of {vocab_size} words")
 
 
-def beam_search(step, initial_state, start, end, max_length=30, beam_size=1, length_penalty=0.0, null=0):
+def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam_size=1, length_penalty=0.0,
+                null=0):
     """Beam search from ``initial_state`` (a tuple of arrays with N rows, h first) -> :class:`BeamSearchResult`.
 
-    ``step(words, state) -> (scores, next_state)`` takes words (M,) int64 and a state of M rows and returns
-    unnormalised scores (M, V) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends a
-    caption (None: captions only stop at ``max_length``), ``null`` the padding id. See the module docstring for
-    the search and ``length_penalty``. Raises ValueError for bad arguments and FloatingPointError when the model's
-    scores are not finite.
+    ``step(words, state, k) -> (log_probs, word_ids, next_state)`` takes words (M,) int64, a state of M rows and a
+    count k, and returns for each row its k best next words: log-probabilities (M, k), best first, word ids (M, k)
+    (ties: the lower id first) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends
+    a caption (None: captions only stop at ``max_length``), ``null`` the padding id, ``vocab_size`` V. See the
+    module docstring for the search and ``length_penalty``. Raises ValueError for bad arguments and
+    FloatingPointError when the model's log-probabilities are not finite.
     """
     beam_size, length_penalty = check_beam_args(beam_size, length_penalty)
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    _check_ids(vocab_size, start=start, end=end, null=null)
     num_images = _check_state(initial_state, "initial_state")
     K, L = beam_size, int(max_length)
     captions = np.full((num_images, L), null, dtype=np.int32)
@@ -104,25 +102,22 @@ def beam_search(step, initial_state, start, end, max_length=30, beam_size=1, len
     best_normalised = np.full(num_images, -np.inf)
     num_finished = np.zeros(num_images, dtype=np.int64)
     image_rows = np.arange(num_images)[:, None]
+    # Each hypothesis's best K + 1 words hold its best K that are not <END>, which is all the selection below can
+    # take. Ranked by score (stable, lowest id first on ties), so K = 1 picks exactly greedy decoding's word.
+    per_beam = min(K + 1, vocab_size)
 
     for t in range(L):
-        scores, state = step(words, state)
-        scores = np.asarray(scores)
-        if scores.ndim != 2 or scores.shape[0] != num_images * K:
-            raise ValueError(f"step returned scores of shape {scores.shape}, expected ({num_images * K}, V)")
+        step_log_probs, top_words, state = step(words, state, per_beam)
+        step_log_probs, top_words = np.asarray(step_log_probs), np.asarray(top_words)
+        if step_log_probs.shape != (num_images * K, per_beam) or top_words.shape != step_log_probs.shape:
+            raise ValueError(f"step returned log-probabilities of shape {step_log_probs.shape} and words of shape "
+                             f"{top_words.shape}, expected ({num_images * K}, {per_beam}) each")
         if _check_state(state, "the state step returned") != num_images * K:
             raise ValueError(f"step returned a state with {state[0].shape[0]} rows, expected {num_images * K}")
-        if not np.isfinite(scores).all():
+        if not np.isfinite(step_log_probs).all():
             raise FloatingPointError(f"the model's scores at decoding step {t} are not finite (NaN or inf)")
-        vocab_size = scores.shape[1]
-        if t == 0:
-            _check_ids(vocab_size, start=start, end=end, null=null)
 
-        # Each hypothesis's best K + 1 words hold its best K that are not <END>, which is all the selection below
-        # can take. Ordering by the raw scores (stable, lowest id first on ties) makes K = 1 pick exactly argmax.
-        per_beam = min(K + 1, vocab_size)
-        top_words = np.argsort(-scores, axis=1, kind="stable")[:, :per_beam]
-        candidates = totals.reshape(-1, 1) + np.take_along_axis(_log_softmax(scores), top_words, axis=1)
+        candidates = totals.reshape(-1, 1) + step_log_probs.astype(np.float64)
         candidates = candidates.reshape(num_images, K * per_beam)
         cand_words = top_words.reshape(num_images, K * per_beam)
         cand_parents = np.broadcast_to(np.repeat(np.arange(K), per_beam), cand_words.shape)
@@ -168,8 +163,8 @@ def beam_search(step, initial_state, start, end, max_length=30, beam_size=1, len
 def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
     """Captions of ``model`` (a CaptioningRNN) for image features (N, D) -> :class:`BeamSearchResult`.
 
-    Runs :func:`beam_search` with the model's cell through the Cell interface: ``step`` embeds the previous words,
-    advances the cell one step and scores the vocabulary from h, exactly as greedy ``CaptioningRNN.sample`` does.
+    Runs :func:`beam_search` on the model's ``decoding_step``, which embeds the previous words, advances the cell one
+    step and ranks the vocabulary from h, exactly as greedy ``CaptioningRNN.sample`` does.
     """
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
@@ -177,19 +172,12 @@ def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
     start = model.word_to_idx.get("<START>")
     if start is None:
         raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
-    p = model.params
-    cell_params = {name: p[name] for name in model.cell_param_names}
-
-    def step(words, state):
-        state = model.cell.step(p["W_embed"][words], state, cell_params)
-        return state[0] @ p["W_vocab"] + p["b_vocab"], state
-
-    h0 = features.astype(model.dtype, copy=False) @ p["W_proj"] + p["b_proj"]
     return beam_search(
-        step,
-        model.cell.initial_state(h0),
+        model.decoding_step,
+        model.decoding_state(np.ascontiguousarray(features, dtype=model.dtype)),
         start=start,
         end=model.word_to_idx.get("<END>"),
+        vocab_size=model.vocab_size,
         max_length=max_length,
         beam_size=beam_size,
         length_penalty=length_penalty,

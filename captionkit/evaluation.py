@@ -1,8 +1,9 @@
 """Evaluating a captioning model on a split of a dataset: per-word perplexity and corpus caption metrics.
 
 - Perplexity: ``exp(total NLL / number of target words)`` of the split's ground-truth captions under the model
-  (teacher forcing, as in training): every word after ``<START>`` is a target, ``<END>`` included, ``<NULL>``
-  padding excluded. Lower is better; a model that guesses uniformly scores the vocabulary size.
+  (teacher forcing, as in training: :meth:`captionkit.CaptioningRNN.caption_nll`): every word after ``<START>`` is
+  a target, ``<END>`` included, ``<NULL>`` padding excluded. Lower is better; a model that guesses uniformly scores
+  the vocabulary size.
 - Caption metrics (:func:`captionkit.metrics.score`): one generated caption per image (greedy or beam search),
   scored against all the image's ground-truth captions. Captions are compared as text without ``<START>``,
   ``<END>`` and ``<NULL>``.
@@ -17,7 +18,6 @@ from captionkit.data import SPLITS
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "caption_nll",
     "caption_text",
     "evaluate",
     "generate_captions",
@@ -49,36 +49,6 @@ def _positive_int(name, value, optional=False):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
     return int(value)
-
-
-def caption_nll(model, features, captions):
-    """Negative log-likelihood of each caption: features (N, D), captions (N, T) -> (N,) float64.
-
-    Captions are in the dataset's layout (``<START>`` first). Caption n's NLL is the sum over t of
-    ``-log p(captions[n, t + 1] | image, captions[n, :t + 1])`` for the targets that are not ``<NULL>``, computed by
-    the model's cell over the whole sequence (its ``forward``, compiled when available).
-    """
-    features, captions = np.asarray(features), np.asarray(captions)
-    if features.ndim != 2 or features.shape[1] != model.input_dim:
-        raise ValueError(f"features must have shape (N, {model.input_dim}), got {features.shape}")
-    if not np.issubdtype(captions.dtype, np.integer) or captions.ndim != 2 or captions.shape[1] < 2:
-        raise ValueError(f"captions must be integer word ids of shape (N, T) with T >= 2, got {captions.dtype} "
-                         f"{captions.shape}")
-    if captions.shape[0] != features.shape[0]:
-        raise ValueError(f"captions has {captions.shape[0]} rows but features has {features.shape[0]}")
-    if captions.size and (captions.min() < 0 or captions.max() >= model.vocab_size):
-        raise ValueError(f"captions hold word ids outside the model's vocabulary [0, {model.vocab_size})")
-    p = model.params
-    h0 = features.astype(model.dtype, copy=False) @ p["W_proj"] + p["b_proj"]
-    x = p["W_embed"][captions[:, :-1]]
-    h, _ = model.cell.forward(x, h0, {name: p[name] for name in model.cell_param_names})
-    scores = (h @ p["W_vocab"] + p["b_vocab"]).astype(np.float64)
-    scores -= scores.max(axis=2, keepdims=True)
-    log_norm = np.log(np.exp(scores).sum(axis=2))
-    targets = captions[:, 1:]
-    target_scores = np.take_along_axis(scores, targets[:, :, None], axis=2)[:, :, 0]
-    mask = targets != model.word_to_idx["<NULL>"]
-    return -np.sum((target_scores - log_norm) * mask, axis=1)
 
 
 def _check_data(model, data, split):
@@ -134,7 +104,7 @@ def perplexity(model, data, split="val", images=None, batch_size=DEFAULT_BATCH_S
     total_nll, tokens = 0.0, 0
     for start in range(0, rows.size, batch_size):
         batch = rows[start:start + batch_size]
-        total_nll += float(caption_nll(model, features[image_idxs[batch]], captions[batch]).sum())
+        total_nll += float(model.caption_nll(features[image_idxs[batch]], captions[batch]).sum())
         tokens += int(np.count_nonzero(captions[batch, 1:] != model.word_to_idx["<NULL>"]))
         if progress is not None:
             progress("perplexity", min(start + batch_size, rows.size), rows.size)

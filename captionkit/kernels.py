@@ -2,8 +2,10 @@
 
 Each function takes numpy arrays and follows the conventions of the :mod:`captionkit.layers` function it
 accelerates (same argument order, shapes and return values), so the numpy reference can stand in for it and tests
-compare the two. The time loops, the output layer and the decoding steps run in C with the GIL released; every
-matrix product goes through one BLAS, named by :func:`blas` (OpenBLAS from the scipy-openblas32 wheel, else scipy's).
+compare the two. The gated recurrence engine (``gated_*``: the time loops of every gated cell, the built-in RNN's
+among them), the output layer and the decoding steps run in C with the GIL released; every matrix product goes
+through one BLAS, named by :func:`blas` (OpenBLAS from the scipy-openblas32 wheel, else scipy's), on one thread:
+:mod:`captionkit.parallel` runs shards of a batch side by side instead.
 
 Conventions shared by every function:
 
@@ -28,6 +30,10 @@ Example::
     Wx, Wh, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 3)), np.zeros(3)
     h, cache = kernels.rnn_forward(x, h0, Wx, Wh, b)            # h: (2, 5, 3) float64
     dx, dh0, dWx, dWh, db = kernels.rnn_backward(np.ones_like(h), cache)
+
+Any gated cell runs the same way with its ``pointwise`` (``cell.pointwise`` of a GatedCell)::
+
+    h, cache = kernels.gated_forward(x, h0, Wx4, Wh4, b4, get_cell("lstm")(backend="cython").pointwise)
 """
 import math
 import operator
@@ -36,16 +42,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from captionkit import parallel
+from captionkit.pointwise import Pointwise
 
 try:
-    from captionkit._ext import _affine, _blas, _decode, _embedding, _optim, _rnn, _softmax, _vector
+    from captionkit._ext import _affine, _blas, _decode, _embedding, _engine, _optim, _rnn, _softmax, pointwise
 except ImportError as exc:  # not built: the numpy reference still works
     _IMPORT_ERROR = exc
 else:
     _IMPORT_ERROR = None
 
 __all__ = [
-    "RNNCache",
+    "GatedCache",
     "adam_update",
     "adam_update_many",
     "affine_argmax",
@@ -53,14 +60,19 @@ __all__ = [
     "affine_forward",
     "affine_log_softmax_topk",
     "blas",
-    "blas_functions",
+    "capsule_problem",
+    "gated_backward",
+    "gated_forward",
+    "gated_greedy_decode",
+    "gated_step",
     "is_available",
     "rnn_backward",
     "rnn_forward",
-    "rnn_greedy_decode",
     "rnn_step_forward",
+    "sigmoid",
+    "tanh",
     "temporal_softmax_affine_loss",
-    "vector_functions",
+    "temporal_softmax_affine_nll",
     "word_embedding_backward",
     "word_embedding_forward",
 ]
@@ -79,47 +91,6 @@ def blas():
     """Which BLAS the kernels' matrix products use (a description, for reports)."""
     _require_built()
     return _blas.description()
-
-
-def blas_functions():
-    """The matrix products the kernels call, for plugins with compiled loops of their own:
-    ``{"sgemm": address, "dgemm": address, "description": str, "panel": dict or None}``.
-
-    ``sgemm``/``dgemm`` are the addresses of the Fortran-interface ``sgemm_``/``dgemm_`` (column-major, every
-    argument by pointer, 32-bit integers), valid for the life of the process. A plugin whose loops call these shares
-    the kernels' BLAS, so a training step keeps one BLAS thread pool: each copy of OpenBLAS in a process has its own,
-    and an idle one spins on the cores the busy one needs. That BLAS runs on one thread; captionkit.parallel runs
-    shards of a batch side by side instead.
-
-    ``panel`` holds the packed-panel products that the kernels' time loops use on CPUs with AVX-512 (None
-    elsewhere): a time step multiplies a few rows by the same matrix again and again, and packing that matrix once
-    per sequence saves the repacking a BLAS gemm does on every call. Row-major, sizes and strides ``Py_ssize_t``:
-
-    - ``Py_ssize_t packed_size_s(k, n)``: elements of the packed buffer for a (k, n) float32 matrix;
-    - ``void pack_s(k, n, const float *b, ldb, int trans, float *bp)``: pack B (k, n) with row stride ldb, or, with
-      trans set, B given as its transpose (n, k);
-    - ``void panel_sgemm(m, n, k, const float *a, lda, float *bp, float *c, ldc)``: C (m, n) += A (m, k) @ B. The
-      buffer's tail is work space, so each thread needs a packed buffer of its own;
-    - ``packed_size_d``, ``pack_d``, ``panel_dgemm``: the same for float64.
-    """
-    _require_built()
-    sgemm, dgemm = _blas.addresses()
-    return {"sgemm": sgemm, "dgemm": dgemm, "description": _blas.description(), "panel": _blas.panel_addresses()}
-
-
-def vector_functions():
-    """Elementwise activations of the kernels, for plugins with compiled loops of their own:
-    ``{"sigmoid_s": address, "sigmoid_d": address, "tanh_s": address, "tanh_d": address}``.
-
-    Each is ``void f(T *y, Py_ssize_t n)``, T float for ``_s`` and double for ``_d``: y[i] = sigmoid(y[i]) or
-    tanh(y[i]) in place for i < n, without the GIL and safe on any thread. float32 uses the kernels' vectorised
-    polynomial exp and tanh (about 2e-7 relative error), float64 a polynomial exp within 2 ulps and libm's tanh;
-    each loop is compiled for AVX-512, AVX2 and baseline x86-64 and the loader picks what the CPU runs. sigmoid
-    never returns NaN for a number: below x = -88 (float32) or -709 (float64), where exp(-x) is clamped, it returns
-    about exp(-88) or exp(-709) instead of the true smaller value. The addresses are valid for the life of the process.
-    """
-    _require_built()
-    return _vector.addresses()
 
 
 def _require_built():
@@ -301,64 +272,226 @@ def word_embedding_backward(dout, cache):
     return _embedding.embedding_backward(ids, dout.reshape(-1, D), V)
 
 
-# ---------------------------------------------------------------------- vanilla RNN
+# ---------------------------------------------------------------------- the gated recurrence engine
 
 
 @dataclass(frozen=True)
-class RNNCache:
-    """What :func:`rnn_backward` needs from :func:`rnn_forward`: its inputs and the hidden states h it returned."""
+class GatedCache:
+    """What :func:`gated_backward` needs from :func:`gated_forward`: its inputs, every step's state (S, N, T, H),
+    what the cell's pointwise forward left of each step's rows (A), the recurrent pre-activations (U, None for summed
+    cells), what numpy pointwise functions saved, and the cell."""
 
     x: np.ndarray
-    h0: np.ndarray
+    s0: np.ndarray
     Wx: np.ndarray
     Wh: np.ndarray
-    h: np.ndarray
+    states: np.ndarray
+    A: np.ndarray
+    U: np.ndarray | None
+    saved: list | None
+    pointwise: Pointwise
 
 
-def _rnn_args(x, h0, Wx, Wh, b, x_ndim=3, prefix="", h0_name="h0"):
-    """Check the arguments of an RNN call (x (N, T, D) for a sequence, (N, D) for a step); b may be None."""
-    xn, hn, wxn, whn = (prefix + n for n in ("x", h0_name, "Wx", "Wh"))
-    x = _float_array(xn, x, x_ndim)
-    h0 = _float_array(hn, h0, 2, (xn, x))
-    Wx = _float_array(wxn, Wx, 2, (xn, x))
-    Wh = _float_array(whn, Wh, 2, (xn, x))
-    N, D, H = x.shape[0], x.shape[-1], h0.shape[1]
-    _expect_shape(hn, h0, (N, H), xn)
-    _expect_shape(wxn, Wx, (D, H), f"{xn} and {hn}")
-    _expect_shape(whn, Wh, (H, H), hn)
+def _pointwise(pointwise):
+    if not isinstance(pointwise, Pointwise):
+        raise TypeError(f"pointwise must be a captionkit.pointwise.Pointwise (a GatedCell's .pointwise), got "
+                        f"{type(pointwise).__name__}")
+    return pointwise
+
+
+def _cell_code(pointwise):
+    """The engine's view of a cell: its compiled pointwise part when it has one, else its numpy functions."""
+    if pointwise.capsules is not None:
+        problem = _engine.capsule_problem(pointwise.capsules)
+        if problem is not None:
+            raise ValueError(f"cell {pointwise.name!r}: {problem}")
+    return _engine.CellCode(pointwise.gates, pointwise.states, pointwise.kept, pointwise.summed,
+                            pointwise.run_forward, pointwise.run_backward, pointwise.capsules)
+
+
+def capsule_problem(capsules):
+    """None when ``capsules`` is a compiled pointwise part that this captionkit can run (the dict of
+    ``pointwise_capsules`` from captionkit/_ext/pointwise.pxd, each capsule named by its signature), else a sentence
+    saying what differs. The cell registry refuses a cell for it."""
+    _require_built()
+    return _engine.capsule_problem(capsules)
+
+
+def _gated_args(x, h0, Wx, Wh, b, pointwise, x_ndim=3, h0_name="h0"):
+    """Check the arguments of a gated call (x (N, T, W) for a sequence, (N, W) for a step); b may be None."""
+    pointwise = _pointwise(pointwise)
+    x = _float_array("x", x, x_ndim)
+    h0 = _float_array(h0_name, h0, 2, ("x", x))
+    Wx = _float_array("Wx", Wx, 2, ("x", x))
+    Wh = _float_array("Wh", Wh, 2, ("x", x))
+    N, W, H = x.shape[0], x.shape[-1], h0.shape[1]
+    GH = pointwise.gates * H
+    _expect_shape(h0_name, h0, (N, H), "x")
+    _expect_shape("Wx", Wx, (W, GH), f"x, {h0_name} and the cell's {pointwise.gates} gates")
+    _expect_shape("Wh", Wh, (H, GH), f"{h0_name} and the cell's {pointwise.gates} gates")
     if b is not None:
-        b = _float_array("b", b, 1, (xn, x))
-        _expect_shape("b", b, (H,), hn)
-    return x, h0, Wx, Wh, b
+        b = _float_array("b", b, 1, ("x", x))
+        _expect_shape("b", b, (GH,), f"{h0_name} and the cell's {pointwise.gates} gates")
+    rows = x.shape[:-1]  # (N, T) for a sequence, (N,) for a step
+    _check_size("h", (*rows, H))
+    _check_size("the states", (pointwise.states, *rows, H))
+    _check_size("the pre-activations", (*rows, pointwise.kept * H))
+    return x, h0, Wx, Wh, b, pointwise
+
+
+def _initial_state(h0, pointwise):
+    """(S, N, H): h0, then zeros."""
+    s0 = np.zeros((pointwise.states, *h0.shape), dtype=h0.dtype)
+    s0[0] = h0
+    return s0
+
+
+def gated_forward(x, h0, Wx, Wh, b, pointwise):
+    """A gated cell over a sequence: x (N, T, W), h0 (N, H), Wx (W, G*H), Wh (H, G*H), b (G*H,), ``pointwise`` the
+    cell (a :class:`captionkit.pointwise.Pointwise`) -> h (N, T, H), a :class:`GatedCache`.
+
+    As :func:`captionkit.layers.gated_forward`: the state starts as h0 and zeros, and step t runs the cell's
+    pointwise part on x_t Wx + b and h_{t-1} Wh. Its compiled part when it has capsules, else its numpy functions,
+    called once per step with the GIL; the products are compiled either way.
+    """
+    _require_built()
+    x, h0, Wx, Wh, b, pointwise = _gated_args(x, h0, Wx, Wh, b, pointwise)
+    s0 = _initial_state(h0, pointwise)
+    states, A, U, saved = _engine.gated_forward(x, s0, Wx, Wh, b, _cell_code(pointwise))
+    return states[0], GatedCache(x, s0, Wx, Wh, states, A, U, saved, pointwise)
+
+
+def gated_backward(dh, cache):
+    """Backward of :func:`gated_forward`: dh (N, T, H), the loss's gradient of every h_t (not counting the
+    recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
+    _require_built()
+    if not isinstance(cache, GatedCache):
+        raise TypeError(f"cache must be the GatedCache that gated_forward returned, got {type(cache).__name__}")
+    code = _cell_code(cache.pointwise)
+    _check_gated_cache(cache, code.compiled)
+    dh = _float_array("dh", dh, 3, ("cache x", cache.x))
+    _expect_shape("dh", dh, cache.states.shape[1:], "the forward's h")
+    return _engine.gated_backward(dh, cache.x, cache.s0, cache.Wx, cache.Wh, cache.states, cache.A, cache.U,
+                                  cache.saved, code)
+
+
+def _check_gated_cache(cache, compiled):
+    """The cache's arrays are the caller's to keep: check them again in case they changed since the forward."""
+    pointwise = cache.pointwise
+    x = _float_array("cache x", cache.x, 3)
+    s0 = _float_array("cache s0", cache.s0, 3, ("cache x", x))
+    (N, T, W), H = x.shape, s0.shape[2]
+    GH = pointwise.gates * H
+    _expect_shape("cache s0", s0, (pointwise.states, N, H), "cache x and the cell's states")
+    _expect_shape("cache Wx", _float_array("cache Wx", cache.Wx, 2, ("cache x", x)), (W, GH), "cache x and s0")
+    _expect_shape("cache Wh", _float_array("cache Wh", cache.Wh, 2, ("cache x", x)), (H, GH), "cache s0")
+    states = _float_array("cache states", cache.states, 4, ("cache x", x))
+    _expect_shape("cache states", states, (pointwise.states, N, T, H), "cache x and s0")
+    width = (pointwise.kept if compiled else pointwise.gates) * H
+    _expect_shape("cache A", _float_array("cache A", cache.A, 3, ("cache x", x)), (N, T, width), "cache x and s0")
+    if pointwise.summed != (cache.U is None):
+        raise ValueError("cache U does not fit the cell: it must be None exactly for summed cells")
+    if cache.U is not None:
+        _expect_shape("cache U", _float_array("cache U", cache.U, 3, ("cache x", x)), (N, T, GH), "cache x and s0")
+    if not compiled and (not isinstance(cache.saved, list) or len(cache.saved) != T):
+        raise ValueError(f"cache saved must hold what the cell's numpy forward saved at each of the {T} steps")
+
+
+def gated_step(x, state, Wx, Wh, b, pointwise):
+    """One step of a gated cell: x (N, W), ``state`` a tuple of S arrays (N, H), h first -> the next state tuple."""
+    _require_built()
+    pointwise = _pointwise(pointwise)
+    if not isinstance(state, tuple) or len(state) != pointwise.states:
+        raise ValueError(f"state must be a tuple of {pointwise.states} arrays (h first) for cell "
+                         f"{pointwise.name!r}, got {type(state).__name__} of {len(state) if isinstance(state, tuple) else '-'}")
+    x, h, Wx, Wh, b, pointwise = _gated_args(x, state[0], Wx, Wh, b, pointwise, x_ndim=2, h0_name="state[0]")
+    for s, array in enumerate(state[1:], start=1):
+        _expect_shape(f"state[{s}]", _float_array(f"state[{s}]", array, 2, ("x", x)), h.shape, "state[0]")
+    stacked = np.stack(state) if pointwise.states > 1 else h[None]
+    return tuple(_engine.gated_step(x, stacked, Wx, Wh, b, _cell_code(pointwise)))
+
+
+def gated_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length, pointwise):
+    """Greedy decoding with a gated cell, every step in one compiled loop -> captions (N, max_length) int32.
+
+    h0 (N, H) initial hidden states (the other state arrays start at zero), W_embed (V, W) word vectors, the cell's
+    Wx (W, G*H), Wh (H, G*H), b (G*H,), the output layer W_vocab (H, V), b_vocab (V,); start, end and null are word
+    ids (end may be None: no early stop). Step t embeds each caption's last word (``start`` first), takes one
+    :func:`gated_step`, and writes the best word of ``h @ W_vocab + b_vocab`` (:func:`affine_argmax`) at position t;
+    once a caption has produced ``end`` its row holds ``null`` from then on, and decoding stops when every caption
+    has. The numbers of the step-by-step loop of :meth:`captionkit.CaptioningRNN.sample`, with each matrix packed
+    once and no Python between steps (for a cell with compiled pointwise part).
+    """
+    _require_built()
+    pointwise = _pointwise(pointwise)
+    h0 = _float_array("h0", h0, 2)
+    W_embed = _float_array("W_embed", W_embed, 2, ("h0", h0))
+    N, H = h0.shape
+    V, W = W_embed.shape
+    _, _, Wx, Wh, b, _ = _gated_args(np.empty((1, W), h0.dtype), h0[:1], Wx, Wh, b, pointwise, x_ndim=2)
+    W_vocab = _float_array("W_vocab", W_vocab, 2, ("h0", h0))
+    _expect_shape("W_vocab", W_vocab, (H, V), "h0 and W_embed")
+    b_vocab = _float_array("b_vocab", b_vocab, 1, ("h0", h0))
+    _expect_shape("b_vocab", b_vocab, (V,), "W_embed")
+    start, null = _word_id("start", start, V), _word_id("null", null, V)
+    end = -1 if end is None else _word_id("end", end, V)
+    max_length = _positive_int("max_length", max_length)
+    _check_size("captions", (N, max_length))
+    _check_size("scores", (N, V))
+    return _engine.gated_greedy(_initial_state(h0, pointwise), W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end,
+                                null, max_length, _cell_code(pointwise))
+
+
+def _activation_input(x):
+    """A C-contiguous float32/float64 copy of the array x, for the in-place activations."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"x must be float32 or float64, got dtype {x.dtype}")
+    return np.array(x, order="C")
+
+
+def sigmoid(x):
+    """The vectorised logistic sigmoid that compiled pointwise parts get from captionkit/_ext/pointwise.pxd, on a
+    copy of x (float32 or float64, any shape): about 2e-7 relative error in float32, 2 ulps in float64; never NaN
+    for a number (below -88 / -709 it gives about exp(-88) / exp(-709)); NaN stays NaN."""
+    _require_built()
+    y = _activation_input(x)
+    pointwise.sigmoid_inplace(y.reshape(-1))
+    return y
+
+
+def tanh(x):
+    """The vectorised tanh that compiled pointwise parts get from captionkit/_ext/pointwise.pxd, on a copy of x
+    (float32: about 2e-7 relative error; float64: libm's); NaN stays NaN."""
+    _require_built()
+    y = _activation_input(x)
+    pointwise.tanh_inplace(y.reshape(-1))
+    return y
+
+
+# ---------------------------------------------------------------------- vanilla RNN: the assignment's layers
+
+
+def _rnn_cell():
+    """The built-in vanilla RNN as the engine runs it: one gate, tanh (its compiled pointwise part, _ext/_rnn)."""
+    return Pointwise("rnn", gates=1, capsules=_rnn.CAPSULES)
 
 
 def rnn_forward(x, h0, Wx, Wh, b):
     """Vanilla RNN over a sequence: x (N, T, D), h0 (N, H), Wx (D, H), Wh (H, H), b (H,) -> h (N, T, H), cache.
 
-    h[:, t] = tanh(x[:, t] @ Wx + h[:, t-1] @ Wh + b), with h[:, -1] meaning h0. The cache is an
-    :class:`RNNCache` for :func:`rnn_backward`.
+    h[:, t] = tanh(x[:, t] @ Wx + h[:, t-1] @ Wh + b), with h[:, -1] meaning h0: :func:`gated_forward` with the
+    built-in RNN's pointwise part. The cache is a :class:`GatedCache` for :func:`rnn_backward`.
     """
     _require_built()
-    x, h0, Wx, Wh, b = _rnn_args(x, h0, Wx, Wh, b)
-    N, T, _ = x.shape
-    _check_size("h", (N, T, h0.shape[1]))
-    h = _rnn.rnn_forward(x, h0, Wx, Wh, b)
-    return h, RNNCache(x, h0, Wx, Wh, h)
+    return gated_forward(x, h0, Wx, Wh, b, _rnn_cell())
 
 
 def rnn_backward(dh, cache):
     """Backward of :func:`rnn_forward`: dh (N, T, H), the loss's gradient of every hidden state ->
     dx (N, T, D), dh0 (N, H), dWx (D, H), dWh (H, H), db (H,)."""
-    _require_built()
-    if not isinstance(cache, RNNCache):
-        raise TypeError(f"cache must be the RNNCache that rnn_forward returned, got {type(cache).__name__}")
-    # The cache's arrays are the caller's: check them again in case they changed since the forward.
-    x, h0, Wx, Wh, _ = _rnn_args(cache.x, cache.h0, cache.Wx, cache.Wh, None, prefix="cache ")
-    h = _float_array("cache h", cache.h, 3, ("cache x", x))
-    _expect_shape("cache h", h, (*x.shape[:2], h0.shape[1]), "cache x and cache h0")
-    dh = _float_array("dh", dh, 3, ("cache x", x))
-    _expect_shape("dh", dh, h.shape, "cache h")
-    return _rnn.rnn_backward(dh, x, h0, Wx, Wh, h)
+    return gated_backward(dh, cache)
 
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b):
@@ -367,8 +500,9 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
     The cache ``(x, prev_h, Wx, Wh, next_h)`` is the one :func:`captionkit.layers.rnn_step_backward` takes.
     """
     _require_built()
-    x, prev_h, Wx, Wh, b = _rnn_args(x, prev_h, Wx, Wh, b, x_ndim=2, h0_name="prev_h")
-    next_h = _rnn.rnn_step(x, prev_h, Wx, Wh, b)
+    rnn = _rnn_cell()
+    _gated_args(x, prev_h, Wx, Wh, b, rnn, x_ndim=2, h0_name="prev_h")  # errors name the assignment's arguments
+    (next_h,) = gated_step(x, (prev_h,), Wx, Wh, b, rnn)
     return next_h, (x, prev_h, Wx, Wh, next_h)
 
 
@@ -401,6 +535,24 @@ def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
     return loss, dh.reshape(N, T, H), dw, db
 
 
+def temporal_softmax_affine_nll(h, w, b, y, mask):
+    """Negative log-likelihood of each caption under the output layer: h (N, T, H), w (H, V), b (V,), y (N, T)
+    integer targets in [0, V), mask (N, T) bool -> (N,) float64, the sum over t with mask of
+    ``-log softmax(h[n, t] @ w + b)[y[n, t]]``. :func:`temporal_softmax_affine_loss`'s forward alone, per caption."""
+    _require_built()
+    h = _float_array("h", h, 3)
+    w = _float_array("w", w, 2, ("h", h))
+    b = _float_array("b", b, 1, ("h", h))
+    N, T, H = h.shape
+    _expect_shape("w", w, (H, w.shape[1]), "h")
+    V = w.shape[1]
+    _expect_shape("b", b, (V,), "w")
+    _check_size("scores", (N * T, V))
+    targets = _ids("y", y, V, (N, T), "h and w")
+    flat_mask = _mask("mask", mask, (N, T), "h")
+    return _softmax.affine_nll(h.reshape(N * T, H), w, b, targets, flat_mask, T)
+
+
 # ---------------------------------------------------------------------- decoding
 
 
@@ -430,39 +582,6 @@ def affine_log_softmax_topk(h, w, b, k):
     h, w, b = _decode_args(h, w, b)
     k = _positive_int("k", k, w.shape[1])
     return _decode.affine_log_softmax_topk(h, w, b, k)
-
-
-def rnn_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length):
-    """Greedy decoding with a vanilla RNN, every step in one compiled loop -> captions (N, max_length) int32.
-
-    h0 (N, H) initial hidden states, W_embed (V, W) word vectors, Wx (W, H), Wh (H, H), b (H,), W_vocab (H, V),
-    b_vocab (V,); start, end and null are word ids (end may be None: no early stop). Step t embeds each caption's
-    last word (``start`` first), takes :func:`rnn_step_forward`, and writes the best word of
-    ``h @ W_vocab + b_vocab`` (:func:`affine_argmax`) at position t; once a caption has produced ``end`` its row
-    holds ``null`` from then on, and decoding stops when every caption has. The numbers of the step-by-step loop
-    in :meth:`captionkit.CaptioningRNN.sample`, without Python between steps and with each matrix packed once.
-    """
-    _require_built()
-    h0 = _float_array("h0", h0, 2)
-    W_embed = _float_array("W_embed", W_embed, 2, ("h0", h0))
-    Wx = _float_array("Wx", Wx, 2, ("h0", h0))
-    Wh = _float_array("Wh", Wh, 2, ("h0", h0))
-    N, H = h0.shape
-    V, W = W_embed.shape
-    _expect_shape("Wx", Wx, (W, H), "W_embed and h0")
-    _expect_shape("Wh", Wh, (H, H), "h0")
-    b = _float_array("b", b, 1, ("h0", h0))
-    _expect_shape("b", b, (H,), "h0")
-    W_vocab = _float_array("W_vocab", W_vocab, 2, ("h0", h0))
-    _expect_shape("W_vocab", W_vocab, (H, V), "h0 and W_embed")
-    b_vocab = _float_array("b_vocab", b_vocab, 1, ("h0", h0))
-    _expect_shape("b_vocab", b_vocab, (V,), "W_embed")
-    start, null = _word_id("start", start, V), _word_id("null", null, V)
-    end = -1 if end is None else _word_id("end", end, V)
-    max_length = _positive_int("max_length", max_length)
-    _check_size("captions", (N, max_length))
-    _check_size("scores", (N, V))
-    return _rnn.rnn_greedy(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length)
 
 
 def _word_id(name, value, vocab_size):

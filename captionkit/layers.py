@@ -2,7 +2,11 @@
 
 These are the functions of the CS231n captioning assignment (``cs231n/rnn_layers.py``) with the same signatures,
 shapes and conventions, written for reading: each forward returns ``(out, cache)`` and each backward takes the
-upstream gradient and that cache. They are the oracle that every compiled kernel is tested against.
+upstream gradient and that cache. Beyond the assignment, the gated recurrence engine (``gated_forward``,
+``gated_backward``, ``gated_step``: any cell of captionkit.pointwise's form) and the output layer's fused forms
+(``temporal_softmax_affine_loss``, ``temporal_softmax_affine_nll``, ``affine_argmax``,
+``affine_log_softmax_topk``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
+These functions are the oracle that every compiled kernel is tested against.
 
 Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.
 """
@@ -20,6 +24,13 @@ __all__ = [
     "temporal_affine_forward",
     "temporal_affine_backward",
     "temporal_softmax_loss",
+    "temporal_softmax_affine_loss",
+    "temporal_softmax_affine_nll",
+    "affine_argmax",
+    "affine_log_softmax_topk",
+    "gated_forward",
+    "gated_backward",
+    "gated_step",
     "sigmoid",
 ]
 
@@ -30,10 +41,13 @@ def affine_forward(x, w, b):
     return out, (x, w, b)
 
 
-def affine_backward(dout, cache):
-    """Backward of :func:`affine_forward`: dout (N, M) -> dx (shape of x), dw (D, M), db (M,)."""
+def affine_backward(dout, cache, input_grad=True):
+    """Backward of :func:`affine_forward`: dout (N, M) -> dx (shape of x), dw (D, M), db (M,).
+
+    With ``input_grad=False`` dx is not computed and None stands in its place (for inputs that are data).
+    """
     x, w, b = cache
-    dx = (dout @ w.T).reshape(x.shape)
+    dx = (dout @ w.T).reshape(x.shape) if input_grad else None
     dw = x.reshape(x.shape[0], -1).T @ dout
     db = dout.sum(axis=0)
     return dx, dw, db
@@ -166,3 +180,113 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     if verbose:
         print("dx_flat: ", dx_flat.shape)
     return loss, dx_flat.reshape(N, T, V)
+
+
+# ---------------------------------------------------------------------- the output layer, fused forms
+
+
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
+    """:func:`temporal_affine_forward`, :func:`temporal_softmax_loss` and :func:`temporal_affine_backward` in one:
+    h (N, T, H), w (H, V), b (V,), y (N, T), mask (N, T) -> (loss, dh (N, T, H), dw (H, V), db (V,)).
+
+    ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch.
+    """
+    scores, cache = temporal_affine_forward(h, w, b)
+    loss, dscores = temporal_softmax_loss(scores, y, mask)
+    dh, dw, db = temporal_affine_backward(dscores, cache)
+    N = h.shape[0]
+    if batch is not None and batch != N:
+        scale = N / batch
+        loss, dh, dw, db = loss * scale, dh * scale, dw * scale, db * scale
+    return loss, dh, dw, db
+
+
+def _log_softmax(scores):
+    """Row-wise log-softmax over the last axis, in float64, shifted by the maximum so exp cannot overflow."""
+    shifted = scores.astype(np.float64) - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def temporal_softmax_affine_nll(h, w, b, y, mask):
+    """Negative log-likelihood of each caption: h (N, T, H), w (H, V), b (V,), y (N, T) targets, mask (N, T) ->
+    (N,) float64, the sum over t with mask of -log softmax(h[n, t] @ w + b)[y[n, t]]."""
+    log_probs = _log_softmax(temporal_affine_forward(h, w, b)[0])
+    picked = np.take_along_axis(log_probs, y[:, :, None], axis=2)[:, :, 0]
+    return -np.sum(picked * mask, axis=1)
+
+
+def affine_argmax(h, w, b):
+    """The best word of each row: h (N, H), w (H, V), b (V,) -> (N,) ids of the largest h @ w + b (first on ties)."""
+    return (h @ w + b).argmax(axis=1)
+
+
+def affine_log_softmax_topk(h, w, b, k):
+    """The k best words of each row: h (N, H), w (H, V), b (V,) -> (log-probabilities (N, k) in h's dtype,
+    ids (N, k) int64): the words of the k largest scores h @ w + b, best first (the lower id first on ties, so k = 1
+    gives :func:`affine_argmax`'s word), with their log-probabilities log_softmax(h @ w + b)."""
+    scores = h @ w + b
+    ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(_log_softmax(scores), ids, axis=1).astype(h.dtype), ids.astype(np.int64)
+
+
+# ---------------------------------------------------------------------- the gated recurrence engine
+
+
+def gated_forward(x, h0, Wx, Wh, b, pointwise):
+    """Any gated cell (a :class:`captionkit.pointwise.Pointwise`) over a sequence: x (N, T, W), h0 (N, H),
+    Wx (W, G*H), Wh (H, G*H), b (G*H,) -> h (N, T, H), cache.
+
+    Step t computes a = x_t Wx + b and u = h_{t-1} Wh (summed cells: a = x_t Wx + h_{t-1} Wh + b, the vanilla
+    RNN's order), and the cell's numpy pointwise forward turns them and the state into the next state. The state
+    starts as h0 and zeros.
+    """
+    N, T, _ = x.shape
+    x_Wx = x @ Wx  # the input half of every step in one product
+    state = pointwise.initial_state(h0)
+    h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0, Wx, Wh, b))
+    prev_h, saved = np.empty_like(h), []
+    for t in range(T):
+        prev_h[:, t] = state[0]
+        u = state[0] @ Wh
+        if pointwise.summed:
+            a, u = x_Wx[:, t] + u + b, None
+        else:
+            a = x_Wx[:, t] + b
+        state, step_saved = pointwise.run_forward(a, u, state)
+        h[:, t] = state[0]
+        saved.append(step_saved)
+    return h, (x, prev_h, Wx, Wh, saved, pointwise)
+
+
+def gated_backward(dh, cache):
+    """Backward of :func:`gated_forward`: dh (N, T, H), the loss's gradient of every h_t (not counting the
+    recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
+    x, prev_h, Wx, Wh, saved, pointwise = cache
+    N, T, H = dh.shape
+    da = np.empty((N, T, Wx.shape[1]), dtype=dh.dtype)
+    du = da if pointwise.summed else np.empty_like(da)
+    dnext = [np.zeros((N, H), dtype=dh.dtype) for _ in range(pointwise.states)]
+    for t in reversed(range(T)):
+        dnext[0] = dnext[0] + dh[:, t]
+        da_t, du_t, dprev = pointwise.run_backward(tuple(dnext), saved[t])
+        da[:, t] = da_t
+        if not pointwise.summed:
+            du[:, t] = du_t
+        dnext = [np.zeros((N, H), dtype=dh.dtype) if d is None else d for d in dprev]
+        dnext[0] = dnext[0] + du[:, t] @ Wh.T  # what step t sends back to h_{t-1} through Wh
+    da_flat, du_flat = da.reshape(N * T, -1), du.reshape(N * T, -1)
+    dx = (da_flat @ Wx.T).reshape(x.shape)
+    dWx = x.reshape(N * T, -1).T @ da_flat
+    dWh = prev_h.reshape(N * T, H).T @ du_flat
+    return dx, dnext[0], dWx, dWh, da_flat.sum(axis=0)
+
+
+def gated_step(x, state, Wx, Wh, b, pointwise):
+    """One step of a gated cell for decoding: x (N, W) and the state tuple (S arrays (N, H), h first) -> the next
+    state tuple."""
+    u = state[0] @ Wh
+    if pointwise.summed:
+        a, u = x @ Wx + u + b, None
+    else:
+        a = x @ Wx + b
+    return pointwise.run_forward(a, u, state)[0]

@@ -2,17 +2,21 @@
 
 The model of the CS231n assignment, generic over cells: image features are projected to the initial hidden state,
 caption words are embedded, the cell runs over the sequence, and an affine layer scores the vocabulary at each step.
-The model knows the Cell interface only; ``cell_type`` is looked up in the registry.
+The model knows the Cell interface only; ``cell_type`` is looked up in the registry. Each computation (loss, greedy
+and beam decoding steps, caption likelihoods) is written once over the backend's layer functions
+(:func:`captionkit.backend.runtime`): the numpy reference or the compiled kernels, which on the compiled backend run
+on shards of a batch's rows side by side.
 """
 import numpy as np
 
-from captionkit import allocation, decoding, kernels, layers, parallel
-from captionkit.backend import resolve_backend
+from captionkit import decoding, parallel
+from captionkit.backend import resolve_backend, runtime
 from captionkit.cells import get_cell
 
 __all__ = ["CaptioningRNN"]
 
 _FLOAT_DTYPES = (np.float32, np.float64)
+_MODEL_PARAMS = ("W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab")
 
 
 class CaptioningRNN:
@@ -48,6 +52,7 @@ class CaptioningRNN:
 
         self.cell_type = cell_type
         self.backend = resolve_backend(backend)
+        self._runtime = runtime(self.backend)
         self.cell = get_cell(cell_type)(backend=self.backend)
         self.dtype = np.dtype(dtype).type
         self.word_to_idx = word_to_idx
@@ -67,16 +72,14 @@ class CaptioningRNN:
             "b_proj": np.zeros(H),
         }
         cell_params = self.cell.init_params(W, H, rng)
-        clash = set(cell_params) & {"W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab"}
+        clash = set(cell_params) & set(_MODEL_PARAMS)
         if clash:
             raise ValueError(f"cell {cell_type!r} declares parameters that clash with the model's: {sorted(clash)}")
         params.update(cell_params)
         params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
-        if self._uses_kernels:
-            allocation.keep_freed_memory()  # the compiled step's speed depends on it (captionkit.allocation)
-            parallel.get_num_threads()  # a bad CAPTIONKIT_*_THREADS is an error now, not at the first step
+        self._runtime.prepare()  # a bad thread setting is an error now, not at the first step
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -93,7 +96,7 @@ class CaptioningRNN:
             raise ValueError(f"features must have shape (N, {self.input_dim}), got {features.shape}")
         if not np.issubdtype(features.dtype, np.number):
             raise TypeError(f"features must be numeric, got dtype {features.dtype}")
-        return features.astype(self.dtype, copy=False)
+        return np.ascontiguousarray(features, dtype=self.dtype)
 
     def _check_captions(self, captions, num_images):
         captions = np.asarray(captions)
@@ -109,6 +112,24 @@ class CaptioningRNN:
             raise ValueError(f"captions contain word id {bad}, outside the vocabulary [0, {self.vocab_size})")
         return captions
 
+    def _contiguous(self, a):
+        """``a`` as the contiguous array of the model's dtype that the kernels take (no copy when it already is)."""
+        return np.ascontiguousarray(a, dtype=self.dtype)
+
+    def _teacher_forcing(self, captions):
+        """The words the model reads, the words it must predict, and which of those count (not <NULL>)."""
+        captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+        return captions_in, captions_out, captions_out != self._null
+
+    def _hidden_states(self, features, captions_in):
+        """The forward pass up to the cell: h0 and its cache, the word vectors' cache, h (N, T, H) and the cell's
+        cache."""
+        ops, p = self._runtime.ops, self.params
+        h0, proj_cache = ops.affine_forward(features, p["W_proj"], p["b_proj"])
+        x, embed_cache = ops.word_embedding_forward(captions_in, p["W_embed"])
+        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
+        return proj_cache, embed_cache, self._contiguous(h), cell_cache
+
     # ------------------------------------------------------------------ training
     def loss(self, features, captions):
         """Loss and gradients for a minibatch.
@@ -120,102 +141,47 @@ class CaptioningRNN:
         """
         features = self._check_features(features)
         captions = self._check_captions(captions, features.shape[0])
-        captions_in, captions_out = captions[:, :-1], captions[:, 1:]
-        mask = captions_out != self._null
-        if self._uses_kernels:
-            return self._sharded_loss(features, captions_in, captions_out, mask)
-        p = self.params
-
-        h0, proj_cache = layers.affine_forward(features, p["W_proj"], p["b_proj"])
-        x, embed_cache = layers.word_embedding_forward(captions_in, p["W_embed"])
-        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
-        scores, vocab_cache = layers.temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
-        loss, dscores = layers.temporal_softmax_loss(scores, captions_out, mask)
-
-        grads = {}
-        dh, grads["W_vocab"], grads["b_vocab"] = layers.temporal_affine_backward(dscores, vocab_cache)
-        dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
-        grads.update(cell_grads)
-        grads["W_embed"] = layers.word_embedding_backward(dx, embed_cache)
-        _, grads["W_proj"], grads["b_proj"] = layers.affine_backward(dh0, proj_cache)
-        return loss, grads
-
-    def _sharded_loss(self, features, captions_in, captions_out, mask):
-        """:meth:`loss` on the compiled backend, the batch's rows cut into one shard per thread (captionkit.parallel).
-
-        Each shard's loss and gradients are divided by the whole batch's N, so their sums are the batch's.
-        """
+        captions_in, captions_out, mask = self._teacher_forcing(captions)
         N = features.shape[0]
-        parts = parallel.shards(N)
-        results = parallel.run(
-            [lambda s=s: self._compiled_loss(features[s], captions_in[s], captions_out[s], mask[s], N) for s in parts]
+        results = self._runtime.map_rows(
+            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N)
         )
-        if len(results) == 1:
-            return results[0]
-        loss = sum(shard_loss for shard_loss, _ in results)
-        grads = {name: grad if grad.flags.writeable and grad.flags.c_contiguous else np.array(grad, order="C")
-                 for name, grad in results[0][1].items()}  # flattened below, so must be writeable in place
-        others = [shard_grads for _, shard_grads in results[1:]]
-        count = len(parts)
+        return _add_up(results)
 
-        def add_slice(i):
-            """Add the other shards' gradients into the first's, over slice i of every flattened array."""
-            for name, grad in grads.items():
-                flat = grad.reshape(-1)
-                part = slice(flat.size * i // count, flat.size * (i + 1) // count)
-                for shard_grads in others:
-                    flat[part] += shard_grads[name].reshape(-1)[part]
-
-        parallel.run([lambda i=i: add_slice(i) for i in range(count)])
-        return loss, grads
-
-    def _compiled_loss(self, features, captions_in, captions_out, mask, batch):
-        """Loss and gradients of rows of a batch of ``batch`` on captionkit.kernels: the reference's numbers, with
-        the output layer fused into one call.
-
-        Arrays from the cell pass through ``_compiled_array``, the layout and dtype the kernels take.
-        """
-        p = self.params
-        h0, proj_cache = kernels.affine_forward(self._compiled_array(features), p["W_proj"], p["b_proj"])
-        x, embed_cache = kernels.word_embedding_forward(captions_in, p["W_embed"])
-        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
-        loss, dh, dW_vocab, db_vocab = kernels.temporal_softmax_affine_loss(
-            self._compiled_array(h), p["W_vocab"], p["b_vocab"], captions_out, mask, batch=batch
-        )
+    def _loss_rows(self, features, captions_in, captions_out, mask, batch):
+        """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
+        add up to the batch's."""
+        ops, p = self._runtime.ops, self.params
+        proj_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
+        loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
+                                                                         mask, batch=batch)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
         dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
         grads.update(cell_grads)
-        grads["W_embed"] = kernels.word_embedding_backward(self._compiled_array(dx), embed_cache)
-        _, grads["W_proj"], grads["b_proj"] = kernels.affine_backward(
-            self._compiled_array(dh0), proj_cache, input_grad=False
-        )
+        grads["W_embed"] = ops.word_embedding_backward(self._contiguous(dx), embed_cache)
+        _, grads["W_proj"], grads["b_proj"] = ops.affine_backward(self._contiguous(dh0), proj_cache, input_grad=False)
         return loss, grads
 
-    def _compiled_array(self, a):
-        """``a`` as the contiguous array of the model's dtype that the kernels take (no copy when it already is)."""
-        return np.ascontiguousarray(a, dtype=self.dtype)
+    def caption_nll(self, features, captions):
+        """Negative log-likelihood of each caption: features (N, D), captions (N, T) -> (N,) float64.
 
-    @property
-    def _uses_kernels(self):
-        """Whether the model's own layers run on captionkit.kernels: only with a cell that runs compiled too.
-
-        A cell on the numpy path runs its products on numpy's copy of OpenBLAS; the model's on the kernels' copy
-        beside it would leave each copy's idle threads spinning on the cores the other needs (docs/cells.md).
+        Captions are in the dataset's layout (``<START>`` first). Caption n's NLL is the sum over t of
+        ``-log p(captions[n, t + 1] | image, captions[n, :t + 1])`` for the targets that are not ``<NULL>``
+        (teacher forcing, as in training, with the forward pass of :meth:`loss`).
         """
-        return self.backend == "cython" and self.cell.backend == "cython"
+        features = self._check_features(features)
+        captions = self._check_captions(captions, features.shape[0])
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        captions_in, captions_out, mask = self._teacher_forcing(captions)
+        p = self.params
 
-    def _project(self, features):
-        """Initial hidden state h0 (N, H) = features (N, D) @ W_proj + b_proj."""
-        if self._uses_kernels:
-            h0, _ = kernels.affine_forward(self._compiled_array(features), self.params["W_proj"], self.params["b_proj"])
-            return h0
-        return features @ self.params["W_proj"] + self.params["b_proj"]
+        def nll(rows):
+            h = self._hidden_states(features[rows], captions_in[rows])[2]
+            return self._runtime.ops.temporal_softmax_affine_nll(h, p["W_vocab"], p["b_vocab"], captions_out[rows],
+                                                                 mask[rows])
 
-    def _best_words(self, h):
-        """Greedy choice (N,) of the best-scoring word for hidden states h (N, H)."""
-        if self._uses_kernels:
-            return kernels.affine_argmax(self._compiled_array(h), self.params["W_vocab"], self.params["b_vocab"])
-        return (h @ self.params["W_vocab"] + self.params["b_vocab"]).argmax(axis=1)
+        return np.concatenate(self._runtime.map_rows(features.shape[0], nll))
 
     # ------------------------------------------------------------------ decoding
     def sample(self, features, max_length=30, beam_size=1, length_penalty=0.0):
@@ -235,22 +201,20 @@ class CaptioningRNN:
             return decoding.decode(self, features, max_length, beam_size, length_penalty).captions
         if features.shape[0] == 0:
             return np.full((0, max_length), self._null, dtype=np.int32)
-        if not self._uses_kernels:
-            return self._greedy(features, max_length)
-        # Compiled: each shard of rows decodes on its own thread (captionkit.parallel); rows never interact.
-        parts = parallel.shards(features.shape[0])
-        return np.concatenate(parallel.run([lambda s=s: self._greedy(features[s], max_length) for s in parts]))
+        # Rows never interact, so each shard of them decodes on its own.
+        return np.concatenate(self._runtime.map_rows(features.shape[0],
+                                                     lambda rows: self._greedy(features[rows], max_length)))
 
     def _greedy(self, features, max_length):
-        """Greedy decoding of features (N, D), N >= 1 -> captions (N, max_length), as :meth:`sample` describes."""
+        """Greedy decoding of features (N, D), N >= 1 -> captions (N, max_length), as :meth:`sample` describes: in
+        one call of the cell when it decodes whole captions itself, else step by step."""
         p = self.params
-        N = features.shape[0]
         h0 = self._project(features)
-        if self._uses_kernels:
-            captions = self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
-                                               self._start, self._end, self._null, max_length)
-            if captions is not None:
-                return captions
+        captions = self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
+                                           self._start, self._end, self._null, max_length)
+        if captions is not None:
+            return captions
+        N = features.shape[0]
         captions = np.full((N, max_length), self._null, dtype=np.int32)
         state = self.cell.initial_state(h0)
         words = np.full(N, self._start, dtype=np.int64)
@@ -258,10 +222,62 @@ class CaptioningRNN:
         cell_params = self._cell_params()
         for t in range(max_length):
             state = self.cell.step(p["W_embed"][words], state, cell_params)
-            words = self._best_words(state[0])
+            words = self._runtime.ops.affine_argmax(self._contiguous(state[0]), p["W_vocab"], p["b_vocab"])
             captions[alive, t] = words[alive]
             if self._end is not None:
                 alive &= words != self._end
                 if not alive.any():
                     break
         return captions
+
+    def _project(self, features):
+        """Initial hidden state h0 (N, H) = features (N, D) @ W_proj + b_proj."""
+        return self._runtime.ops.affine_forward(features, self.params["W_proj"], self.params["b_proj"])[0]
+
+    def decoding_state(self, features):
+        """The cell's state (a tuple of arrays, h first) before the first word, for features (N, D) checked by the
+        caller: what :meth:`decoding_step` starts from."""
+        if features.shape[0] == 0:
+            return self.cell.initial_state(np.zeros((0, self.hidden_dim), dtype=self.dtype))
+        return self.cell.initial_state(self._project(features))
+
+    def decoding_step(self, words, state, k):
+        """One decoding step for M hypotheses: their last words (M,), their state (M rows) ->
+        ``(log_probs (M, k), word_ids (M, k), next state)``, each row's k best next words (k at most V) by their
+        log-probability, best first (ties: the lower id), as :func:`captionkit.decoding.beam_search` asks."""
+        p, cell_params = self.params, self._cell_params()
+        k = min(k, self.vocab_size)
+
+        def expand(rows):
+            next_state = self.cell.step(p["W_embed"][words[rows]], tuple(s[rows] for s in state), cell_params)
+            log_probs, ids = self._runtime.ops.affine_log_softmax_topk(self._contiguous(next_state[0]),
+                                                                       p["W_vocab"], p["b_vocab"], k)
+            return log_probs, ids, next_state
+
+        parts = self._runtime.map_rows(words.shape[0], expand)
+        if len(parts) == 1:
+            return parts[0]
+        state = tuple(np.concatenate([part[2][i] for part in parts]) for i in range(len(parts[0][2])))
+        return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), state
+
+
+def _add_up(results):
+    """The loss and gradients of a batch from its shards' (each already divided by the batch's N)."""
+    if len(results) == 1:
+        return results[0]
+    loss = sum(shard_loss for shard_loss, _ in results)
+    grads = {name: grad if grad.flags.writeable and grad.flags.c_contiguous else np.array(grad, order="C")
+             for name, grad in results[0][1].items()}  # flattened below, so must be writeable in place
+    others = [shard_grads for _, shard_grads in results[1:]]
+    count = len(results)
+
+    def add_slice(i):
+        """Add the other shards' gradients into the first's, over slice i of every flattened array."""
+        for name, grad in grads.items():
+            flat = grad.reshape(-1)
+            part = slice(flat.size * i // count, flat.size * (i + 1) // count)
+            for shard_grads in others:
+                flat[part] += shard_grads[name].reshape(-1)[part]
+
+    parallel.run([lambda i=i: add_slice(i) for i in range(count)])
+    return loss, grads

@@ -12,6 +12,10 @@ configured with (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, or the cores thi
 the same count. When the kernels run on scipy's BLAS, whose threads captionkit cannot set, captionkit uses one
 thread and leaves that BLAS its own.
 
+Inside :func:`run` every other BLAS of the process (numpy's, scipy's) runs on one thread, so that a cell written
+with numpy's matmul, running in a shard, multiplies on its own core instead of waking a second thread pool whose
+idle workers spin on the cores the shards need (threadpoolctl finds and sets those libraries).
+
 When there are as many threads as cores this process may use (the default), each shard runs on a core of its own:
 the pool's threads are pinned to one core each and the calling thread to the remaining one for the length of a
 :func:`run`, its own core set restored after. Left to itself, Linux wakes a worker that slept through a pause on
@@ -22,8 +26,9 @@ import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
-__all__ = ["get_num_threads", "set_num_threads", "shards", "run"]
+__all__ = ["get_num_threads", "rescan_blas_libraries", "set_num_threads", "shards", "run"]
 
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
@@ -31,12 +36,16 @@ _pool, _pool_workers = None, 0  # the executor and its number of workers
 _pinned_cpus = None  # (calling thread's core, workers' cores...) while the pool's threads are pinned, else None
 _calling_core_taken = threading.Lock()  # held by the one caller of run() that is pinned to _pinned_cpus[0]
 _worker = threading.local()  # .busy is set on the pool's threads while they run a task
+_blas_lock = threading.Lock()
+_blas_libraries = None  # threadpoolctl's controllers of the BLAS libraries loaded, found when first needed
+_blas_callers, _blas_restore = 0, []  # run() calls under way, and the thread counts to restore after the last
 
 
 def _forget_pool_after_fork():
     """A forked child has none of the parent's threads; a pool that believes it has them would never run a task."""
-    global _pool, _pool_workers, _pinned_cpus, _lock, _calling_core_taken
+    global _pool, _pool_workers, _pinned_cpus, _lock, _calling_core_taken, _blas_lock, _blas_callers, _blas_restore
     _pool, _pool_workers, _pinned_cpus, _lock, _calling_core_taken = None, 0, None, threading.Lock(), threading.Lock()
+    _blas_lock, _blas_callers, _blas_restore = threading.Lock(), 0, []
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -96,8 +105,13 @@ def run(tasks):
     running on the pool, it runs the tasks one after the other on that thread: waiting for the pool from inside it
     could wait for ever.
     """
-    if len(tasks) == 1 or getattr(_worker, "busy", False):
-        return [task() for task in tasks]
+    with _other_blas_on_one_thread():
+        if len(tasks) == 1 or getattr(_worker, "busy", False):
+            return [task() for task in tasks]
+        return _run_on_pool(tasks)
+
+
+def _run_on_pool(tasks):
     pool, cores = _pool_for(len(tasks) - 1)
     futures = [pool.submit(_as_worker, task) for task in tasks[1:]]
     try:
@@ -177,3 +191,37 @@ def _as_worker(task):
         return task()
     finally:
         _worker.busy = False
+
+
+def rescan_blas_libraries():
+    """Find the process's BLAS libraries again at the next :func:`run` (a cell may have loaded one since)."""
+    global _blas_libraries
+    with _blas_lock:
+        _blas_libraries = None
+
+
+@contextmanager
+def _other_blas_on_one_thread():
+    """Every BLAS library of the process on one thread while any caller is inside; their counts restored after the
+    last one leaves. The kernels' own BLAS is on one thread already."""
+    global _blas_libraries, _blas_callers, _blas_restore
+    with _blas_lock:
+        if _blas_callers == 0:
+            if _blas_libraries is None:
+                from threadpoolctl import ThreadpoolController
+
+                _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_restore = [(library, library.get_num_threads()) for library in _blas_libraries]
+            for library, threads in _blas_restore:
+                if threads != 1:
+                    library.set_num_threads(1)
+        _blas_callers += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_callers -= 1
+            if _blas_callers == 0:
+                for library, threads in _blas_restore:
+                    if threads != 1:
+                        library.set_num_threads(threads)

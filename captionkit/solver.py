@@ -13,6 +13,7 @@ import copy
 import numpy as np
 
 from captionkit import optim
+from captionkit.backend import runtime
 from captionkit.data import sample_coco_minibatch
 
 __all__ = ["CaptioningSolver", "TrainingDivergedError"]
@@ -74,9 +75,8 @@ class CaptioningSolver:
             raise ValueError(f"print_every must be a positive integer, got {self.print_every!r}")
         if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
             raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
-        self.update_rule = optim.UPDATE_RULES[self.update_rule_name]
-        if self.update_rule_name == "adam" and getattr(model, "backend", "numpy") == "cython":
-            self.update_rule = optim.fused_adam  # one compiled pass instead of a dozen numpy temporaries
+        # The rule's arithmetic on the model's backend: Adam in one compiled pass over all parameters when compiled.
+        self.update_rule = runtime(getattr(model, "backend", "numpy")).update_rule(self.update_rule_name)
         self._reset()
 
     def _reset(self):

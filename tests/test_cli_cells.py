@@ -1,4 +1,6 @@
 """`captionkit cells` and `captionkit gradcheck`, with the real plugins and with broken ones beside them."""
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -60,10 +62,10 @@ def test_gradcheck_passes_a_good_cell_and_prints_each_check():
     result = run("gradcheck", "--cell", "lstm")
     assert result.exit_code == 0, result.output
     assert "cell 'lstm' from distribution captionkit-lstm 0.1.0" in result.output
-    for backend in ("numpy", "cython"):
-        assert f"ok   [{backend}] sequence gradients float64" in result.output
-        assert f"ok   [{backend}] model loss gradients float64" in result.output
-    assert "ok   [cython] compiled matches numpy" in result.output
+    for backend in ("numpy", "cython", "cython, numpy pointwise"):
+        for check in ("sequence gradients float64", "model loss gradients float64"):
+            assert re.search(rf"ok   \[{backend}\] +{check}", result.output), (backend, check)
+    assert re.search(r"ok   \[cython\] +compiled matches numpy", result.output)
     assert result.output.rstrip().endswith("cell 'lstm' passes")
 
 
@@ -75,7 +77,7 @@ def test_gradcheck_one_backend():
 
 @pytest.mark.parametrize("args, code, message", [
     (["--cell", "nope"], 1, "unknown cell_type 'nope'"),
-    (["--cell", "gru", "--backend", "cython"], 2, "cell 'gru' has no backend 'cython'; it has numpy"),
+    (["--cell", "mgu", "--backend", "cython"], 2, "cell 'mgu' has no backend 'cython'; it has numpy"),
 ])
 def test_gradcheck_errors(args, code, message):
     result = run("gradcheck", *args)
@@ -90,6 +92,6 @@ def test_gradcheck_fails_broken_plugins_by_name_and_checks_the_good_ones(plugin_
     assert result.exit_code == 1
     assert "cell 'badgrad' from distribution ck-bad-grad 0.4" in result.output
     assert "is broken: backward's grads['Wx'] has shape (4, 3)" in result.output
-    assert "FAIL [-] loads" in result.output and "plugin exploded at import" in result.output
+    assert re.search(r"FAIL \[-\] +loads", result.output) and "plugin exploded at import" in result.output
     assert "cell 'gru' passes" in result.output
     assert "2 of 3 cells fail conformance checks: badgrad, badimport" in result.output

@@ -5,7 +5,7 @@ import pytest
 
 from captionkit import CaptioningRNN, layers
 from captionkit.data import decode_captions
-from captionkit.evaluation import caption_nll, evaluate, perplexity, sample_captions
+from captionkit.evaluation import evaluate, perplexity, sample_captions
 from captionkit.metrics import score
 
 WORDS = ["<NULL>", "<START>", "<END>", "<UNK>"] + [f"w{i}" for i in range(6)]
@@ -76,7 +76,7 @@ def test_perplexity_matches_a_step_by_step_computation(batch_size):
 def test_total_nll_matches_the_training_loss():
     model, data = tiny_model(seed=3), tiny_data(seed=3)
     loss, _ = model.loss(data["val_features"][data["val_image_idxs"]], data["val_captions"])
-    nll = caption_nll(model, data["val_features"][data["val_image_idxs"]], data["val_captions"])
+    nll = model.caption_nll(data["val_features"][data["val_image_idxs"]], data["val_captions"])
     assert nll.shape == (18,) and (nll > 0).all()
     assert nll.sum() == pytest.approx(loss * 18, rel=1e-12)  # the loss averages the summed NLL over captions
     assert perplexity(model, data)["nll"] == pytest.approx(loss * 18, rel=1e-12)

@@ -170,9 +170,11 @@ def test_log_softmax_topk_equals_stable_argsort(dtype, k):
 def test_topk_ranks_nan_last():
     h = np.ones((1, 1))
     w = np.array([[0.0, np.nan, 2.0, 1.0]])
-    _, ids = kernels.affine_log_softmax_topk(h, w, np.zeros(4), 4)
-    # A NaN score makes the whole row's log-softmax NaN, as in numpy; the order then is by id.
-    assert list(ids[0]) == [0, 1, 2, 3]
+    logp, ids = kernels.affine_log_softmax_topk(h, w, np.zeros(4), 4)
+    # Words are ranked by score, NaN last; a NaN score makes the whole row's log-softmax NaN, as in numpy.
+    assert list(ids[0]) == [2, 3, 0, 1] and np.isnan(logp).all()
+    ref_logp, ref_ids = layers.affine_log_softmax_topk(h, w, np.zeros(4), 4)
+    np.testing.assert_array_equal(ref_ids, ids)
     w = np.array([[0.0, -np.inf, 2.0, 1.0]])
     logp, ids = kernels.affine_log_softmax_topk(h, w, np.zeros(4), 4)
     assert list(ids[0]) == [2, 3, 0, 1] and logp[0, 3] == -np.inf
@@ -263,23 +265,6 @@ def scipy_blas():
     ext._blas.bind(*addresses, source)
     yield
     ext._blas.bind(ext._sgemm, ext._dgemm, ext._source)
-
-
-def test_blas_functions_give_a_working_dgemm():
-    import ctypes
-
-    functions = kernels.blas_functions()
-    assert functions["description"] == kernels.blas()
-    # Called through its address, the dgemm_ the kernels use computes C (2x2) = A (2x3) @ B (3x2), column-major.
-    int_p, void_p = ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
-    dgemm = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, int_p, int_p, int_p, void_p, void_p, int_p,
-                             void_p, int_p, void_p, void_p, int_p)(functions["dgemm"])
-    a, b = np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.asfortranarray(np.arange(6.0).reshape(3, 2))
-    c = np.zeros((2, 2), order="F")
-    one, zero, two, three = ctypes.c_double(1.0), ctypes.c_double(0.0), ctypes.c_int(2), ctypes.c_int(3)
-    dgemm(b"N", b"N", two, two, three, ctypes.addressof(one), a.ctypes.data, two, b.ctypes.data, three,
-          ctypes.addressof(zero), c.ctypes.data, two)
-    np.testing.assert_array_equal(c, a @ b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -475,12 +460,16 @@ def test_out_of_range_ids_are_refused():
 def test_caches_are_checked_again_at_backward():
     args = rnn_args()
     h, cache = kernels.rnn_forward(**args)
-    with pytest.raises(TypeError, match="RNNCache"):
+    with pytest.raises(TypeError, match="GatedCache"):
         kernels.rnn_backward(h, (args["x"], h))
     with pytest.raises(ValueError, match="dh must have shape"):
         kernels.rnn_backward(h[:, :2].copy(), cache)
-    cache.h.shape = (3, 2, 5)  # reshaped in place between forward and backward
-    with pytest.raises(ValueError, match="cache h must have shape"):
+    cache.states.shape = (1, 3, 2, 5)  # reshaped in place between forward and backward
+    with pytest.raises(ValueError, match="cache states must have shape"):
+        kernels.rnn_backward(np.ones((2, 3, 5)), cache)
+    cache.states.shape = (1, 2, 3, 5)
+    cache.A.shape = (2, 5, 3)
+    with pytest.raises(ValueError, match="cache A must have shape"):
         kernels.rnn_backward(np.ones((2, 3, 5)), cache)
     out, emb_cache = kernels.word_embedding_forward(np.array([[0, 1]]), np.ones((2, 3)))
     with pytest.raises(ValueError, match="dout must have shape"):

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from captionkit import kernels, layers, optim
+from captionkit.cells import get_cell
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
 
@@ -311,14 +312,16 @@ GREEDY_SYMBOLS = {"h0": "NH", "W_embed": "VD", "Wx": "DH", "Wh": "HH", "b": "H",
 @SETTINGS
 @given(dims, dtypes, faults_for(list(GREEDY_SYMBOLS) + ["start", "end"], FAULTS + ["too_large"]), st.integers(1, 6),
        seeds)
-def test_rnn_greedy_decode(d, dtype, fault, max_length, seed):
+def test_gated_greedy_decode_with_the_rnn(d, dtype, fault, max_length, seed):
     rng = np.random.default_rng(seed)
     args = {name: float_arg(rng, tuple(d[s] for s in sym), dtype, fault.get(name, "ok"))
             for name, sym in GREEDY_SYMBOLS.items()}
     ids = {"start": int(rng.integers(0, max(d["V"], 1))), "end": int(rng.integers(0, max(d["V"], 1)))}
     for name in ids:
         ids[name] = {"too_large": d["V"], "float": float(ids[name]), "list": [ids[name]]}.get(fault.get(name), ids[name])
-    call = lambda: kernels.rnn_greedy_decode(**args, **ids, null=0, max_length=max_length)  # noqa: E731
+    rnn = get_cell("rnn")(backend="cython").pointwise
+    call = lambda: kernels.gated_greedy_decode(**args, **ids, null=0, max_length=max_length,  # noqa: E731
+                                               pointwise=rnn)
     ids_ok = all(isinstance(v, int) and 0 <= v < d["V"] for v in ids.values())
     if not (floats_valid(args) and bind_shapes(args, GREEDY_SYMBOLS) and ids_ok):
         expect_clean_error(call, list(GREEDY_SYMBOLS) + ["start", "end"])

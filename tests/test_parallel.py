@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from captionkit import CaptioningRNN, kernels, layers, optim, parallel
+from captionkit.cells import get_cell
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
 
@@ -112,8 +113,8 @@ def test_fused_greedy_decoding_names_bad_arguments():
     h0, W_embed, Wx, Wh, b = (rng.standard_normal(s) for s in ((N, H), (V, W), (W, H), (H, H), (H,)))
     W_vocab, b_vocab = rng.standard_normal((H, V)), rng.standard_normal(V)
     args = dict(h0=h0, W_embed=W_embed, Wx=Wx, Wh=Wh, b=b, W_vocab=W_vocab, b_vocab=b_vocab, start=1, end=2, null=0,
-                max_length=4)
-    assert kernels.rnn_greedy_decode(**args).shape == (N, 4)
+                max_length=4, pointwise=get_cell("rnn")(backend="cython").pointwise)
+    assert kernels.gated_greedy_decode(**args).shape == (N, 4)
     for change, message in [
         (dict(start=V), r"start must be a word id in \[0, 7\)"),
         (dict(end=-1), r"end must be a word id"),
@@ -124,7 +125,7 @@ def test_fused_greedy_decoding_names_bad_arguments():
         (dict(b_vocab=b_vocab[:-1]), r"b_vocab must have shape \(7,\)"),
     ]:
         with pytest.raises((TypeError, ValueError), match=message):
-            kernels.rnn_greedy_decode(**{**args, **change})
+            kernels.gated_greedy_decode(**{**args, **change})
 
 
 # ---------------------------------------------------------------------- shards on threads
@@ -273,7 +274,7 @@ def test_thread_count_comes_from_the_environment():
     code = "from captionkit import parallel; print(parallel.get_num_threads())"
     run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
                                      env={**os.environ, **env})
-    if kernels.blas_functions()["description"].startswith("OpenBLAS"):
+    if kernels.blas().startswith("OpenBLAS"):
         assert run({"OPENBLAS_NUM_THREADS": "1"}).stdout.strip() == "1"
         assert run({"OPENBLAS_NUM_THREADS": "1", "CAPTIONKIT_NUM_THREADS": "3"}).stdout.strip() == "3"
         bad = run({"CAPTIONKIT_NUM_THREADS": "many"})
@@ -338,29 +339,6 @@ def test_threads_are_left_to_the_scheduler_when_pinning_is_off_or_cores_do_not_m
     else:
         own, seen, restored = pinning_probe(len(cores) + 1)
     assert restored and all(mask == cores for mask in seen)
-
-
-@pytest.mark.parametrize("trans", [False, True])
-def test_panel_functions_for_plugins_multiply_like_numpy(trans):
-    import ctypes
-
-    panel = kernels.blas_functions()["panel"]
-    if panel is None:
-        pytest.skip("no AVX-512 here: plugins get None and use sgemm/dgemm")
-    ssize, dptr = ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_double)
-    packed_size = ctypes.CFUNCTYPE(ssize, ssize, ssize)(panel["packed_size_d"])
-    pack = ctypes.CFUNCTYPE(None, ssize, ssize, dptr, ssize, ctypes.c_int, dptr)(panel["pack_d"])
-    gemm = ctypes.CFUNCTYPE(None, ssize, ssize, ssize, dptr, ssize, dptr, dptr, ssize)(panel["panel_dgemm"])
-    rng = np.random.default_rng(7)
-    m, k, n = 14, 9, 21
-    a, c = rng.standard_normal((m, k)), rng.standard_normal((m, n))
-    b = rng.standard_normal((n, k)) if trans else rng.standard_normal((k, n))
-    bp = np.empty(packed_size(k, n))
-    ptr = lambda array: array.ctypes.data_as(dptr)  # noqa: E731
-    pack(k, n, ptr(b), b.shape[1], int(trans), ptr(bp))
-    expected = c + a @ (b.T if trans else b)
-    gemm(m, n, k, ptr(a), k, ptr(bp), ptr(c), n)
-    assert relative_error(c, expected) < 1e-14
 
 
 # ---------------------------------------------------------------------- the allocator setting

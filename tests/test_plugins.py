@@ -5,15 +5,15 @@ the GRU equations, and (when torch is installed) PyTorch's nn.LSTM / nn.GRU.
 """
 import ast
 import importlib.metadata
+import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from captionkit import CaptioningRNN, kernels
+from captionkit import CaptioningRNN
 from captionkit.cells import CellRegistry, UnknownCellError, get_cell
 from captionkit.cells import registry as registry_module
 from captionkit.gradient_check import eval_numerical_gradient_array, rel_error
@@ -22,15 +22,10 @@ from conftest import overfit_losses
 try:  # the suite tests the real plugins, so a missing one is an error, not a skip
     import captionkit_gru  # noqa: F401
     import captionkit_lstm as lstm_plugin
-    from captionkit_lstm import _loops as lstm_loops
-    from captionkit_lstm import kernels as lstm_kernels
-    from captionkit_lstm import layers as lstm_layers
 except ImportError as exc:
-    raise ImportError("the test suite needs both cell plugins installed: "
-                      "pip install -e plugins/captionkit-lstm -e plugins/captionkit-gru") from exc
+    raise ImportError("the test suite needs both cell plugins installed: see the README's test command") from exc
 
 REPO = Path(__file__).resolve().parents[1]
-LSTM_PATHS = {"numpy": lstm_layers, "cython": lstm_kernels}
 
 
 # ------------------------------------------------------------------------------------------- installation
@@ -59,24 +54,31 @@ def test_captionkit_never_imports_a_plugin():
 
 
 def test_gru_plugin_uses_only_the_documented_public_api():
-    """The GRU is the tutorial: it may import captionkit.cells and captionkit.layers, and no private name."""
-    public = {"captionkit.cells": {"Cell", "ParamSpec"}, "captionkit.layers": {"sigmoid"}}
-    for path in (REPO / "plugins" / "captionkit-gru" / "captionkit_gru").glob("*.py"):
+    """The GRU is the tutorial: its Python may import captionkit.cells and captionkit.layers, its compiled part
+    cimports captionkit's shipped pointwise.pxd, its build uses captionkit.pointwise.extension; nothing private."""
+    public = {"captionkit.cells": {"GatedCell"}, "captionkit.layers": {"sigmoid"},
+              "captionkit.pointwise": {"extension"}}
+    plugin = REPO / "plugins" / "captionkit-gru"
+    for path in [*(plugin / "captionkit_gru").glob("*.py"), plugin / "setup.py"]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("captionkit."):
                 assert node.module in public, (path.name, node.module)
                 assert {a.name for a in node.names} <= public[node.module], (path.name, node.module)
             if isinstance(node, ast.Import):
                 assert not [a.name for a in node.names if a.name.startswith("captionkit.")], path.name
+    compiled = (plugin / "captionkit_gru" / "_pointwise.pyx").read_text(encoding="utf-8")
+    cimported = re.findall(r"^from (\S+) cimport", compiled, flags=re.M)
+    assert [m for m in cimported if m.startswith("captionkit")] == ["captionkit._ext.pointwise"], cimported
+    assert not re.findall(r"^cimport ", compiled, flags=re.M)
 
 
 def test_missing_plugin_says_how_to_install_it(monkeypatch):
     # A registry that sees no installed plugin stands for a machine without captionkit-lstm.
     monkeypatch.setattr(registry_module, "_default_registry", CellRegistry(entry_point_group="captionkit.cells.none"))
-    install = r"captionkit-lstm: install it with `pip install plugins/captionkit-lstm`"
+    install = r"captionkit-lstm: install it with `pip install --no-build-isolation plugins/captionkit-lstm`"
     with pytest.raises(UnknownCellError, match=install):
         CaptioningRNN({"<NULL>": 0}, cell_type="lstm")
-    with pytest.raises(UnknownCellError, match=r"pip install plugins/captionkit-gru"):
+    with pytest.raises(UnknownCellError, match=r"pip install --no-build-isolation plugins/captionkit-gru"):
         CaptioningRNN({"<NULL>": 0}, cell_type="gru")
 
 
@@ -100,15 +102,15 @@ def test_lstm_step_forward_matches_the_notebook():
     assert rel_error(expected_next_c, next_c) < 1e-8
 
 
-@pytest.mark.parametrize("path", ["numpy", "cython"])
-def test_lstm_forward_matches_the_notebook(path):
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_lstm_forward_matches_the_notebook(backend):
     N, D, H, T = 2, 5, 4, 3
     x = np.linspace(-0.4, 0.6, num=N * T * D).reshape(N, T, D)
     h0 = np.linspace(-0.4, 0.8, num=N * H).reshape(N, H)
     Wx = np.linspace(-0.2, 0.9, num=4 * D * H).reshape(D, 4 * H)
     Wh = np.linspace(-0.3, 0.6, num=4 * H * H).reshape(H, 4 * H)
     b = np.linspace(0.2, 0.7, num=4 * H)
-    h, _ = LSTM_PATHS[path].lstm_forward(x, h0, Wx, Wh, b)
+    h, _ = get_cell("lstm")(backend=backend).forward(x, h0, {"Wx": Wx, "Wh": Wh, "b": b})
     expected_h = [[[0.01764008, 0.01823233, 0.01882671, 0.0194232],
                    [0.11287491, 0.12146228, 0.13018446, 0.13902939],
                    [0.31358768, 0.33338627, 0.35304453, 0.37250975]],
@@ -167,139 +169,6 @@ def test_lstm_model_initialisation_follows_the_assignment():
     assert h is h0 and c.shape == (2, 6) and not c.any()
 
 
-# ------------------------------------------------------------------------------------------- LSTM: compiled path
-def _lstm_inputs(rng, N, T, D, H, dtype):
-    return [a.astype(dtype) for a in (rng.randn(N, T, D), rng.randn(N, H), rng.randn(D, 4 * H) / np.sqrt(D),
-                                      rng.randn(H, 4 * H) / np.sqrt(H), rng.randn(4 * H))]
-
-
-def _relative_error(actual, expected):
-    expected = np.asarray(expected, dtype=np.float64)
-    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / np.linalg.norm(expected)
-
-
-@pytest.fixture(params=["panel", "blas"])
-def lstm_step_products(request):
-    """Run the compiled LSTM's per-step products on captionkit's packed panels (where the CPU has AVX-512) or on
-    BLAS."""
-    previous = lstm_loops.use_panel(request.param == "panel")
-    yield request.param
-    lstm_loops.use_panel(previous)
-
-
-@pytest.fixture(params=["captionkit", "libm"])
-def lstm_activations(request):
-    """Activate the gates with captionkit.kernels.vector_functions or with the plugin's libm fallback."""
-    previous = lstm_loops.vector_functions()
-    lstm_loops.use_vector_functions(kernels.vector_functions() if request.param == "captionkit" else None)
-    yield request.param
-    lstm_loops.use_vector_functions(previous)
-
-
-@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
-@pytest.mark.parametrize(
-    "N, T, D, H",
-    # Row tiles of 1, 13 and 13 + 12 rows, cut-short panels (H = 33, 70, and 600 backward), and H = 600, where Wh
-    # (600, 2400) is deeper and wider than the others by far.
-    [(1, 2, 3, 1), (13, 3, 5, 33), (25, 2, 4, 70), (3, 2, 3, 600)],
-)
-def test_compiled_lstm_equals_reference_on_every_path(lstm_step_products, lstm_activations, dtype, tolerance,
-                                                      N, T, D, H):
-    rng = np.random.RandomState(N * 1000 + H)
-    inputs = _lstm_inputs(rng, N, T, D, H, dtype)
-    dh = rng.randn(N, T, H).astype(dtype)
-    h, cache = lstm_kernels.lstm_forward(*inputs)
-    h_ref, cache_ref = lstm_layers.lstm_forward(*(a.astype(np.float64) for a in inputs))
-    assert h.dtype == dtype and _relative_error(h, h_ref) < tolerance
-    grads = lstm_kernels.lstm_backward(dh, cache)
-    for name, got, want in zip(("dx", "dh0", "dWx", "dWh", "db"), grads,
-                               lstm_layers.lstm_backward(dh.astype(np.float64), cache_ref)):
-        assert got.dtype == dtype and _relative_error(got, want) < tolerance, name
-
-
-def test_compiled_lstm_runs_on_several_threads_at_once(lstm_step_products):
-    """captionkit.parallel runs shards of a batch side by side; each call must pack Wh into a buffer of its own."""
-    rng = np.random.RandomState(6)
-    jobs = [_lstm_inputs(rng, 13, 6, 8, 64, np.float32) for _ in range(4)]
-
-    def run(inputs):
-        h, cache = lstm_kernels.lstm_forward(*inputs)
-        return [h, *lstm_kernels.lstm_backward(np.ones_like(h), cache)]
-
-    alone = [run(job) for job in jobs]
-    with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(run, jobs * 5))
-    for i, results in enumerate(together):
-        for got, want in zip(results, alone[i % len(jobs)]):
-            np.testing.assert_array_equal(got, want)
-
-
-def test_compiled_lstm_takes_the_panel_path_where_captionkit_offers_it():
-    previous = lstm_loops.use_panel(True)
-    now = lstm_loops.use_panel(previous)
-    assert now == (kernels.blas_functions()["panel"] is not None)
-
-
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_compiled_lstm_matches_numpy_at_realistic_sizes(dtype, tol):
-    rng = np.random.RandomState(0)
-    x, h0, Wx, Wh, b = _lstm_inputs(rng, 7, 11, 24, 33, dtype)
-    h_ref, cache_ref = lstm_layers.lstm_forward(x, h0, Wx, Wh, b)
-    h, cache = lstm_kernels.lstm_forward(x, h0, Wx, Wh, b)
-    assert h.dtype == dtype
-    np.testing.assert_allclose(h, h_ref, rtol=tol, atol=tol)
-    dh = rng.randn(*h.shape).astype(dtype)
-    for got, want in zip(lstm_kernels.lstm_backward(dh, cache), lstm_layers.lstm_backward(dh, cache_ref)):
-        assert got.dtype == dtype
-        scale = max(1.0, np.abs(want).max())
-        np.testing.assert_allclose(got / scale, want / scale, rtol=0, atol=tol * 10)
-
-
-def test_compiled_lstm_takes_non_contiguous_inputs_and_leaves_them_alone():
-    rng = np.random.RandomState(1)
-    x, h0, Wx, Wh, b = _lstm_inputs(rng, 3, 8, 4, 5, np.float64)
-    x_strided = np.repeat(x, 2, axis=2)[:, :, ::2]
-    Wh_fortran = np.asfortranarray(Wh)
-    before = x_strided.copy()
-    h, _ = lstm_kernels.lstm_forward(x_strided, h0, Wx, Wh_fortran, b)
-    np.testing.assert_allclose(h, lstm_layers.lstm_forward(x, h0, Wx, Wh, b)[0], rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(x_strided, before)
-
-
-def test_compiled_lstm_rejects_bad_input_at_its_boundary():
-    rng = np.random.RandomState(2)
-    x, h0, Wx, Wh, b = _lstm_inputs(rng, 2, 3, 4, 5, np.float64)
-    with pytest.raises(ValueError, match=r"Wh must have shape \(5, 20\)"):
-        lstm_kernels.lstm_forward(x, h0, Wx, Wh[:, :-1], b)
-    with pytest.raises(ValueError, match=r"h0 must be \(N, H\) with N=2"):
-        lstm_kernels.lstm_forward(x, h0[:1], Wx, Wh, b)
-    with pytest.raises(ValueError, match=r"no size 0"):
-        lstm_kernels.lstm_forward(x[:, :0], h0, Wx, Wh, b)
-    with pytest.raises(TypeError, match=r"float32 or float64.*x int64"):
-        lstm_kernels.lstm_forward(x.astype(np.int64), h0, Wx, Wh, b)
-    h, cache = lstm_kernels.lstm_forward(x, h0, Wx, Wh, b)
-    with pytest.raises(ValueError, match=r"dh must have the shape of the forward output \(2, 3, 5\)"):
-        lstm_kernels.lstm_backward(h[:, :2], cache)
-    with pytest.raises(TypeError, match=r"cache must be the LSTMCache"):
-        lstm_kernels.lstm_backward(h, lstm_layers.lstm_forward(x, h0, Wx, Wh, b)[1])
-    with pytest.raises(ValueError, match=r"H >= 1"):
-        lstm_kernels.lstm_forward(x, h0[:, :0], Wx[:, :0], Wh[:0, :0], b[:0])
-
-
-def test_compiled_lstm_calls_the_blas_and_activations_of_captionkits_kernels():
-    """One BLAS copy, so one thread pool, in a training step: two pools' spinning workers slow each other down. And
-    the gates use captionkit's vectorised sigmoid and tanh, not libm's."""
-    assert lstm_kernels.BLAS == kernels.blas()
-    assert lstm_loops.vector_functions() == kernels.vector_functions()
-
-
-def test_lstm_cell_selects_its_path_from_the_backend():
-    cls = get_cell("lstm")
-    assert cls.compiled is True
-    assert cls(backend="cython")._impl is lstm_kernels
-    assert cls(backend="numpy")._impl is lstm_layers
-
-
 # ------------------------------------------------------------------------------------------- GRU
 def _gru_scalar(x, h0, Wx, Wh, b):
     """The issue's GRU equations element by element in plain Python: r, z, n blocks; the oracle for the GRU."""
@@ -356,7 +225,7 @@ def test_lstm_and_gru_agree_with_pytorch():
                 for p in (net.weight_ih_l0, net.weight_hh_l0, net.bias_ih_l0):
                     p.copy_(p[torch.from_numpy(order)].clone())
         expected, _ = net(torch.from_numpy(x), state)
-        for backend in (("numpy", "cython") if cell_type == "lstm" else ("numpy",)):
+        for backend in ("numpy", "cython"):
             h, _ = get_cell(cell_type)(backend=backend).forward(x, h0, {"Wx": Wx, "Wh": Wh, "b": b})
             np.testing.assert_allclose(h, expected.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=cell_type)
 

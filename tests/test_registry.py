@@ -95,7 +95,7 @@ def test_autoload_switch_ignores_plugins(plugin_root, monkeypatch):
 
 def test_unknown_known_plugin_says_how_to_install():
     registry = CellRegistry(entry_point_group="captionkit.cells.none-installed")
-    with pytest.raises(ValueError, match=r"pip install plugins/captionkit-lstm"):
+    with pytest.raises(ValueError, match=r"pip install --no-build-isolation plugins/captionkit-lstm"):
         registry.get_cell("lstm")
 
 

@@ -8,7 +8,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from captionkit._ext._blas cimport gemm
-from captionkit._ext._vecmath cimport argmax_bias, log_softmax, topk
+from captionkit._ext._vecmath cimport argmax_bias, topk_log_softmax
 
 
 def affine_argmax(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b):
@@ -31,7 +31,8 @@ def affine_log_softmax_topk(const floating[:, ::1] h, const floating[:, ::1] W, 
                             Py_ssize_t k):
     """h (N, H), W (H, V), b (V,), k in [1, V] -> (logp (N, k), ids (N, k) int64).
 
-    Row n holds the k largest of log softmax(h[n] @ W + b), best first (ties: lower id first).
+    Row n holds the k best words of h[n] @ W + b, best first (ties: lower id first; k = 1 is affine_argmax's word),
+    with their log-probabilities log softmax(h[n] @ W + b).
     """
     cdef Py_ssize_t N = h.shape[0], H = h.shape[1], V = W.shape[1], n
     if N < 1 or H < 1 or V < 1 or W.shape[0] != H or b.shape[0] != V or k < 1 or k > V:
@@ -45,6 +46,5 @@ def affine_log_softmax_topk(const floating[:, ::1] h, const floating[:, ::1] W, 
     with nogil:
         gemm(False, False, N, V, H, 1, &h[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
         for n in range(N):
-            log_softmax(&scores[n, 0], &b[0], V)
-            topk(&scores[n, 0], V, k, &vals[n, 0], &ids[n, 0])
+            topk_log_softmax(&scores[n, 0], &b[0], V, k, &vals[n, 0], &ids[n, 0])
     return vals_arr, ids_arr

@@ -75,3 +75,43 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
             for i in range(kept):
                 memcpy(&dh[rows[i], 0], &dpacked[i, 0], row_bytes)
     return loss / batch, dh_arr, dW_arr, db_arr
+
+
+def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b, const int64_t[::1] y,
+               const uint8_t[::1] mask, Py_ssize_t T):
+    """h (R, H) rows of hidden states, R = N * T positions of N captions, W (H, V), b (V,), y (R,) targets,
+    mask (R,) 0/1 -> nll (N,) float64: for each caption, the sum over its positions with mask of
+    -log softmax(h W + b)[y]. The forward half of affine_softmax_loss, without any gradient product."""
+    cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
+    cdef Py_ssize_t r, i, kept = 0
+    if R < 1 or H < 1 or V < 1 or T < 1 or R % T != 0 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
+            or mask.shape[0] != R:
+        raise ValueError("affine_nll: inconsistent or empty shapes")
+    for r in range(R):
+        if mask[r]:
+            if y[r] < 0 or y[r] >= V:
+                raise ValueError(f"affine_nll: target {y[r]} at row {r} is outside [0, {V})")
+            kept += 1
+    nll_arr = np.zeros(R // T, dtype=np.float64)
+    if kept == 0:
+        return nll_arr
+    dtype = np.float32 if floating is float else np.float64
+    rows_arr = np.empty(kept, dtype=np.int64)
+    packed_arr = np.empty((kept, H), dtype=dtype)
+    scores_arr = np.empty((kept, V), dtype=dtype)
+    cdef int64_t[::1] rows = rows_arr
+    cdef floating[:, ::1] packed = packed_arr, scores = scores_arr
+    cdef double[::1] nll = nll_arr
+    cdef size_t row_bytes = H * sizeof(floating)
+    with nogil:
+        i = 0
+        for r in range(R):
+            if mask[r]:
+                rows[i] = r
+                memcpy(&packed[i, 0], &h[r, 0], row_bytes)
+                i += 1
+        gemm(False, False, kept, V, H, 1, &packed[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        for i in range(kept):
+            # With scale 0 the row's gradient, which softmax_xent writes over the scores, is left as zeros.
+            nll[rows[i] // T] += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], 0)
+    return nll_arr

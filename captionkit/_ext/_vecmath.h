@@ -1,4 +1,4 @@
-/* Elementwise loops of the compiled kernels (tanh, softmax rows, argmax, top-k, Adam).
+/* Elementwise loops of the compiled kernels (tanh, sigmoid, softmax rows, argmax, top-k, Adam).
  *
  * Everything between the BLAS calls lives here, in plain C loops that GCC vectorises: float32 uses a polynomial
  * exp/tanh (about 2e-7 relative error, NaN in gives NaN out) because libm's scalar expf/tanhf would cost more than
@@ -141,18 +141,18 @@ CK_DEFINE_ADD(ck_add_d, double)
 
 /* ------------------------------------------------------------------ activations in place */
 
-/* For plugins' compiled loops: captionkit.kernels.vector_functions gives out their addresses (_vector.pyx). No
- * other module calls them, and without CK_BY_ADDRESS each would warn that they are unused. */
+/* For cells' compiled pointwise parts (pointwise.pyx exports them); modules that include this header without using
+ * them would warn that they are unused without CK_MAYBE_UNUSED. */
 #if defined(__GNUC__)
-#define CK_BY_ADDRESS __attribute__((unused))
+#define CK_MAYBE_UNUSED __attribute__((unused))
 #else
-#define CK_BY_ADDRESS
+#define CK_MAYBE_UNUSED
 #endif
 
 /* y[i] = 1 / (1 + exp(-y[i])). With the clamps of ck_expf/ck_exp the result stays in [0, 1], never NaN for a
  * number: below x = -88 (float) or -709 (double) it is exp(-88) or exp(-709) rather than the true smaller value. */
 #define CK_DEFINE_SIGMOID_INPLACE(NAME, T, EXP)                                                               \
-    CK_BY_ADDRESS CK_CLONES static void NAME(T *y, Py_ssize_t n)                                              \
+    CK_MAYBE_UNUSED CK_CLONES static void NAME(T *y, Py_ssize_t n)                                              \
     {                                                                                                         \
         for (Py_ssize_t i = 0; i < n; i++)                                                                    \
             y[i] = 1 / (1 + EXP(-y[i]));                                                                      \
@@ -161,13 +161,13 @@ CK_DEFINE_SIGMOID_INPLACE(ck_sigmoid_inplace_f, float, ck_expf)
 CK_DEFINE_SIGMOID_INPLACE(ck_sigmoid_inplace_d, double, ck_exp)
 
 /* y[i] = tanh(y[i]); float64 keeps libm's tanh, as ck_tanh_bias_d does. */
-CK_BY_ADDRESS CK_CLONES static void ck_tanh_inplace_f(float *y, Py_ssize_t n)
+CK_MAYBE_UNUSED CK_CLONES static void ck_tanh_inplace_f(float *y, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++)
         y[i] = ck_tanhf(y[i]);
 }
 
-CK_BY_ADDRESS static void ck_tanh_inplace_d(double *y, Py_ssize_t n)
+CK_MAYBE_UNUSED static void ck_tanh_inplace_d(double *y, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++)
         y[i] = tanh(y[i]);
@@ -214,22 +214,6 @@ CK_DEFINE_ADD_MAX(ck_add_max_d, double)
     }
 CK_DEFINE_SOFTMAX_XENT(ck_softmax_xent_f, float, ck_expf, ck_add_max_f)
 CK_DEFINE_SOFTMAX_XENT(ck_softmax_xent_d, double, ck_exp, ck_add_max_d)
-
-/* In place s[i] = log softmax(s + b)[i]; the log-sum-exp is taken in double. */
-#define CK_DEFINE_LOG_SOFTMAX(NAME, T, EXP, ADD_MAX)                                                          \
-    CK_CLONES static void NAME(T *s, const T *b, Py_ssize_t n)                                                \
-    {                                                                                                         \
-        T m = ADD_MAX(s, b, n);                                                                               \
-        T sum = 0;                                                                                            \
-        CK_SIMD_SUM(sum)                                                                                      \
-        for (Py_ssize_t i = 0; i < n; i++)                                                                    \
-            sum += EXP(s[i] - m);                                                                             \
-        T lse = (T)((double)m + log((double)sum));                                                            \
-        for (Py_ssize_t i = 0; i < n; i++)                                                                    \
-            s[i] -= lse;                                                                                      \
-    }
-CK_DEFINE_LOG_SOFTMAX(ck_log_softmax_f, float, ck_expf, ck_add_max_f)
-CK_DEFINE_LOG_SOFTMAX(ck_log_softmax_d, double, ck_exp, ck_add_max_d)
 
 /* ------------------------------------------------------------------ selection */
 
@@ -284,6 +268,25 @@ CK_DEFINE_ARGMAX(ck_argmax_bias_d, double)
     }
 CK_DEFINE_TOPK(ck_topk_f, float)
 CK_DEFINE_TOPK(ck_topk_d, double)
+
+/* The k best words of one row of scores for beam search: s += b in place, then (vals, idx) = the k largest of s
+ * ranked as ck_topk ranks them (so k = 1 picks ck_argmax_bias's word), turned into log-probabilities
+ * log softmax(s)[idx]; the log-sum-exp is taken in double. */
+#define CK_DEFINE_TOPK_LOG_SOFTMAX(NAME, T, EXP, ADD_MAX, TOPK)                                               \
+    CK_CLONES static void NAME(T *s, const T *b, Py_ssize_t n, Py_ssize_t k, T *vals, int64_t *idx)           \
+    {                                                                                                         \
+        T m = ADD_MAX(s, b, n);                                                                               \
+        T sum = 0;                                                                                            \
+        CK_SIMD_SUM(sum)                                                                                      \
+        for (Py_ssize_t i = 0; i < n; i++)                                                                    \
+            sum += EXP(s[i] - m);                                                                             \
+        double lse = (double)m + log((double)sum);                                                            \
+        TOPK(s, n, k, vals, idx);                                                                             \
+        for (Py_ssize_t j = 0; j < k; j++)                                                                    \
+            vals[j] = (T)((double)vals[j] - lse);                                                             \
+    }
+CK_DEFINE_TOPK_LOG_SOFTMAX(ck_topk_log_softmax_f, float, ck_expf, ck_add_max_f, ck_topk_f)
+CK_DEFINE_TOPK_LOG_SOFTMAX(ck_topk_log_softmax_d, double, ck_exp, ck_add_max_d, ck_topk_d)
 
 /* ------------------------------------------------------------------ optimiser */
 

@@ -16,12 +16,11 @@ cdef extern from "_vecmath.h" nogil:
     void ck_tanh_inplace_d(double *y, Py_ssize_t n)
     double ck_softmax_xent_f(float *s, const float *b, Py_ssize_t n, Py_ssize_t target, float scale)
     double ck_softmax_xent_d(double *s, const double *b, Py_ssize_t n, Py_ssize_t target, double scale)
-    void ck_log_softmax_f(float *s, const float *b, Py_ssize_t n)
-    void ck_log_softmax_d(double *s, const double *b, Py_ssize_t n)
     Py_ssize_t ck_argmax_bias_f(float *s, const float *b, Py_ssize_t n)
     Py_ssize_t ck_argmax_bias_d(double *s, const double *b, Py_ssize_t n)
-    void ck_topk_f(const float *s, Py_ssize_t n, Py_ssize_t k, float *vals, int64_t *idx)
-    void ck_topk_d(const double *s, Py_ssize_t n, Py_ssize_t k, double *vals, int64_t *idx)
+    void ck_topk_log_softmax_f(float *s, const float *b, Py_ssize_t n, Py_ssize_t k, float *vals, int64_t *idx)
+    void ck_topk_log_softmax_d(double *s, const double *b, Py_ssize_t n, Py_ssize_t k, double *vals,
+                               int64_t *idx)
     void ck_adam_f(float *w, const float *dw, float *m, float *v, Py_ssize_t n, float lr, float beta1,
                    float beta2, float eps, float c1, float c2)
     void ck_adam_d(double *w, const double *dw, double *m, double *v, Py_ssize_t n, double lr, double beta1,
@@ -59,13 +58,6 @@ cdef inline double softmax_xent(floating *s, const floating *b, Py_ssize_t n, Py
         return ck_softmax_xent_d(s, b, n, target, scale)
 
 
-cdef inline void log_softmax(floating *s, const floating *b, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        ck_log_softmax_f(s, b, n)
-    else:
-        ck_log_softmax_d(s, b, n)
-
-
 cdef inline Py_ssize_t argmax_bias(floating *s, const floating *b, Py_ssize_t n) noexcept nogil:
     if floating is float:
         return ck_argmax_bias_f(s, b, n)
@@ -73,11 +65,12 @@ cdef inline Py_ssize_t argmax_bias(floating *s, const floating *b, Py_ssize_t n)
         return ck_argmax_bias_d(s, b, n)
 
 
-cdef inline void topk(const floating *s, Py_ssize_t n, Py_ssize_t k, floating *vals, int64_t *idx) noexcept nogil:
+cdef inline void topk_log_softmax(floating *s, const floating *b, Py_ssize_t n, Py_ssize_t k, floating *vals,
+                                  int64_t *idx) noexcept nogil:
     if floating is float:
-        ck_topk_f(s, n, k, vals, idx)
+        ck_topk_log_softmax_f(s, b, n, k, vals, idx)
     else:
-        ck_topk_d(s, n, k, vals, idx)
+        ck_topk_log_softmax_d(s, b, n, k, vals, idx)
 
 
 cdef inline void adam(floating *w, const floating *dw, floating *m, floating *v, Py_ssize_t n, floating lr,

@@ -1,9 +1,11 @@
 """Recurrent cells and the registry that maps ``cell_type`` names to them.
 
-The vanilla RNN is built in; further cells come from plugins (entry-point group ``captionkit.cells``). See
-docs/cells.md for the interface a cell implements.
+The vanilla RNN is built in; further cells come from plugins (entry-point group ``captionkit.cells``). A cell of
+the usual gated form subclasses :class:`GatedCell` and writes only its elementwise part; any other cell implements
+:class:`Cell`. See docs/cells.md.
 """
 from captionkit.cells.base import Cell, ParamSpec
+from captionkit.cells.gated import GatedCell
 from captionkit.cells.registry import (
     ENTRY_POINT_GROUP,
     CellConflictError,
@@ -24,6 +26,7 @@ __all__ = [
     "CellInfo",
     "CellLoadError",
     "CellRegistry",
+    "GatedCell",
     "ParamSpec",
     "UnknownCellError",
     "available_cells",

@@ -6,9 +6,10 @@ Three sources, in order of precedence:
 2. cells registered at run time with :func:`register_cell`;
 3. plugins: entry points in the group ``captionkit.cells`` of installed distributions. Discovery reads only their
    names (no plugin code runs); a plugin is imported when its cell is first asked for and then run once on tiny
-   inputs (:func:`~captionkit.cells.base.shape_problem`). A plugin that fails to import, or whose forward, backward
-   or step do not fit its declared parameters, is reported with its distribution's name and version, only to
-   whoever asks for that cell.
+   inputs (:func:`~captionkit.cells.base.shape_problem`). A plugin that fails to import, whose forward, backward
+   or step do not fit its declared parameters, or whose compiled pointwise part is not what this captionkit calls
+   (:meth:`GatedCell.declaration_problem`, checked for every source), is reported with its distribution's name and
+   version, only to whoever asks for that cell.
 
 Setting ``CAPTIONKIT_DISABLE_PLUGIN_AUTOLOAD=1`` ignores entry points: installing a plugin means trusting its code,
 and this switch runs captionkit with its built-in cells only.
@@ -19,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from captionkit.cells.base import Cell, shape_problem
+from captionkit.cells.gated import GatedCell
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -162,7 +164,7 @@ class CellRegistry:
             dist = KNOWN_PLUGINS[name]
             message += (
                 f". The {name!r} cell is provided by the plugin distribution {dist}: install it with "
-                f"`pip install plugins/{dist}` from a captionkit checkout"
+                f"`pip install --no-build-isolation plugins/{dist}` from a captionkit checkout"
             )
             if not self._autoload:
                 message += f" (plugins are disabled now because {DISABLE_AUTOLOAD_ENV} is set)"
@@ -210,10 +212,13 @@ class CellRegistry:
             raise CellLoadError(
                 f"cell {name!r} from {source.describe()} is {target!r}, not a captionkit.cells.Cell subclass"
             )
-        if source.origin == "entry point":  # plugin code: check it once, so a broken cell is refused by name
+        # A gated cell's declared form and compiled part are checked for every source; a plugin's code is also run
+        # once, so a broken cell is refused by name before a model trains with it.
+        problem = target.declaration_problem() if issubclass(target, GatedCell) else None
+        if problem is None and source.origin == "entry point":
             problem = shape_problem(target)
-            if problem:
-                raise CellLoadError(f"cell {name!r} from {source.describe()} is broken: {problem}")
+        if problem:
+            raise CellLoadError(f"cell {name!r} from {source.describe()} is broken: {problem}")
         self._loaded[name] = target
         return target
 

@@ -1,43 +1,23 @@
-"""The built-in vanilla RNN cell: h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b)."""
-from captionkit import kernels, layers
-from captionkit.cells.base import Cell, ParamSpec
+"""The built-in vanilla RNN cell: h_t = tanh(x_t Wx + h_{t-1} Wh + b), a gated cell of one gate block."""
+import numpy as np
+
+from captionkit.cells.gated import GatedCell
 
 __all__ = ["RNNCell"]
 
 
-class RNNCell(Cell):
-    """Vanilla (Elman) RNN with parameters Wx (W, H), Wh (H, H), b (H,)."""
+class RNNCell(GatedCell):
+    """Vanilla (Elman) RNN with parameters Wx (W, H), Wh (H, H), b (H,); its compiled pointwise part is
+    captionkit/_ext/_rnn.pyx."""
 
     name = "rnn"
-    compiled = True
+    gates = 1
+    compiled_pointwise = "captionkit._ext._rnn:CAPSULES"
 
-    @property
-    def _ops(self):
-        """The functions this cell runs: captionkit.kernels or the numpy reference, which share their signatures."""
-        return kernels if self.backend == "cython" else layers
+    def pointwise_forward(self, a, u, prev):
+        h = np.tanh(a)
+        return (h,), h
 
-    def parameters(self, wordvec_dim, hidden_dim):
-        return {
-            "Wx": ParamSpec((wordvec_dim, hidden_dim), fan_in=wordvec_dim),
-            "Wh": ParamSpec((hidden_dim, hidden_dim), fan_in=hidden_dim),
-            "b": ParamSpec((hidden_dim,)),
-        }
-
-    def forward(self, x, h0, params):
-        self.check_inputs(x, h0, params)
-        return self._ops.rnn_forward(x, h0, params["Wx"], params["Wh"], params["b"])
-
-    def backward(self, dh, cache):
-        dx, dh0, dWx, dWh, db = self._ops.rnn_backward(dh, cache)
-        return dx, dh0, {"Wx": dWx, "Wh": dWh, "b": db}
-
-    def step(self, x, state, params):
-        (h,) = state
-        next_h, _ = self._ops.rnn_step_forward(x, h, params["Wx"], params["Wh"], params["b"])
-        return (next_h,)
-
-    def greedy_decode(self, h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length):
-        if self.backend != "cython":
-            return None
-        return kernels.rnn_greedy_decode(h0, W_embed, params["Wx"], params["Wh"], params["b"], W_vocab, b_vocab,
-                                         start, end, null, max_length)
+    def pointwise_backward(self, dnext, h):
+        # d tanh(a) / da = 1 - tanh(a)^2; h_{t-1} reaches h_t only through Wh, which the engine handles.
+        return dnext[0] * (1.0 - h**2), None, (None,)

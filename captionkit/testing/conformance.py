@@ -2,14 +2,16 @@
 
 Each check runs in float64 (and float32 where dtypes matter) against an independent oracle: centred finite
 differences for gradients, the cell's own sequence forward for its decoding step, the numpy path for a compiled
-path (also inside a model that runs its batch in shards on several threads). A check that raises is a failed check, so a broken plugin yields a report, never a crash.
+path (also inside a model that runs its batch in shards on several threads, for loss, gradients, greedy and beam
+decoding). A check that raises is a failed check, so a broken plugin yields a report, never a crash.
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from captionkit.backend import compiled_available
-from captionkit.cells import CellConflictError, CellLoadError, ParamSpec, UnknownCellError, get_cell
+from captionkit.cells import CellConflictError, CellLoadError, GatedCell, ParamSpec, UnknownCellError, get_cell
 from captionkit.cells.registry import describe_cell
 from captionkit.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array
 
@@ -60,9 +62,10 @@ class ConformanceReport:
         """A readable multi-line summary, one line per check."""
         lines = [f"cell {self.cell!r} from {self.origin}"]
         width = max((len(r.check) for r in self.results), default=0)
+        label_width = max((len(r.backend) for r in self.results), default=0) + 2
         for r in self.results:
             status = "ok  " if r.passed else "FAIL"
-            lines.append(f"  {status} [{r.backend}] {r.check:<{width}}  {r.detail}")
+            lines.append(f"  {status} {f'[{r.backend}]':<{label_width}} {r.check:<{width}}  {r.detail}")
         lines.extend(f"  note: {note}" for note in self.notes)
         verdict = "passes" if self.ok else f"fails {len(self.failures)} of {len(self.results)} checks"
         lines.append(f"cell {self.cell!r} {verdict}")
@@ -321,20 +324,23 @@ def _shards(cell_type, cell, seed):
     try:
         for model in models:
             model.params = dict(params)
-            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),))
+            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),
+                                                              model.sample(features, max_length=T + 2, beam_size=2)))
     finally:
         parallel.set_num_threads(previous)
-    (loss, grads, captions_out), (loss_ref, grads_ref, captions_ref) = results
+    (loss, grads, captions_out, beam_out), (loss_ref, grads_ref, captions_ref, beam_ref) = results
     errors = {"loss": _scale_error(np.array(loss), np.array(loss_ref))}
     errors.update({f"d{k}": _scale_error(grads[k], grads_ref[k]) for k in grads_ref})
     worst = max(errors, key=errors.get)
     if errors[worst] > FLOAT64_MATCH_LIMIT:
         raise _CheckFailed(f"in {threads} shards on {threads} threads the model's {worst} differs from the numpy "
                            f"model's by {errors[worst]:.2e} (limit {FLOAT64_MATCH_LIMIT:.0e})")
-    if not np.array_equal(captions_out, captions_ref):
-        raise _CheckFailed(f"in {threads} shards on {threads} threads greedy captions differ from the numpy model's")
+    for kind, got, want in (("greedy", captions_out, captions_ref), ("beam search", beam_out, beam_ref)):
+        if not np.array_equal(got, want):
+            raise _CheckFailed(f"in {threads} shards on {threads} threads {kind} captions differ from the numpy "
+                               "model's")
     return (f"{threads} shards on {threads} threads: max difference from the numpy model {errors[worst]:.1e} "
-            f"({worst}); greedy captions equal")
+            f"({worst}); greedy and beam captions equal")
 
 
 def _check_rejects_wrong_shapes(cell, seed):
@@ -364,7 +370,8 @@ def _check_rejects_wrong_shapes(cell, seed):
     return f"forward rejects bad x, h0 and each of {len(params)} parameters; step rejects bad x"
 
 
-def _checks(cell_type, backend):
+def _checks(cell_type, compiled_path):
+    """The checks of one path of a cell; ``compiled_path``: the cell runs compiled (vs its numpy reference)."""
     checks = [
         ("declares parameters", _check_declaration),
         ("shapes and dtypes float64", _check_shapes(np.float64)),
@@ -376,17 +383,35 @@ def _checks(cell_type, backend):
         ("model loss gradients float64", _check_model_gradients(cell_type)),
         ("rejects wrong shapes", _check_rejects_wrong_shapes),
     ]
-    if backend == "cython":
+    if compiled_path:
         checks.insert(6, ("compiled matches numpy", _check_matches_numpy))
-        checks.insert(9, ("shards on threads match the numpy model", _check_shards(cell_type)))
     return checks
+
+
+def _paths(cls, backends):
+    """(label, make a cell, whether it runs compiled) for each path of ``cls`` on ``backends``: a gated cell with a
+    compiled pointwise part is checked on the engine with its numpy pointwise part too, as a model runs it when
+    that part is missing."""
+    paths = []
+    for backend in backends:
+        paths.append((backend, lambda backend=backend: cls(backend=backend), backend == "cython"))
+        if backend == "cython" and issubclass(cls, GatedCell) and cls.compiled_pointwise is not None:
+            paths.append(("cython, numpy pointwise", lambda: _without_capsules(cls(backend="cython")), True))
+    return paths
+
+
+def _without_capsules(cell):
+    cell.pointwise = dataclasses.replace(cell.pointwise, capsules=None)
+    return cell
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 def run_checks(cell_type, backends=None, seed=0):
     """Run every check on the registered cell ``cell_type`` and return a :class:`ConformanceReport`.
 
-    ``backends`` is a sequence of ``"numpy"``/``"cython"``; None means every path the model can run here: ``"numpy"``,
+    ``backends`` is a sequence of ``"numpy"``/``"cython"``; ``"cython"`` checks a gated cell with a compiled pointwise
+    part twice, with that part and with its numpy one (``"cython, numpy pointwise"``, as the engine runs a cell that
+    has no compiled part). None means every path the model can run here: ``"numpy"``,
     and ``"cython"`` too for a cell with ``compiled = True`` when captionkit's compiled kernels are built (the model
     only ever asks for ``"cython"`` then; the report notes the skip). A cell that fails to load gives a report with
     one failed ``loads`` result. Raises ValueError only for a wrong ``backends`` argument.
@@ -413,20 +438,24 @@ def run_checks(cell_type, backends=None, seed=0):
     unknown = [b for b in backends if b not in available]
     if unknown:
         raise ValueError(f"cell {cell_type!r} has no backend {unknown[0]!r}; it has {', '.join(available)}")
-    for backend in backends:
+    for label, make_cell, compiled_path in _paths(cls, backends):
         try:
-            cell = cls(backend=backend)
+            cell = make_cell()
         except Exception as exc:  # plugin code may raise anything
-            report.results.append(CheckResult("instantiates", backend, False, f"{type(exc).__name__}: {exc}"))
+            report.results.append(CheckResult("instantiates", label, False, f"{type(exc).__name__}: {exc}"))
             continue
-        for check_name, check in _checks(cell_type, backend):
+        checks = _checks(cell_type, compiled_path)
+        # The compiled model runs every cell in shards on threads: a compiled path, or a cell with no other path.
+        if compiled_path or not cls.compiled:
+            checks.append(("shards on threads match the numpy model", _check_shards(cell_type)))
+        for check_name, check in checks:
             try:
                 detail = check(cell, seed)
-                report.results.append(CheckResult(check_name, backend, True, detail))
+                report.results.append(CheckResult(check_name, label, True, detail))
             except _CheckFailed as exc:
-                report.results.append(CheckResult(check_name, backend, False, str(exc)))
+                report.results.append(CheckResult(check_name, label, False, str(exc)))
             except Exception as exc:  # plugin code may raise anything; name what raised it
-                report.results.append(CheckResult(check_name, backend, False, f"raised {type(exc).__name__}: {exc}"))
+                report.results.append(CheckResult(check_name, label, False, f"raised {type(exc).__name__}: {exc}"))
     return report
 
 

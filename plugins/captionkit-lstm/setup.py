@@ -1,14 +1,14 @@
-"""Build script for the compiled LSTM loops; metadata lives in pyproject.toml.
+"""Build script for the LSTM's compiled pointwise part; metadata lives in pyproject.toml.
 
-The extension uses typed memoryviews, scipy's BLAS (``scipy.linalg.cython_blas``) until captionkit's kernels are
-bound at import, and one C header of its own (_gates.h); not numpy's C API.
+The extension cimports captionkit's captionkit/_ext/pointwise.pxd, so it is built against the installed captionkit:
+``pip install --no-build-isolation plugins/captionkit-lstm`` (an isolated build environment has no captionkit).
 """
-from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import setup
 
-extensions = [
-    Extension("captionkit_lstm._loops", ["captionkit_lstm/_loops.pyx"], depends=["captionkit_lstm/_gates.h"],
-              extra_compile_args=["-O3"])
-]
+try:
+    from captionkit.pointwise import extension
+except ImportError as exc:
+    raise SystemExit("captionkit-lstm builds against captionkit: install captionkit first, then this plugin with "
+                     "`pip install --no-build-isolation plugins/captionkit-lstm`") from exc
 
-setup(ext_modules=cythonize(extensions, language_level=3))
+setup(ext_modules=extension("captionkit_lstm._pointwise", "captionkit_lstm/_pointwise.pyx"))

@@ -1,53 +1,39 @@
-"""The ``lstm`` cell for captionkit: the LSTM of the CS231n captioning assignment.
+"""The ``lstm`` cell for captionkit: the LSTM of the CS231n captioning assignment, on captionkit's recurrence engine.
 
 Parameters Wx (W, 4H), Wh (H, 4H), b (4H,), gates in the order i, f, o, g; the recurrent state is (h, c) with
-c0 = 0. ``backend="cython"`` runs the compiled time loops of :mod:`captionkit_lstm.kernels`, ``"numpy"`` the
-reference :mod:`captionkit_lstm.layers`.
+c0 = 0. The engine does the products and the time loops; this cell gives the gate arithmetic, in numpy (below: the
+reference, run on the ``numpy`` backend) and in C (:mod:`captionkit_lstm._pointwise`, run on the ``cython`` one).
 """
 import numpy as np
 
-from captionkit.cells import Cell, ParamSpec
-from captionkit_lstm import kernels, layers
+from captionkit.cells import GatedCell
+from captionkit.layers import sigmoid
 
 __all__ = ["LSTMCell"]
 
 
-class LSTMCell(Cell):
-    """Long short-term memory cell: h' = o * tanh(c'), c' = f * c + i * g."""
+class LSTMCell(GatedCell):
+    """Long short-term memory cell: c' = f * c + i * g, h' = o * tanh(c')."""
 
     name = "lstm"
-    compiled = True
+    gates = 4
+    states = 2  # h, c
+    kept = 5  # the compiled forward keeps tanh(c') beside the four activated gates
+    compiled_pointwise = "captionkit_lstm._pointwise:CAPSULES"
 
-    def __init__(self, backend="numpy"):
-        super().__init__(backend)
-        if self.backend == "cython" and not kernels.is_available():
-            kernels._require_loops()  # raises, saying how to build them
-        self._impl = kernels if self.backend == "cython" else layers
+    def pointwise_forward(self, a, u, prev):
+        h, c = prev
+        H = h.shape[1]
+        i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H]), sigmoid(a[:, 2 * H : 3 * H])
+        g = np.tanh(a[:, 3 * H :])
+        next_c = f * c + i * g
+        tanh_c = np.tanh(next_c)
+        return (o * tanh_c, next_c), (i, f, o, g, c, tanh_c)
 
-    def parameters(self, wordvec_dim, hidden_dim):
-        W, H = wordvec_dim, hidden_dim
-        return {
-            "Wx": ParamSpec((W, 4 * H), fan_in=W),
-            "Wh": ParamSpec((H, 4 * H), fan_in=H),
-            "b": ParamSpec((4 * H,)),
-        }
-
-    def initial_state(self, h0):
-        return (h0, np.zeros_like(h0))
-
-    def forward(self, x, h0, params):
-        self.check_inputs(x, h0, params)
-        return self._impl.lstm_forward(x, h0, params["Wx"], params["Wh"], params["b"])
-
-    def backward(self, dh, cache):
-        dx, dh0, dWx, dWh, db = self._impl.lstm_backward(dh, cache)
-        return dx, dh0, {"Wx": dWx, "Wh": dWh, "b": db}
-
-    def step(self, x, state, params):
-        h, c = state
-        if x.ndim != 2 or x.shape != (h.shape[0], params["Wx"].shape[0]):
-            raise ValueError(
-                f"lstm: step input x must be (N, W) = {(h.shape[0], params['Wx'].shape[0])}, got shape {x.shape}"
-            )
-        next_h, next_c, _ = layers.lstm_step_forward(x, h, c, params["Wx"], params["Wh"], params["b"])
-        return (next_h, next_c)
+    def pointwise_backward(self, dnext, saved):
+        dh, dnext_c = dnext
+        i, f, o, g, c, tanh_c = saved
+        dc = dnext_c + dh * o * (1 - tanh_c**2)  # h' = o * tanh(c') routes dh into c' as well
+        da = np.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f), dh * tanh_c * o * (1 - o),
+                             dc * i * (1 - g**2)], axis=1)
+        return da, None, (None, dc * f)

@@ -1,0 +1,48 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The LSTM's gate arithmetic for one row of one step, compiled: what captionkit's recurrence engine calls between
+its products (captionkit/_ext/pointwise.pxd gives the signatures; the compiler checks them)."""
+from cython cimport floating
+from libc.string cimport memcpy
+
+from captionkit._ext.pointwise cimport pointwise_capsules, sigmoid, tanh
+
+
+cdef void lstm_forward(Py_ssize_t H, floating *a, const floating *u, const floating *const *prev,
+                       floating *const *next) noexcept nogil:
+    # a: x Wx + h Wh + b in blocks i, f, o, g, activated in place; block 4 keeps tanh(c') for the backward.
+    cdef floating *h = next[0]
+    cdef floating *c = next[1]
+    cdef const floating *prev_c = prev[1]
+    cdef floating *tanh_c = a + 4 * H
+    cdef Py_ssize_t j
+    sigmoid(a, 3 * H)
+    tanh(a + 3 * H, H)
+    for j in range(H):
+        c[j] = a[H + j] * prev_c[j] + a[j] * a[3 * H + j]
+    memcpy(tanh_c, c, H * sizeof(floating))
+    tanh(tanh_c, H)
+    for j in range(H):
+        h[j] = a[2 * H + j] * tanh_c[j]
+
+
+cdef void lstm_backward(Py_ssize_t H, const floating *a, const floating *u, const floating *const *prev,
+                        const floating *const *next, floating *const *dstate, floating *da,
+                        floating *du) noexcept nogil:
+    # dstate: (dh, dc) of h', c' in; out, what reaches h and c directly: nothing for h (only through Wh), dc * f.
+    cdef const floating *prev_c = prev[1]
+    cdef floating *dh = dstate[0]
+    cdef floating *dc_next = dstate[1]
+    cdef floating i, f, o, g, tc, dc
+    cdef Py_ssize_t j
+    for j in range(H):
+        i, f, o, g, tc = a[j], a[H + j], a[2 * H + j], a[3 * H + j], a[4 * H + j]
+        dc = dc_next[j] + dh[j] * o * (1 - tc * tc)
+        da[j] = dc * g * i * (1 - i)
+        da[H + j] = dc * prev_c[j] * f * (1 - f)
+        da[2 * H + j] = dh[j] * tc * o * (1 - o)
+        da[3 * H + j] = dc * i * (1 - g * g)
+        dh[j] = 0
+        dc_next[j] = dc * f
+
+
+CAPSULES = pointwise_capsules(lstm_forward[float], lstm_backward[float], lstm_forward[double], lstm_backward[double])
