@@ -14,6 +14,18 @@ import time
 import numpy as np
 
 
+def peak_rss_mib():
+    """This process's peak resident set size (VmHWM) in MiB; NaN where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def torch_installed():
     return importlib.util.find_spec("torch") is not None
 

@@ -10,6 +10,7 @@ torch.optim.Adam.
 import numpy as np
 
 D, W, H, V, T = 512, 256, 512, 1004, 16
+MAX_LENGTH = 30  # of a sampled caption
 LEARNING_RATE = 5e-3
 NULL, START = 0, 1
 
@@ -61,6 +62,10 @@ def captionkit_train_step(model, features, captions):
     return train_step
 
 
+# PyTorch's module for each cell that has one; gru_numpy (the test suite's numpy-only GRU) computes nn.GRU's equations.
+TORCH_MODULES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "gru_numpy": "GRU"}
+
+
 def torch_model(cell_type, threads):
     """PyTorch's modules (embed, proj, recurrent, vocab) and ``initial(h0)``, the recurrent state from h0."""
     import torch
@@ -68,7 +73,7 @@ def torch_model(cell_type, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell_type](W, H, batch_first=True)
+    recurrent = getattr(nn, TORCH_MODULES[cell_type])(W, H, batch_first=True)
 
     def initial(h0):
         return (h0, torch.zeros_like(h0)) if cell_type == "lstm" else h0
@@ -96,3 +101,36 @@ def torch_train_step(modules, initial, features, captions):
         optimizer.step()
 
     return train_step
+
+
+def torch_greedy(modules, initial, features, max_length=MAX_LENGTH):
+    """PyTorch's greedy sampling with ``modules`` (from :func:`torch_model`): a function of no argument."""
+    import torch
+
+    embed, proj, recurrent, vocab = modules
+    features = torch.from_numpy(features)
+    N = features.shape[0]
+
+    @torch.no_grad()
+    def sample():
+        state = initial(proj(features).unsqueeze(0))
+        words = torch.full((N,), START, dtype=torch.long)
+        out = torch.empty((N, max_length), dtype=torch.long)
+        for t in range(max_length):
+            step_out, state = recurrent(embed(words).unsqueeze(1), state)
+            words = vocab(step_out[:, 0]).argmax(dim=1)
+            out[:, t] = words
+        return out
+
+    return sample
+
+
+def evaluation_data(rng, images, captions_per_image=5):
+    """A val split of ``images`` images (random features) with ``captions_per_image`` full captions each, in the
+    layout of captionkit.data.load_coco_data and with :func:`vocabulary`'s words."""
+    word_to_idx = vocabulary()
+    features, _ = make_batch(images, rng)
+    _, captions = make_batch(images * captions_per_image, rng)
+    return {"word_to_idx": word_to_idx, "idx_to_word": sorted(word_to_idx, key=word_to_idx.get),
+            "val_features": features, "val_captions": captions,
+            "val_image_idxs": np.repeat(np.arange(images), captions_per_image)}

@@ -38,11 +38,10 @@ import time
 
 import numpy as np
 
-from _harness import serve, time_interleaved, torch_installed, worker_env
-from _steps import (D, H, NULL, START, T, V, W, captionkit_model, captionkit_train_step, make_batch, torch_model,
-                    torch_train_step)
+from _harness import peak_rss_mib, serve, time_interleaved, torch_installed, worker_env
+from _steps import (MAX_LENGTH, D, H, NULL, T, V, W, captionkit_model, captionkit_train_step, make_batch,
+                    torch_greedy, torch_model, torch_train_step)
 
-MAX_LENGTH = 30
 CONFIGS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50)}
 IMPLEMENTATIONS = ("compiled", "numpy", "torch")
 
@@ -54,14 +53,6 @@ def flops(task, N):
         # forward, and two products per forward product in the backward (the features need no gradient)
         return 2 * (2 * N * D * H + 3 * N * T * per_position)
     return 2 * (N * D * H + MAX_LENGTH * N * per_position)
-
-
-def peak_rss_mib():
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---------------------------------------------------------------------- implementations (run inside a worker)
@@ -76,26 +67,10 @@ def captionkit_runner(backend, task, N, captions_kind):
 
 
 def torch_runner(task, N, captions_kind, threads):
-    import torch
-
     modules, initial = torch_model("rnn", threads)
     features, captions = make_batch(N, np.random.RandomState(0), captions_kind)
     if task == "greedy":
-        embed, proj, rnn, vocab = modules
-        features = torch.from_numpy(features)
-
-        @torch.no_grad()
-        def sample():
-            h = proj(features).unsqueeze(0)
-            words = torch.full((N,), START, dtype=torch.long)
-            out = torch.empty((N, MAX_LENGTH), dtype=torch.long)
-            for t in range(MAX_LENGTH):
-                step_out, h = rnn(embed(words).unsqueeze(1), h)
-                words = vocab(step_out[:, 0]).argmax(dim=1)
-                out[:, t] = words
-            return out
-
-        return sample
+        return torch_greedy(modules, initial, features)
     return torch_train_step(modules, initial, features, captions)
 
 

@@ -58,6 +58,21 @@ def write_bundle(directory, num_train_images=40, num_val_images=12, captions_per
     return directory
 
 
+# (time-step products, other products) on packed panels? Every combination a machine can run: all panels (AVX-512
+# CPU, OpenBLAS on narrower kernels), panels for the steps only (OpenBLAS on AVX-512 kernels), all BLAS (no AVX-512).
+PRODUCT_PATHS = {"all panels": (True, True), "step panels": (True, False), "all blas": (False, False)}
+
+
+@pytest.fixture(params=list(PRODUCT_PATHS))
+def step_products(request):
+    """The kernels' products on packed panels (where the CPU has AVX-512) or on BLAS, as PRODUCT_PATHS says."""
+    from captionkit._ext import _blas
+
+    previous = _blas.use_panel(*PRODUCT_PATHS[request.param])
+    yield request.param
+    _blas.use_panel(*previous)
+
+
 @pytest.fixture
 def bundle_dir(tmp_path):
     """A small valid bundle with the real vocabulary."""

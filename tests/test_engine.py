@@ -66,16 +66,6 @@ def engine_cell(cell_type, kind):
     return cell
 
 
-@pytest.fixture(params=["panel", "blas"])
-def step_products(request):
-    """The per-step products on packed panels (where the CPU has AVX-512) or on BLAS."""
-    from captionkit._ext import _blas
-
-    previous = _blas.use_panel(request.param == "panel")
-    yield request.param
-    _blas.use_panel(previous)
-
-
 @pytest.fixture
 def threads():
     previous = parallel.get_num_threads()

@@ -261,10 +261,10 @@ def scipy_blas():
     """The kernels bound to scipy's BLAS (the fallback when scipy-openblas32 is missing) for one test."""
     import captionkit._ext as ext
 
-    addresses, source = ext._scipy_cython_blas()
-    ext._blas.bind(*addresses, source)
+    addresses, source, avx512 = ext._scipy_cython_blas()
+    ext._blas.bind(*addresses, source, avx512)
     yield
-    ext._blas.bind(ext._sgemm, ext._dgemm, ext._source)
+    ext._blas.bind(ext._sgemm, ext._dgemm, ext._source, ext._avx512)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -30,16 +30,6 @@ def threads():
     parallel.set_num_threads(previous)
 
 
-@pytest.fixture(params=["panel", "blas"])
-def step_products(request):
-    """Run the time loops' per-step products on packed panels (where the CPU has AVX-512) or on BLAS."""
-    from captionkit._ext import _blas
-
-    previous = _blas.use_panel(request.param == "panel")
-    yield request.param
-    _blas.use_panel(previous)
-
-
 def relative_error(actual, expected):
     expected = np.asarray(expected, dtype=np.float64)
     return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-300)
@@ -73,15 +63,31 @@ def test_time_loops_equal_reference_on_both_product_paths(step_products, dtype, 
 def test_panel_path_is_taken_where_the_cpu_allows_it():
     from captionkit._ext import _blas
 
-    previous = _blas.use_panel(True)
+    previous = _blas.use_panel(True, True)
     try:
         with open("/proc/cpuinfo") as info:
             has_avx512 = " avx512f " in info.read().replace("\n", " ")
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     finally:
-        now = _blas.use_panel(previous)
-    assert now == (has_avx512 and sys.platform == "linux")
+        now = _blas.use_panel(*previous)
+    assert now == (has_avx512 and sys.platform == "linux",) * 2
+
+
+def test_other_products_go_to_the_panels_exactly_when_openblas_runs_narrower_kernels():
+    """The rule captionkit binds its BLAS with: OpenBLAS's core name says whether its kernels have AVX-512."""
+    from captionkit._ext import _blas
+
+    description = kernels.blas()
+    if not description.startswith("OpenBLAS"):
+        pytest.skip("the kernels run on scipy's BLAS here, whose products stay on it")
+    step, large = _blas.panel_use()
+    avx512_blas = any(f"{core} kernels" in description for core in ("SkylakeX", "Cooperlake", "SapphireRapids"))
+    assert large == (step and not avx512_blas)
+    code = "from captionkit import kernels; from captionkit._ext import _blas; print(kernels.blas(), _blas.panel_use())"
+    run = lambda core: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                      env={**os.environ, "OPENBLAS_CORETYPE": core}).stdout
+    assert "Haswell kernels" in run("Haswell") and run("Haswell").endswith(f"({step}, {step})\n")
 
 
 # ---------------------------------------------------------------------- fused greedy decoding

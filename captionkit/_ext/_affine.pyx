@@ -6,7 +6,7 @@ and keeping every product of a compiled training step on one of them keeps its t
 import numpy as np
 from cython cimport floating
 
-from captionkit._ext._blas cimport gemm
+from captionkit._ext._panel cimport matmul
 from captionkit._ext._vecmath cimport add
 
 
@@ -18,7 +18,7 @@ def affine_forward(const floating[:, ::1] x, const floating[:, ::1] W, const flo
     out_arr = np.empty((N, M), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] out = out_arr
     with nogil:
-        gemm(False, False, N, M, D, 1, &x[0, 0], D, &W[0, 0], M, 0, &out[0, 0], M)
+        matmul(False, False, N, M, D, &x[0, 0], D, &W[0, 0], M, False, &out[0, 0], M)
         for n in range(N):
             add(&out[n, 0], &b[0], M)
     return out_arr
@@ -40,9 +40,9 @@ def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const
         dx_arr = np.empty((N, D), dtype=dtype)
         dx = dx_arr
     with nogil:
-        gemm(True, False, D, M, N, 1, &x[0, 0], D, &dout[0, 0], M, 0, &dW[0, 0], M)
+        matmul(True, False, D, M, N, &x[0, 0], D, &dout[0, 0], M, False, &dW[0, 0], M)
         for n in range(N):
             add(&db[0], &dout[n, 0], M)
         if input_grad:
-            gemm(False, True, N, D, M, 1, &dout[0, 0], M, &W[0, 0], M, 0, &dx[0, 0], D)
+            matmul(False, True, N, D, M, &dout[0, 0], M, &W[0, 0], M, False, &dx[0, 0], D)
     return dx_arr, dW_arr, db_arr

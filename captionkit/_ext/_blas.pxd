@@ -14,6 +14,7 @@ ctypedef void (*dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, dou
 cdef sgemm_t sgemm_function() noexcept nogil
 cdef dgemm_t dgemm_function() noexcept nogil
 cdef bint panel_enabled() noexcept nogil  # whether time loops use _panel.h's products (see use_panel)
+cdef bint large_on_panels() noexcept nogil  # whether the other products use them too (see use_panel)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,

@@ -7,7 +7,7 @@ import numpy as np
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from captionkit._ext._blas cimport gemm
+from captionkit._ext._panel cimport matmul
 from captionkit._ext._vecmath cimport argmax_bias, topk_log_softmax
 
 
@@ -21,7 +21,7 @@ def affine_argmax(const floating[:, ::1] h, const floating[:, ::1] W, const floa
     cdef floating[:, ::1] scores = scores_arr
     cdef int64_t[::1] best = best_arr
     with nogil:
-        gemm(False, False, N, V, H, 1, &h[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        matmul(False, False, N, V, H, &h[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for n in range(N):
             best[n] = argmax_bias(&scores[n, 0], &b[0], V)
     return best_arr
@@ -44,7 +44,7 @@ def affine_log_softmax_topk(const floating[:, ::1] h, const floating[:, ::1] W, 
     cdef floating[:, ::1] scores = scores_arr, vals = vals_arr
     cdef int64_t[:, ::1] ids = ids_arr
     with nogil:
-        gemm(False, False, N, V, H, 1, &h[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        matmul(False, False, N, V, H, &h[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for n in range(N):
             topk_log_softmax(&scores[n, 0], &b[0], V, k, &vals[n, 0], &ids[n, 0])
     return vals_arr, ids_arr

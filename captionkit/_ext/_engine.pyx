@@ -19,8 +19,8 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
-from captionkit._ext._blas cimport gemm, panel_enabled
-from captionkit._ext._panel cimport packed_copy, product
+from captionkit._ext._blas cimport panel_enabled
+from captionkit._ext._panel cimport matmul, packed_copy, product
 from captionkit._ext._vecmath cimport add, argmax_bias
 from captionkit._ext.pointwise cimport backward_d, backward_f, forward_d, forward_f
 
@@ -229,7 +229,7 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
                 packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
             # Every step's x_t Wx + b in one product, written where the step's pre-activations go.
             _bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
-            gemm(False, False, N * T, GH, W, 1, &x[0, 0, 0], W, &Wx[0, 0], GH, 1, &A[0, 0, 0], width)
+            matmul(False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True, &A[0, 0, 0], width)
         for t in range(T):
             with nogil:
                 if t == 0:
@@ -327,9 +327,9 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
             if T > 1:
                 for t in range(1, T):
                     memcpy(&hprev[n, t, 0], &states[0, n, t - 1, 0], row_bytes)
-        gemm(False, True, N * T, W, GH, 1, &dA[0, 0, 0], GH, &Wx[0, 0], GH, 0, &dx[0, 0, 0], W)
-        gemm(True, False, W, GH, N * T, 1, &x[0, 0, 0], W, &dA[0, 0, 0], GH, 0, &dWx[0, 0], GH)
-        gemm(True, False, H, GH, N * T, 1, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, 0, &dWh[0, 0], GH)
+        matmul(False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
+        matmul(True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False, &dWx[0, 0], GH)
+        matmul(True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False, &dWh[0, 0], GH)
         for n in range(N):
             for t in range(T):
                 add(&db[0], &dA[n, t, 0], GH)
@@ -362,12 +362,12 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
     cdef floating *u = NULL
     with nogil:
         _bias_rows(&A[0, 0], &b[0], N, GH, width)
-        gemm(False, False, N, GH, W, 1, &x[0, 0], W, &Wx[0, 0], GH, 1, &A[0, 0], width)
+        matmul(False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
         if summed:
-            gemm(False, False, N, GH, H, 1, &state[0, 0, 0], H, &Wh[0, 0], GH, 1, &A[0, 0], width)
+            matmul(False, False, N, GH, H, &state[0, 0, 0], H, &Wh[0, 0], GH, True, &A[0, 0], width)
         else:
             u = &U[0, 0]
-            gemm(False, False, N, GH, H, 1, &state[0, 0, 0], H, &Wh[0, 0], GH, 0, u, GH)
+            matmul(False, False, N, GH, H, &state[0, 0, 0], H, &Wh[0, 0], GH, False, u, GH)
         if fn != NULL:
             _forward_rows(fn, N, H, S, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H, H, &nxt[0, 0, 0], N * H, H)
     if fn == NULL:

@@ -1,4 +1,5 @@
-/* Few-row matrix products of a time step, C (m, n) += A (m, k) @ B (k, n), with B packed once per sequence.
+/* Matrix products C (m, n) += op(A) (m, k) @ B (k, n) with B packed into panels: the few-row products of a time
+ * step, B packed once per sequence, and (where OpenBLAS runs narrower kernels than these) every other product.
  *
  * A time loop multiplies a handful of rows (the batch) by the same recurrent matrix at every step. A general BLAS
  * gemm repacks that matrix on every call, and with 12-50 rows the repacking costs as much as the arithmetic. Here
@@ -127,6 +128,31 @@ typedef double ck_v8d __attribute__((vector_size(64), aligned(8)));
 CK_DEFINE_TILES(f, float, ck_v16f, 16)
 CK_DEFINE_TILES(d, double, ck_v8d, 8)
 
+/* Rows [0, R) of A (R x k, row stride lda; or given as its transpose, k x R, with trans) into tile[p * R + r]. Row by
+ * row in blocks of CK_GATHER columns, so that each row is read in order and the block of the tile being written
+ * stays in L1: walking all the rows for one column at a time touched a cache line of every row per column, and took
+ * as long as the product of a large matrix. */
+#define CK_GATHER 64
+#define CK_DEFINE_GATHER(SUFFIX, TYPE)                                                                           \
+    static inline void ck_gather_##SUFFIX(int R, Py_ssize_t k, const TYPE *a, Py_ssize_t lda, int trans,         \
+                                          TYPE *tile)                                                            \
+    {                                                                                                            \
+        if (trans) { /* column p of op(A) is a row of the given matrix: read in order as it is */               \
+            for (Py_ssize_t p = 0; p < k; p++)                                                                   \
+                for (int r = 0; r < R; r++)                                                                      \
+                    tile[p * R + r] = a[p * lda + r];                                                            \
+            return;                                                                                              \
+        }                                                                                                        \
+        for (Py_ssize_t p0 = 0; p0 < k; p0 += CK_GATHER) {                                                       \
+            Py_ssize_t p1 = p0 + CK_GATHER < k ? p0 + CK_GATHER : k;                                             \
+            for (int r = 0; r < R; r++)                                                                          \
+                for (Py_ssize_t p = p0; p < p1; p++)                                                             \
+                    tile[p * R + r] = a[r * lda + p];                                                            \
+        }                                                                                                        \
+    }
+CK_DEFINE_GATHER(f, float)
+CK_DEFINE_GATHER(d, double)
+
 /* A tile of `rows` rows over one panel; a panel cut short by n goes through a scratch tile so that C is never
  * read or written past column n. */
 #define CK_DEFINE_PANEL_GEMM(SUFFIX, TYPE, PANEL)                                                                \
@@ -152,7 +178,7 @@ CK_DEFINE_TILES(d, double, ck_v8d, 8)
     }                                                                                                            \
                                                                                                                  \
     static CK_V4 void ck_panel_gemm_##SUFFIX(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const TYPE *a,           \
-                                             Py_ssize_t lda, TYPE *bp, TYPE *c, Py_ssize_t ldc)                  \
+                                             Py_ssize_t lda, int trans_a, TYPE *bp, TYPE *c, Py_ssize_t ldc)     \
     {                                                                                                            \
         TYPE *work = bp + (n + PANEL - 1) / PANEL * PANEL * k; /* the packed buffer's tail, see ck_packed_size */  \
         TYPE scratch[CK_TILE_ROWS * PANEL];                                                                      \
@@ -167,11 +193,9 @@ CK_DEFINE_TILES(d, double, ck_v8d, 8)
             for (int t = 0, i0 = 0; t < tiles; t++) {                                                            \
                 rows[t] = (int)((group_rows - i0) / (tiles - t));                                                \
                 /* Interleaved (work[p * rows + r]); the rows of a time step sit T * H elements apart in A,     \
-                 * which would make them share cache sets. */                                                   \
-                TYPE *tile = work + i0 * k;                                                                      \
-                for (Py_ssize_t p = 0; p < k; p++)                                                               \
-                    for (int r = 0; r < rows[t]; r++)                                                            \
-                        tile[p * rows[t] + r] = a[(g0 + i0 + r) * lda + p];                                      \
+                 * which would make them share cache sets. With trans_a, A is given as its transpose (k, m). */  \
+                ck_gather_##SUFFIX(rows[t], k, trans_a ? a + g0 + i0 : a + (g0 + i0) * lda, lda, trans_a,         \
+                                   work + i0 * k);                                                               \
                 i0 += rows[t];                                                                                   \
             }                                                                                                    \
             for (Py_ssize_t j0 = 0; j0 < n; j0 += PANEL) {                                                       \
@@ -201,9 +225,9 @@ CK_DEFINE_PANEL_GEMM(d, double, CK_PANEL_D)
 
 #else /* no AVX-512 build: never called, since ck_panel_available() is 0 */
 
-static void ck_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda,
+static void ck_panel_gemm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans_a,
                             float *bp, float *c, Py_ssize_t ldc) {}
-static void ck_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a, Py_ssize_t lda,
+static void ck_panel_gemm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *a, Py_ssize_t lda, int trans_a,
                             double *bp, double *c, Py_ssize_t ldc) {}
 
 #endif

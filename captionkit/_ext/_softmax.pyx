@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy
 
-from captionkit._ext._blas cimport gemm
+from captionkit._ext._panel cimport matmul
 from captionkit._ext._vecmath cimport add, softmax_xent
 
 
@@ -65,12 +65,12 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
         if kept < R:
             for i in range(kept):
                 memcpy(&packed[i, 0], &h[rows[i], 0], row_bytes)
-        gemm(False, False, kept, V, H, 1, &hk[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        matmul(False, False, kept, V, H, &hk[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for i in range(kept):
             loss += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], scale)
             add(&db[0], &scores[i, 0], V)
-        gemm(True, False, H, V, kept, 1, &hk[0, 0], H, &scores[0, 0], V, 0, &dW[0, 0], V)
-        gemm(False, True, kept, H, V, 1, &scores[0, 0], V, &W[0, 0], V, 0, &dpacked[0, 0], H)
+        matmul(True, False, H, V, kept, &hk[0, 0], H, &scores[0, 0], V, False, &dW[0, 0], V)
+        matmul(False, True, kept, H, V, &scores[0, 0], V, &W[0, 0], V, False, &dpacked[0, 0], H)
         if kept < R:
             for i in range(kept):
                 memcpy(&dh[rows[i], 0], &dpacked[i, 0], row_bytes)
@@ -110,7 +110,7 @@ def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floatin
                 rows[i] = r
                 memcpy(&packed[i, 0], &h[r, 0], row_bytes)
                 i += 1
-        gemm(False, False, kept, V, H, 1, &packed[0, 0], H, &W[0, 0], V, 0, &scores[0, 0], V)
+        matmul(False, False, kept, V, H, &packed[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for i in range(kept):
             # With scale 0 the row's gradient, which softmax_xent writes over the scores, is left as zeros.
             nll[rows[i] // T] += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], 0)
