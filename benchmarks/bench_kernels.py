@@ -105,7 +105,7 @@ def blas_summary():
     )
 
 
-def profile_compiled(N, repeats):
+def profile_compiled(cell_type, N, repeats):
     """Median ms and GFLOP/s of each phase of a compiled float32 training step and of greedy sampling.
 
     The model cuts its batch into one shard per thread (captionkit.parallel); the phases of the loss are timed on
@@ -113,8 +113,9 @@ def profile_compiled(N, repeats):
     """
     from captionkit import kernels, parallel
 
-    model = captionkit_model("rnn", "cython")
-    p = model.params
+    model = captionkit_model(cell_type, "cython")
+    p, cell = model.params, model.cell
+    cell_params = {name: p[name] for name in model.cell_param_names}
     features, captions = make_batch(N, np.random.RandomState(0))
     shards = parallel.shards(N)
     shard = shards[0]
@@ -129,15 +130,15 @@ def profile_compiled(N, repeats):
         state["h0"], state["proj"] = kernels.affine_forward(features[shard], p["W_proj"], p["b_proj"])
         state["x"], state["embed"] = kernels.word_embedding_forward(captions_in, p["W_embed"])
 
-    def phase_rnn_forward():
-        state["h"], state["rnn"] = kernels.rnn_forward(state["x"], state["h0"], p["Wx"], p["Wh"], p["b"])
+    def phase_cell_forward():
+        state["h"], state["cell"] = cell.forward(state["x"], state["h0"], cell_params)
 
     def phase_output():
         _, state["dh"], _, _ = kernels.temporal_softmax_affine_loss(state["h"], p["W_vocab"], p["b_vocab"],
                                                                     captions_out, mask, batch=N)
 
-    def phase_rnn_backward():
-        state["dx"], state["dh0"], *_ = kernels.rnn_backward(state["dh"], state["rnn"])
+    def phase_cell_backward():
+        state["dx"], state["dh0"], _ = cell.backward(state["dh"], state["cell"])
 
     def phase_input_backward():
         kernels.word_embedding_backward(state["dx"], state["embed"])
@@ -153,18 +154,21 @@ def profile_compiled(N, repeats):
     def phase_greedy():
         model.sample(features, max_length=MAX_LENGTH)
 
-    nt = n * T
+    nt, recurrent = n * T, sum(p[name].size for name in ("Wx", "Wh") if name in p)  # multiply-adds per position
     phases = [
         (f"shard of {n}: projection + embedding", phase_input, 2 * n * D * H),
-        (f"shard of {n}: rnn forward", phase_rnn_forward, 2 * nt * (W * H + H * H)),
+        (f"shard of {n}: {cell_type} forward", phase_cell_forward, 2 * nt * recurrent),
         (f"shard of {n}: output layer fwd+bwd", phase_output, 3 * 2 * nt * H * V),
-        (f"shard of {n}: rnn backward", phase_rnn_backward, 2 * 2 * nt * (W * H + H * H)),
+        (f"shard of {n}: {cell_type} backward", phase_cell_backward, 2 * 2 * nt * recurrent),
         (f"shard of {n}: embedding + projection bwd", phase_input_backward, 2 * n * D * H),
-        (f"loss and gradients, {N} rows in {len(shards)} shards on threads", phase_loss, flops("train", N)),
+        (f"loss and gradients, {N} rows in {len(shards)} shards on threads", phase_loss,
+         2 * (2 * N * D * H + 3 * N * T * (recurrent + H * V))),
         ("adam (all parameters)", phase_adam, 0),
-        (f"greedy sampling, {N} captions x {MAX_LENGTH} steps", phase_greedy, flops("greedy", N)),
+        (f"greedy sampling, {N} captions x {MAX_LENGTH} steps", phase_greedy,
+         2 * (N * D * H + MAX_LENGTH * N * (recurrent + H * V))),
     ]
-    lines = [f"| phase (N={N}, {parallel.get_num_threads()} threads) | median ms | GFLOP/s |", "|---|---:|---:|"]
+    lines = [f"| {cell_type} phase (N={N}, {parallel.get_num_threads()} threads) | median ms | GFLOP/s |",
+             "|---|---:|---:|"]
     for name, run, work in phases:
         run()
         times = []
@@ -307,6 +311,7 @@ def main():
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--profile", action="store_true",
                         help="time the phases of the compiled step instead (one process, this process's threads)")
+    parser.add_argument("--cell", default="rnn", help="the cell --profile times (default rnn)")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--measure-peak", action="store_true", help=argparse.SUPPRESS)
@@ -316,7 +321,7 @@ def main():
         return
     if args.profile:
         for N in (25, 50):
-            print(profile_compiled(N, repeats=max(args.rounds * args.block, 20)), end="\n\n")
+            print(profile_compiled(args.cell, N, repeats=max(args.rounds * args.block, 20)), end="\n\n")
         return
     if args.worker:
         worker(args.worker, args.config, args.captions, args.threads, args.warmup)

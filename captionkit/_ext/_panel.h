@@ -51,23 +51,35 @@ static inline Py_ssize_t ck_packed_size_d(Py_ssize_t k, Py_ssize_t n)
 }
 
 /* Pack B (k, n) into panels. With trans set, the matrix given is B's transpose (n, k) with row stride ldb: the
- * backward pass multiplies by Wh^T and packs it straight from Wh. */
+ * backward pass multiplies by Wh^T and packs it straight from Wh. A whole panel row is one fixed-size copy (which
+ * the compiler turns into vector moves rather than a call to memcpy); a transposed panel is filled in blocks of
+ * CK_PACK_BLOCK columns of B, reading each of the panel's rows of the given matrix in order: gathering one element
+ * of every row per column made packing Wh^T take as long as two time steps. */
+#define CK_PACK_BLOCK 16
 #define CK_DEFINE_PACK(SUFFIX, TYPE, PANEL)                                                                      \
     static void ck_pack_##SUFFIX(Py_ssize_t k, Py_ssize_t n, const TYPE *b, Py_ssize_t ldb, int trans, TYPE *bp) \
     {                                                                                                            \
         for (Py_ssize_t j0 = 0; j0 < n; j0 += PANEL) {                                                           \
             Py_ssize_t width = n - j0 < PANEL ? n - j0 : PANEL;                                                  \
             TYPE *panel = bp + j0 * k;                                                                           \
-            for (Py_ssize_t p = 0; p < k; p++) {                                                                 \
-                TYPE *row = panel + p * PANEL;                                                                   \
-                if (trans) {                                                                                     \
-                    for (Py_ssize_t j = 0; j < width; j++)                                                       \
-                        row[j] = b[(j0 + j) * ldb + p];                                                          \
-                } else {                                                                                         \
-                    memcpy(row, b + p * ldb + j0, width * sizeof(TYPE));                                         \
+            if (width < PANEL) /* the last panel, cut short by n: zero padding past column n */                  \
+                memset(panel, 0, k * PANEL * sizeof(TYPE));                                                      \
+            if (!trans) {                                                                                        \
+                for (Py_ssize_t p = 0; p < k; p++) {                                                             \
+                    if (width == PANEL)                                                                          \
+                        memcpy(panel + p * PANEL, b + p * ldb + j0, PANEL * sizeof(TYPE));                       \
+                    else                                                                                         \
+                        memcpy(panel + p * PANEL, b + p * ldb + j0, width * sizeof(TYPE));                       \
                 }                                                                                                \
-                for (Py_ssize_t j = width; j < PANEL; j++)                                                       \
-                    row[j] = 0;                                                                                  \
+                continue;                                                                                        \
+            }                                                                                                    \
+            for (Py_ssize_t p0 = 0; p0 < k; p0 += CK_PACK_BLOCK) {                                               \
+                Py_ssize_t p1 = p0 + CK_PACK_BLOCK < k ? p0 + CK_PACK_BLOCK : k;                                 \
+                for (Py_ssize_t j = 0; j < width; j++) {                                                         \
+                    const TYPE *src = b + (j0 + j) * ldb;                                                        \
+                    for (Py_ssize_t p = p0; p < p1; p++)                                                         \
+                        panel[p * PANEL + j] = src[p];                                                           \
+                }                                                                                                \
             }                                                                                                    \
         }                                                                                                        \
     }

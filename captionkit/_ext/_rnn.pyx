@@ -19,8 +19,9 @@ cdef void rnn_backward(Py_ssize_t H, const floating *a, const floating *u, const
     # h_t = tanh(a): da = dh * (1 - h_t^2); h_{t-1} reaches h_t only through Wh, so nothing flows back directly.
     cdef Py_ssize_t j
     cdef floating *dh = dstate[0]
+    cdef floating one = 1  # Cython writes a literal 1 as the C double 1.0, which would take float code to double
     for j in range(H):
-        da[j] = dh[j] * (1 - a[j] * a[j])
+        da[j] = dh[j] * (one - a[j] * a[j])
         dh[j] = 0
 
 

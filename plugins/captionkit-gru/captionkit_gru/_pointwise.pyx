@@ -11,33 +11,47 @@ cdef void gru_forward(Py_ssize_t H, floating *a, const floating *u, const floati
     # a = x Wx + b and u = h Wh in blocks r, z, n; a becomes the activated r, z, n for the backward.
     cdef const floating *h = prev[0]
     cdef floating *out = next[0]
+    cdef floating *r = a
+    cdef floating *z = a + H
+    cdef floating *n = a + 2 * H
+    cdef const floating *u_n = u + 2 * H
+    cdef floating one = 1  # Cython writes a literal 1 as the C double 1.0, which would take float code to double
     cdef Py_ssize_t j
     for j in range(2 * H):
         a[j] += u[j]
     sigmoid(a, 2 * H)
     for j in range(H):
-        a[2 * H + j] += a[j] * u[2 * H + j]
-    tanh(a + 2 * H, H)
+        n[j] += r[j] * u_n[j]
+    tanh(n, H)
     for j in range(H):
-        out[j] = (1 - a[H + j]) * a[2 * H + j] + a[H + j] * h[j]
+        out[j] = (one - z[j]) * n[j] + z[j] * h[j]
 
 
 cdef void gru_backward(Py_ssize_t H, const floating *a, const floating *u, const floating *const *prev,
                        const floating *const *next, floating *const *dstate, floating *da,
                        floating *du) noexcept nogil:
-    # dstate[0]: dh of h' in; out, what reaches h directly: dh * z.
+    # dstate[0]: dh of h' in; out, what reaches h directly: dh * z. One pointer per block, so that GCC sees the few
+    # streams it must check for overlap and vectorises the loop.
     cdef const floating *h = prev[0]
+    cdef const floating *r = a
+    cdef const floating *z = a + H
+    cdef const floating *n = a + 2 * H
+    cdef const floating *u_n = u + 2 * H
     cdef floating *dh = dstate[0]
-    cdef floating r, z, n, dn, dz, dr
+    cdef floating *dr = da
+    cdef floating *dz = da + H
+    cdef floating *dn = da + 2 * H
+    cdef floating *du_r = du
+    cdef floating *du_z = du + H
+    cdef floating *du_n = du + 2 * H
+    cdef floating one = 1
     cdef Py_ssize_t j
     for j in range(H):
-        r, z, n = a[j], a[H + j], a[2 * H + j]
-        dn = dh[j] * (1 - z) * (1 - n * n)
-        dz = dh[j] * (h[j] - n) * z * (1 - z)
-        dr = dn * u[2 * H + j] * r * (1 - r)
-        da[j], da[H + j], da[2 * H + j] = dr, dz, dn
-        du[j], du[H + j], du[2 * H + j] = dr, dz, dn * r
-        dh[j] = dh[j] * z
+        dn[j] = dh[j] * (one - z[j]) * (one - n[j] * n[j])
+        dz[j] = dh[j] * (h[j] - n[j]) * z[j] * (one - z[j])
+        dr[j] = dn[j] * u_n[j] * r[j] * (one - r[j])
+        du_r[j], du_z[j], du_n[j] = dr[j], dz[j], dn[j] * r[j]
+        dh[j] = dh[j] * z[j]
 
 
 CAPSULES = pointwise_capsules(gru_forward[float], gru_backward[float], gru_forward[double], gru_backward[double])
