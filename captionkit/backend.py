@@ -72,14 +72,13 @@ class Runtime:
 
     def prepare(self):
         """What a model does once when it is built on this backend. Compiled: keep freed memory for reuse (the
-        compiled step's speed depends on it, captionkit.allocation), refuse a bad thread setting now rather than at
-        the first step, and look for BLAS libraries loaded since the last model (captionkit.parallel)."""
+        compiled step's speed depends on it, captionkit.allocation), and start the threads (refusing a bad thread
+        setting now rather than at the first step) with the BLAS libraries loaded by then (captionkit.parallel)."""
         if self.name == "cython":
             from captionkit import allocation, parallel
 
             allocation.keep_freed_memory()
-            parallel.get_num_threads()
-            parallel.rescan_blas_libraries()
+            parallel.start()
 
     def map_rows(self, rows, task):
         """``[task(rows_slice), ...]`` over slices that cover ``range(rows)`` in order. Compiled: one shard per

@@ -277,16 +277,16 @@ def word_embedding_backward(dout, cache):
 
 @dataclass(frozen=True)
 class GatedCache:
-    """What :func:`gated_backward` needs from :func:`gated_forward`: its inputs, every step's state (S, N, T, H),
-    what the cell's pointwise forward left of each step's rows (A), the recurrent pre-activations (U, None for summed
-    cells), what numpy pointwise functions saved, and the cell."""
+    """What :func:`gated_backward` needs from :func:`gated_forward`: its inputs, every step's state (S, N, T, H), and
+    the cell with what its pointwise forward kept: for a compiled one, what it left of each step's rows (A) and the
+    recurrent pre-activations (U, None for summed cells); for numpy functions, what they saved (A and U None)."""
 
     x: np.ndarray
     s0: np.ndarray
     Wx: np.ndarray
     Wh: np.ndarray
     states: np.ndarray
-    A: np.ndarray
+    A: np.ndarray | None
     U: np.ndarray | None
     saved: list | None
     pointwise: Pointwise
@@ -387,14 +387,16 @@ def _check_gated_cache(cache, compiled):
     _expect_shape("cache Wh", _float_array("cache Wh", cache.Wh, 2, ("cache x", x)), (H, GH), "cache s0")
     states = _float_array("cache states", cache.states, 4, ("cache x", x))
     _expect_shape("cache states", states, (pointwise.states, N, T, H), "cache x and s0")
-    width = (pointwise.kept if compiled else pointwise.gates) * H
-    _expect_shape("cache A", _float_array("cache A", cache.A, 3, ("cache x", x)), (N, T, width), "cache x and s0")
+    if not compiled:
+        if not isinstance(cache.saved, list) or len(cache.saved) != T:
+            raise ValueError(f"cache saved must hold what the cell's numpy forward saved at each of the {T} steps")
+        return
+    A = _float_array("cache A", cache.A, 3, ("cache x", x))
+    _expect_shape("cache A", A, (N, T, pointwise.kept * H), "cache x and s0")
     if pointwise.summed != (cache.U is None):
         raise ValueError("cache U does not fit the cell: it must be None exactly for summed cells")
     if cache.U is not None:
         _expect_shape("cache U", _float_array("cache U", cache.U, 3, ("cache x", x)), (N, T, GH), "cache x and s0")
-    if not compiled and (not isinstance(cache.saved, list) or len(cache.saved) != T):
-        raise ValueError(f"cache saved must hold what the cell's numpy forward saved at each of the {T} steps")
 
 
 def gated_step(x, state, Wx, Wh, b, pointwise):

@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
-__all__ = ["get_num_threads", "rescan_blas_libraries", "set_num_threads", "shards", "run"]
+__all__ = ["get_num_threads", "rescan_blas_libraries", "run", "set_num_threads", "shards", "start"]
 
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
@@ -198,6 +198,13 @@ def rescan_blas_libraries():
     global _blas_libraries
     with _blas_lock:
         _blas_libraries = None
+
+
+def start():
+    """Start the pool's threads (pinned, where they are) and find the BLAS libraries now, so that the first batch
+    does not wait for them: a model on the compiled backend calls this when it is built."""
+    rescan_blas_libraries()
+    run([lambda: None] * get_num_threads())
 
 
 @contextmanager

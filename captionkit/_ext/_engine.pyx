@@ -195,10 +195,11 @@ cdef inline void _zero_rows(floating *a, Py_ssize_t rows, Py_ssize_t n, Py_ssize
 def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, const floating[:, ::1] Wx,
                   const floating[:, ::1] Wh, const floating[::1] b, CellCode code):
     """x (N, T, W), s0 (S, N, H) the initial state, Wx (W, G*H), Wh (H, G*H), b (G*H,) ->
-    (states (S, N, T, H), A (N, T, width), U (N, T, G*H) or None for summed cells, saved list or None).
+    (states (S, N, T, H), A (N, T, K*H), U (N, T, G*H), saved list).
 
-    A holds what the pointwise forward left of each step's rows (width K*H; G*H for numpy callbacks), U the
-    recurrent pre-activations, saved what the numpy callbacks saved (None for compiled ones).
+    For a compiled pointwise part, A holds what its forward left of each step's rows and U the recurrent
+    pre-activations (None for summed cells), and saved is None. For numpy callbacks, saved holds what they saved for
+    their backward, which needs nothing else, so A and U are None (what the callbacks saved of them stays alive).
     """
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t GH = code.gates * H, t
@@ -251,32 +252,39 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
                                           states_arr[:, :, t])
     finally:
         free(packed)
+    if fn == NULL:
+        return states_arr, None, None, saved
     return states_arr, A_arr, U_arr, saved
 
 
 def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, const floating[:, :, ::1] s0,
                    const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[:, :, :, ::1] states,
-                   const floating[:, :, ::1] A, U_arr, saved, CellCode code):
+                   A_arr, U_arr, saved, CellCode code):
     """Backward of gated_forward given its inputs and outputs; dh (N, T, H) is the loss's gradient of every h_t
     (not counting the recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t GH = code.gates * H, t, n
     cdef void *fn = code.backward_f32 if floating is float else code.backward_f64
-    cdef Py_ssize_t width = A.shape[2]
+    cdef Py_ssize_t width = code.kept * H
     cdef bint summed = code.summed
     if N < 1 or T < 1 or W < 1 or H < 1 or s0.shape[0] != S or s0.shape[1] != N or Wx.shape[0] != W \
             or Wx.shape[1] != GH or Wh.shape[0] != H or Wh.shape[1] != GH or dh.shape[0] != N \
             or dh.shape[1] != T or dh.shape[2] != H or states.shape[0] != S or states.shape[1] != N \
-            or states.shape[2] != T or states.shape[3] != H or A.shape[0] != N or A.shape[1] != T \
-            or width != (code.kept * H if fn != NULL else GH) or (U_arr is None) != summed \
-            or (fn == NULL and (saved is None or len(saved) != T)):
+            or states.shape[2] != T or states.shape[3] != H \
+            or (fn == NULL and (saved is None or len(saved) != T)) \
+            or (fn != NULL and (A_arr is None or (U_arr is None) != summed)):
         raise ValueError("gated_backward: inconsistent or empty shapes, or a cache of another cell")
     dtype = np.float32 if floating is float else np.float64
+    cdef const floating[:, :, ::1] A
     cdef const floating[:, :, ::1] U
-    if not summed:
-        U = U_arr
-        if U.shape[0] != N or U.shape[1] != T or U.shape[2] != GH:
-            raise ValueError("gated_backward: U has the wrong shape")
+    if fn != NULL:
+        A = A_arr
+        if A.shape[0] != N or A.shape[1] != T or A.shape[2] != width:
+            raise ValueError("gated_backward: A has the wrong shape")
+        if not summed:
+            U = U_arr
+            if U.shape[0] != N or U.shape[1] != T or U.shape[2] != GH:
+                raise ValueError("gated_backward: U has the wrong shape")
     dA_arr = np.empty((N, T, GH), dtype=dtype)
     dU_arr = dA_arr if summed else np.empty((N, T, GH), dtype=dtype)  # a summed cell's u gradient is a's
     dstate_arr = np.zeros((S, N, H), dtype=dtype)  # the gradient of the state at the step being undone
