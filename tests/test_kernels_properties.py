@@ -197,6 +197,59 @@ def test_rnn_backward(d, dtype, fault, seed):
         expect_clean_error(call, ["dh"])
 
 
+GATED_SYMBOLS = {"x": "NTD", "h0": "NH", "Wx": "DG", "Wh": "HG", "b": "G"}
+GATED_STEP_SYMBOLS = {"x": "ND", "h": "NH", "c": "NH", "Wx": "DG", "Wh": "HG", "b": "G"}
+
+
+def _gated_reference(cell_type):
+    """(the cell's pointwise part on the engine, its plugin's reference forward and step on (x, state, params))."""
+    from captionkit_gru import layers as gru
+    from captionkit_lstm import layers as lstm
+
+    cell = get_cell(cell_type)(backend="cython")
+    if cell_type == "lstm":
+        return cell, lstm.lstm_forward, lambda x, state, Wx, Wh, b: lstm.lstm_step_forward(x, *state, Wx, Wh, b)[:2]
+    return cell, gru.gru_forward, lambda x, state, Wx, Wh, b: (gru.gru_step_forward(x, state[0], Wx, Wh, b),)
+
+
+@SETTINGS
+@given(st.sampled_from(["lstm", "gru"]), st.sampled_from(["sequence", "step"]), dims, dtypes,
+       st.sampled_from(list(GATED_STEP_SYMBOLS)), st.sampled_from(FAULTS), seeds)
+def test_gated_engine_on_a_cell_of_two_states_and_one_of_apart_products(cell_type, which, d, dtype, spoiled, fault,
+                                                                       seed):
+    """The LSTM (two state arrays, summed, kept blocks) and the GRU (a and u apart), sequence and step."""
+    cell, forward, step = _gated_reference(cell_type)
+    gates = cell.gates
+    symbols = GATED_SYMBOLS if which == "sequence" else GATED_STEP_SYMBOLS
+    if cell_type == "gru" and which == "step":
+        symbols = {k: v for k, v in symbols.items() if k != "c"}
+    spoiled = spoiled if spoiled in symbols else "x"
+    rng = np.random.default_rng(seed)
+    sizes = dict(d, G=gates * d["H"])
+    args = {name: float_arg(rng, tuple(sizes[s] for s in sym), dtype, fault if name == spoiled else "ok")
+            for name, sym in symbols.items()}
+    params = [args[n] for n in ("Wx", "Wh", "b")]
+    if which == "sequence":
+        call = lambda: kernels.gated_forward(args["x"], args["h0"], *params, cell.pointwise)  # noqa: E731
+    else:
+        state = (args["h"], args["c"]) if "c" in args else (args["h"],)
+        call = lambda: kernels.gated_step(args["x"], state, *params, cell.pointwise)  # noqa: E731
+    valid = floats_valid(args) and bind_shapes(args, symbols) and args["b"].shape[0] == gates * args["Wh"].shape[0]
+    if not valid:
+        expect_clean_error(call, list(symbols) + ["state[0]", "state[1]"])
+        return
+    if which == "sequence":
+        h, cache = call()
+        close(h, forward(*(as64(args[n]) for n in symbols))[0], args["x"].dtype)
+        dx, dh0, *grads = kernels.gated_backward(np.ones_like(h), cache)
+        assert dx.shape == args["x"].shape and dh0.shape == args["h0"].shape
+    else:
+        got = call()
+        want = step(as64(args["x"]), tuple(as64(s) for s in state), *(as64(p) for p in params))
+        for g, w in zip(got, want):
+            close(g, w, args["x"].dtype)
+
+
 @SETTINGS
 @given(dims, dtypes, st.sampled_from(FAULTS), st.sampled_from(ID_FAULTS), st.sampled_from(FAULTS), seeds)
 def test_word_embedding_forward_and_backward(d, dtype, w_fault, id_fault, dout_fault, seed):

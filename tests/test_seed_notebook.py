@@ -1,4 +1,5 @@
-"""The seed notebook's cells, transcribed with only the imports changed (examples/seed_notebook.py), print its numbers."""
+"""The seed notebook's cells, transcribed with only the imports changed (examples/seed_notebook.py), print its numbers
+on both backends."""
 import os
 import re
 import subprocess
@@ -24,14 +25,18 @@ BOUNDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def notebook_output(tmp_path_factory):
+@pytest.fixture(scope="module", params=["numpy", "cython"])
+def notebook_output(request, tmp_path_factory):
+    """The notebook run whole on each backend: its numbers must come out on both."""
     pytest.importorskip("matplotlib")
+    from captionkit.backend import compiled_available
     from captionkit.synthetic import write_bundle
 
-    work = tmp_path_factory.mktemp("notebook")
+    if request.param == "cython" and not compiled_available():
+        pytest.skip("compiled kernels not built")
+    work = tmp_path_factory.mktemp(f"notebook-{request.param}")
     bundle = write_bundle(work / "bundle", num_train=200, num_val=40)
-    env = dict(os.environ, CAPTIONKIT_DATA_DIR=str(bundle), MPLBACKEND="Agg")
+    env = dict(os.environ, CAPTIONKIT_DATA_DIR=str(bundle), MPLBACKEND="Agg", CAPTIONKIT_BACKEND=request.param)
     result = subprocess.run([sys.executable, str(SCRIPT)], cwd=work, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr
