@@ -522,6 +522,15 @@ def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
     h that is a shard of a larger batch: the shards' losses and gradients then add up to the whole batch's.
     """
     _require_built()
+    h, w, b, targets, flat_mask = _output_layer_args(h, w, b, y, mask)
+    N, T, H = h.shape
+    batch = N if batch is None else _positive_int("batch", batch)
+    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch)
+    return loss, dh.reshape(N, T, H), dw, db
+
+
+def _output_layer_args(h, w, b, y, mask):
+    """Checked h (N, T, H), w (H, V), b (V,), and the targets y (N, T) and mask (N, T) flattened."""
     h = _float_array("h", h, 3)
     w = _float_array("w", w, 2, ("h", h))
     b = _float_array("b", b, 1, ("h", h))
@@ -530,11 +539,7 @@ def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
     V = w.shape[1]
     _expect_shape("b", b, (V,), "w")
     _check_size("scores", (N * T, V))
-    targets = _ids("y", y, V, (N, T), "h and w")
-    flat_mask = _mask("mask", mask, (N, T), "h")
-    batch = N if batch is None else _positive_int("batch", batch)
-    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch)
-    return loss, dh.reshape(N, T, H), dw, db
+    return h, w, b, _ids("y", y, V, (N, T), "h and w"), _mask("mask", mask, (N, T), "h")
 
 
 def temporal_softmax_affine_nll(h, w, b, y, mask):
@@ -542,16 +547,8 @@ def temporal_softmax_affine_nll(h, w, b, y, mask):
     integer targets in [0, V), mask (N, T) bool -> (N,) float64, the sum over t with mask of
     ``-log softmax(h[n, t] @ w + b)[y[n, t]]``. :func:`temporal_softmax_affine_loss`'s forward alone, per caption."""
     _require_built()
-    h = _float_array("h", h, 3)
-    w = _float_array("w", w, 2, ("h", h))
-    b = _float_array("b", b, 1, ("h", h))
+    h, w, b, targets, flat_mask = _output_layer_args(h, w, b, y, mask)
     N, T, H = h.shape
-    _expect_shape("w", w, (H, w.shape[1]), "h")
-    V = w.shape[1]
-    _expect_shape("b", b, (V,), "w")
-    _check_size("scores", (N * T, V))
-    targets = _ids("y", y, V, (N, T), "h and w")
-    flat_mask = _mask("mask", mask, (N, T), "h")
     return _softmax.affine_nll(h.reshape(N * T, H), w, b, targets, flat_mask, T)
 
 

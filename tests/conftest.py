@@ -74,6 +74,22 @@ def step_products(request):
 
 
 @pytest.fixture
+def threads():
+    """Set captionkit.parallel's thread count for one test (call the fixture's value) and restore it after."""
+    from captionkit import parallel
+
+    previous = parallel.get_num_threads()
+    yield parallel.set_num_threads
+    parallel.set_num_threads(previous)
+
+
+def relative_error(actual, expected):
+    """The norm of the difference relative to the expected values', in float64."""
+    expected = np.asarray(expected, dtype=np.float64)
+    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-300)
+
+
+@pytest.fixture
 def bundle_dir(tmp_path):
     """A small valid bundle with the real vocabulary."""
     return write_bundle(tmp_path / "bundle")

@@ -25,7 +25,7 @@ from captionkit import CaptioningRNN, kernels, layers, parallel
 from captionkit.cells import CellLoadError, CellRegistry, get_cell
 from captionkit.decoding import decode
 from captionkit.pointwise import Pointwise
-from conftest import make_distribution
+from conftest import make_distribution, relative_error
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
 
@@ -66,16 +66,8 @@ def engine_cell(cell_type, kind):
     return cell
 
 
-@pytest.fixture
-def threads():
-    previous = parallel.get_num_threads()
-    yield parallel.set_num_threads
-    parallel.set_num_threads(previous)
 
 
-def relative_error(actual, expected):
-    expected = np.asarray(expected, dtype=np.float64)
-    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-300)
 
 
 def cell_inputs(rng, cell_type, N, T, W, H, dtype):

@@ -16,23 +16,15 @@ import pytest
 
 from captionkit import CaptioningRNN, kernels, layers, optim, parallel
 from captionkit.cells import get_cell
+from conftest import relative_error
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
 
 VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(17)}}
 
 
-@pytest.fixture
-def threads():
-    """Set captionkit.parallel's thread count for one test and restore it after."""
-    previous = parallel.get_num_threads()
-    yield parallel.set_num_threads
-    parallel.set_num_threads(previous)
 
 
-def relative_error(actual, expected):
-    expected = np.asarray(expected, dtype=np.float64)
-    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / max(np.linalg.norm(expected), 1e-300)
 
 
 # ---------------------------------------------------------------------- packed panels

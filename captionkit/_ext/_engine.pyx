@@ -189,6 +189,18 @@ cdef inline void _zero_rows(floating *a, Py_ssize_t rows, Py_ssize_t n, Py_ssize
         memset(a + r * lda, 0, n * sizeof(floating))
 
 
+cdef bint _weights_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, const floating[:, ::1] Wx,
+                       const floating[:, ::1] Wh):
+    """Wx (W, G*H) and Wh (H, G*H) for the cell's G gates, and W, H >= 1."""
+    cdef Py_ssize_t GH = code.gates * H
+    return W >= 1 and H >= 1 and Wx.shape[0] == W and Wx.shape[1] == GH and Wh.shape[0] == H and Wh.shape[1] == GH
+
+
+cdef inline void *_forward_function(CellCode code, floating kind) noexcept:
+    """The cell's compiled forward for this precision, or NULL: its numpy part is called back."""
+    return code.forward_f32 if floating is float else code.forward_f64
+
+
 # ---------------------------------------------------------------------- sequence forward and backward
 
 
@@ -203,11 +215,12 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
     """
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t GH = code.gates * H, t
-    if N < 1 or T < 1 or W < 1 or H < 1 or s0.shape[0] != S or s0.shape[1] != N or Wx.shape[0] != W \
-            or Wx.shape[1] != GH or Wh.shape[0] != H or Wh.shape[1] != GH or b.shape[0] != GH:
+    if N < 1 or T < 1 or s0.shape[0] != S or s0.shape[1] != N or not _weights_fit(code, W, H, Wx, Wh) \
+            or b.shape[0] != GH:
         raise ValueError("gated_forward: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
-    cdef void *fn = code.forward_f32 if floating is float else code.forward_f64
+    cdef floating kind = 0
+    cdef void *fn = _forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     A_arr = np.empty((N, T, width), dtype=dtype)
@@ -267,9 +280,8 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
     cdef void *fn = code.backward_f32 if floating is float else code.backward_f64
     cdef Py_ssize_t width = code.kept * H
     cdef bint summed = code.summed
-    if N < 1 or T < 1 or W < 1 or H < 1 or s0.shape[0] != S or s0.shape[1] != N or Wx.shape[0] != W \
-            or Wx.shape[1] != GH or Wh.shape[0] != H or Wh.shape[1] != GH or dh.shape[0] != N \
-            or dh.shape[1] != T or dh.shape[2] != H or states.shape[0] != S or states.shape[1] != N \
+    if N < 1 or T < 1 or s0.shape[0] != S or s0.shape[1] != N or not _weights_fit(code, W, H, Wx, Wh) \
+            or dh.shape[0] != N or dh.shape[1] != T or dh.shape[2] != H or states.shape[0] != S or states.shape[1] != N \
             or states.shape[2] != T or states.shape[3] != H \
             or (fn == NULL and (saved is None or len(saved) != T)) \
             or (fn != NULL and (A_arr is None or (U_arr is None) != summed)):
@@ -352,11 +364,12 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
     """One step for every row: x (N, W), state (S, N, H) -> the next state (S, N, H)."""
     cdef Py_ssize_t N = x.shape[0], W = x.shape[1], S = code.states, H = state.shape[2]
     cdef Py_ssize_t GH = code.gates * H
-    if N < 1 or W < 1 or H < 1 or state.shape[0] != S or state.shape[1] != N or Wx.shape[0] != W \
-            or Wx.shape[1] != GH or Wh.shape[0] != H or Wh.shape[1] != GH or b.shape[0] != GH:
+    if N < 1 or state.shape[0] != S or state.shape[1] != N or not _weights_fit(code, W, H, Wx, Wh) \
+            or b.shape[0] != GH:
         raise ValueError("gated_step: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
-    cdef void *fn = code.forward_f32 if floating is float else code.forward_f64
+    cdef floating kind = 0
+    cdef void *fn = _forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     A_arr = np.empty((N, width), dtype=dtype)
@@ -396,13 +409,13 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
     """
     cdef Py_ssize_t S = code.states, N = s0.shape[1], H = s0.shape[2], V = W_embed.shape[0], W = W_embed.shape[1]
     cdef Py_ssize_t GH = code.gates * H
-    if N < 1 or H < 1 or V < 1 or W < 1 or max_length < 1 or s0.shape[0] != S or Wx.shape[0] != W \
-            or Wx.shape[1] != GH or Wh.shape[0] != H or Wh.shape[1] != GH or b.shape[0] != GH \
-            or W_vocab.shape[0] != H or W_vocab.shape[1] != V or b_vocab.shape[0] != V or not 0 <= start < V \
-            or end >= V:
+    if N < 1 or V < 1 or max_length < 1 or s0.shape[0] != S or not _weights_fit(code, W, H, Wx, Wh) \
+            or b.shape[0] != GH or W_vocab.shape[0] != H or W_vocab.shape[1] != V or b_vocab.shape[0] != V \
+            or not 0 <= start < V or end >= V:
         raise ValueError("gated_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
     dtype = np.float32 if floating is float else np.float64
-    cdef void *fn = code.forward_f32 if floating is float else code.forward_f64
+    cdef floating kind = 0
+    cdef void *fn = _forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     captions_arr = np.full((N, max_length), null, dtype=np.int32)

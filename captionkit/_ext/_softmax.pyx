@@ -13,6 +13,18 @@ from captionkit._ext._panel cimport matmul
 from captionkit._ext._vecmath cimport add, softmax_xent
 
 
+cdef Py_ssize_t _counted_targets(const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t V, str caller) except -1:
+    """How many rows the mask keeps; a kept row's target outside [0, V) is a ValueError (a backstop for callers that
+    skipped captionkit.kernels: no row may index outside W)."""
+    cdef Py_ssize_t r, kept = 0
+    for r in range(y.shape[0]):
+        if mask[r]:
+            if y[r] < 0 or y[r] >= V:
+                raise ValueError(f"{caller}: target {y[r]} at row {r} is outside [0, {V})")
+            kept += 1
+    return kept
+
+
 def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b,
                         const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t batch):
     """h (R, H) rows of hidden states, W (H, V), b (V,), y (R,) targets in [0, V), mask (R,) 0/1, batch N.
@@ -21,15 +33,11 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
     divided by batch (the caller's N, as layers.temporal_softmax_loss divides by N rather than by R).
     """
     cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
-    cdef Py_ssize_t r, i, kept = 0
+    cdef Py_ssize_t r, i
     if R < 1 or H < 1 or V < 1 or batch < 1 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
             or mask.shape[0] != R:
         raise ValueError("affine_softmax_loss: inconsistent or empty shapes")
-    for r in range(R):
-        if mask[r]:
-            if y[r] < 0 or y[r] >= V:
-                raise ValueError(f"affine_softmax_loss: target {y[r]} at row {r} is outside [0, {V})")
-            kept += 1
+    cdef Py_ssize_t kept = _counted_targets(y, mask, V, "affine_softmax_loss")
     dtype = np.float32 if floating is float else np.float64
     if kept == 0:
         return 0.0, np.zeros((R, H), dtype=dtype), np.zeros((H, V), dtype=dtype), np.zeros(V, dtype=dtype)
@@ -83,15 +91,11 @@ def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floatin
     mask (R,) 0/1 -> nll (N,) float64: for each caption, the sum over its positions with mask of
     -log softmax(h W + b)[y]. The forward half of affine_softmax_loss, without any gradient product."""
     cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
-    cdef Py_ssize_t r, i, kept = 0
+    cdef Py_ssize_t r, i
     if R < 1 or H < 1 or V < 1 or T < 1 or R % T != 0 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
             or mask.shape[0] != R:
         raise ValueError("affine_nll: inconsistent or empty shapes")
-    for r in range(R):
-        if mask[r]:
-            if y[r] < 0 or y[r] >= V:
-                raise ValueError(f"affine_nll: target {y[r]} at row {r} is outside [0, {V})")
-            kept += 1
+    cdef Py_ssize_t kept = _counted_targets(y, mask, V, "affine_nll")
     nll_arr = np.zeros(R // T, dtype=np.float64)
     if kept == 0:
         return nll_arr
