@@ -35,8 +35,9 @@ class Cell(abc.ABC):
     """Base class of recurrent cells.
 
     Subclasses set ``name`` and implement :meth:`parameters`, :meth:`forward`, :meth:`backward` and :meth:`step`;
-    cells with more recurrent state than ``h`` (an LSTM's ``c``) also override :meth:`initial_state`. A cell with a
-    compiled path sets ``compiled = True`` and looks at ``self.backend`` (``"numpy"`` or ``"cython"``).
+    cells with more recurrent state than ``h`` also override :meth:`initial_state`. A cell with a compiled path of
+    its own sets ``compiled = True`` and looks at ``self.backend`` (``"numpy"`` or ``"cython"``). A cell of the
+    usual gated form subclasses :class:`captionkit.cells.GatedCell` instead and writes only its elementwise part.
 
     The recurrent state is a tuple of arrays with N rows whose first element is the hidden state h (N, H): decoders
     select and reorder its rows (beam search) without knowing what the other elements mean.

@@ -3,8 +3,8 @@
 Gates are four blocks of the pre-activation a = x @ Wx + prev_h @ Wh + b, in the order i, f, o, g:
 i, f, o = sigmoid(.), g = tanh(.); next_c = f * prev_c + i * g; next_h = o * tanh(next_c).
 
-Shapes: N minibatch, T time steps, D input size, H hidden size. These functions are the oracle for the compiled
-loops in :mod:`captionkit_lstm._loops`.
+Shapes: N minibatch, T time steps, D input size, H hidden size. Written apart from the cell's pointwise part, these
+functions are the oracle that captionkit's tests hold the recurrence engine's LSTM to, on both backends.
 """
 import numpy as np
 
