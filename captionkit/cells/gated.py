@@ -71,7 +71,6 @@ class GatedCell(Cell):
         problem = form_problem(cls.gates, cls.states, cls.summed, cls.kept)
         if problem is not None or cls.compiled_pointwise is None:
             return problem
-            return None
         if not (isinstance(cls.compiled_pointwise, str) and ":" in cls.compiled_pointwise):
             return f"compiled_pointwise must be 'module:attribute', got {cls.compiled_pointwise!r}"
         from captionkit import kernels
