@@ -1,17 +1,23 @@
 """Reading and checking datasets in the COCO captioning bundle layout of the CS231n assignment.
 
-A bundle is a directory holding:
+A bundle is a directory holding, under the names captionkit writes (the assignment's names in brackets, still
+read):
 
-- ``coco2014_captions.h5``: ``train_captions`` (N, T) int, ``train_image_idxs`` (N,) int, ``val_captions``,
-  ``val_image_idxs``; each caption row is ``<START>`` words ``<END>`` then ``<NULL>`` padding;
-- ``train2014_vgg16_fc7_pca.h5`` / ``val2014_vgg16_fc7_pca.h5`` (or without ``_pca``): dataset ``features``
-  (num_images, D) float;
-- ``coco2014_vocab.json``: ``{"idx_to_word": [...], "word_to_idx": {...}}`` with ``<NULL>``=0, ``<START>``=1,
-  ``<END>``=2, ``<UNK>``=3;
-- ``train2014_urls.txt`` / ``val2014_urls.txt``: one image URL per line.
+- ``captions.h5`` [``coco2014_captions.h5``]: ``train_captions`` (N, T) int, ``train_image_idxs`` (N,) int,
+  ``val_captions``, ``val_image_idxs``, and optionally ``test_captions``, ``test_image_idxs``; each caption row is
+  ``<START>`` words ``<END>`` then ``<NULL>`` padding;
+- ``{split}_features.h5`` [``{split}2014_vgg16_fc7.h5``]: dataset ``features`` (num_images, D) float, the image
+  encoder's output; ``{split}_features_pca.h5`` [``{split}2014_vgg16_fc7_pca.h5``]: the same reduced by PCA;
+- ``vocab.json`` [``coco2014_vocab.json``]: ``{"idx_to_word": [...], "word_to_idx": {...}}`` with ``<NULL>``=0,
+  ``<START>``=1, ``<END>``=2, ``<UNK>``=3;
+- ``{split}_urls.txt`` [``{split}2014_urls.txt``]: one image per line: a URL, or the image file's path;
+- optionally ``{split}_images.h5`` [``{split}2014_images.h5``]: dataset ``images`` (num_images, H, W, 3) uint8;
+- optionally ``encoder.json`` and ``pca.h5``: how the features were made (:mod:`captionkit.encoders.pipeline`), so
+  that new images can go through the same pipeline.
 
-Every entry point (API, solver, CLI) reads bundles through :func:`load_coco_data`, so they all get the same checks;
-a problem raises :class:`BundleError` naming the file, key and offending value.
+A directory holding ``captions.h5`` is read with captionkit's names, one holding ``coco2014_captions.h5`` with the
+assignment's. Every entry point (API, solver, CLI) reads bundles through :func:`load_coco_data`, so they all get
+the same checks; a problem raises :class:`BundleError` naming the file, key and offending value.
 """
 import json
 import os
@@ -20,9 +26,14 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "ENCODER_FILE",
+    "PCA_FILE",
+    "REQUIRED_SPLITS",
     "SPECIAL_TOKENS",
     "SPLITS",
     "BundleError",
+    "bundle_dir",
+    "bundle_layout",
     "bundle_paths",
     "decode_captions",
     "images_path",
@@ -31,28 +42,63 @@ __all__ = [
     "sample_coco_minibatch",
 ]
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+REQUIRED_SPLITS = ("train", "val")  # a bundle may also have a test split
 SPECIAL_TOKENS = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3}
 DATA_DIR_ENV = "CAPTIONKIT_DATA_DIR"
+ENCODER_FILE = "encoder.json"
+PCA_FILE = "pca.h5"
+
+# File names per layout: what captionkit writes, and the CS231n assignment's COCO bundle.
+_LAYOUTS = {
+    "captionkit": {"captions": "captions.h5", "vocab": "vocab.json", "features": "{split}_features.h5",
+                   "features_pca": "{split}_features_pca.h5", "urls": "{split}_urls.txt",
+                   "images": "{split}_images.h5"},
+    "cs231n": {"captions": "coco2014_captions.h5", "vocab": "coco2014_vocab.json",
+               "features": "{split}2014_vgg16_fc7.h5", "features_pca": "{split}2014_vgg16_fc7_pca.h5",
+               "urls": "{split}2014_urls.txt", "images": "{split}2014_images.h5"},
+}
 
 
 class BundleError(ValueError):
     """A dataset bundle is missing a file or key, or holds values that cannot be right."""
 
 
-def bundle_paths(base_dir, pca_features=True):
-    """The files of a bundle: ``{"captions", "vocab", "train_features", "val_features", "train_urls", ...}``."""
+def bundle_layout(base_dir):
+    """``"cs231n"`` for a directory holding the assignment's ``coco2014_captions.h5`` (and not captionkit's
+    ``captions.h5``), else ``"captionkit"``, the names captionkit reads and writes."""
     base = Path(base_dir)
-    suffix = "_pca" if pca_features else ""
-    paths = {"captions": base / "coco2014_captions.h5", "vocab": base / "coco2014_vocab.json"}
-    for split in SPLITS:
-        paths[f"{split}_features"] = base / f"{split}2014_vgg16_fc7{suffix}.h5"
-        paths[f"{split}_urls"] = base / f"{split}2014_urls.txt"
+    names = _LAYOUTS["cs231n"]
+    if not (base / _LAYOUTS["captionkit"]["captions"]).exists() and (base / names["captions"]).exists():
+        return "cs231n"
+    return "captionkit"
+
+
+def bundle_paths(base_dir, pca_features=True, layout=None, splits=REQUIRED_SPLITS):
+    """The files of a bundle: ``{"captions", "vocab", "train_features", "val_features", "train_urls", ...}``.
+
+    ``layout``: ``"captionkit"`` or ``"cs231n"`` (default: :func:`bundle_layout`). ``pca_features``: the
+    PCA-reduced features; in captionkit's layout, a bundle without them (one made without ``--pca``, or the
+    built-in dataset) gives its only features either way.
+    """
+    base = Path(base_dir)
+    layout = bundle_layout(base) if layout is None else layout
+    names = _LAYOUTS[layout]
+    features = names["features"]
+    if pca_features and (layout == "cs231n" or (base / names["features_pca"].format(split="train")).exists()):
+        features = names["features_pca"]
+    paths = {"captions": base / names["captions"], "vocab": base / names["vocab"]}
+    for split in splits:
+        paths[f"{split}_features"] = base / features.format(split=split)
+        paths[f"{split}_urls"] = base / names["urls"].format(split=split)
     return paths
 
 
-def _default_base_dir():
-    """``$CAPTIONKIT_DATA_DIR`` if set, else captionkit's built-in dataset (generated and cached on first use)."""
+def bundle_dir(base_dir=None):
+    """The bundle directory meant by ``base_dir``: itself, or when None ``$CAPTIONKIT_DATA_DIR`` if set, else
+    captionkit's built-in dataset (generated and cached on first use)."""
+    if base_dir is not None:
+        return Path(base_dir)
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV])
     from captionkit.synthetic import builtin_dataset_dir
@@ -96,10 +142,23 @@ def _check_integer(path, key, array, ndim):
         raise BundleError(f"{path}: dataset {key!r} has shape {array.shape}, expected {ndim} dimensions")
 
 
-def _read_captions(path):
-    keys = [f"{split}_{what}" for split in SPLITS for what in ("captions", "image_idxs")]
+def _captioned_splits(path):
+    """The splits whose captions ``path`` holds: train and val, and test when the file has it."""
+    import h5py
+
+    _require_file(path)
+    try:
+        with h5py.File(path, "r") as f:
+            has_test = "test_captions" in f or "test_image_idxs" in f
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read HDF5 file ({exc})") from exc
+    return SPLITS if has_test else REQUIRED_SPLITS
+
+
+def _read_captions(path, splits):
+    keys = [f"{split}_{what}" for split in splits for what in ("captions", "image_idxs")]
     arrays = _read_h5_datasets(path, keys)
-    for split in SPLITS:
+    for split in splits:
         captions, idxs = arrays[f"{split}_captions"], arrays[f"{split}_image_idxs"]
         _check_integer(path, f"{split}_captions", captions, 2)
         _check_integer(path, f"{split}_image_idxs", idxs, 1)
@@ -173,15 +232,16 @@ def _read_urls(path):
         raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
 
 
-def _check_consistency(data, paths):
+def _check_consistency(data, paths, splits):
     vocab_size = len(data["idx_to_word"])
-    widths = {split: data[f"{split}_features"].shape[1] for split in SPLITS}
-    if widths["train"] != widths["val"]:
-        raise BundleError(
-            f"{paths['train_features']} has features of width {widths['train']} but {paths['val_features']} has "
-            f"width {widths['val']}"
-        )
-    for split in SPLITS:
+    for split in splits[1:]:
+        train_width, width = data["train_features"].shape[1], data[f"{split}_features"].shape[1]
+        if width != train_width:
+            raise BundleError(
+                f"{paths['train_features']} has features of width {train_width} but {paths[f'{split}_features']} "
+                f"has width {width}"
+            )
+    for split in splits:
         captions = data[f"{split}_captions"]
         out_of_vocab = (captions < 0) | (captions >= vocab_size)
         if out_of_vocab.any():
@@ -212,21 +272,28 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
 
     Keys: train_captions (N, T) int32, train_image_idxs (N,) int32, val_captions, val_image_idxs, train_features
     (num_train_images, D), val_features, idx_to_word (list), word_to_idx (dict), train_urls, val_urls (arrays of
-    str). ``base_dir`` None means ``$CAPTIONKIT_DATA_DIR`` or, when unset, captionkit's built-in dataset.
+    str), and the same test_* keys when the bundle has a test split. ``base_dir`` None means
+    ``$CAPTIONKIT_DATA_DIR`` or, when unset, captionkit's built-in dataset. ``pca_features``: the bundle's
+    PCA-reduced features, when it has them (see :func:`bundle_paths`).
     ``max_train`` keeps that many training captions drawn with replacement by ``np.random.randint``, as the
     assignment does (seed ``np.random`` for a reproducible subset). Raises :class:`BundleError` on bad data.
     """
-    base = Path(base_dir) if base_dir is not None else _default_base_dir()
+    base = bundle_dir(base_dir)
     if not base.is_dir():
         raise BundleError(f"{base}: dataset directory not found")
-    paths = bundle_paths(base, pca_features)
-    data = _read_captions(paths["captions"])
-    for split in SPLITS:
+    captions_path = bundle_paths(base, pca_features)["captions"]
+    if not captions_path.is_file() and bundle_layout(base) == "captionkit":
+        raise BundleError(f"{captions_path}: file not found, nor the CS231n assignment's coco2014_captions.h5: "
+                          f"{base} is not a captioning bundle")
+    splits = _captioned_splits(captions_path)
+    paths = bundle_paths(base, pca_features, splits=splits)
+    data = _read_captions(paths["captions"], splits)
+    for split in splits:
         data[f"{split}_features"] = _read_features(paths[f"{split}_features"])
     data["idx_to_word"], data["word_to_idx"] = _read_vocab(paths["vocab"])
-    for split in SPLITS:
+    for split in splits:
         data[f"{split}_urls"] = _read_urls(paths[f"{split}_urls"])
-    _check_consistency(data, paths)
+    _check_consistency(data, paths, splits)
 
     if max_train is not None:
         if not isinstance(max_train, (int, np.integer)) or max_train < 1:
@@ -237,23 +304,24 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     return data
 
 
-def images_path(base_dir, split):
-    """Where a bundle keeps the pixels of ``split``, if it has them: ``{split}2014_images.h5`` (dataset ``images``).
+def images_path(base_dir, split, layout=None):
+    """Where a bundle keeps the pixels of ``split``, if it has them: ``{split}_images.h5`` (dataset ``images``).
 
     Not part of :func:`bundle_paths`: COCO bundles carry image URLs, not pixels; the built-in dataset adds them.
     """
-    return Path(base_dir) / f"{split}2014_images.h5"
+    base = Path(base_dir)
+    return base / _LAYOUTS[bundle_layout(base) if layout is None else layout]["images"].format(split=split)
 
 
 def load_images(base_dir, split, indices):
-    """Pixels of some images of ``split`` from ``{split}2014_images.h5`` (dataset ``images``, (num_images, H, W, 3)
+    """Pixels of some images of ``split`` from ``{split}_images.h5`` (dataset ``images``, (num_images, H, W, 3)
     uint8), or None when the bundle has no such file (COCO bundles carry URLs, not pixels).
 
     ``indices``: image indices (any order). Returns (len(indices), H, W, 3) uint8; raises :class:`BundleError`.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    base = Path(base_dir) if base_dir is not None else _default_base_dir()
+    base = bundle_dir(base_dir)
     path = images_path(base, split)
     if not path.is_file():
         return None
@@ -287,8 +355,9 @@ def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):
 
     ``rng`` (a ``np.random.RandomState``) defaults to the global ``np.random``, as in the assignment.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if f"{split}_captions" not in data:
+        raise ValueError(f"split must be one of the data's splits "
+                         f"({', '.join(s for s in SPLITS if f'{s}_captions' in data)}), got {split!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     split_size = data[f"{split}_captions"].shape[0]

@@ -55,6 +55,9 @@ def _check_data(model, data, split):
     """Raise ValueError unless ``data`` has ``split`` and fits the model's vocabulary and feature width."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    present = [s for s in SPLITS if f"{s}_captions" in data]
+    if split not in present and present:
+        raise ValueError(f"the dataset has no {split} split (it has {', '.join(present)})")
     for key in (f"{split}_captions", f"{split}_image_idxs", f"{split}_features", "word_to_idx", "idx_to_word"):
         if key not in data:
             raise ValueError(f"data has no {key!r}; pass the dictionary that load_coco_data returns")

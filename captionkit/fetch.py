@@ -116,7 +116,7 @@ def _fetch_into(directory: Path, top_folder, url, expected_size, expected_sha256
         if expected_sha256 is not None and digest != expected_sha256:
             raise FetchError(f"{url}: SHA-256 mismatch: got {digest}, expected {expected_sha256}; nothing was unpacked")
         bundle_root = _unpack_safely(archive, staging / "unpacked", top_folder, url)
-        missing = sorted(p.name for p in bundle_paths(bundle_root).values() if not p.is_file())
+        missing = sorted(p.name for p in bundle_paths(bundle_root, layout="cs231n").values() if not p.is_file())
         if missing:
             raise FetchError(f"{url}: the archive's {top_folder}/ lacks bundle files: {', '.join(missing)}")
         os.replace(bundle_root, directory)  # one atomic rename; also takes the place of an empty directory

@@ -1,19 +1,117 @@
-"""Images behind a bundle's URLs: the assignment's ``image_from_url``, plus the built-in dataset's pixels.
+"""Images: files on disk (``read_image``, ``find_images``) and the pictures behind a bundle's URLs
+(the assignment's ``image_from_url``).
 
 COCO bundles list Flickr URLs; the built-in dataset lists ``synthetic://{split}/{index}`` and keeps the pixels in
-``{split}2014_images.h5`` beside its other files.
+``{split}_images.h5`` beside its other files; bundles made by ``captionkit data import`` list the image files' paths.
+Image files are read with Pillow: any format it opens (PNG, JPEG, WebP, ...), any mode (greyscale, palette, RGBA,
+16-bit) converted to 8-bit RGB, turned upright by its EXIF orientation as a photo viewer shows it.
 """
 import io
+import os
 import re
 import urllib.error
 import urllib.request
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from captionkit.data import load_images
 
-__all__ = ["image_from_url"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFileError", "crop_to", "find_images", "image_from_url", "local_pictures", "read_image",
+           "resize"]
+
+# What a directory walk picks up; a file named explicitly is read whatever its suffix.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+class ImageFileError(ValueError):
+    """An image file is missing, unreadable, or not an image; the message names it."""
+
+
+def read_image(path):
+    """The picture in the file ``path`` as uint8 (H, W, 3) RGB; raises :class:`ImageFileError` naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageFileError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageFileError(f"{path}: not a file")
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the top 8 bits
+                image = image.point(lambda value: value / 256).convert("L")
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise ImageFileError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data, unreadable file
+        raise ImageFileError(f"{path}: cannot read image ({exc})") from None
+
+
+def resize(image, height, width):
+    """``image`` (H, W, 3) uint8 resized to (height, width) as a whole: area averaging to shrink (a picture enlarged
+    by a whole factor with repeated pixels comes back exactly), bicubic to enlarge; unchanged when it fits."""
+    if image.shape[:2] == (height, width):
+        return image
+    from PIL import Image
+
+    shrinking = image.shape[0] >= height and image.shape[1] >= width
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((width, height), method))
+
+
+def crop_to(image, height, width):
+    """``image`` scaled so that it covers (height, width) with its aspect ratio kept, then cut to it at the centre
+    (the usual evaluation transform of ImageNet models)."""
+    rows, cols = image.shape[:2]
+    scale = max(height / rows, width / cols)
+    scaled_rows, scaled_cols = max(height, round(rows * scale)), max(width, round(cols * scale))
+    scaled = resize(image, scaled_rows, scaled_cols)
+    top, left = (scaled_rows - height) // 2, (scaled_cols - width) // 2
+    return scaled[top:top + height, left:left + width]
+
+
+def local_pictures(urls, max_side=256):
+    """The pictures of a bundle's image list when every entry is a readable local file (bundles made by
+    ``captionkit data import`` list paths), shrunk to at most ``max_side`` pixels a side; else None."""
+    pictures = []
+    for url in urls:
+        try:
+            picture = read_image(url) if Path(str(url)).is_file() else None
+        except ImageFileError:
+            picture = None
+        if picture is None:
+            return None
+        scale = max_side / max(picture.shape[:2])
+        if scale < 1:
+            picture = resize(picture, max(1, round(picture.shape[0] * scale)), max(1, round(picture.shape[1] * scale)))
+        pictures.append(picture)
+    return pictures
+
+
+def find_images(paths):
+    """Image files named by ``paths``: files as given, directories walked (sorted, hidden entries skipped) for files
+    with an image suffix (:data:`IMAGE_SUFFIXES`). Raises :class:`ImageFileError` for a path that does not exist or
+    a directory holding no images."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = []
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                inside.extend(Path(root) / name for name in sorted(files)
+                              if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise ImageFileError(f"{path}: a directory with no image files "
+                                     f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.extend(inside)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ImageFileError(f"{path}: file not found")
+    return found
 
 _SYNTHETIC_URL = re.compile(r"^synthetic://(train|val)/(\d+)$")
 

@@ -88,21 +88,23 @@ def _wrap(text, width=40):
 
 
 def plot_caption_grid(images, generated, references, path, columns=4):
-    """Draw each image (N, H, W, 3) uint8 with its generated caption and one ground-truth caption under it."""
+    """Draw each image ((H, W, 3) uint8, sizes may differ) with its generated caption and, unless ``references``
+    is None, one ground-truth caption under it."""
     count = len(images)
-    if not count == len(generated) == len(references):
+    if count != len(generated) or (references is not None and count != len(references)):
         raise ValueError(
-            f"need one caption and one reference per image, got {count} images, {len(generated)} captions and "
-            f"{len(references)} references"
+            f"need one caption (and one reference, if any) per image, got {count} images, {len(generated)} captions "
+            f"and {'no' if references is None else len(references)} references"
         )
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))
-    figure = _figure(3.2 * columns, 4.2 * rows)
+    figure = _figure(3.2 * columns, (3.6 if references is None else 4.2) * rows)
     axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
     for ax in axes:
         ax.axis("off")
-    for ax, image, caption, truth in zip(axes, images, generated, references):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(f"{_wrap(caption)}\nGT: {_wrap(truth)}", fontsize=7.5, loc="left")
+    for k, (ax, image, caption) in enumerate(zip(axes, images, generated)):
+        ax.imshow(image, interpolation="nearest" if max(image.shape[:2]) <= 128 else "antialiased")
+        title = _wrap(caption) if references is None else f"{_wrap(caption)}\nGT: {_wrap(references[k])}"
+        ax.set_title(title, fontsize=7.5, loc="left")
     figure.tight_layout()
     _save(figure, path)

@@ -12,6 +12,8 @@ A training run leaves everything in one directory::
       samples.txt        generated and ground-truth captions of validation images
       samples.png        the same as a picture grid, when the dataset has images
       summary.json       final loss, validation metrics, time, iterations
+      encoder.json       how the training features were made (copied from the dataset, when it records it), and
+      pca.h5             the PCA that reduced them, if any: `captionkit caption` gives new pictures the same features
 
 Config files are data: JSON (``.json``) or TOML (``.toml``, read with tomllib); nothing in them is evaluated.
 """

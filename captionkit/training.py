@@ -27,8 +27,10 @@ from captionkit import evaluation, metrics, optim
 from captionkit.atomicfile import atomic_write_text
 from captionkit.backend import BACKENDS
 from captionkit.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint, save_checkpoint
-from captionkit.data import load_coco_data, load_images
+from captionkit.data import BundleError, bundle_dir, load_coco_data, load_images
 from captionkit.distributed import DistributedSolver, World, agreed_stop, root_first, world
+from captionkit.encoders.pipeline import copy_record
+from captionkit.images import local_pictures
 from captionkit.model import CaptioningRNN
 from captionkit.plotting import plot_caption_grid, plot_training_curves
 from captionkit.runs import ConfigError, RunDirectory, new_run_dir, read_config_file, run_dir_of
@@ -432,6 +434,7 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
 
     run = _prepare_run_dir(out, resumed_from, checkpoint, cfg)
     run.write_json(run.config, cfg.to_dict())
+    _record_features(cfg, data, run)
     validation = _Validation(data, cfg.eval_images, cfg.seed)
     per_epoch = solver.iterations_per_epoch
     eval_every = per_epoch if cfg.eval_every is None else cfg.eval_every
@@ -523,6 +526,14 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
     return result
 
 
+def _record_features(cfg, data, run):
+    """Copy how the training features were made into the run (`captionkit caption` builds the same encoder)."""
+    record = copy_record(bundle_dir(cfg.data), cfg.pca, run.root)
+    if record is not None and record.feature_dim != data["train_features"].shape[1]:
+        raise BundleError(f"{bundle_dir(cfg.data)}: its encoder record gives {record.feature_dim} values per picture, "
+                          f"but its training features have {data['train_features'].shape[1]}")
+
+
 def _write_samples(run, cfg, validation, hypotheses):
     """samples.txt (and samples.png when the dataset has images) for the first ``num_samples`` validation images."""
     images = validation.images[:cfg.num_samples]
@@ -539,7 +550,11 @@ def _write_samples(run, cfg, validation, hypotheses):
             lines.append(f"  {'truth:' if k == 0 else '':<10} {reference}")
         lines.append("")
     atomic_write_text(run.samples_text, "\n".join(lines))
-    pixels = load_images(cfg.data, "val", images) if samples else None
+    pixels = None
+    if samples:
+        pixels = load_images(cfg.data, "val", images)
+        if pixels is None:  # a bundle of picture files (captionkit data import) lists their paths
+            pixels = local_pictures(validation.urls[:len(samples)])
     if pixels is not None:
         plot_caption_grid(pixels, [s["generated"] for s in samples], [s["references"][0] for s in samples],
                           run.samples_grid)

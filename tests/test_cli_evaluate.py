@@ -157,12 +157,18 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--beam", "0"], "0 is not in the range x>=1"),
-    (["--split", "test"], "'test' is not one of 'train', 'val'"),
+    (["--split", "dev"], "'dev' is not one of 'train', 'val', 'test'"),
     (["--length-penalty", "-1"], "x>=0"),
 ])
 def test_bad_options_are_usage_errors(tiny_run, args, message):
     result = run_cli("evaluate", tiny_run[0], *args)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_a_split_the_bundle_lacks_is_named(tiny_run):
+    result = run_cli("evaluate", tiny_run[0], "--split", "test")
+    assert result.exit_code == 1
+    assert "the dataset has no test split (it has train, val)" in result.output
 
 
 def test_help_explains_run_and_metrics():

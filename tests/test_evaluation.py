@@ -153,8 +153,10 @@ def test_mismatched_model_and_data_are_named():
     with pytest.raises(ValueError, match="features have width 6 but the model takes 4"):
         evaluate(tiny_model(feature_dim=4), data)
     with pytest.raises(ValueError, match="split must be one of"):
+        evaluate(tiny_model(), data, split="dev")
+    with pytest.raises(ValueError, match=r"the dataset has no test split \(it has val\)"):
         evaluate(tiny_model(), data, split="test")
-    with pytest.raises(ValueError, match="data has no 'train_captions'"):
+    with pytest.raises(ValueError, match=r"the dataset has no train split \(it has val\)"):
         perplexity(tiny_model(), data, split="train")
 
 

@@ -17,7 +17,7 @@ from captionkit.data import bundle_paths
 from captionkit.fetch import FetchError, fetch_bundle
 
 TOP = fetch_module.BUNDLES["coco"].top_folder
-BUNDLE_FILES = sorted(p.name for p in bundle_paths("x").values())
+BUNDLE_FILES = sorted(p.name for p in bundle_paths("x", layout="cs231n").values())
 
 
 def make_zip(entries):

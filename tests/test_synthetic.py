@@ -16,7 +16,7 @@ from scipy.spatial import ConvexHull
 from captionkit.cli import main
 from captionkit.data import load_coco_data
 from captionkit.synthetic import bundle, builtin_dataset_dir, extract_features, write_bundle
-from captionkit.synthetic.features import FEATURE_DIM, RAW_DIM, pool
+from captionkit.synthetic.features import FEATURE_DIM, describe, pool
 from captionkit.synthetic.generate import generate_split
 from captionkit.synthetic.grammar import is_true, sample_captions
 from captionkit.synthetic.scenes import Scene, SceneObject, render_scene, sample_scene
@@ -48,13 +48,12 @@ def caption_words(row, idx_to_word):
 
 def test_bundle_has_exactly_the_coco_layout(small_bundle):
     expected = {
-        "coco2014_captions.h5", "coco2014_vocab.json", "train2014_urls.txt", "val2014_urls.txt",
-        "train2014_vgg16_fc7.h5", "val2014_vgg16_fc7.h5", "train2014_vgg16_fc7_pca.h5", "val2014_vgg16_fc7_pca.h5",
-        "train2014_images.h5", "val2014_images.h5", "synthetic_scenes.json",
+        "captions.h5", "vocab.json", "train_urls.txt", "val_urls.txt", "train_features.h5", "val_features.h5",
+        "train_images.h5", "val_images.h5", "encoder.json", "synthetic_scenes.json",
     }
     assert {p.name for p in small_bundle.iterdir()} == expected
 
-    captions = read_h5(small_bundle / "coco2014_captions.h5")
+    captions = read_h5(small_bundle / "captions.h5")
     assert set(captions) == {"train_captions", "train_image_idxs", "val_captions", "val_image_idxs"}
     for split, num_images in (("train", NUM_TRAIN), ("val", NUM_VAL)):
         assert captions[f"{split}_captions"].dtype == np.int32
@@ -62,32 +61,37 @@ def test_bundle_has_exactly_the_coco_layout(small_bundle):
         assert captions[f"{split}_image_idxs"].dtype == np.int32
         assert captions[f"{split}_image_idxs"].shape == (5 * num_images,)
         assert np.array_equal(np.bincount(captions[f"{split}_image_idxs"]), np.full(num_images, 5))
-        for suffix, dim in (("_pca", FEATURE_DIM), ("", RAW_DIM)):
-            features = read_h5(small_bundle / f"{split}2014_vgg16_fc7{suffix}.h5")
-            assert list(features) == ["features"]
-            assert features["features"].dtype == np.float32 and features["features"].shape == (num_images, dim)
-        images = read_h5(small_bundle / f"{split}2014_images.h5")
+        features = read_h5(small_bundle / f"{split}_features.h5")
+        assert list(features) == ["features"]
+        assert features["features"].dtype == np.float32 and features["features"].shape == (num_images, FEATURE_DIM)
+        images = read_h5(small_bundle / f"{split}_images.h5")
         assert list(images) == ["images"]
         assert images["images"].dtype == np.uint8 and images["images"].shape == (num_images, 64, 64, 3)
-        urls = (small_bundle / f"{split}2014_urls.txt").read_text().splitlines()
+        urls = (small_bundle / f"{split}_urls.txt").read_text().splitlines()
         assert urls == [f"synthetic://{split}/{i:06d}" for i in range(num_images)]
     assert FEATURE_DIM == 512
 
-    vocab = json.loads((small_bundle / "coco2014_vocab.json").read_text())
+    vocab = json.loads((small_bundle / "vocab.json").read_text())
     assert set(vocab) == {"idx_to_word", "word_to_idx"}
     assert vocab["idx_to_word"][:4] == ["<NULL>", "<START>", "<END>", "<UNK>"]
     assert all(vocab["word_to_idx"][w] == i for i, w in enumerate(vocab["idx_to_word"]))
     assert 30 <= len(vocab["idx_to_word"]) <= 104
+
+    record = json.loads((small_bundle / "encoder.json").read_text())
+    assert (record["encoder"], record["output_dim"], record["pca_dim"]) == ("shapes", FEATURE_DIM, None)
 
 
 def test_bundle_loads_through_the_common_loader(small_bundle):
     data = load_coco_data(small_bundle)
     assert data["train_features"].shape == (NUM_TRAIN, 512)
     assert data["val_captions"].shape == (5 * NUM_VAL, 17)
-    raw = load_coco_data(small_bundle, pca_features=False)
-    assert raw["val_features"].shape == (NUM_VAL, RAW_DIM)
-    # The 512-d features are the fixed pooling of the raw descriptor, as COCO's PCA features are of fc7.
-    np.testing.assert_allclose(pool(raw["val_features"]), data["val_features"], rtol=1e-6, atol=1e-6)
+    # The features are the shapes encoder's, from the pixels the bundle keeps: the fixed pooling of the raw
+    # descriptor, as COCO's PCA features are a fixed projection of fc7.
+    pixels = read_h5(small_bundle / "val_images.h5")["images"]
+    np.testing.assert_array_equal(data["val_features"], pool(describe(pixels)))
+    # Without PCA features in the bundle, asking for the full ones gives the same.
+    np.testing.assert_array_equal(load_coco_data(small_bundle, pca_features=False)["val_features"],
+                                  data["val_features"])
 
 
 def test_captions_are_well_formed(small_bundle):
@@ -120,13 +124,13 @@ def test_same_seed_gives_identical_bytes(small_bundle, tmp_path):
 
 def test_other_seed_gives_other_data(small_bundle, tmp_path):
     other = write_bundle(tmp_path / "other", seed=SEED + 1, num_train=NUM_TRAIN, num_val=NUM_VAL)
-    for name in ("train2014_images.h5", "coco2014_captions.h5", "val2014_vgg16_fc7_pca.h5"):
+    for name in ("train_images.h5", "captions.h5", "val_features.h5"):
         assert digest_files(other)[name] != digest_files(small_bundle)[name]
 
 
 def test_train_and_val_images_are_disjoint(small_bundle):
-    train = read_h5(small_bundle / "train2014_images.h5")["images"]
-    val = read_h5(small_bundle / "val2014_images.h5")["images"]
+    train = read_h5(small_bundle / "train_images.h5")["images"]
+    val = read_h5(small_bundle / "val_images.h5")["images"]
     train_digests = {image.tobytes() for image in train}
     assert len(train_digests) == NUM_TRAIN
     assert not train_digests & {image.tobytes() for image in val}
@@ -201,7 +205,7 @@ def described_objects(words):
 
 def test_captions_are_true_of_the_pixels(small_bundle):
     data = load_coco_data(small_bundle)
-    images = read_h5(small_bundle / "train2014_images.h5")["images"]
+    images = read_h5(small_bundle / "train_images.h5")["images"]
     objects_by_image = [pixel_objects(image) for image in images]
     assert sum(len(objs) for objs in objects_by_image) > NUM_TRAIN  # the oracle sees multi-object scenes
     large_shapes_checked = 0
@@ -221,7 +225,7 @@ def test_captions_are_true_of_the_pixels(small_bundle):
 
 
 def test_objects_differ_in_colour_and_shape(small_bundle):
-    images = read_h5(small_bundle / "val2014_images.h5")["images"]
+    images = read_h5(small_bundle / "val_images.h5")["images"]
     scenes = json.loads((small_bundle / "synthetic_scenes.json").read_text())["val"]
     for image, scene in zip(images, scenes):
         shapes = [obj["shape"] for obj in scene["objects"]]
@@ -368,7 +372,7 @@ def test_write_bundle_fills_an_existing_empty_directory(tmp_path):
     target = tmp_path / "empty"
     target.mkdir()
     write_bundle(target, seed=1, num_train=3, num_val=2)
-    assert (target / "coco2014_captions.h5").is_file()
+    assert (target / "captions.h5").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]  # no staging directory left behind
 
 
@@ -435,12 +439,12 @@ def test_cli_synth_then_inspect(tmp_path):
     target = tmp_path / "bundle"
     result = runner.invoke(main, ["data", "synth", str(target), "--seed", "3", "--num-train", "10", "--num-val", "4"])
     assert result.exit_code == 0, result.output
-    assert "wrote 10 train and 4 val images" in result.output
+    assert "wrote 10 train, 4 val images" in result.output
     assert digest_files(target) == digest_files(write_bundle(tmp_path / "api", seed=3, num_train=10, num_val=4))
 
     result = runner.invoke(main, ["data", "inspect", str(target), "--examples", "3"])
     assert result.exit_code == 0, result.output
-    vocab_size = len(json.loads((target / "coco2014_vocab.json").read_text())["idx_to_word"])
+    vocab_size = len(json.loads((target / "vocab.json").read_text())["idx_to_word"])
     assert "train: 50 captions (50, 17) int32 of 10 images (5.0 per image); features (10, 512) float32" in result.output
     assert "val: 20 captions (20, 17) int32 of 4 images" in result.output
     assert f"vocabulary: {vocab_size} words" in result.output
@@ -448,8 +452,8 @@ def test_cli_synth_then_inspect(tmp_path):
     shown = [line for line in result.output.splitlines() if "synthetic://train/" in line]
     assert [line.split()[0] for line in shown] == [f"synthetic://train/{i:06d}" for i in range(3)]
 
-    raw = runner.invoke(main, ["data", "inspect", str(target), "--raw-features"])
-    assert f"features (10, {RAW_DIM}) float32" in raw.output
+    raw = runner.invoke(main, ["data", "inspect", str(target), "--raw-features"])  # no PCA: the same features
+    assert "features (10, 512) float32" in raw.output
 
 
 def test_cli_reports_bad_directories(tmp_path):
@@ -461,4 +465,4 @@ def test_cli_reports_bad_directories(tmp_path):
 
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["data", "inspect", str(tmp_path / "empty")])
-    assert result.exit_code == 1 and "coco2014_captions.h5" in result.output and "not found" in result.output
+    assert result.exit_code == 1 and "captions.h5" in result.output and "not found" in result.output

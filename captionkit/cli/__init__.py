@@ -34,3 +34,11 @@ from captionkit.cli import evaluate as _evaluate  # noqa: E402  (the `sample` an
 
 main.add_command(_evaluate.sample)
 main.add_command(_evaluate.evaluate_command)
+
+from captionkit.cli import caption as _caption  # noqa: E402  (the `caption` command)
+
+main.add_command(_caption.caption)
+
+from captionkit.cli import encoders as _encoders  # noqa: E402  (the `encoders` command)
+
+main.add_command(_encoders.encoders)

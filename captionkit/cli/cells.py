@@ -1,10 +1,9 @@
 """`captionkit cells` and `captionkit gradcheck`: which recurrent cells are installed, and do they conform."""
-import os
-
 import click
 
 from captionkit.cells import available_cells, cell_info
-from captionkit.cells.registry import DISABLE_AUTOLOAD_ENV, ENTRY_POINT_GROUP
+from captionkit.cells.registry import ENTRY_POINT_GROUP
+from captionkit.plugins import DISABLE_AUTOLOAD_ENV, autoload_disabled
 from captionkit.testing import run_checks
 
 
@@ -24,7 +23,7 @@ def cells():
     for info in infos:
         if not info.loads:
             click.echo(f"\n{info.name}: {info.error}")
-    if os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip() not in ("", "0"):
+    if autoload_disabled():
         click.echo(f"\nplugins (entry-point group {ENTRY_POINT_GROUP}) are ignored: {DISABLE_AUTOLOAD_ENV} is set")
 
 

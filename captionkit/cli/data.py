@@ -1,12 +1,16 @@
 """`captionkit data ...`: make, check and fetch datasets in the COCO captioning bundle layout."""
 from pathlib import Path
 
+import sys
+
 import click
 import numpy as np
 
 from captionkit import synthetic
-from captionkit.data import BundleError, decode_captions, load_coco_data
+from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
+from captionkit.encoders.registry import make_encoder, parse_options
 from captionkit.fetch import BUNDLES, FetchError, fetch_bundle
+from captionkit.importing import DEFAULT_MAX_WORDS, DEFAULT_MIN_COUNT, import_dataset
 
 
 @click.group()
@@ -73,25 +77,122 @@ class _DownloadProgress:
               help="Number of training images (five captions each).")
 @click.option("--num-val", type=click.IntRange(min=1), default=synthetic.DEFAULT_NUM_VAL, show_default=True,
               help="Number of validation images, all different from the training ones.")
-def synth(directory, seed, num_train, num_val):
-    """Generate captionkit's synthetic shapes dataset into DIRECTORY, in the COCO captioning bundle layout.
+@click.option("--pictures", is_flag=True,
+              help="Write PNG files and a Karpathy split file (dataset_shapes.json) instead of a bundle: the input "
+                   "of `captionkit data import`, for trying the own-data path offline.")
+@click.option("--num-test", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --pictures: number of test images, different from the others.")
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --pictures: enlarge each 64x64 picture this many times.")
+def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
+    """Generate captionkit's synthetic shapes dataset into DIRECTORY, as a bundle in the COCO captioning layout
+    (or, with --pictures, as picture files with their captions).
 
-    DIRECTORY must not exist or be empty; it appears only once the bundle is complete. This is the dataset
+    DIRECTORY must not exist or be empty; it appears only once complete. The bundle is the dataset
     `captionkit train` uses by default (see docs/dataset.md).
     """
+    if not pictures and (num_test or scale != 1):
+        raise click.UsageError("--num-test and --scale apply to --pictures only")
+
     def progress(stage, done, total):
         click.echo(f"  {stage}: {done}/{total}")
 
     try:
-        result = synthetic.write_bundle(directory, seed=seed, num_train=num_train, num_val=num_val, progress=progress)
+        if pictures:
+            result = synthetic.write_pictures(directory, seed=seed, num_train=num_train, num_val=num_val,
+                                              num_test=num_test, scale=scale, progress=progress)
+        else:
+            result = synthetic.write_bundle(directory, seed=seed, num_train=num_train, num_val=num_val,
+                                            progress=progress)
     except (FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"wrote {num_train} train and {num_val} val images, five captions each, to {result}")
+    sizes = f"{num_train} train, {num_val} val" + (f" and {num_test} test" if num_test else "")
+    click.echo(f"wrote {sizes} images, five captions each, to {result}")
+
+
+@data.command("import")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), metavar="OUT")
+@click.option("--karpathy", "karpathy", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.json",
+              help="A Karpathy split file (dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json).")
+@click.option("--captions", "table", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="A caption table instead: CSV with columns image,caption[,split] or JSON lines "
+                   '{"image": ..., "caption": ...[, "split": ...]}.')
+@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Folder the image names are relative to. Default: the caption file's folder.")
+@click.option("--encoder", "encoder_spec", required=True, metavar="NAME[:ARG]",
+              help="Image encoder giving the features (see `captionkit encoders`): shapes, onnx:MODEL.onnx, "
+                   "resnet50, ...")
+@click.option("--encoder-option", "encoder_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the encoder, e.g. size=224 or mean=0.485,0.456,0.406 for onnx (repeatable).")
+@click.option("--min-count", type=click.IntRange(min=1), default=DEFAULT_MIN_COUNT, show_default=True,
+              help="Words seen fewer times in the training captions become <UNK>.")
+@click.option("--max-words", type=click.IntRange(min=1), default=DEFAULT_MAX_WORDS, show_default=True,
+              help="Longer captions are cut to this many words.")
+@click.option("--pca", "pca_dim", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Also store the features reduced to K values by a PCA fitted on the training pictures; "
+                   "`captionkit train` uses them unless --no-pca.")
+@click.option("--skip-missing", is_flag=True,
+              help="Leave out pictures that are missing or unreadable (reported) instead of stopping.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+              help="Seed choosing the held-out val pictures of a caption table without splits.")
+def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_options, min_count, max_words, pca_dim,
+                   skip_missing, seed):
+    """Make a dataset bundle in OUT from pictures and their captions, for `captionkit train --data OUT`.
+
+    The captions come from a Karpathy split file (--karpathy; its train/val/test splits, restval as train) or a
+    caption table (--captions). The vocabulary is every word seen --min-count times in the training captions; the
+    features come from --encoder, and the bundle records it, so `captionkit caption` later gives new pictures the
+    same features. OUT must not exist or be empty; it appears only once complete, with import.json reporting what
+    was imported and dropped.
+
+    \b
+    Examples:
+      captionkit data import flickr8k --karpathy dataset_flickr8k.json --images Flickr8k --encoder resnet50 --pca 512
+      captionkit data import mine --captions captions.csv --encoder onnx:resnet50.onnx
+      captionkit data import shapes-pngs --karpathy shapes.json --encoder shapes
+    """
+    if (karpathy is None) == (table is None):
+        raise click.UsageError("give exactly one caption file: --karpathy FILE.json or --captions FILE")
+    encoder = make_encoder(encoder_spec, parse_options(encoder_options))
+    click.echo(f"encoder {encoder_spec}: {encoder.describe()} ({encoder.dim} values per picture)")
+    bars = {}
+
+    def progress(stage, done, total):
+        if stage not in bars:
+            for bar in bars.values():
+                bar.render_finish()
+            bars[stage] = click.progressbar(length=total, label=stage, file=sys.stderr)
+            bars[stage].__enter__()
+        bars[stage].update(done - bars[stage].pos)
+
+    try:
+        report = import_dataset(out, karpathy or table, encoder, images_dir=images_dir, min_count=min_count,
+                                max_words=max_words, pca_dim=pca_dim, skip_missing=skip_missing, seed=seed,
+                                progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.__exit__(None, None, None)
+    for split in SPLITS:
+        if split in report.images:
+            click.echo(f"  {split}: {report.images[split]} pictures, {report.captions[split]} captions")
+    total_words = "" if not report.unknown_words else f"; {report.unknown_words} word occurrences became <UNK>"
+    click.echo(f"  vocabulary: {report.vocabulary_size} words (seen at least {min_count} times in train){total_words}")
+    if report.cut_captions:
+        click.echo(f"  {report.cut_captions} captions were cut to {max_words} words")
+    features = f"{report.feature_dim} values" + (f", PCA to {report.pca_dim}" if report.pca_dim else "")
+    click.echo(f"  features: {features}")
+    if report.dropped:
+        click.echo(f"  dropped ({len(report.dropped)}; all listed in {out / 'import.json'}):")
+        for line in report.dropped[:10]:
+            click.echo(f"    {line}")
+    click.echo(f"wrote {out}; train on it with: captionkit train --data {out}")
 
 
 @data.command("inspect")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--raw-features", is_flag=True, help="Load the non-PCA features (*_vgg16_fc7.h5) instead of *_pca.h5.")
+@click.option("--raw-features", is_flag=True,
+              help="Load the encoder's full features instead of their PCA reduction (*_features_pca.h5, or the "
+                   "assignment's *_vgg16_fc7_pca.h5), when the bundle has one.")
 @click.option("--examples", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many decoded training captions to show, each of a different image.")
 def inspect(directory, raw_features, examples):
@@ -101,7 +202,7 @@ def inspect(directory, raw_features, examples):
     except BundleError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"bundle {directory}")
-    for split in ("train", "val"):
+    for split in (s for s in SPLITS if f"{s}_captions" in bundle):
         captions, features = bundle[f"{split}_captions"], bundle[f"{split}_features"]
         num_images = features.shape[0]
         click.echo(f"  {split}: {captions.shape[0]} captions {captions.shape} {captions.dtype} of {num_images} images "

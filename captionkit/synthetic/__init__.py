@@ -3,7 +3,8 @@
 No captioned photographs can be downloaded where captionkit is developed, so it makes a dataset: 64x64 RGB scenes of
 one to three shapes (`scenes`), five true captions each from a small grammar (`grammar`), a fixed 512-d descriptor
 of the pixels (`features`), all written in the COCO captioning bundle layout (`bundle`) so one loader,
-`captionkit.data.load_coco_data`, serves both. See docs/dataset.md.
+`captionkit.data.load_coco_data`, serves both; or as picture files with a Karpathy split file (`pictures`), as
+one's own photos would come. See docs/dataset.md.
 """
 from captionkit.synthetic.bundle import (
     DEFAULT_NUM_TRAIN,
@@ -14,6 +15,7 @@ from captionkit.synthetic.bundle import (
 )
 from captionkit.synthetic.features import extract_features
 from captionkit.synthetic.grammar import is_true
+from captionkit.synthetic.pictures import write_pictures
 
 __all__ = [
     "DEFAULT_NUM_TRAIN",
@@ -23,4 +25,5 @@ __all__ = [
     "extract_features",
     "is_true",
     "write_bundle",
+    "write_pictures",
 ]

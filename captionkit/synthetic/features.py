@@ -56,6 +56,9 @@ DIRECTION_SCALE = 4.0
 POSITION_SCALE = 3.0  # centroid and context values: spatial words are learned slowly from small inputs
 ORIENTATION_SCALE = 16.0
 BATCH = 128  # images per vectorised step, bounding memory to ~150 MB
+# Bump when anything changes the features of a given picture: recorded by the `shapes` encoder, so a run trained on
+# older features is refused rather than fed different ones.
+FEATURES_VERSION = 1
 
 
 def _ramp(values, start, stop):

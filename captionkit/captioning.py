@@ -1,0 +1,66 @@
+"""Captions for picture files: a trained run's model, fed the features its training pictures had.
+
+:func:`caption_images` (and ``captionkit caption``) builds the encoder the run recorded (``RUN/encoder.json``, with
+``RUN/pca.h5`` when its features were PCA-reduced; :mod:`captionkit.encoders.pipeline`), checks that it gives
+what the model was trained on, encodes the pictures and decodes one caption each.
+"""
+from pathlib import Path
+
+from captionkit.checkpoint import load_model, resolve_checkpoint
+from captionkit.data import ENCODER_FILE
+from captionkit.encoders.base import EncoderError
+from captionkit.encoders.pipeline import FeaturePipeline
+from captionkit.evaluation import DEFAULT_BATCH_SIZE, caption_text, generate_captions
+from captionkit.images import find_images
+from captionkit.runs import run_dir_of
+
+__all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
+
+DEFAULT_MAX_LENGTH = 20  # words per caption, <END> included; the bundles captionkit writes hold at most 16 words
+
+
+def load_captioner(run):
+    """(model, info, pipeline) of a run directory (its latest checkpoint) or one of its checkpoint files.
+
+    Raises EncoderError when the run records no encoder (trained on a bundle whose features captionkit cannot
+    make, e.g. the CS231n COCO bundle), when the recorded encoder no longer gives the same features, or when its
+    output does not fit the model; EncoderLoadError when the encoder's plugin is not installed.
+    """
+    checkpoint = resolve_checkpoint(run)
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None:
+        raise EncoderError(f"{checkpoint}: not inside a run directory (RUN/checkpoints/ckpt-*.npz); captions need "
+                           f"the run's {ENCODER_FILE}")
+    if not (run_dir / ENCODER_FILE).is_file():
+        raise EncoderError(
+            f"{run_dir}: this run records no image encoder ({ENCODER_FILE}): it was trained on a dataset whose "
+            "features captionkit cannot make from pictures (such as the CS231n COCO bundle, whose VGG-16 PCA was "
+            "not published). Train on a bundle from `captionkit data import` or the built-in dataset to caption "
+            "pictures"
+        )
+    model, info = load_model(checkpoint)
+    pipeline = FeaturePipeline.load(run_dir)
+    if pipeline.dim != model.input_dim:
+        raise EncoderError(f"{run_dir / ENCODER_FILE}: the recorded encoder gives {pipeline.dim} values per picture, "
+                           f"but the model takes {model.input_dim}")
+    return model, info, pipeline
+
+
+def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
+                   batch_size=DEFAULT_BATCH_SIZE, progress=None):
+    """One caption for each picture file in ``paths`` (directories are walked for image files).
+
+    ``run_dir``: a run directory written by ``captionkit train`` (its latest checkpoint) or one of its checkpoint
+    files. Returns ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
+    ``progress(stage, done, total)`` with stages ``"encoding"`` and ``"captions"``. Raises ImageFileError naming a
+    missing or unreadable file, and the errors of :func:`load_captioner`.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files = find_images(paths)
+    model, _, pipeline = load_captioner(run_dir)
+    encoding = None if progress is None else (lambda done, total: progress("encoding", done, total))
+    features = pipeline.encode_files(files, encoding)
+    ids = generate_captions(model, features, max_length, beam_size=beam_size, length_penalty=length_penalty,
+                            batch_size=batch_size, progress=progress)
+    return [{"image": str(path), "caption": caption_text(row, model.idx_to_word)} for path, row in zip(files, ids)]

@@ -1,0 +1,260 @@
+"""From picture files to the features a model was trained on, the same way every time.
+
+A bundle made by ``captionkit data import`` (and the built-in dataset) records how its features were made:
+
+- ``encoder.json``: ``{"format": "captionkit-encoder", "format_version": 1, "encoder": NAME, "argument": ...,
+  "options": {...}, "output_dim": D, "identity": {...}, "distribution": ..., "version": ..., "description": ...,
+  "pca_dim": K or null}``: what :func:`make_encoder` builds the encoder from, and the facts
+  (:meth:`Encoder.identity`, e.g. an ONNX file's SHA-256) that a rebuilt encoder must share;
+- ``pca.h5`` (when ``pca_dim`` is set): ``mean`` (D,) and ``components`` (K, D) float64; reduced features are
+  ``(features - mean) @ components.T``.
+
+A training run copies both into its directory (with ``"pca_dim"`` set to what the run trained on), so
+:class:`FeaturePipeline` can give new pictures the features its model expects.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from captionkit.atomicfile import atomic_write, atomic_write_text
+from captionkit.data import ENCODER_FILE, PCA_FILE, BundleError, bundle_paths
+from captionkit.encoders.base import EncoderError, check_features
+from captionkit.encoders.registry import encoder_distribution, make_encoder
+from captionkit.images import ImageFileError, read_image
+
+__all__ = ["FORMAT", "EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
+
+FORMAT = "captionkit-encoder"
+FORMAT_VERSION = 1
+
+
+def encode_files(encoder, paths, progress=None, skip_unreadable=False):
+    """Features (len(paths), dim) float32 of the picture files ``paths``, read and encoded in batches.
+
+    ``progress(done, total)`` after each batch. A missing or unreadable file raises ImageFileError naming it; with
+    ``skip_unreadable`` it is reported instead: returns ``(features, skipped)`` where ``skipped`` lists
+    ``(index, message)`` and those rows are NaN. Without it, returns the features alone.
+    """
+    total = len(paths)
+    features = np.empty((total, encoder.dim), dtype=np.float32)
+    skipped = []
+    for start in range(0, total, encoder.batch_size):
+        pictures, rows = [], []
+        for row in range(start, min(start + encoder.batch_size, total)):
+            try:
+                pictures.append(read_image(paths[row]))
+            except ImageFileError as exc:
+                if not skip_unreadable:
+                    raise
+                skipped.append((row, str(exc)))
+                features[row] = np.nan
+                continue
+            rows.append(row)
+        if pictures:
+            features[rows] = check_features(encoder, encoder.encode(pictures), len(pictures))
+        if progress is not None:
+            progress(min(start + encoder.batch_size, total), total)
+    return (features, skipped) if skip_unreadable else features
+
+
+class Pca:
+    """A fixed linear reduction of features: ``(x - mean) @ components.T``; fitted once, on training features."""
+
+    def __init__(self, mean, components):
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.components = np.asarray(components, dtype=np.float64)
+
+    @property
+    def dim(self):
+        return self.components.shape[0]
+
+    @classmethod
+    def fit(cls, features, dim):
+        """The ``dim`` principal directions of ``features`` (N, D); each direction's sign makes its largest entry
+        positive, so the same features always give the same reduction."""
+        features = np.asarray(features, dtype=np.float64)
+        count, width = features.shape
+        if not 1 <= dim <= min(count, width):
+            raise ValueError(f"--pca {dim}: PCA reduces to at most min(number of training images, feature width) "
+                             f"= min({count}, {width})")
+        mean = features.mean(axis=0)
+        centred = features - mean
+        # Eigenvectors of the D x D covariance: cheaper than an SVD of the N x D matrix when N is much larger.
+        values, vectors = np.linalg.eigh(centred.T @ centred)
+        components = vectors[:, ::-1][:, :dim].T
+        signs = np.sign(components[np.arange(dim), np.abs(components).argmax(axis=1)])
+        return cls(mean, components * signs[:, None])
+
+    def transform(self, features):
+        return ((np.asarray(features, dtype=np.float64) - self.mean) @ self.components.T).astype(np.float32)
+
+    def save(self, path):
+        """Write ``mean`` and ``components`` into the HDF5 file ``path`` (a bundle writes into a staging folder)."""
+        import h5py
+
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("mean", data=self.mean, track_times=False)
+            h5.create_dataset("components", data=self.components, track_times=False)
+
+    @classmethod
+    def load(cls, path):
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise EncoderError(f"{path}: file not found (the PCA the features were reduced with)")
+        try:
+            with h5py.File(path, "r") as h5:
+                mean, components = h5["mean"][()], h5["components"][()]
+        except (OSError, KeyError) as exc:
+            raise EncoderError(f"{path}: cannot read the PCA's 'mean' and 'components' ({exc})") from None
+        if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
+            raise EncoderError(f"{path}: 'mean' {mean.shape} and 'components' {components.shape} do not fit "
+                               "(expected (D,) and (K, D))")
+        return cls(mean, components)
+
+
+@dataclass(frozen=True)
+class EncoderRecord:
+    """What ``encoder.json`` holds: how to build the encoder again and what it must give."""
+
+    encoder: str
+    argument: str | None
+    options: dict
+    output_dim: int
+    identity: dict
+    distribution: str
+    version: str
+    description: str
+    pca_dim: int | None = None
+
+    @property
+    def spec(self):
+        return self.encoder if self.argument is None else f"{self.encoder}:{self.argument}"
+
+    @property
+    def feature_dim(self):
+        return self.output_dim if self.pca_dim is None else self.pca_dim
+
+    @classmethod
+    def of(cls, encoder, pca_dim=None):
+        distribution, version = encoder_distribution(encoder.name())
+        return cls(encoder.name(), encoder.argument_value, dict(encoder.options), int(encoder.dim),
+                   _plain(encoder.identity()), distribution, version, encoder.describe(), pca_dim)
+
+    def with_pca(self, pca_dim):
+        return EncoderRecord(**{**self.to_dict(), "pca_dim": pca_dim})
+
+    def to_dict(self):
+        return {"encoder": self.encoder, "argument": self.argument, "options": self.options,
+                "output_dim": self.output_dim, "identity": self.identity, "distribution": self.distribution,
+                "version": self.version, "description": self.description, "pca_dim": self.pca_dim}
+
+    def save(self, path):
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.to_dict()}
+        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EncoderError(f"{path}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EncoderError(f"{path}: not a readable encoder record ({exc})") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise EncoderError(f"{path}: not a captionkit encoder record (no \"format\": \"{FORMAT}\")")
+        if document.get("format_version") != FORMAT_VERSION:
+            raise EncoderError(f"{path}: encoder record format_version {document.get('format_version')!r}; this "
+                               f"captionkit reads version {FORMAT_VERSION}")
+        fields = {"encoder": str, "options": dict, "output_dim": int, "identity": dict, "distribution": str,
+                  "version": str, "description": str}
+        for key, kind in fields.items():
+            if not isinstance(document.get(key), kind) or isinstance(document.get(key), bool):
+                raise EncoderError(f"{path}: {key!r} must be a {kind.__name__}, got {document.get(key)!r}")
+        for key in ("argument", "pca_dim"):
+            expected = str if key == "argument" else int
+            if document.get(key) is not None and not isinstance(document[key], expected):
+                raise EncoderError(f"{path}: {key!r} must be a {expected.__name__} or null, got {document[key]!r}")
+        return cls(**{key: document.get(key) for key in (*fields, "argument", "pca_dim")})
+
+
+def _plain(value):
+    """``value`` as JSON would give it back (tuples as lists), so a loaded record compares equal to a new one."""
+    return json.loads(json.dumps(value))
+
+
+class FeaturePipeline:
+    """The encoder and PCA recorded in a directory (a bundle or a run): picture files -> a model's features."""
+
+    def __init__(self, record, encoder, pca=None):
+        self.record, self.encoder, self.pca = record, encoder, pca
+
+    @classmethod
+    def load(cls, directory, encoder_file=ENCODER_FILE, pca_file=PCA_FILE):
+        """Build the encoder ``directory/encoder.json`` records (and its PCA) and check that it is the same one.
+
+        Raises EncoderError naming what differs: a different file behind the same name (its digest), another
+        output size; EncoderLoadError when the encoder's plugin is not installed.
+        """
+        directory = Path(directory)
+        record = EncoderRecord.load(directory / encoder_file)
+        encoder = make_encoder(record.spec, record.options)
+        rebuilt = EncoderRecord.of(encoder, record.pca_dim)
+        for key in ("output_dim", "identity"):
+            old, new = getattr(record, key), getattr(rebuilt, key)
+            if old != new:
+                raise EncoderError(f"{directory / encoder_file}: encoder {record.spec!r} no longer gives the features "
+                                   f"recorded: {_difference(key, old, new)}")
+        pca = None
+        if record.pca_dim is not None:
+            pca = Pca.load(directory / pca_file)
+            if pca.components.shape != (record.pca_dim, record.output_dim):
+                raise EncoderError(f"{directory / pca_file}: components have shape {pca.components.shape}, but "
+                                   f"{encoder_file} says ({record.pca_dim}, {record.output_dim})")
+        return cls(record, encoder, pca)
+
+    @property
+    def dim(self):
+        return self.record.feature_dim
+
+    def encode_files(self, paths, progress=None):
+        """Features (len(paths), dim) float32 of picture files, as the recorded bundle's were made."""
+        features = encode_files(self.encoder, paths, progress)
+        return features if self.pca is None else self.pca.transform(features)
+
+
+def _difference(key, old, new):
+    if key == "output_dim":
+        return f"it was {old} values wide, it is now {new}"
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    first = changed[0]
+    return f"{first} was {old.get(first)!r}, it is now {new.get(first)!r}"
+
+
+def copy_record(bundle, pca_features, destination):
+    """Record in ``destination`` (a run directory) how the features a run trains on were made: the bundle's
+    ``encoder.json`` with ``pca_dim`` set to the features chosen by ``pca_features``, and ``pca.h5`` when those
+    are reduced. Returns the record, or None for a bundle that records no encoder (the CS231n COCO bundle)."""
+    bundle, destination = Path(bundle), Path(destination)
+    source = bundle / ENCODER_FILE
+    if not source.is_file():
+        return None
+    try:
+        record = EncoderRecord.load(source)
+    except EncoderError as exc:
+        raise BundleError(str(exc)) from None
+    reduced = bundle_paths(bundle, pca_features)["train_features"].name.endswith("_pca.h5")
+    if reduced and record.pca_dim is None:
+        raise BundleError(f"{source}: the bundle has PCA-reduced features but its encoder record has no pca_dim")
+    if reduced:
+        with atomic_write(destination / PCA_FILE) as f:
+            f.write((bundle / PCA_FILE).read_bytes())
+    else:
+        (destination / PCA_FILE).unlink(missing_ok=True)
+    record = record.with_pca(record.pca_dim if reduced else None)
+    record.save(destination / ENCODER_FILE)
+    return record
