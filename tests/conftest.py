@@ -95,14 +95,14 @@ def bundle_dir(tmp_path):
     return write_bundle(tmp_path / "bundle")
 
 
-def make_distribution(root, dist, version, entry_points, modules=None):
-    """Write ``dist``'s metadata and entry points (``{name: "module:attr"}``) and its modules under ``root``:
-    a plugin distribution that importlib.metadata finds on sys.path, without pip."""
+def make_distribution(root, dist, version, entry_points, modules=None, group="captionkit.cells"):
+    """Write ``dist``'s metadata and entry points (``{name: "module:attr"}`` in ``group``) and its modules under
+    ``root``: a plugin distribution that importlib.metadata finds on sys.path, without pip."""
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[captionkit.cells]\n{lines}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
     for module, source in (modules or {}).items():
         (root / f"{module}.py").write_text(textwrap.dedent(source))
 

@@ -244,7 +244,12 @@ class OnnxEncoder(Encoder):
         return self._dim
 
     def encode(self, images):
-        return self._run(list(images))
+        images = list(images)
+        if not self.fixed_batch:
+            return self._run(images)
+        # A model exported for a fixed batch takes exactly that many pictures per run.
+        return np.concatenate([self._run(images[k:k + self.batch_size])
+                               for k in range(0, len(images), self.batch_size)])
 
     def identity(self):
         return {"sha256": self.sha256, "input": self.input_name, "output": self.output, "size": list(self.size),
