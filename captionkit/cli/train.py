@@ -150,10 +150,11 @@ def _build_builtin_dataset():
 @click.option("--cell", default=_DEFAULTS.cell, show_default=True, metavar="NAME",
               help="Recurrent cell: 'rnn' is built in; 'lstm' and 'gru' come from their plugins.")
 @click.option("--data", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="A COCO captioning bundle directory (coco2014_captions.h5, features, vocabulary, URLs). "
+              help="A captioning bundle directory (from `captionkit data import`, or the CS231n COCO bundle). "
                    "Default: the built-in dataset (made on first use), or $CAPTIONKIT_DATA_DIR.")
 @click.option("--pca/--no-pca", default=_DEFAULTS.pca, show_default=True,
-              help="Use the bundle's 512-d PCA features (*_pca.h5) or the raw ones.")
+              help="Use the bundle's PCA-reduced features (*_features_pca.h5, or the assignment's *_pca.h5) when it "
+                   "has them, or the encoder's full ones.")
 @click.option("--max-train", type=click.IntRange(min=1), default=None, metavar="N",
               help="Train on N captions drawn (seeded) from the training split. Default: all.")
 @click.option("--hidden-dim", type=click.IntRange(min=1), default=_DEFAULTS.hidden_dim, show_default=True,
