@@ -115,6 +115,7 @@ class PluginRegistry:
     load_error = PluginLoadError
     conflict_error = PluginConflictError
     install_hints = {}
+    install_options = ""  # pip options the hinted plugins need (cells build against the installed captionkit)
 
     def __init__(self, builtins, entry_point_group, autoload_plugins=None):
         self._builtins = dict(builtins)
@@ -173,7 +174,7 @@ class PluginRegistry:
             dist = self.install_hints[name]
             message += (
                 f". The {name!r} {self.kind} is provided by the plugin distribution {dist}: install it with "
-                f"`pip install --no-build-isolation plugins/{dist}` from a captionkit checkout"
+                f"`pip install {self.install_options}plugins/{dist}` from a captionkit checkout"
             )
             if not self._autoload:
                 message += f" (plugins are disabled now because {DISABLE_AUTOLOAD_ENV} is set)"

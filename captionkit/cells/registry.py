@@ -59,6 +59,7 @@ class CellRegistry(PluginRegistry):
     load_error = CellLoadError
     conflict_error = CellConflictError
     install_hints = {"lstm": "captionkit-lstm", "gru": "captionkit-gru"}
+    install_options = "--no-build-isolation "
 
     def __init__(self, builtins=None, entry_point_group=ENTRY_POINT_GROUP, autoload_plugins=None):
         super().__init__(BUILTIN_CELLS if builtins is None else builtins, entry_point_group, autoload_plugins)

@@ -45,10 +45,9 @@ class Encoder:
         self.argument_value = argument
         self.options = options
 
-    @classmethod
-    def name(cls):
-        """The encoder's name in messages (the class name unless the registry set ``registered_name``)."""
-        return getattr(cls, "registered_name", cls.__name__)
+    def name(self):
+        """The name the encoder was built under (the registry sets ``registered_name``; else the class name)."""
+        return getattr(self, "registered_name", type(self).__name__)
 
     @classmethod
     def requirements_problem(cls):

@@ -121,4 +121,6 @@ def make_encoder(spec, options=None):
         raise EncoderError(f"encoder {spec!r}: nothing after ':'")
     if encoder_class.argument is not None and not sep:
         raise EncoderError(f"encoder {name!r} needs an argument: {name}:{encoder_class.argument}")
-    return encoder_class(argument if sep else None, options)
+    encoder = encoder_class(argument if sep else None, options)
+    encoder.registered_name = name  # the name it was built under, should one class be registered under two
+    return encoder
