@@ -154,7 +154,7 @@ def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_optio
     if (karpathy is None) == (table is None):
         raise click.UsageError("give exactly one caption file: --karpathy FILE.json or --captions FILE")
     encoder = make_encoder(encoder_spec, parse_options(encoder_options))
-    click.echo(f"encoder {encoder_spec}: {encoder.describe()} ({encoder.dim} values per picture)")
+    click.echo(f"encoder {encoder_spec}: {encoder.dim} values per picture; {encoder.describe()}")
     bars = {}
 
     def progress(stage, done, total):

@@ -261,8 +261,8 @@ class OnnxEncoder(Encoder):
         scaling = ("uint8 pixels" if self.input_type == "tensor(uint8)" else
                    f"pixels scaled to [{self.pixel_range[0]:g}, {self.pixel_range[1]:g}], mean "
                    f"{', '.join(f'{m:g}' for m in self.mean)}, std {', '.join(f'{s:g}' for s in self.std)}")
-        return (f"{self.path.name}: input {self.input_name!r} {height}x{width} {self.layout.upper()} "
-                f"{self.channels.upper()} ({self.resize_mode}), {scaling}; output {self.output!r}, {self.dim} values")
+        return (f"input {self.input_name!r} {height}x{width} {self.layout.upper()} {self.channels.upper()} "
+                f"({self.resize_mode}), {scaling}; output {self.output!r}")
 
 
 def _is_image_input(arg):
