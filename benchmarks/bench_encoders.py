@@ -37,7 +37,8 @@ def write_jpegs(directory, count):
     for k in range(count):
         # Smooth colour fields plus noise: JPEG-compressible like a photo, not like white noise.
         y, x = np.mgrid[0:375, 0:500]
-        base = np.stack([np.sin(x / rng.uniform(20, 80) + k), np.cos(y / rng.uniform(20, 80)), np.sin((x + y) / 50)], -1)
+        waves = (np.sin(x / rng.uniform(20, 80) + k), np.cos(y / rng.uniform(20, 80)), np.sin((x + y) / 50))
+        base = np.stack(waves, -1)
         pixels = np.clip(127 + 100 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         path = Path(directory) / f"{k:04d}.jpg"
         Image.fromarray(pixels).save(path, quality=90)

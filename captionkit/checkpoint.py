@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit import __version__
+from captionkit import __version__, optim
 from captionkit.atomicfile import atomic_write
 from captionkit.data import SPECIAL_TOKENS
 
@@ -163,6 +163,67 @@ def _open_archive(path):
         raise CheckpointError(f"{path}: cannot read checkpoint; the file is truncated or corrupt ({exc})") from exc
 
 
+# Bounds on what a checkpoint may declare before any of it is read (checkpoints captionkit writes are far below).
+_MAX_META_BYTES = 64 * 2**20  # the JSON metadata: vocabulary and options
+_MAX_INFLATED_BYTES = 16 * 2**20  # a compressed member (captionkit stores every member uncompressed)
+_MAX_ITERATION = 2**53  # iterations and epochs: exact in a float64, far beyond any run
+
+
+def _member_headers(path):
+    """``{key: (shape, dtype)}`` of every member of the npz at ``path``, read from the zip's directory and each
+    member's .npy header only: no array is read. A member whose declared size does not match the bytes the file
+    holds for it, a compressed member over the bound, and an object array are refused here, before any allocation.
+    """
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise CheckpointError(f"{path}: member {info.filename!r} is not an .npy array; not a captionkit "
+                                          "checkpoint")
+                key = info.filename[:-len(".npy")]
+                if key in headers:
+                    raise CheckpointError(f"{path}: member {key!r} appears twice; the file is crafted or corrupt")
+                try:
+                    with archive.open(info) as member:
+                        version = np.lib.format.read_magic(member)
+                        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                        if read_header is None:
+                            raise CheckpointError(f"{path}: member {key!r} is an .npy array of format {version}, which "
+                                                  "captionkit does not read")
+                        shape, _, dtype = read_header(member, max_header_size=10000)
+                        data_offset = member.tell()
+                except CheckpointError:
+                    raise
+                except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                    raise CheckpointError(f"{path}: member {key!r} cannot be read; the file is truncated or corrupt "
+                                          f"({exc})") from exc
+                if dtype.hasobject:
+                    raise CheckpointError(f"{path}: member {key!r} is an object array (pickled Python objects), which "
+                                          "captionkit never loads; refusing the checkpoint")
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if info.compress_type == zipfile.ZIP_STORED:
+                    if info.file_size != data_offset + declared:
+                        raise CheckpointError(
+                            f"{path}: member {key!r} declares {shape} {dtype} ({declared} bytes) but holds "
+                            f"{info.file_size - data_offset}; the file is crafted or corrupt")
+                elif declared > _MAX_INFLATED_BYTES or info.file_size != data_offset + declared:
+                    raise CheckpointError(
+                        f"{path}: member {key!r} is compressed and declares {declared} bytes; captionkit reads "
+                        f"compressed members of at most {_MAX_INFLATED_BYTES} bytes (it writes checkpoints "
+                        "uncompressed)")
+                headers[key] = (tuple(shape), dtype)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint; the file is truncated or corrupt ({exc})") from exc
+    if headers.get("meta", ((0,), None))[0][0] > _MAX_META_BYTES:
+        raise CheckpointError(f"{path}: 'meta' declares {headers['meta'][0][0]} bytes, more than the "
+                              f"{_MAX_META_BYTES} captionkit reads")
+    return headers
+
+
 def _read_member(path, archive, key):
     try:
         return archive[key]
@@ -265,8 +326,12 @@ def _read_training(path, meta, members, params):
         raise CheckpointError(f"{path}: meta 'training' must be a JSON object")
     for key in ("epoch", "iteration"):
         value = training.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CheckpointError(f"{path}: meta 'training.{key}' is {value!r}, expected an integer >= 0")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_ITERATION:
+            raise CheckpointError(f"{path}: meta 'training.{key}' is {value!r}, expected an integer >= 0 "
+                                  f"and below 2**53")
+    if training["epoch"] > training["iteration"]:
+        raise CheckpointError(f"{path}: meta 'training.epoch' is {training['epoch']} after only "
+                              f"{training['iteration']} iterations")
     scalars = training.get("optim_scalars")
     if not isinstance(scalars, dict) or set(scalars) != set(params):
         raise CheckpointError(f"{path}: meta 'training.optim_scalars' must hold one object per parameter")
@@ -284,6 +349,10 @@ def _read_training(path, meta, members, params):
                 raise CheckpointError(f"{path}: {key!r} is optimiser state for no parameter of this model")
             _check_array(path, key, value, params[parts[1]].shape, params[parts[1]].dtype)
             optim_configs[parts[1]][parts[2]] = value
+    for name, conf in optim_configs.items():
+        problem = optim.state_problem(conf)
+        if problem:
+            raise CheckpointError(f"{path}: the optimiser state of {name!r} cannot be trained from: {problem}")
     rng = training.get("rng")
     keys = members.get("rng/keys")
     if (not isinstance(rng, dict) or rng.get("algorithm") != "MT19937" or keys is None
@@ -293,8 +362,11 @@ def _read_training(path, meta, members, params):
         raise CheckpointError(f"{path}: the minibatch sampler's RNG state ('rng/keys', meta 'training.rng') is "
                               "missing or malformed")
     history = members.get("loss_history")
-    if history is None or history.dtype != np.float64 or history.ndim != 1:
-        raise CheckpointError(f"{path}: 'loss_history' is missing or not a float64 vector")
+    if history is None or history.dtype != np.float64 or history.shape != (training["iteration"],):
+        raise CheckpointError(f"{path}: 'loss_history' is missing or not a float64 vector of one loss per iteration "
+                              f"({training['iteration']})")
+    if not np.isfinite(history).all():
+        raise CheckpointError(f"{path}: 'loss_history' holds non-finite values")
     return {
         "epoch": training["epoch"],
         "iteration": training["iteration"],
@@ -304,36 +376,88 @@ def _read_training(path, meta, members, params):
     }
 
 
+def _expected_shapes(path, model_meta, vocab_size):
+    """``{param name: shape}`` of the declared model, computed without building it."""
+    from captionkit.cells import CellLoadError, UnknownCellError, get_cell
+    from captionkit.model import parameter_shapes
+
+    try:
+        cell = get_cell(model_meta["cell_type"])()
+    except (UnknownCellError, CellLoadError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint was made with cell {model_meta['cell_type']!r}: {exc}") from exc
+    return parameter_shapes(cell, model_meta["input_dim"], model_meta["wordvec_dim"], model_meta["hidden_dim"],
+                            vocab_size)
+
+
+def _check_stored_config(path, config):
+    from captionkit.options import validate_options
+    from captionkit.runs import ConfigError
+
+    try:
+        validate_options(config, f"{path} (stored config)")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _check_declared(path, headers, meta, shapes):
+    """Every member's declared shape and dtype against the metadata, before any array is read."""
+    dtype = np.dtype(meta["model"]["dtype"])
+    stored = {key[len("param/"):] for key in headers if key.startswith("param/")}
+    if stored != set(shapes):
+        missing, extra = sorted(set(shapes) - stored), sorted(stored - set(shapes))
+        raise CheckpointError(
+            f"{path}: parameters do not match cell {meta['model']['cell_type']!r}"
+            + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
+        )
+    model = _describe_model(meta["model"], len(meta["idx_to_word"]))
+    expected = {f"param/{name}": (shape, dtype) for name, shape in shapes.items()}
+    training = meta.get("training")
+    if isinstance(training, dict):
+        iteration = training.get("iteration")
+        if isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration < _MAX_ITERATION:
+            expected["loss_history"] = ((iteration,), np.dtype(np.float64))
+        expected["rng/keys"] = ((_MT_KEYS,), np.dtype(np.uint32))
+        for key in headers:
+            parts = key.split("/")
+            if parts[0] == "optim" and len(parts) == 3 and parts[1] in shapes:
+                expected[key] = (shapes[parts[1]], dtype)
+    for key, (shape, kind) in expected.items():
+        if key not in headers:
+            continue
+        found_shape, found_dtype = headers[key]
+        if found_shape != tuple(shape):
+            where = f" for the declared model ({model})" if key.startswith("param/") else ""
+            raise CheckpointError(f"{path}: {key!r} has shape {found_shape}, expected {tuple(shape)}{where}")
+        if found_dtype != kind:
+            raise CheckpointError(f"{path}: {key!r} has dtype {found_dtype}, expected {kind}")
+
+
 def read_checkpoint(path):
     """Parse and validate the checkpoint file at ``path`` -> :class:`Checkpoint`.
 
     Raises :class:`CheckpointError` naming the file and the member at fault for a missing, truncated, corrupt or
     crafted file (pickled data is refused without being unpickled), or one whose arrays do not fit its declared
-    cell, dimensions and vocabulary.
+    cell, dimensions, vocabulary and training state. Sizes are checked against each other and against the bytes the
+    file holds before any array is read, so a small crafted file cannot make it allocate much.
     """
     path = Path(path)
     with _open_archive(path) as archive:
-        members = {key: _read_member(path, archive, key) for key in archive.files}
-    meta = _read_meta(path, members)
-    known = {"meta", "rng/keys", "loss_history"}
-    unknown = [k for k in members if k not in known and not k.startswith(("param/", "optim/"))]
-    if unknown:
-        raise CheckpointError(f"{path}: unexpected members {sorted(unknown)}; not a captionkit checkpoint")
-
-    expected = _empty_model(path, meta["model"], meta["idx_to_word"]).params
+        headers = _member_headers(path)
+        known = {"meta", "rng/keys", "loss_history"}
+        unknown = [k for k in headers if k not in known and not k.startswith(("param/", "optim/"))]
+        if unknown:
+            raise CheckpointError(f"{path}: unexpected members {sorted(unknown)}; not a captionkit checkpoint")
+        meta = _read_meta(path, {"meta": _read_member(path, archive, "meta")} if "meta" in headers else {})
+        _check_stored_config(path, meta.get("config", {}))
+        shapes = _expected_shapes(path, meta["model"], len(meta["idx_to_word"]))
+        _check_declared(path, headers, meta, shapes)
+        members = {key: _read_member(path, archive, key) for key in headers}
     dtype = np.dtype(meta["model"]["dtype"])
-    stored = {key[len("param/"):] for key in members if key.startswith("param/")}
-    if stored != set(expected):
-        missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
-        raise CheckpointError(
-            f"{path}: parameters do not match cell {meta['model']['cell_type']!r}"
-            + (f"; missing {missing}" if missing else "") + (f"; unexpected {extra}" if extra else "")
-        )
+    described = _describe_model(meta["model"], len(meta["idx_to_word"]))
     params = {}
-    for name, template in expected.items():
+    for name, shape in shapes.items():
         value = members[f"param/{name}"]
-        _check_array(path, f"param/{name}", value, template.shape, dtype,
-                     _describe_model(meta["model"], len(meta["idx_to_word"])))
+        _check_array(path, f"param/{name}", value, shape, dtype, described)
         params[name] = value
     return Checkpoint(
         path=path,

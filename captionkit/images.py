@@ -18,8 +18,8 @@ import numpy as np
 
 from captionkit.data import load_images
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFileError", "crop_to", "find_images", "image_from_url", "local_pictures", "read_image",
-           "resize"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFileError", "crop_to", "find_images", "image_from_url", "local_pictures",
+           "read_image", "resize"]
 
 # What a directory walk picks up; a file named explicitly is read whatever its suffix.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})

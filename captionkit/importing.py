@@ -94,7 +94,8 @@ def tokenize(text):
 # ---------------------------------------------------------------------------------------------- reading
 def _karpathy_caption(path, where, sentence):
     if not isinstance(sentence, dict):
-        raise CaptionFileError(f"{path}: {where} is {type(sentence).__name__}, expected an object with 'tokens' or 'raw'")
+        raise CaptionFileError(f"{path}: {where} is {type(sentence).__name__}, expected an object with 'tokens' or "
+                               "'raw'")
     tokens = sentence.get("tokens")
     if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
         return [word for token in tokens for word in [token.strip().lower()] if word]
@@ -194,7 +195,8 @@ def _read_table(path, images_dir, seed):
         raise CaptionFileError(f"{path}: {unsplit[0].source} has no split, but other rows have one; give every row a "
                            "split or none")
     if unsplit:
-        held_out = set(np.random.RandomState(seed).permutation(len(pictures))[:max(1, round(_HELD_OUT * len(pictures)))])
+        count = max(1, round(_HELD_OUT * len(pictures)))
+        held_out = set(np.random.RandomState(seed).permutation(len(pictures))[:count])
         for k, picture in enumerate(pictures):
             picture.split = "val" if k in held_out else "train"
     return pictures
@@ -326,7 +328,8 @@ def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAU
             captions = [p.captions for p in by_split[split]]
             encoded[split] = encode_captions(captions, word_to_idx, max_words)
             report.images[split], report.captions[split] = len(captions), len(encoded[split][0])
-            report.unknown_words += sum(word not in word_to_idx for cs in captions for c in cs for word in c[:max_words])
+            report.unknown_words += sum(word not in word_to_idx
+                                        for cs in captions for c in cs for word in c[:max_words])
             report.cut_captions += sum(len(c) > max_words for cs in captions for c in cs)
             files.write_features(split, features[split])
             if pca is not None:

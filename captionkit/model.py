@@ -7,16 +7,42 @@ and beam decoding steps, caption likelihoods) is written once over the backend's
 (:func:`captionkit.backend.runtime`): the numpy reference or the compiled kernels, which on the compiled backend run
 on shards of a batch's rows side by side.
 """
+import os
+
 import numpy as np
 
 from captionkit import decoding, parallel
 from captionkit.backend import resolve_backend, runtime
 from captionkit.cells import get_cell
 
-__all__ = ["CaptioningRNN"]
+__all__ = ["CaptioningRNN", "parameter_shapes"]
 
 _FLOAT_DTYPES = (np.float32, np.float64)
 _MODEL_PARAMS = ("W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab")
+# Training holds each parameter about four times (values, gradients, Adam's two moments): a model whose parameters
+# need more than this share of the machine's memory is refused before anything is allocated.
+_MEMORY_SHARE = 0.25
+
+
+def parameter_shapes(cell, input_dim, wordvec_dim, hidden_dim, vocab_size):
+    """``{name: shape}`` of every parameter of a model with ``cell`` (a Cell instance), in initialisation order,
+    computed without allocating anything."""
+    D, W, H, V = input_dim, wordvec_dim, hidden_dim, vocab_size
+    shapes = {"W_embed": (V, W), "W_proj": (D, H), "b_proj": (H,)}
+    cell_shapes = {name: tuple(spec.shape) for name, spec in cell.parameters(W, H).items()}
+    clash = set(cell_shapes) & set(_MODEL_PARAMS)
+    if clash:
+        raise ValueError(f"cell {cell.name!r} declares parameters that clash with the model's: {sorted(clash)}")
+    shapes.update(cell_shapes)
+    shapes.update({"W_vocab": (H, V), "b_vocab": (V,)})
+    return shapes
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform tells
+        return None
 
 
 class CaptioningRNN:
@@ -64,18 +90,23 @@ class CaptioningRNN:
         self._start = word_to_idx.get("<START>")
         self._end = word_to_idx.get("<END>")
 
-        rng = np.random if seed is None else np.random.RandomState(seed)
         D, W, H, V = self.input_dim, self.wordvec_dim, self.hidden_dim, self.vocab_size
+        shapes = parameter_shapes(self.cell, D, W, H, V)
+        size = sum(int(np.prod(shape, dtype=object)) for shape in shapes.values()) * np.dtype(dtype).itemsize
+        memory = _physical_memory()
+        if memory is not None and size > _MEMORY_SHARE * memory:
+            raise ValueError(
+                f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has {size / 2**30:.1f} GiB "
+                f"of parameters, and training holds them about four times: more than this machine's "
+                f"{memory / 2**30:.0f} GiB of memory"
+            )
+        rng = np.random if seed is None else np.random.RandomState(seed)
         params = {
             "W_embed": rng.standard_normal((V, W)) / 100,
             "W_proj": rng.standard_normal((D, H)) / np.sqrt(D),
             "b_proj": np.zeros(H),
         }
-        cell_params = self.cell.init_params(W, H, rng)
-        clash = set(cell_params) & set(_MODEL_PARAMS)
-        if clash:
-            raise ValueError(f"cell {cell_type!r} declares parameters that clash with the model's: {sorted(clash)}")
-        params.update(cell_params)
+        params.update(self.cell.init_params(W, H, rng))
         params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}

@@ -5,7 +5,7 @@ Each rule is ``next_w, config = rule(w, dw, config)``: ``config`` holds the hype
 """
 import numpy as np
 
-__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "update_all", "UPDATE_RULES"]
+__all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "update_all", "UPDATE_RULES", "state_problem"]
 
 
 def sgd(w, dw, config=None):
@@ -116,3 +116,53 @@ def _adam_hyperparameters(config):
 
 
 UPDATE_RULES = {"sgd": sgd, "sgd_momentum": sgd_momentum, "rmsprop": rmsprop, "adam": adam}
+
+
+def _number(low, high, low_open=False, high_open=True):
+    def check(value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return "a number"
+        if not (np.isfinite(value) and (low < value if low_open else low <= value)
+                and (value < high if high_open else value <= high)):
+            return f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return None
+    return check
+
+
+def _step_count(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**53:
+        return "an integer >= 0"
+    return None
+
+
+def _array(non_negative):
+    def check(value):
+        if not np.isfinite(value).all():
+            return "finite values"
+        if non_negative and (value < 0).any():
+            return "values >= 0 (it is a running mean of squares)"
+        return None
+    return check
+
+
+# What each setting or state array of the update rules may hold: a value outside breaks the rule's arithmetic (a
+# negative second moment gives NaN; beta1 = 1 divides by zero), so a checkpoint holding one is refused when read.
+_STATE_CHECKS = {
+    "learning_rate": _number(0, np.inf, low_open=True), "momentum": _number(0, 1), "decay_rate": _number(0, 1),
+    "epsilon": _number(0, np.inf, low_open=True), "beta1": _number(0, 1), "beta2": _number(0, 1), "t": _step_count,
+    "velocity": _array(False), "m": _array(False), "cache": _array(True), "v": _array(True),
+}
+
+
+def state_problem(config):
+    """Why ``config`` (one parameter's settings and state, as the rules keep it) cannot be trained from, naming
+    the key, or None. Keys no rule uses are a problem too."""
+    for key, value in config.items():
+        check = _STATE_CHECKS.get(key)
+        if check is None:
+            return f"{key!r} is no setting of captionkit's update rules"
+        expected = check(value)
+        if expected is not None:
+            shown = f"an array ({value.dtype}, {value.shape})" if isinstance(value, np.ndarray) else repr(value)
+            return f"{key!r} is {shown}, expected {expected}"
+    return None

@@ -11,6 +11,7 @@ A training run leaves everything in one directory::
       loss.png           training loss and validation metrics against iterations
       samples.txt        generated and ground-truth captions of validation images
       samples.png        the same as a picture grid, when the dataset has images
+      .lock              held by the process writing the run (captionkit.locking), released when it exits
       summary.json       final loss, validation metrics, time, iterations
       encoder.json       how the training features were made (copied from the dataset, when it records it), and
       pca.h5             the PCA that reduced them, if any: `captionkit caption` gives new pictures the same features
@@ -23,10 +24,14 @@ import time
 from pathlib import Path
 
 from captionkit.atomicfile import atomic_write_text
+from captionkit.locking import DirectoryLock
 
 __all__ = ["ConfigError", "RunDirectory", "new_run_dir", "read_config_file", "run_dir_of"]
 
 _CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
+_PARTIAL_FILE = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomicfile's temporary names
+LOCK_FILE = ".lock"
+_MAX_CONFIG_BYTES = 2**20  # config files are a few hundred bytes
 
 
 class ConfigError(ValueError):
@@ -67,11 +72,20 @@ class RunDirectory:
         found = self.list_checkpoints()
         return found[-1][1] if found else None
 
-    def remove_partial_checkpoints(self):
-        """Delete temporary files of checkpoint writes that a killed process never finished."""
-        if self.checkpoints.is_dir():
-            for path in self.checkpoints.glob(".ckpt-*.tmp"):
-                path.unlink(missing_ok=True)
+    def remove_partial_files(self):
+        """Delete the temporary files of writes that a killed process never finished (checkpoints, config,
+        summary, pictures: :mod:`captionkit.atomicfile` names them ``.NAME.PID-XXXXXXXX.tmp``). Call it only while
+        owning the run (:meth:`lock`): another writer's file in progress would go too."""
+        for folder in (self.root, self.checkpoints):
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if _PARTIAL_FILE.match(path.name) and path.is_file():
+                        path.unlink(missing_ok=True)
+
+    def lock(self):
+        """The run's ownership lock (:class:`captionkit.locking.DirectoryLock` on ``RUN/.lock``): one process at
+        a time writes a run; readers take no lock."""
+        return DirectoryLock(self.root, LOCK_FILE, what="run")
 
     def prune_checkpoints(self, keep):
         """Delete all but the ``keep`` most recent checkpoints."""
@@ -143,9 +157,14 @@ def read_config_file(path):
     if suffix not in (".json", ".toml"):
         raise ConfigError(f"{path}: config files must be JSON (.json) or TOML (.toml), got {suffix or 'no suffix'!r}")
     try:
-        raw = path.read_bytes()
+        if not path.is_file():  # a device or pipe (/dev/zero) would be read forever
+            raise ConfigError(f"{path}: not a regular file" if path.exists() else f"{path}: config file not found")
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes; a config file holds a few options")
     try:
         text = raw.decode("utf-8")
         if suffix == ".json":

@@ -11,10 +11,7 @@ bit, as one that ran straight through.
 
 Progress is reported to ``callback(event)`` with plain dicts (see :func:`train`); this module never prints.
 """
-import dataclasses
-import difflib
 import json
-import math
 import signal
 import threading
 import time
@@ -23,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit import evaluation, metrics, optim
+from captionkit import evaluation, metrics
 from captionkit.atomicfile import atomic_write_text
-from captionkit.backend import BACKENDS
 from captionkit.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint, save_checkpoint
 from captionkit.data import BundleError, bundle_dir, load_coco_data, load_images
 from captionkit.distributed import DistributedSolver, World, agreed_stop, root_first, world
 from captionkit.encoders.pipeline import copy_record
 from captionkit.images import local_pictures
 from captionkit.model import CaptioningRNN
+from captionkit.options import RESUMABLE_OPTIONS, TrainConfig, validate_options
 from captionkit.plotting import plot_caption_grid, plot_training_curves
 from captionkit.runs import ConfigError, RunDirectory, new_run_dir, read_config_file, run_dir_of
 from captionkit.solver import CaptioningSolver, TrainingDivergedError
@@ -43,139 +40,6 @@ DEFAULT_RUNS_DIR = "runs"
 # Seeds of the independent random streams, as RandomState([seed, stream]).
 _STREAM_BATCHES, _STREAM_SUBSET, _STREAM_EVAL = 1, 2, 3
 _EVAL_BATCH = 1000  # images decoded at once during validation
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run; the defaults train the built-in dataset in about two minutes on 2 cores.
-
-    Iteration counts (``eval_every``, ``checkpoint_every``) of None mean "once per epoch"; ``eval_every=0`` means
-    "only at the end". ``data`` None is the built-in dataset (or ``$CAPTIONKIT_DATA_DIR``).
-    """
-
-    cell: str = "rnn"
-    data: str | None = None
-    pca: bool = True
-    max_train: int | None = None
-    hidden_dim: int = 256
-    wordvec_dim: int = 128
-    batch_size: int = 100
-    epochs: int = 10
-    update_rule: str = "adam"
-    lr: float = 2e-3
-    lr_decay: float = 0.95
-    seed: int = 0
-    dtype: str = "float32"
-    backend: str = "auto"
-    eval_every: int | None = None
-    eval_images: int = 500
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 3
-    num_samples: int = 16
-
-    @classmethod
-    def from_mapping(cls, options, source="options"):
-        """A config from ``{name: value}`` (defaults for the rest), checked; ConfigError names ``source``."""
-        return cls(**validate_options(options, source))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-# Options that may differ from the checkpoint's when resuming: they change neither the model nor the data nor the
-# sequence of updates, only how long training goes on and what is reported along the way.
-RESUMABLE_OPTIONS = frozenset(
-    {"epochs", "backend", "eval_every", "eval_images", "checkpoint_every", "keep_checkpoints", "num_samples"}
-)
-
-
-def _integer(minimum, optional=False):
-    def check(value):
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"an integer >= {minimum}{' or null' if optional else ''}")
-        return int(value)
-    return check
-
-
-def _positive_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError("a positive finite number")
-    return float(value)
-
-
-def _choice(choices):
-    def check(value):
-        if value not in choices:
-            raise ValueError(f"one of {', '.join(map(str, choices))}")
-        return value
-    return check
-
-
-def _text(value):
-    if not isinstance(value, str) or not value:
-        raise ValueError("a non-empty string")
-    return value
-
-
-def _path_or_none(value):
-    if value is None:
-        return None
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ValueError("a directory path or null")
-    return str(Path(value).expanduser().resolve())
-
-
-def _boolean(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError("true or false")
-    return bool(value)
-
-
-_CHECKS = {
-    "cell": _text,
-    "data": _path_or_none,
-    "pca": _boolean,
-    "max_train": _integer(1, optional=True),
-    "hidden_dim": _integer(1),
-    "wordvec_dim": _integer(1),
-    "batch_size": _integer(1),
-    "epochs": _integer(1),
-    "update_rule": _choice(tuple(optim.UPDATE_RULES)),
-    "lr": _positive_number,
-    "lr_decay": _positive_number,
-    "seed": _integer(0),
-    "dtype": _choice(("float32", "float64")),
-    "backend": _choice(BACKENDS),
-    "eval_every": _integer(0, optional=True),
-    "eval_images": _integer(1),
-    "checkpoint_every": _integer(1, optional=True),
-    "keep_checkpoints": _integer(1),
-    "num_samples": _integer(0),
-}
-
-
-def validate_options(options, source="options"):
-    """Check ``{name: value}`` against :class:`TrainConfig`'s fields -> normalised dict (paths made absolute).
-
-    Raises ConfigError naming ``source``, the option and the value at fault (and the closest option name for a
-    misspelt one).
-    """
-    checked = {}
-    for name, value in options.items():
-        if name not in _CHECKS:
-            close = difflib.get_close_matches(name, _CHECKS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(_CHECKS)}"
-            raise ConfigError(f"{source}: unknown option {name!r}{hint}")
-        try:
-            checked[name] = _CHECKS[name](value)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: option {name!r} is {value!r}, expected {exc}") from None
-    if checked.get("seed", 0) >= 2**32:
-        raise ConfigError(f"{source}: option 'seed' is {checked['seed']}, expected an integer below 2**32")
-    return checked
 
 
 @dataclass
@@ -317,37 +181,61 @@ def _check_fits_checkpoint(checkpoint, data, config):
         raise CheckpointError(f"{checkpoint.path}: the dataset's vocabulary differs from the checkpoint's ({detail})")
 
 
+def _check_fits_plan(checkpoint, solver):
+    """The checkpoint's position must lie within this run's iterations, and its epoch must follow from it."""
+    per_epoch, planned = solver.iterations_per_epoch, solver.num_iterations
+    if checkpoint.iteration > planned:
+        raise CheckpointError(
+            f"{checkpoint.path}: the checkpoint is at iteration {checkpoint.iteration}, beyond the {planned} "
+            f"iterations of this run ({solver.num_epochs} epochs of {per_epoch}); resume with more --epochs"
+        )
+    if checkpoint.epoch != checkpoint.iteration // per_epoch:
+        raise CheckpointError(
+            f"{checkpoint.path}: meta 'training.epoch' is {checkpoint.epoch}, but iteration {checkpoint.iteration} "
+            f"at {per_epoch} iterations per epoch is in epoch {checkpoint.iteration // per_epoch}"
+        )
+
+
 def _prepare_run_dir(out, resumed_from, checkpoint, config):
-    """Pick and prepare the run directory; for a resumed run, drop metrics recorded after its checkpoint."""
+    """Pick the run directory and take ownership of it -> (RunDirectory, its held lock); remove what killed
+    writers left half-written and, for a resumed run, the metrics recorded after its checkpoint.
+
+    Everything that looks at the directory's content happens under the lock, so two processes started together on
+    one directory cannot both pass the checks: the second is refused at once, naming the first.
+    """
     source_run = run_dir_of(resumed_from) if resumed_from is not None else None
     if out is not None:
         run = RunDirectory(out)
-        if run.root.exists() and (run.list_checkpoints() or run.config.exists()) and \
-                (source_run is None or run.root.resolve() != source_run):
-            raise ConfigError(
-                f"{run.root}: already holds a run; resume it with --resume {run.root}, or choose another --out"
-            )
         run.root.mkdir(parents=True, exist_ok=True)
     elif source_run is not None:
         run = RunDirectory(source_run)
     else:
         run = RunDirectory(new_run_dir(DEFAULT_RUNS_DIR, config.cell))
-
-    run.remove_partial_checkpoints()
-    if checkpoint is not None:
-        newer = [it for it, _ in run.list_checkpoints() if it > checkpoint.iteration]
-        if newer:
+    lock = run.lock().acquire()
+    try:
+        if out is not None and (run.list_checkpoints() or run.config.exists()) and \
+                (source_run is None or run.root.resolve() != source_run):
             raise ConfigError(
-                f"{run.root}: has a checkpoint newer (iteration {max(newer)}) than the one resumed from "
-                f"({checkpoint.path}, iteration {checkpoint.iteration}); resume into a new directory with --out"
+                f"{run.root}: already holds a run; resume it with --resume {run.root}, or choose another --out"
             )
-        if source_run is not None and run.root.resolve() != source_run:
-            kept = [r for r in RunDirectory(source_run).read_metrics() if r["iteration"] <= checkpoint.iteration]
-            with run.open_metrics() as f:
-                f.writelines(f"{_json_line(r)}\n" for r in kept)
-        else:
-            run.truncate_metrics(checkpoint.iteration)
-    return run
+        run.remove_partial_files()
+        if checkpoint is not None:
+            newer = [it for it, _ in run.list_checkpoints() if it > checkpoint.iteration]
+            if newer:
+                raise ConfigError(
+                    f"{run.root}: has a checkpoint newer (iteration {max(newer)}) than the one resumed from "
+                    f"({checkpoint.path}, iteration {checkpoint.iteration}); resume into a new directory with --out"
+                )
+            if source_run is not None and run.root.resolve() != source_run:
+                kept = [r for r in RunDirectory(source_run).read_metrics() if r["iteration"] <= checkpoint.iteration]
+                with run.open_metrics() as f:
+                    f.writelines(f"{_json_line(r)}\n" for r in kept)
+            else:
+                run.truncate_metrics(checkpoint.iteration)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
 
 
 def _json_line(record):
@@ -427,103 +315,105 @@ def train(config=None, *, out=None, resume=None, callback=None, handle_signals=T
         rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]),
     )
     if checkpoint is not None:
+        _check_fits_plan(checkpoint, solver)
         model.params = {name: value.copy() for name, value in checkpoint.params.items()}
         solver.load_state_dict(checkpoint.training)
     if not job.is_root:
         return _follow_root(solver, handle_signals)
 
-    run = _prepare_run_dir(out, resumed_from, checkpoint, cfg)
-    run.write_json(run.config, cfg.to_dict())
-    _record_features(cfg, data, run)
-    validation = _Validation(data, cfg.eval_images, cfg.seed)
-    per_epoch = solver.iterations_per_epoch
-    eval_every = per_epoch if cfg.eval_every is None else cfg.eval_every
-    checkpoint_every = per_epoch if cfg.checkpoint_every is None else cfg.checkpoint_every
-    start_iteration = solver.iteration
-    # saved_at: the iteration of the newest checkpoint in this run directory (None: none yet); checkpoint: the
-    # newest good checkpoint anywhere (a run resumed into a new directory starts from another run's).
-    in_this_run = resumed_from is not None and resumed_from.resolve().parent == run.checkpoints.resolve()
-    state = {"checkpoint": resumed_from, "saved_at": start_iteration if in_this_run else None,
-             "evaluated_at": None, "val_metrics": {}, "hypotheses": {}}
-    started = time.perf_counter()
-    config_dict = cfg.to_dict()
+    run, lock = _prepare_run_dir(out, resumed_from, checkpoint, cfg)
+    with lock:  # released on any exit; the OS releases it if the process is killed
+        run.write_json(run.config, cfg.to_dict())
+        _record_features(cfg, data, run)
+        validation = _Validation(data, cfg.eval_images, cfg.seed)
+        per_epoch = solver.iterations_per_epoch
+        eval_every = per_epoch if cfg.eval_every is None else cfg.eval_every
+        checkpoint_every = per_epoch if cfg.checkpoint_every is None else cfg.checkpoint_every
+        start_iteration = solver.iteration
+        # saved_at: the iteration of the newest checkpoint in this run directory (None: none yet); checkpoint: the
+        # newest good checkpoint anywhere (a run resumed into a new directory starts from another run's).
+        in_this_run = resumed_from is not None and resumed_from.resolve().parent == run.checkpoints.resolve()
+        state = {"checkpoint": resumed_from, "saved_at": start_iteration if in_this_run else None,
+                 "evaluated_at": None, "val_metrics": {}, "hypotheses": {}}
+        started = time.perf_counter()
+        config_dict = cfg.to_dict()
 
-    def save():
-        path = save_checkpoint(run.checkpoint_path(solver.iteration), model, solver, config_dict)
-        run.prune_checkpoints(cfg.keep_checkpoints)
-        state["checkpoint"], state["saved_at"] = path, solver.iteration
-        emit({"event": "checkpoint", "iteration": solver.iteration, "path": str(path)})
+        def save():
+            path = save_checkpoint(run.checkpoint_path(solver.iteration), model, solver, config_dict)
+            run.prune_checkpoints(cfg.keep_checkpoints)
+            state["checkpoint"], state["saved_at"] = path, solver.iteration
+            emit({"event": "checkpoint", "iteration": solver.iteration, "path": str(path)})
 
-    def evaluate(metrics_file):
-        scores, hypotheses = validation.run(model)
-        state["val_metrics"], state["hypotheses"], state["evaluated_at"] = scores, hypotheses, solver.iteration
-        record = {"kind": "val", "iteration": solver.iteration, "epoch": solver.epoch,
-                  "images": len(validation.images), **scores}
-        metrics_file.write(_json_line(record) + "\n")
-        emit({"event": "eval", "iteration": solver.iteration, "epoch": solver.epoch, "metrics": scores,
-              "images": len(validation.images)})
-
-    emit({"event": "start", "run_dir": str(run.root), "iteration": start_iteration,
-          "num_iterations": solver.num_iterations, "iterations_per_epoch": per_epoch, "config": config_dict,
-          "resumed_from": str(resumed_from) if resumed_from is not None else None})
-
-    interrupted = None
-    with run.open_metrics() as metrics_file, _StopSignals(handle_signals) as signals:
-
-        def after_iteration(solver):
-            it, elapsed = solver.iteration, time.perf_counter() - started
-            loss = float(solver.loss_history[-1])
-            record = {"kind": "train", "iteration": it, "epoch": solver.epoch, "loss": loss,
-                      "learning_rate": _learning_rate(solver), "elapsed": round(elapsed, 4)}
+        def evaluate(metrics_file):
+            scores, hypotheses = validation.run(model)
+            state["val_metrics"], state["hypotheses"], state["evaluated_at"] = scores, hypotheses, solver.iteration
+            record = {"kind": "val", "iteration": solver.iteration, "epoch": solver.epoch,
+                      "images": len(validation.images), **scores}
             metrics_file.write(_json_line(record) + "\n")
-            done = it - start_iteration
-            emit({"event": "iteration", "iteration": it, "num_iterations": solver.num_iterations,
-                  "epoch": solver.epoch, "loss": loss, "learning_rate": record["learning_rate"],
-                  "elapsed": elapsed, "eta": elapsed / done * (solver.num_iterations - it)})
-            if eval_every and it % eval_every == 0 and it < solver.num_iterations:
-                evaluate(metrics_file)
-            if it % checkpoint_every == 0 and it < solver.num_iterations:
+            emit({"event": "eval", "iteration": solver.iteration, "epoch": solver.epoch, "metrics": scores,
+                  "images": len(validation.images)})
+
+        emit({"event": "start", "run_dir": str(run.root), "iteration": start_iteration,
+              "num_iterations": solver.num_iterations, "iterations_per_epoch": per_epoch, "config": config_dict,
+              "resumed_from": str(resumed_from) if resumed_from is not None else None})
+
+        interrupted = None
+        with run.open_metrics() as metrics_file, _StopSignals(handle_signals) as signals:
+
+            def after_iteration(solver):
+                it, elapsed = solver.iteration, time.perf_counter() - started
+                loss = float(solver.loss_history[-1])
+                record = {"kind": "train", "iteration": it, "epoch": solver.epoch, "loss": loss,
+                          "learning_rate": _learning_rate(solver), "elapsed": round(elapsed, 4)}
+                metrics_file.write(_json_line(record) + "\n")
+                done = it - start_iteration
+                emit({"event": "iteration", "iteration": it, "num_iterations": solver.num_iterations,
+                      "epoch": solver.epoch, "loss": loss, "learning_rate": record["learning_rate"],
+                      "elapsed": elapsed, "eta": elapsed / done * (solver.num_iterations - it)})
+                if eval_every and it % eval_every == 0 and it < solver.num_iterations:
+                    evaluate(metrics_file)
+                if it % checkpoint_every == 0 and it < solver.num_iterations:
+                    save()
+                stop = agreed_stop(solver, signals.received)
+                if stop is not None:
+                    raise _StopRequested(stop)
+
+            solver.callback = after_iteration
+            try:
+                # Overflow on the way to a NaN is reported once, by TrainingDivergedError, not as numpy warnings.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    solver.train()
+            except _StopRequested as stop:
+                interrupted = str(stop)
+            except TrainingDivergedError as exc:
+                last = state["checkpoint"]
+                note = (f"The last good checkpoint is {last}." if last is not None
+                        else "No checkpoint had been saved yet.")
+                raise TrainingDivergedError(exc.iteration, exc.epoch, exc.quantity, exc.value, note) from None
+
+            if solver.iteration != state["saved_at"]:
                 save()
-            stop = agreed_stop(solver, signals.received)
-            if stop is not None:
-                raise _StopRequested(stop)
+            if interrupted is None:
+                if state["evaluated_at"] != solver.iteration:
+                    evaluate(metrics_file)
 
-        solver.callback = after_iteration
-        try:
-            # Overflow on the way to a NaN is reported once, by TrainingDivergedError, not as numpy warnings.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                solver.train()
-        except _StopRequested as stop:
-            interrupted = str(stop)
-        except TrainingDivergedError as exc:
-            last = state["checkpoint"]
-            note = (f"The last good checkpoint is {last}." if last is not None
-                    else "No checkpoint had been saved yet.")
-            raise TrainingDivergedError(exc.iteration, exc.epoch, exc.quantity, exc.value, note) from None
-
-        if solver.iteration != state["saved_at"]:
-            save()
-        if interrupted is None:
-            if state["evaluated_at"] != solver.iteration:
-                evaluate(metrics_file)
-
-    result = TrainResult(
-        run_dir=run.root, checkpoint=Path(state["checkpoint"]), config=cfg, iteration=solver.iteration,
-        num_iterations=solver.num_iterations,
-        final_loss=float(solver.loss_history[-1]) if solver.loss_history else None,
-        loss_history=[float(x) for x in solver.loss_history], val_metrics=state["val_metrics"],
-        val_images=len(validation.images),
-        elapsed=time.perf_counter() - started, interrupted=interrupted,
-    )
-    if interrupted is not None:
-        emit({"event": "interrupted", "signal": interrupted, "iteration": solver.iteration,
-              "checkpoint": str(result.checkpoint)})
-    else:
-        result.samples = _write_samples(run, cfg, validation, state["hypotheses"])
-    run.write_json(run.summary, _summary(result, per_epoch))
-    plot_training_curves(run.read_metrics(), run.loss_plot)
-    emit({"event": "done", **_summary(result, per_epoch)})
-    return result
+        result = TrainResult(
+            run_dir=run.root, checkpoint=Path(state["checkpoint"]), config=cfg, iteration=solver.iteration,
+            num_iterations=solver.num_iterations,
+            final_loss=float(solver.loss_history[-1]) if solver.loss_history else None,
+            loss_history=[float(x) for x in solver.loss_history], val_metrics=state["val_metrics"],
+            val_images=len(validation.images),
+            elapsed=time.perf_counter() - started, interrupted=interrupted,
+        )
+        if interrupted is not None:
+            emit({"event": "interrupted", "signal": interrupted, "iteration": solver.iteration,
+                  "checkpoint": str(result.checkpoint)})
+        else:
+            result.samples = _write_samples(run, cfg, validation, state["hypotheses"])
+        run.write_json(run.summary, _summary(result, per_epoch))
+        plot_training_curves(run.read_metrics(), run.loss_plot)
+        emit({"event": "done", **_summary(result, per_epoch)})
+        return result
 
 
 def _record_features(cfg, data, run):

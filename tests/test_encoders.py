@@ -382,5 +382,6 @@ def test_an_encoder_returning_the_wrong_shape_is_named(tmp_path):
     from PIL import Image
 
     Image.fromarray(pictures(1)[0]).save(tmp_path / "p.png")
-    with pytest.raises(EncoderError, match=r"returned float64 \(1, 2\) for 1 images, expected floats of shape \(1, 3\)"):
+    with pytest.raises(EncoderError, match=r"returned float64 \(1, 2\) for 1 images, expected floats of shape "
+                                           r"\(1, 3\)"):
         encode_files(_Wrong(), [tmp_path / "p.png"])

@@ -13,7 +13,8 @@ from captionkit.data import DATA_DIR_ENV
 from captionkit.distributed import abort_on_error, local_world, world
 from captionkit.runs import ConfigError, read_config_file
 from captionkit.synthetic import builtin_dataset_dir
-from captionkit.training import RESUMABLE_OPTIONS, TrainConfig, train, validate_options
+from captionkit.options import RESUMABLE_OPTIONS, TrainConfig, validate_options
+from captionkit.training import train
 
 _DEFAULTS = TrainConfig()
 _EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
