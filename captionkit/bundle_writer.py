@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from captionkit.data import SPECIAL_TOKENS, bundle_paths, images_path
+from captionkit.layout import SPECIAL_TOKENS, bundle_paths, images_path
 
 __all__ = ["BundleFiles", "encode_captions", "staged_directory", "vocabulary_file_content"]
 

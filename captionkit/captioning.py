@@ -7,7 +7,7 @@ what the model was trained on, encodes the pictures and decodes one caption each
 from pathlib import Path
 
 from captionkit.checkpoint import load_model, resolve_checkpoint
-from captionkit.data import ENCODER_FILE
+from captionkit.layout import ENCODER_FILE
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.pipeline import FeaturePipeline
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, caption_text, generate_captions

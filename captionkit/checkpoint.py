@@ -23,7 +23,7 @@ import numpy as np
 
 from captionkit import __version__, optim
 from captionkit.atomicfile import atomic_write
-from captionkit.data import SPECIAL_TOKENS
+from captionkit.layout import SPECIAL_TOKENS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_model", "read_checkpoint",
            "save_checkpoint"]
@@ -32,6 +32,9 @@ FORMAT = "captionkit-checkpoint"
 FORMAT_VERSION = 1
 _MT_KEYS = 624  # words of MT19937 state
 _MODEL_FIELDS = {"cell_type": str, "input_dim": int, "wordvec_dim": int, "hidden_dim": int, "dtype": str}
+# A training run's bookkeeping beside the solver: seconds trained in all sessions, the monitored score's best value
+# (None before the first validation) and iteration, validations since it improved, and whether patience ran out.
+RUN_STATE_FIELDS = ("elapsed", "monitor", "best", "best_iteration", "stale", "stopped_early")
 
 
 class CheckpointError(ValueError):
@@ -53,6 +56,7 @@ class Checkpoint:
     params: dict
     training: dict | None = None
     meta: dict = field(default_factory=dict)
+    run_state: dict = field(default_factory=dict)
 
     @property
     def word_to_idx(self):
@@ -85,10 +89,12 @@ def _json_scalar(value, where):
     raise TypeError(f"cannot store {where} = {value!r} in a checkpoint (only numbers and arrays are stored)")
 
 
-def save_checkpoint(path, model, solver=None, config=None):
+def save_checkpoint(path, model, solver=None, config=None, run_state=None):
     """Write ``model`` (and, if given, ``solver``'s training state and the ``config`` dict) to ``path`` atomically.
 
-    Returns the path. ``config`` must be JSON-serialisable (the training options).
+    ``run_state``: what a training run keeps across resumes beside the solver (:data:`RUN_STATE_FIELDS`: time spent
+    so far, the monitored score's best and the validations since). Returns the path. ``config`` must be
+    JSON-serialisable (the training options).
     """
     path = Path(path)
     meta = {
@@ -105,6 +111,8 @@ def save_checkpoint(path, model, solver=None, config=None):
         "idx_to_word": [model.idx_to_word[i] for i in range(model.vocab_size)],
         "config": dict(config or {}),
     }
+    if run_state is not None:
+        meta["run_state"] = dict(run_state)
     arrays = {}
     for name, value in model.params.items():
         if "/" in name:
@@ -389,6 +397,30 @@ def _expected_shapes(path, model_meta, vocab_size):
                             vocab_size)
 
 
+def _read_run_state(path, meta):
+    state = meta.get("run_state", {})
+    if not isinstance(state, dict) or (state and set(state) != set(RUN_STATE_FIELDS)):
+        raise CheckpointError(f"{path}: meta 'run_state' must be an object with {', '.join(RUN_STATE_FIELDS)}")
+    if not state:
+        return {}
+    iteration = meta.get("training", {}).get("iteration", 0) if isinstance(meta.get("training"), dict) else 0
+    checks = {
+        "elapsed": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+        "monitor": lambda v: isinstance(v, str),
+        "best": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+        "best_iteration": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                  and 0 <= v <= iteration),
+        "stale": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= iteration,
+        "stopped_early": lambda v: isinstance(v, bool),
+    }
+    for key, check in checks.items():
+        if not check(state[key]):
+            raise CheckpointError(f"{path}: meta 'run_state.{key}' is {state[key]!r}, which cannot be right")
+    if (state["best"] is None) != (state["best_iteration"] is None):
+        raise CheckpointError(f"{path}: meta 'run_state' has a best value without its iteration, or the reverse")
+    return dict(state)
+
+
 def _check_stored_config(path, config):
     from captionkit.options import validate_options
     from captionkit.runs import ConfigError
@@ -467,6 +499,7 @@ def read_checkpoint(path):
         params=params,
         training=_read_training(path, meta, members, params),
         meta=meta,
+        run_state=_read_run_state(path, meta),
     )
 
 

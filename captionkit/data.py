@@ -18,12 +18,29 @@ read):
 A directory holding ``captions.h5`` is read with captionkit's names, one holding ``coco2014_captions.h5`` with the
 assignment's. Every entry point (API, solver, CLI) reads bundles through :func:`load_coco_data`, so they all get
 the same checks; a problem raises :class:`BundleError` naming the file, key and offending value.
+
+Every size a file states is checked before anything is allocated for it: a dataset must be stored in its own file
+(hard links only: no external or soft links, virtual datasets or external raw storage) and hold the bytes it
+declares (:func:`checked_dataset`), and the shapes of the bundle's files must agree with each other before any array
+is read; ids are range-checked on the file's own integer type before being narrowed to int32.
 """
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
+
+from captionkit.layout import (  # the bundle's file names and tokens: data, fetch, bundle writers share them
+    ENCODER_FILE,
+    PCA_FILE,
+    REQUIRED_SPLITS,
+    SPECIAL_TOKENS,
+    SPLITS,
+    bundle_layout,
+    bundle_paths,
+    images_path,
+)
 
 __all__ = [
     "ENCODER_FILE",
@@ -35,6 +52,7 @@ __all__ = [
     "bundle_dir",
     "bundle_layout",
     "bundle_paths",
+    "checked_dataset",
     "decode_captions",
     "images_path",
     "load_coco_data",
@@ -42,68 +60,35 @@ __all__ = [
     "sample_coco_minibatch",
 ]
 
-SPLITS = ("train", "val", "test")
-REQUIRED_SPLITS = ("train", "val")  # a bundle may also have a test split
-SPECIAL_TOKENS = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3}
 DATA_DIR_ENV = "CAPTIONKIT_DATA_DIR"
-ENCODER_FILE = "encoder.json"
-PCA_FILE = "pca.h5"
 
-# File names per layout: what captionkit writes, and the CS231n assignment's COCO bundle.
-_LAYOUTS = {
-    "captionkit": {"captions": "captions.h5", "vocab": "vocab.json", "features": "{split}_features.h5",
-                   "features_pca": "{split}_features_pca.h5", "urls": "{split}_urls.txt",
-                   "images": "{split}_images.h5"},
-    "cs231n": {"captions": "coco2014_captions.h5", "vocab": "coco2014_vocab.json",
-               "features": "{split}2014_vgg16_fc7.h5", "features_pca": "{split}2014_vgg16_fc7_pca.h5",
-               "urls": "{split}2014_urls.txt", "images": "{split}2014_images.h5"},
-}
-
+# Bounds on what a file may make captionkit allocate (docs/dataset.md, "What bundle reading refuses").
+# A chunked (compressed) HDF5 dataset may declare at most MAX_INFLATION times the bytes the file stores for it, and no
+# dataset may declare more than MAX_INFLATION times the size of its file: gzip at captionkit's settings shrinks
+# features and pixels 1-5x, while a chunk of zeros shrinks about 1000x, which is how a small file asks for gigabytes.
+MAX_INFLATION = 256
+MAX_VOCAB_BYTES = 16 * 2**20  # a vocabulary file; COCO's 1004 words take 30 KB, 100,000 words about 3 MB
+MAX_URL_CHARS = 2**16  # one line of a URL list: a URL or an image file's path
+# A URL list becomes an array of fixed-width strings, count x longest line x 4 bytes: at most URL_ARRAY_FACTOR times
+# the file's size (URL_ARRAY_FLOOR for small files), so one long line among many short ones cannot ask for gigabytes.
+URL_ARRAY_FACTOR = 32
+URL_ARRAY_FLOOR = 64 * 2**20
 
 class BundleError(ValueError):
     """A dataset bundle is missing a file or key, or holds values that cannot be right."""
 
 
-def bundle_layout(base_dir):
-    """``"cs231n"`` for a directory holding the assignment's ``coco2014_captions.h5`` (and not captionkit's
-    ``captions.h5``), else ``"captionkit"``, the names captionkit reads and writes."""
-    base = Path(base_dir)
-    names = _LAYOUTS["cs231n"]
-    if not (base / _LAYOUTS["captionkit"]["captions"]).exists() and (base / names["captions"]).exists():
-        return "cs231n"
-    return "captionkit"
-
-
-def bundle_paths(base_dir, pca_features=True, layout=None, splits=REQUIRED_SPLITS):
-    """The files of a bundle: ``{"captions", "vocab", "train_features", "val_features", "train_urls", ...}``.
-
-    ``layout``: ``"captionkit"`` or ``"cs231n"`` (default: :func:`bundle_layout`). ``pca_features``: the
-    PCA-reduced features; in captionkit's layout, a bundle without them (one made without ``--pca``, or the
-    built-in dataset) gives its only features either way.
-    """
-    base = Path(base_dir)
-    layout = bundle_layout(base) if layout is None else layout
-    names = _LAYOUTS[layout]
-    features = names["features"]
-    if pca_features and (layout == "cs231n" or (base / names["features_pca"].format(split="train")).exists()):
-        features = names["features_pca"]
-    paths = {"captions": base / names["captions"], "vocab": base / names["vocab"]}
-    for split in splits:
-        paths[f"{split}_features"] = base / features.format(split=split)
-        paths[f"{split}_urls"] = base / names["urls"].format(split=split)
-    return paths
-
-
-def bundle_dir(base_dir=None):
+def bundle_dir(base_dir=None, progress=None):
     """The bundle directory meant by ``base_dir``: itself, or when None ``$CAPTIONKIT_DATA_DIR`` if set, else
-    captionkit's built-in dataset (generated and cached on first use)."""
+    captionkit's built-in dataset (generated and cached on first use; ``progress(stage, done, total)`` hears about
+    that first build)."""
     if base_dir is not None:
         return Path(base_dir)
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV])
-    from captionkit.synthetic import builtin_dataset_dir
+    from captionkit.synthetic import builtin_dataset_dir  # the built-in dataset is written by the layer above
 
-    return builtin_dataset_dir()
+    return builtin_dataset_dir(progress=progress)
 
 
 def _require_file(path):
@@ -111,28 +96,103 @@ def _require_file(path):
         raise BundleError(f"{path}: file not found (a COCO captioning bundle needs it)")
 
 
-def _read_h5_datasets(path, keys):
-    """Read the named datasets of an HDF5 file into arrays, turning every I/O problem into a BundleError."""
+def _size_text(nbytes):
+    """``nbytes`` for a message: "3.8 GiB", "2.0 KiB", "512 bytes"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def checked_dataset(path, h5file, key, error=BundleError):
+    """The dataset ``key`` of ``h5file`` (the open HDF5 file ``path``), once its metadata show that reading it
+    allocates no more than the file can hold. Reads no data.
+
+    Refused with ``error`` (one line naming ``path`` and ``key``): a missing key; a link that is not a hard link (an
+    external link into another file, a soft link); anything but a dataset; a virtual dataset or one whose raw data is
+    kept in external files; a null dataspace; a dtype other than integers and floats; a declared size (shape x item
+    size) that the stored bytes do not back: a contiguous dataset must store exactly its declared bytes (one never
+    written stores none), a chunked (compressed) one may declare at most :data:`MAX_INFLATION` times what it stores,
+    and no dataset may declare more than :data:`MAX_INFLATION` times the size of its file. h5py's own errors (a
+    corrupt file) propagate for the caller to name.
+    """
+    import h5py
+    from h5py import h5d
+
+    try:
+        link = h5file.get(key, getlink=True)  # the link itself: an external one is not followed
+    except TypeError:  # h5py: "Unknown link type" (a user-defined link)
+        link = None if key not in h5file else "a link of an unknown type"
+    if link is None:
+        raise error(f"{path}: missing dataset {key!r} (found: {', '.join(sorted(h5file.keys()))})")
+    outside = "captionkit reads only data stored in the file itself"
+    if isinstance(link, h5py.ExternalLink):
+        raise error(f"{path}: {key!r} is an external link to {link.filename}:{link.path}; {outside}")
+    if isinstance(link, h5py.SoftLink):
+        raise error(f"{path}: {key!r} is a soft link to {link.path}; captionkit reads datasets under their own "
+                    "names only (hard links)")
+    if not isinstance(link, h5py.HardLink):
+        raise error(f"{path}: {key!r} is {link}; captionkit reads datasets under their own names only (hard links)")
+    node = h5file[key]
+    if not isinstance(node, h5py.Dataset):
+        what = "a group" if isinstance(node, h5py.Group) else f"a {type(node).__name__}"
+        raise error(f"{path}: {key!r} is {what}, expected a dataset")
+    if node.is_virtual:
+        raise error(f"{path}: dataset {key!r} is a virtual dataset (its data lives in other datasets or files); "
+                    f"{outside}")
+    if node.external:
+        files = ", ".join(str(entry[0]) for entry in node.external)
+        raise error(f"{path}: dataset {key!r} keeps its raw data in external files ({files}); {outside}")
+    if node.shape is None:
+        raise error(f"{path}: dataset {key!r} is empty (a null dataspace), expected an array")
+    if node.dtype.kind not in "iuf":
+        raise error(f"{path}: dataset {key!r} has dtype {node.dtype}, expected numbers")
+
+    declared = math.prod(node.shape) * node.dtype.itemsize  # Python integers: no overflow however large the shape
+    stored = node.id.get_storage_size()
+    file_size = os.path.getsize(path)
+    shape = " x ".join(str(n) for n in node.shape) if node.shape else "1"
+    claim = f"{path}: dataset {key!r} declares {shape} {node.dtype} values ({_size_text(declared)})"
+    if declared and not stored:
+        raise error(f"{claim} but the file stores 0 bytes of them")
+    if stored > file_size:
+        raise error(f"{claim} stored in {stored} bytes, but the file is only {file_size} bytes long")
+    if node.id.get_create_plist().get_layout() == h5d.CHUNKED:
+        if declared > MAX_INFLATION * stored:
+            raise error(f"{claim} but the file stores only {stored} bytes of them: more than the {MAX_INFLATION}x "
+                        "a compressed dataset may expand")
+    elif stored != declared:  # contiguous or compact: the data are stored as they are
+        raise error(f"{claim} but the file stores {stored} bytes of them")
+    # Implied by the checks above; kept as a bound that does not rest on the storage size HDF5 reports.
+    if declared > MAX_INFLATION * file_size:
+        raise error(f"{claim}, more than {MAX_INFLATION} times the file's {_size_text(file_size)}")
+    return node
+
+
+class _H5Reading:
+    """``with _H5Reading(path):`` turns h5py's errors about a truncated or corrupt file into a BundleError naming
+    ``path``; BundleErrors pass through."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if kind is not None and not issubclass(kind, BundleError) and issubclass(
+                kind, (OSError, KeyError, ValueError, RuntimeError)):
+            raise BundleError(f"{self.path}: cannot read HDF5 file ({exc})") from exc
+        return False
+
+
+def _open_h5(stack, path):
+    """Open the HDF5 file ``path`` for reading in ``stack`` (a contextlib.ExitStack)."""
     import h5py
 
     _require_file(path)
-    try:
-        with h5py.File(path, "r") as f:
-            arrays = {}
-            for key in keys:
-                if key not in f:
-                    raise BundleError(f"{path}: missing dataset {key!r} (found: {', '.join(sorted(f.keys()))})")
-                node = f[key]
-                if not isinstance(node, h5py.Dataset):
-                    raise BundleError(f"{path}: {key!r} is a group, expected a dataset")
-                if node.dtype.kind not in "iuf":
-                    raise BundleError(f"{path}: dataset {key!r} has dtype {node.dtype}, expected numbers")
-                arrays[key] = node[()]
-            return arrays
-    except BundleError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:  # h5py raises these for truncated or corrupt files
-        raise BundleError(f"{path}: cannot read HDF5 file ({exc})") from exc
+    with _H5Reading(path):
+        return stack.enter_context(h5py.File(path, "r"))
 
 
 def _check_integer(path, key, array, ndim):
@@ -149,17 +209,21 @@ def _captioned_splits(path):
     _require_file(path)
     try:
         with h5py.File(path, "r") as f:
-            has_test = "test_captions" in f or "test_image_idxs" in f
+            has_test = "test_captions" in f or "test_image_idxs" in f  # links are not followed here
     except OSError as exc:
         raise BundleError(f"{path}: cannot read HDF5 file ({exc})") from exc
     return SPLITS if has_test else REQUIRED_SPLITS
 
 
-def _read_captions(path, splits):
-    keys = [f"{split}_{what}" for split in splits for what in ("captions", "image_idxs")]
-    arrays = _read_h5_datasets(path, keys)
+def _caption_datasets(path, h5file, splits):
+    """The checked caption and image-index datasets of ``splits``, their shapes agreeing; no data read."""
+    datasets = {}
+    with _H5Reading(path):
+        for split in splits:
+            for what in ("captions", "image_idxs"):
+                datasets[f"{split}_{what}"] = checked_dataset(path, h5file, f"{split}_{what}")
     for split in splits:
-        captions, idxs = arrays[f"{split}_captions"], arrays[f"{split}_image_idxs"]
+        captions, idxs = datasets[f"{split}_captions"], datasets[f"{split}_image_idxs"]
         _check_integer(path, f"{split}_captions", captions, 2)
         _check_integer(path, f"{split}_image_idxs", idxs, 1)
         if captions.shape[1] < 2:
@@ -169,17 +233,67 @@ def _read_captions(path, splits):
                 f"{path}: {split}_image_idxs has {idxs.shape[0]} entries but {split}_captions has "
                 f"{captions.shape[0]} rows"
             )
-        arrays[f"{split}_captions"] = captions.astype(np.int32, copy=False)
-        arrays[f"{split}_image_idxs"] = idxs.astype(np.int32, copy=False)
-    return arrays
+    return datasets
 
 
-def _read_features(path):
-    features = _read_h5_datasets(path, ["features"])["features"]
-    if features.dtype.kind != "f":
-        raise BundleError(f"{path}: dataset 'features' has dtype {features.dtype}, expected floating point")
-    if features.ndim != 2:
-        raise BundleError(f"{path}: dataset 'features' has shape {features.shape}, expected (num_images, D)")
+def _feature_dataset(path, h5file):
+    """The checked ``features`` dataset of a features file; no data read."""
+    with _H5Reading(path):
+        node = checked_dataset(path, h5file, "features")
+    if node.dtype.kind != "f":
+        raise BundleError(f"{path}: dataset 'features' has dtype {node.dtype}, expected floating point")
+    if node.ndim != 2:
+        raise BundleError(f"{path}: dataset 'features' has shape {node.shape}, expected (num_images, D)")
+    return node
+
+
+def _check_shapes(paths, splits, features, url_counts):
+    """The declared sizes of the bundle's files against each other, before any array is read."""
+    for split in splits[1:]:
+        train_width, width = features["train"].shape[1], features[split].shape[1]
+        if width != train_width:
+            raise BundleError(
+                f"{paths['train_features']} has features of width {train_width} but {paths[f'{split}_features']} "
+                f"has width {width}"
+            )
+    for split in splits:
+        num_images, num_urls = features[split].shape[0], url_counts[split][0]
+        if num_urls != num_images:
+            raise BundleError(
+                f"{paths[f'{split}_urls']}: {num_urls} URLs for the {num_images} images in "
+                f"{paths[f'{split}_features']}"
+            )
+        if num_images > np.iinfo(np.int32).max:  # image ids are int32 once loaded
+            raise BundleError(f"{paths[f'{split}_features']}: {num_images} images, more than int32 image ids hold")
+
+
+def _read_captions(paths, split, datasets, vocab_size, num_images):
+    """Read one split's captions and image indices, check their values on the file's own integer type, and only
+    then narrow them to int32 (a value like 2**32 + 5 must be refused, not wrapped to 5)."""
+    path = paths["captions"]
+    with _H5Reading(path):
+        captions = datasets[f"{split}_captions"][()]
+        idxs = datasets[f"{split}_image_idxs"][()]
+    out_of_vocab = (captions < 0) | (captions >= vocab_size)
+    if out_of_vocab.any():
+        row, col = np.argwhere(out_of_vocab)[0]
+        raise BundleError(
+            f"{path}: {split}_captions[{row}, {col}] = {captions[row, col]} is outside the "
+            f"vocabulary of {vocab_size} words in {paths['vocab']}"
+        )
+    bad = (idxs < 0) | (idxs >= num_images)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise BundleError(
+            f"{path}: {split}_image_idxs[{row}] = {idxs[row]} is out of range for the "
+            f"{num_images} images in {paths[f'{split}_features']}"
+        )
+    return captions.astype(np.int32, copy=False), idxs.astype(np.int32, copy=False)
+
+
+def _read_features(path, node):
+    with _H5Reading(path):
+        features = node[()]
     finite = np.isfinite(features)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
@@ -192,10 +306,17 @@ def _read_features(path):
 def _read_vocab(path):
     _require_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            vocab = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_VOCAB_BYTES + 1)
+        if len(raw) > MAX_VOCAB_BYTES:
+            raise BundleError(f"{path}: a vocabulary file is at most {_size_text(MAX_VOCAB_BYTES)} "
+                              f"({MAX_VOCAB_BYTES} bytes); this one has {os.path.getsize(path)}")
+        vocab = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BundleError(f"{path}: not a readable JSON vocabulary (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: not a readable JSON vocabulary ({exc})") from exc
+    del raw
     if not isinstance(vocab, dict) or not {"idx_to_word", "word_to_idx"} <= set(vocab):
         raise BundleError(f"{path}: expected a JSON object with keys 'idx_to_word' and 'word_to_idx'")
     idx_to_word, word_to_idx = vocab["idx_to_word"], vocab["word_to_idx"]
@@ -223,48 +344,57 @@ def _read_vocab(path):
     return idx_to_word, word_to_idx
 
 
-def _read_urls(path):
+def _url_lines(f, path):
+    """The stripped lines of the open URL list ``f``, one at a time, none longer than MAX_URL_CHARS."""
+    number = 0
+    while line := f.readline(MAX_URL_CHARS + 1):
+        number += 1
+        if len(line) > MAX_URL_CHARS and not line.endswith("\n"):
+            raise BundleError(f"{path}: line {number} is longer than {MAX_URL_CHARS} characters (a URL or an image "
+                              "file's path is expected)")
+        yield line.strip()
+
+
+def _scan_urls(path):
+    """(number of lines, longest stripped line) of a URL list, read one line at a time and nothing kept."""
     _require_file(path)
+    count = widest = 0
     try:
         with open(path, encoding="utf-8") as f:
-            return np.asarray([line.strip() for line in f])
+            for url in _url_lines(f, path):
+                count += 1
+                widest = max(widest, len(url))
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
+    return count, widest
 
 
-def _check_consistency(data, paths, splits):
-    vocab_size = len(data["idx_to_word"])
-    for split in splits[1:]:
-        train_width, width = data["train_features"].shape[1], data[f"{split}_features"].shape[1]
-        if width != train_width:
-            raise BundleError(
-                f"{paths['train_features']} has features of width {train_width} but {paths[f'{split}_features']} "
-                f"has width {width}"
-            )
-    for split in splits:
-        captions = data[f"{split}_captions"]
-        out_of_vocab = (captions < 0) | (captions >= vocab_size)
-        if out_of_vocab.any():
-            row, col = np.argwhere(out_of_vocab)[0]
-            raise BundleError(
-                f"{paths['captions']}: {split}_captions[{row}, {col}] = {captions[row, col]} is outside the "
-                f"vocabulary of {vocab_size} words in {paths['vocab']}"
-            )
-        num_images = data[f"{split}_features"].shape[0]
-        idxs = data[f"{split}_image_idxs"]
-        bad = (idxs < 0) | (idxs >= num_images)
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise BundleError(
-                f"{paths['captions']}: {split}_image_idxs[{row}] = {idxs[row]} is out of range for the "
-                f"{num_images} images in {paths[f'{split}_features']}"
-            )
-        num_urls = data[f"{split}_urls"].shape[0]
-        if num_urls != num_images:
-            raise BundleError(
-                f"{paths[f'{split}_urls']}: {num_urls} URLs for the {num_images} images in "
-                f"{paths[f'{split}_features']}"
-            )
+def _read_urls(path, count, widest):
+    """The URL list as an array of ``count`` strings, its size (count x widest x 4 bytes) checked first."""
+    if count == 0:
+        return np.asarray([])
+    width = max(widest, 1)
+    nbytes = count * width * np.dtype("<U1").itemsize
+    limit = max(URL_ARRAY_FLOOR, URL_ARRAY_FACTOR * os.path.getsize(path))
+    if nbytes > limit:
+        raise BundleError(f"{path}: {count} lines, the longest {widest} characters, would take {_size_text(nbytes)} "
+                          f"as an array; captionkit allows {URL_ARRAY_FACTOR} times the file's size (at least "
+                          f"{_size_text(URL_ARRAY_FLOOR)})")
+    urls = np.empty(count, dtype=f"<U{width}")
+    rows = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for url in _url_lines(f, path):
+                if rows >= count or len(url) > width:
+                    break
+                urls[rows] = url
+                rows += 1
+            else:
+                if rows == count:
+                    return urls
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
+    raise BundleError(f"{path}: the file changed while being read")
 
 
 def load_coco_data(base_dir=None, max_train=None, pca_features=True):
@@ -277,7 +407,12 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     PCA-reduced features, when it has them (see :func:`bundle_paths`).
     ``max_train`` keeps that many training captions drawn with replacement by ``np.random.randint``, as the
     assignment does (seed ``np.random`` for a reproducible subset). Raises :class:`BundleError` on bad data.
+
+    The small files come first (vocabulary, URL lists, read with bounded memory), then every HDF5 dataset's
+    metadata (:func:`checked_dataset`) and the sizes the files declare against each other; arrays are read last.
     """
+    from contextlib import ExitStack
+
     base = bundle_dir(base_dir)
     if not base.is_dir():
         raise BundleError(f"{base}: dataset directory not found")
@@ -287,13 +422,23 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
                           f"{base} is not a captioning bundle")
     splits = _captioned_splits(captions_path)
     paths = bundle_paths(base, pca_features, splits=splits)
-    data = _read_captions(paths["captions"], splits)
-    for split in splits:
-        data[f"{split}_features"] = _read_features(paths[f"{split}_features"])
+    data = {}
     data["idx_to_word"], data["word_to_idx"] = _read_vocab(paths["vocab"])
+    url_counts = {split: _scan_urls(paths[f"{split}_urls"]) for split in splits}
+    with ExitStack() as stack:
+        captions = _caption_datasets(paths["captions"], _open_h5(stack, paths["captions"]), splits)
+        features = {}
+        for split in splits:
+            path = paths[f"{split}_features"]
+            features[split] = _feature_dataset(path, _open_h5(stack, path))
+        _check_shapes(paths, splits, features, url_counts)
+        for split in splits:
+            data[f"{split}_captions"], data[f"{split}_image_idxs"] = _read_captions(
+                paths, split, captions, len(data["idx_to_word"]), features[split].shape[0])
+        for split in splits:
+            data[f"{split}_features"] = _read_features(paths[f"{split}_features"], features[split])
     for split in splits:
-        data[f"{split}_urls"] = _read_urls(paths[f"{split}_urls"])
-    _check_consistency(data, paths, splits)
+        data[f"{split}_urls"] = _read_urls(paths[f"{split}_urls"], *url_counts[split])
 
     if max_train is not None:
         if not isinstance(max_train, (int, np.integer)) or max_train < 1:
@@ -302,15 +447,6 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
         data["train_captions"] = data["train_captions"][mask]
         data["train_image_idxs"] = data["train_image_idxs"][mask]
     return data
-
-
-def images_path(base_dir, split, layout=None):
-    """Where a bundle keeps the pixels of ``split``, if it has them: ``{split}_images.h5`` (dataset ``images``).
-
-    Not part of :func:`bundle_paths`: COCO bundles carry image URLs, not pixels; the built-in dataset adds them.
-    """
-    base = Path(base_dir)
-    return base / _LAYOUTS[bundle_layout(base) if layout is None else layout]["images"].format(split=split)
 
 
 def load_images(base_dir, split, indices):
@@ -330,9 +466,7 @@ def load_images(base_dir, split, indices):
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     try:
         with h5py.File(path, "r") as f:
-            node = f.get("images")
-            if not isinstance(node, h5py.Dataset):
-                raise BundleError(f"{path}: missing dataset 'images' (found: {', '.join(sorted(f.keys()))})")
+            node = checked_dataset(path, f, "images")
             if node.dtype != np.uint8 or node.ndim != 4 or node.shape[3] != 3:
                 raise BundleError(
                     f"{path}: dataset 'images' has dtype {node.dtype} and shape {node.shape}, expected uint8 "
@@ -345,7 +479,7 @@ def load_images(base_dir, split, indices):
             pixels = node[order]
     except BundleError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise BundleError(f"{path}: cannot read HDF5 file ({exc})") from exc
     return pixels[np.searchsorted(order, indices)]
 

@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "decode", "length_normalizer"]
+__all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "check_sampling_args", "decode", "length_normalizer",
+           "sample_words"]
 
 
 class BeamSearchResult(NamedTuple):
@@ -183,3 +184,56 @@ def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
         length_penalty=length_penalty,
         null=model.word_to_idx["<NULL>"],
     )
+
+
+def check_sampling_args(temperature, top_k):
+    """Validate the options of random sampling -> (temperature as float, top_k as int or None)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    return float(temperature), None if top_k is None else int(top_k)
+
+
+def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rng=None):
+    """Captions drawn at random, word by word: features (N, D) -> captions (N, max_length) int32, laid out as
+    :meth:`CaptioningRNN.sample`'s.
+
+    At each step a word is drawn with probability proportional to ``p ** (1 / temperature)`` among the ``top_k``
+    most probable next words (all words when None), ``p`` being the model's softmax. ``temperature`` below 1
+    sharpens the distribution towards greedy decoding, above 1 flattens it; ``top_k=1`` is greedy decoding.
+    ``rng``: a ``numpy.random.Generator`` (default: a fresh one).
+    """
+    temperature, top_k = check_sampling_args(temperature, top_k)
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
+        raise ValueError(f"features must be numeric with shape (N, {model.input_dim}), got {features.shape}")
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    start, end, null = (model.word_to_idx.get(token) for token in ("<START>", "<END>", "<NULL>"))
+    if start is None:
+        raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+    rng = np.random.default_rng() if rng is None else rng
+    count = features.shape[0]
+    captions = np.full((count, max_length), null, dtype=np.int32)
+    state = model.decoding_state(np.ascontiguousarray(features, dtype=model.dtype))
+    words = np.full(count, start, dtype=np.int64)
+    alive = np.ones(count, dtype=bool)
+    k = model.vocab_size if top_k is None else min(top_k, model.vocab_size)
+    for t in range(max_length):
+        if count == 0:
+            break
+        log_probs, ids, state = model.decoding_step(words, state, k)
+        scaled = log_probs.astype(np.float64) / temperature
+        weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weights, axis=1)
+        draws = rng.random(count)[:, None] * cumulative[:, -1:]
+        choice = np.minimum((cumulative <= draws).sum(axis=1), k - 1)  # inverse transform sampling
+        words = ids[np.arange(count), choice].astype(np.int64)
+        captions[alive, t] = words[alive]
+        if end is not None:
+            alive &= words != end
+            if not alive.any():
+                break
+    return captions

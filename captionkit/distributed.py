@@ -259,9 +259,14 @@ class DistributedSolver(CaptioningSolver):
         return self._buffer[-1], self._grad_views
 
 
+EARLY_STOP = "early stop"
+_EARLY_STOP_CODE = 1024  # above every signal number, so an early stop agreed on wins over none
+
+
 def agreed_stop(solver, received):
-    """The signal to stop training on: ``received`` (a signal name such as ``"SIGTERM"``, or None) of this
-    process, or for a :class:`DistributedSolver` the one any rank received (the higher-numbered if several).
+    """The reason to stop training on: ``received`` (a signal name such as ``"SIGTERM"``, :data:`EARLY_STOP`, or
+    None) of this process, or for a :class:`DistributedSolver` the one any rank gave (the higher-numbered if
+    several; an early stop is decided on rank 0, which alone validates).
 
     Collective for a DistributedSolver: every rank must call it after every iteration. mpiexec forwards Ctrl-C and
     SIGTERM to all ranks, but not at the same instant; stopping only where the signal had already arrived would
@@ -271,9 +276,12 @@ def agreed_stop(solver, received):
         return received
     from mpi4py import MPI
 
-    flag = np.array([signal.Signals[received].value if received is not None else 0], dtype=np.int64)
+    code = 0 if received is None else _EARLY_STOP_CODE if received == EARLY_STOP else signal.Signals[received].value
+    flag = np.array([code], dtype=np.int64)
     solver.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-    return signal.Signals(int(flag[0])).name if flag[0] else None
+    if not flag[0]:
+        return None
+    return EARLY_STOP if flag[0] == _EARLY_STOP_CODE else signal.Signals(int(flag[0])).name
 
 
 @contextmanager

@@ -13,7 +13,7 @@ width. Library functions report progress through ``progress(stage, done, total)`
 """
 import numpy as np
 
-from captionkit import metrics
+from captionkit import decoding, metrics
 from captionkit.data import SPLITS
 
 __all__ = [
@@ -174,10 +174,13 @@ def evaluate(model, data, split="val", beam_size=1, max_images=None, batch_size=
     }
 
 
-def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max_length=None, length_penalty=0.0):
+def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max_length=None, length_penalty=0.0,
+                    temperature=None, top_k=None):
     """Generated and ground-truth captions of ``num`` images of ``split`` drawn without replacement.
 
-    ``seed`` (an int, or None for fresh randomness) picks the images. Returns a list of
+    ``seed`` (an int, or None for fresh randomness) picks the images and, when sampling, the words. Captions are
+    decoded greedily or by beam search (``beam_size``), or drawn at random when ``temperature`` or ``top_k`` is
+    given (:func:`captionkit.decoding.sample_words`; temperature 1 by default then). Returns a list of
     ``{"image", "url", "generated", "references"}`` sorted by image index; ``url`` is None when the data has none.
     """
     _check_data(model, data, split)
@@ -185,8 +188,15 @@ def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max
     candidates = split_images(data, split)
     images = np.sort(np.random.RandomState(seed).choice(candidates, size=min(num, candidates.size), replace=False))
     max_length = _default_max_length(data, split, max_length)
-    captions = model.sample(data[f"{split}_features"][images], max_length=max_length, beam_size=beam_size,
-                            length_penalty=length_penalty)
+    features = data[f"{split}_features"][images]
+    if temperature is not None or top_k is not None:
+        if beam_size != 1:
+            raise ValueError("sampling at random (temperature, top_k) and beam search (beam_size > 1) exclude each "
+                             "other")
+        captions = decoding.sample_words(model, features, max_length, 1.0 if temperature is None else temperature,
+                                         top_k, np.random.default_rng(seed))
+    else:
+        captions = model.sample(features, max_length=max_length, beam_size=beam_size, length_penalty=length_penalty)
     references = references_by_image(data, split, images)
     urls = data.get(f"{split}_urls")
     return [

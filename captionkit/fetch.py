@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from captionkit.data import bundle_paths
+from captionkit.layout import bundle_paths
 
 __all__ = ["BUNDLES", "BundleSource", "FetchError", "FetchResult", "fetch_bundle"]
 

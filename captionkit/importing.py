@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
-from captionkit.data import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS, SPLITS
-from captionkit.encoders.pipeline import EncoderRecord, Pca, encode_files
+from captionkit.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS, SPLITS
+from captionkit.encoders.pipeline import Pca, encode_files
+from captionkit.encoders.record import EncoderRecord
 
 __all__ = ["IMPORT_REPORT", "CaptionFileError", "ImportReport", "Picture", "build_vocabulary", "import_dataset",
            "read_captions_file", "tokenize"]

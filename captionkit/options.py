@@ -1,7 +1,11 @@
-"""The options of a training run: :class:`TrainConfig`, their one table of checks, and which may change on resume.
+"""The options of a training run, declared once: :data:`OPTIONS`.
 
-Everything that reads options checks them here: ``captionkit train`` (command line and ``--config`` files),
-:func:`captionkit.train`, and checkpoints, whose stored options are checked when they are read.
+Each :class:`Option` gives a name, its kind and default, its check, the help text users read and whether a resumed
+run may change it. Everything else is made from this table: :class:`TrainConfig` (a frozen dataclass with one field
+per option), :func:`validate_options` (used for ``captionkit train``'s command line, ``--config`` files, the
+options stored in checkpoints and :func:`captionkit.train`'s arguments), :data:`RESUMABLE_OPTIONS`, the click
+options of ``captionkit train`` (:mod:`captionkit.cli.train`) and the options table of docs/training.md
+(:func:`markdown_table`, checked by a test).
 """
 import dataclasses
 import difflib
@@ -15,138 +19,164 @@ from captionkit import optim
 from captionkit.backend import BACKENDS
 from captionkit.runs import ConfigError
 
-__all__ = ["RESUMABLE_OPTIONS", "TrainConfig", "validate_options"]
+__all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "validate_options"]
+
+# What --monitor may watch: the validation scores (higher is better) and the validation loss and perplexity (lower).
+MONITORS = {"CIDEr-D": "max", "BLEU-1": "max", "BLEU-2": "max", "BLEU-3": "max", "BLEU-4": "max", "ROUGE-L": "max",
+            "loss": "min", "perplexity": "min"}
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run; the defaults train on the built-in dataset (the README gives how long each
-    cell takes).
+class Option:
+    """One training option. ``kind``: ``int`` (``minimum``, ``maximum``), ``float`` (positive, finite), ``bool``,
+    ``text``, ``path`` (made absolute) or ``choice`` (``choices``); ``optional``: None is allowed (meaning what the
+    help says); ``resumable``: a resumed run may give it anew (it changes neither the model, the data nor the
+    sequence of updates)."""
 
-    Iteration counts (``eval_every``, ``checkpoint_every``) of None mean "once per epoch"; ``eval_every=0`` means
-    "only at the end". ``data`` None is the built-in dataset (or ``$CAPTIONKIT_DATA_DIR``).
-    """
+    name: str
+    kind: str
+    default: object
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple = ()
+    optional: bool = False
+    resumable: bool = False
+    metavar: str | None = None
 
-    cell: str = "rnn"
-    data: str | None = None
-    pca: bool = True
-    max_train: int | None = None
-    hidden_dim: int = 256
-    wordvec_dim: int = 128
-    batch_size: int = 100
-    epochs: int = 10
-    update_rule: str = "adam"
-    lr: float = 2e-3
-    lr_decay: float = 0.95
-    seed: int = 0
-    dtype: str = "float32"
-    backend: str = "auto"
-    eval_every: int | None = None
-    eval_images: int = 500
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 3
-    num_samples: int = 16
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
 
-    @classmethod
-    def from_mapping(cls, options, source="options"):
-        """A config from ``{name: value}`` (defaults for the rest), checked; ConfigError names ``source``."""
-        return cls(**validate_options(options, source))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-# Options that may differ from the checkpoint's when resuming: they change neither the model nor the data nor the
-# sequence of updates, only how long training goes on and what is reported along the way.
-RESUMABLE_OPTIONS = frozenset(
-    {"epochs", "backend", "eval_every", "eval_images", "checkpoint_every", "keep_checkpoints", "num_samples"}
-)
-
-
-def _integer(minimum, optional=False):
-    def check(value):
-        if value is None and optional:
+    def check(self, value):
+        """``value`` normalised, or ValueError saying what is expected."""
+        if value is None and self.optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"an integer >= {minimum}{' or null' if optional else ''}")
-        return int(value)
-    return check
+        expected = self._expected()
+        if self.kind == "int":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+                    or value < self.minimum or (self.maximum is not None and value > self.maximum):
+                raise ValueError(expected)
+            return int(value)
+        if self.kind == "float":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise ValueError(expected)
+            return float(value)
+        if self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(expected)
+            return bool(value)
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(expected)
+            return value
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ValueError(expected)
+        return str(Path(value).expanduser().resolve()) if self.kind == "path" else value
+
+    def _expected(self):
+        text = {
+            "int": f"an integer >= {self.minimum}" + (f" and <= {self.maximum}" if self.maximum is not None else ""),
+            "float": "a positive finite number",
+            "bool": "true or false",
+            "choice": f"one of {', '.join(map(str, self.choices))}",
+            "text": "a non-empty string",
+            "path": "a path",
+        }[self.kind]
+        return text + (" or null" if self.optional else "")
 
 
-def _positive_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError("a positive finite number")
-    return float(value)
+OPTIONS = (
+    Option("cell", "text", "rnn", "Recurrent cell: 'rnn' is built in; 'lstm' and 'gru' come from their plugins.",
+           metavar="NAME"),
+    Option("data", "path", None, "A captioning bundle directory (from `captionkit data import`, or the CS231n COCO "
+           "bundle). Default: the built-in dataset (made on first use), or $CAPTIONKIT_DATA_DIR.", optional=True,
+           metavar="DIR"),
+    Option("pca", "bool", True, "Use the bundle's PCA-reduced features when it has them (*_features_pca.h5, or the "
+           "assignment's *_pca.h5), or the encoder's full ones."),
+    Option("init_from", "path", None, "Start from the weights of a run (its best checkpoint, else its latest) or of "
+           "one checkpoint file: fine-tuning on new data or with a new learning rate; the optimiser and the "
+           "iteration count start afresh. The cell, sizes and vocabulary must be the run's.", optional=True,
+           metavar="RUN"),
+    Option("max_train", "int", None, "Train on N captions drawn (seeded) from the training split. Default: all.",
+           minimum=1, optional=True, metavar="N"),
+    Option("hidden_dim", "int", 256, "Size of the recurrent hidden state.", minimum=1, metavar="N"),
+    Option("wordvec_dim", "int", 128, "Size of the word embeddings.", minimum=1, metavar="N"),
+    Option("batch_size", "int", 100, "Captions per minibatch.", minimum=1, metavar="N"),
+    Option("epochs", "int", 10, "Passes over the training captions (an epoch is captions / batch size iterations).",
+           minimum=1, resumable=True, metavar="N"),
+    Option("update_rule", "choice", "adam", "Optimiser.", choices=tuple(optim.UPDATE_RULES)),
+    Option("lr", "float", 2e-3, "Initial learning rate.", metavar="RATE"),
+    Option("lr_decay", "float", 0.95, "Multiply the learning rate by this after every epoch.", metavar="FACTOR"),
+    Option("seed", "int", 0, "Seed of model initialisation, minibatch sampling, the --max-train subset and the "
+           "validation images; the same seed gives the same parameters.", minimum=0, maximum=2**32 - 1),
+    Option("dtype", "choice", "float32", "Floating-point type of parameters and computations.",
+           choices=("float32", "float64")),
+    Option("backend", "choice", "auto", "'cython': compiled kernels; 'numpy': the reference; 'auto': compiled when "
+           "built.", choices=tuple(BACKENDS), resumable=True),
+    Option("eval_every", "int", None, "Validate every N iterations (0: only at the end). Default: once per epoch.",
+           minimum=0, optional=True, resumable=True, metavar="N"),
+    Option("eval_images", "int", 500, "Validation images scored at each validation (a fixed, seeded choice).",
+           minimum=1, resumable=True, metavar="N"),
+    Option("monitor", "choice", "CIDEr-D", "Validation score that picks the best checkpoint (checkpoints/best.npz) "
+           "and drives --patience; loss and perplexity count lower as better.", choices=tuple(MONITORS)),
+    Option("patience", "int", None, "Stop after N validations in a row without a better --monitor score (resume "
+           "with a larger N to go on). Default: never stop early.", minimum=1, optional=True, resumable=True,
+           metavar="N"),
+    Option("checkpoint_every", "int", None, "Save a checkpoint every N iterations (also at the end and on Ctrl-C). "
+           "Default: once per epoch.", minimum=1, optional=True, resumable=True, metavar="N"),
+    Option("keep_checkpoints", "int", 3, "Keep only the N most recent checkpoints (best.npz is kept apart).",
+           minimum=1, resumable=True, metavar="N"),
+    Option("num_samples", "int", 16, "Validation images captioned in samples.txt and samples.png.", minimum=0,
+           resumable=True, metavar="N"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+RESUMABLE_OPTIONS = frozenset(option.name for option in OPTIONS if option.resumable)
 
 
-def _choice(choices):
-    def check(value):
-        if value not in choices:
-            raise ValueError(f"one of {', '.join(map(str, choices))}")
-        return value
-    return check
+def _from_mapping(cls, options, source="options"):
+    """A config from ``{name: value}`` (defaults for the rest), checked; ConfigError names ``source``."""
+    return cls(**validate_options(options, source))
 
 
-def _text(value):
-    if not isinstance(value, str) or not value:
-        raise ValueError("a non-empty string")
-    return value
+def _to_dict(self):
+    return dataclasses.asdict(self)
 
 
-def _path_or_none(value):
-    if value is None:
-        return None
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ValueError("a directory path or null")
-    return str(Path(value).expanduser().resolve())
-
-
-def _boolean(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError("true or false")
-    return bool(value)
-
-
-_CHECKS = {
-    "cell": _text,
-    "data": _path_or_none,
-    "pca": _boolean,
-    "max_train": _integer(1, optional=True),
-    "hidden_dim": _integer(1),
-    "wordvec_dim": _integer(1),
-    "batch_size": _integer(1),
-    "epochs": _integer(1),
-    "update_rule": _choice(tuple(optim.UPDATE_RULES)),
-    "lr": _positive_number,
-    "lr_decay": _positive_number,
-    "seed": _integer(0),
-    "dtype": _choice(("float32", "float64")),
-    "backend": _choice(BACKENDS),
-    "eval_every": _integer(0, optional=True),
-    "eval_images": _integer(1),
-    "checkpoint_every": _integer(1, optional=True),
-    "keep_checkpoints": _integer(1),
-    "num_samples": _integer(0),
-}
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(o.name, object, dataclasses.field(default=o.default)) for o in OPTIONS], frozen=True,
+    namespace={"from_mapping": classmethod(_from_mapping), "to_dict": _to_dict,
+               "__doc__": "Every option of a training run (:data:`OPTIONS`); the defaults train on the built-in "
+                          "dataset."},
+)
+TrainConfig.__module__ = __name__
 
 
 def validate_options(options, source="options"):
-    """Check ``{name: value}`` against :class:`TrainConfig`'s fields -> normalised dict (paths made absolute).
+    """Check ``{name: value}`` against :data:`OPTIONS` -> normalised dict (paths made absolute).
 
     Raises ConfigError naming ``source``, the option and the value at fault (and the closest option name for a
     misspelt one).
     """
     checked = {}
     for name, value in options.items():
-        if name not in _CHECKS:
-            close = difflib.get_close_matches(name, _CHECKS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(_CHECKS)}"
+        if name not in _BY_NAME:
+            close = difflib.get_close_matches(name, _BY_NAME, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(_BY_NAME)}"
             raise ConfigError(f"{source}: unknown option {name!r}{hint}")
         try:
-            checked[name] = _CHECKS[name](value)
+            checked[name] = _BY_NAME[name].check(value)
         except ValueError as exc:
             raise ConfigError(f"{source}: option {name!r} is {value!r}, expected {exc}") from None
-    if checked.get("seed", 0) >= 2**32:
-        raise ConfigError(f"{source}: option 'seed' is {checked['seed']}, expected an integer below 2**32")
     return checked
+
+
+def markdown_table():
+    """The options table of docs/training.md: option, default, whether resumable, meaning."""
+    rows = ["| option | default | on resume | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        flag = f"{o.flag} / --no-{o.flag[2:]}" if o.kind == "bool" else f"{o.flag} {o.metavar or o.kind.upper()}"
+        default = "-" if o.default is None else f"`{o.flag}`" if o.default is True else str(o.default)
+        rows.append(f"| `{flag}` | {default} | {'may change' if o.resumable else 'kept'} | {o.help} |")
+    return "\n".join(rows) + "\n"

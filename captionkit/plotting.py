@@ -10,7 +10,7 @@ import numpy as np
 
 from captionkit.atomicfile import atomic_write
 
-__all__ = ["plot_caption_grid", "plot_training_curves"]
+__all__ = ["plot_caption_grid", "plot_comparison", "plot_training_curves"]
 
 _CURVES = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")
 
@@ -36,30 +36,54 @@ def _moving_average(values, window):
     return np.convolve(values, kernel, mode="valid")
 
 
-def plot_training_curves(records, path):
-    """Draw training loss (left) and validation metrics (right) against iterations into the PNG ``path``.
+def _loss_axes(axes, title):
+    # Losses fall by an order of magnitude in the first iterations: on a log scale the tail stays readable.
+    axes.set_yscale("log")
+    axes.set_xlabel("Iteration")
+    axes.set_ylabel("Loss per caption (log scale)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3, which="both")
 
-    ``records``: the dicts of ``metrics.jsonl`` (``kind`` "train" with ``loss``, ``kind`` "val" with metric values).
+
+def _legend_below(axes, handles=None):
+    """A legend under the axes, clear of the curves."""
+    kwargs = {"handles": handles} if handles is not None else {}
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8, frameon=False, **kwargs)
+
+
+def _smoothed(iterations, losses):
+    window = max(1, len(losses) // 50)
+    if window == 1:
+        return iterations, losses, 1
+    return iterations[window - 1:], _moving_average(losses, window), window
+
+
+def plot_training_curves(records, path):
+    """Draw the losses (left: training minibatches and their running mean, validation) and the validation scores
+    (right) against iterations into the PNG ``path``.
+
+    ``records``: the dicts of ``metrics.jsonl`` (``kind`` "train" with ``loss``, ``kind`` "val" with scores and
+    ``loss``). CIDEr-D is on the COCO toolkit's scale and gets its own axis.
     """
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]
-    figure = _figure(11, 4)
+    figure = _figure(11, 4.6)
     loss_axes, val_axes = figure.subplots(1, 2)
 
     if train:
         iterations = np.array([r["iteration"] for r in train])
         losses = np.array([r["loss"] for r in train], dtype=float)
-        loss_axes.plot(iterations, losses, color="tab:blue", alpha=0.35, linewidth=0.8, label="minibatch loss")
-        window = max(1, len(losses) // 50)
-        smooth = _moving_average(losses, window) if window > 1 else None
-        if smooth is not None:
-            loss_axes.plot(iterations[window - 1:], smooth, color="tab:blue", linewidth=1.6,
-                           label=f"mean of {window}")
-        loss_axes.legend(loc="upper right")
-    loss_axes.set_xlabel("Iteration")
-    loss_axes.set_ylabel("Loss")
-    loss_axes.set_title("Training loss")
-    loss_axes.grid(alpha=0.3)
+        loss_axes.plot(iterations, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="minibatch loss")
+        x, smooth, window = _smoothed(iterations, losses)
+        if window > 1:
+            loss_axes.plot(x, smooth, color="tab:blue", linewidth=1.6, label=f"mean of {window}")
+    val_loss = [r for r in val if "loss" in r]
+    if val_loss:
+        loss_axes.plot([r["iteration"] for r in val_loss], [r["loss"] for r in val_loss], color="tab:red",
+                       marker="o", markersize=3, label="validation loss")
+    _loss_axes(loss_axes, "Loss")
+    if train or val_loss:
+        _legend_below(loss_axes)
 
     if val:
         iterations = [r["iteration"] for r in val]
@@ -72,13 +96,43 @@ def plot_training_curves(records, path):
                 lines += axes.plot(iterations, [r[name] for r in val], marker="o", markersize=3, color=color,
                                    label=name)
         cider_axes.set_ylabel("CIDEr-D")
-        val_axes.legend(handles=lines, loc="lower right")
+        _legend_below(val_axes, lines)
     else:
         val_axes.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=val_axes.transAxes)
     val_axes.set_xlabel("Iteration")
     val_axes.set_ylabel("BLEU, ROUGE-L")
     val_axes.set_title("Validation (greedy captions)")
     val_axes.grid(alpha=0.3)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_comparison(reports, metric, path):
+    """Overlay runs (:class:`captionkit.comparison.RunReport`): training loss (running mean) and validation loss
+    (left), the validation ``metric`` (right), one colour per run, into the PNG ``path``."""
+    figure = _figure(11, 4.8)
+    loss_axes, metric_axes = figure.subplots(1, 2)
+    colours = [f"C{k % 10}" for k in range(len(reports))]
+    for report, colour in zip(reports, colours):
+        if report.train:
+            iterations, losses = (np.array(v, dtype=float) for v in zip(*report.train))
+            x, smooth, _ = _smoothed(iterations, losses)
+            loss_axes.plot(x, smooth, color=colour, linewidth=1.4, label=f"{report.name} train")
+        val = [r for r in report.val if "loss" in r]
+        if val:
+            loss_axes.plot([r["iteration"] for r in val], [r["loss"] for r in val], color=colour, linestyle="--",
+                           marker="o", markersize=3, label=f"{report.name} val")
+        scored = [r for r in report.val if metric in r]
+        if scored:
+            metric_axes.plot([r["iteration"] for r in scored], [r[metric] for r in scored], color=colour,
+                             marker="o", markersize=3, label=report.name)
+    _loss_axes(loss_axes, "Loss (solid: training, running mean; dashed: validation)")
+    _legend_below(loss_axes)
+    metric_axes.set_xlabel("Iteration")
+    metric_axes.set_ylabel(metric)
+    metric_axes.set_title(f"Validation {metric}")
+    metric_axes.grid(alpha=0.3)
+    _legend_below(metric_axes)
     figure.tight_layout()
     _save(figure, path)
 

@@ -13,6 +13,7 @@ captionkit has two kinds of plugins, recurrent cells (:mod:`captionkit.cells.reg
 Setting ``CAPTIONKIT_DISABLE_PLUGIN_AUTOLOAD=1`` ignores entry points: installing a plugin means trusting its code,
 and this switch runs captionkit with its built-in cells and encoders only.
 """
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -169,7 +170,12 @@ class PluginRegistry:
         raise self.unknown_error(self._unknown_message(name))
 
     def _unknown_message(self, name):
-        message = f"unknown {self.name_label} {name!r}; registered {self.kind}s: {', '.join(self.available()) or 'none'}"
+        known = self.available()
+        message = f"unknown {self.name_label} {name!r}"
+        close = difflib.get_close_matches(str(name), known + list(self.install_hints), n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        message += f"; registered {self.kind}s: {', '.join(known) or 'none'}"
         if name in self.install_hints:
             dist = self.install_hints[name]
             message += (

@@ -7,7 +7,8 @@ A training run leaves everything in one directory::
       metrics.jsonl      one JSON object per line: {"kind": "train", "iteration", "epoch", "loss", "learning_rate",
                          "elapsed"} per iteration and {"kind": "val", "iteration", "epoch", "images", metric: value}
                          per evaluation
-      checkpoints/       ckpt-00000120.npz ... (the iteration after which each was saved; see captionkit.checkpoint)
+      checkpoints/       ckpt-00000120.npz ... (the iteration after which each was saved; see captionkit.checkpoint),
+                         and best.npz: the checkpoint of the best validation by the monitored score
       loss.png           training loss and validation metrics against iterations
       samples.txt        generated and ground-truth captions of validation images
       samples.png        the same as a picture grid, when the dataset has images
@@ -26,7 +27,10 @@ from pathlib import Path
 from captionkit.atomicfile import atomic_write_text
 from captionkit.locking import DirectoryLock
 
-__all__ = ["ConfigError", "RunDirectory", "new_run_dir", "read_config_file", "run_dir_of"]
+__all__ = ["DEFAULT_RUNS_DIR", "ConfigError", "RunDirectory", "claim_run_dir", "new_run_dir", "read_config_file",
+           "run_dir_of"]
+
+DEFAULT_RUNS_DIR = "runs"
 
 _CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
 _PARTIAL_FILE = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomicfile's temporary names
@@ -46,6 +50,7 @@ class RunDirectory:
         self.config = self.root / "config.json"
         self.metrics = self.root / "metrics.jsonl"
         self.checkpoints = self.root / "checkpoints"
+        self.best_checkpoint = self.checkpoints / "best.npz"
         self.loss_plot = self.root / "loss.png"
         self.samples_text = self.root / "samples.txt"
         self.samples_grid = self.root / "samples.png"
@@ -96,6 +101,14 @@ class RunDirectory:
     def write_json(self, path, obj):
         atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
+    def read_json(self, path):
+        """The JSON object in ``path`` (config.json, summary.json), or {} when it is missing or unreadable."""
+        try:
+            value = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
     # ------------------------------------------------------------------ metrics
     def read_metrics(self):
         """The records of ``metrics.jsonl`` in order; a line cut short by a crash is skipped."""
@@ -121,6 +134,50 @@ class RunDirectory:
         """The metrics file opened for appending, line-buffered so each record reaches the OS when written."""
         self.root.mkdir(parents=True, exist_ok=True)
         return open(self.metrics, "a", encoding="utf-8", buffering=1)
+
+
+def claim_run_dir(out, resumed_from=None, checkpoint_iteration=None, cell="run", runs_dir=DEFAULT_RUNS_DIR):
+    """The directory a training session writes -> (RunDirectory, its held lock).
+
+    ``out`` (created if needed), else the run ``resumed_from`` (a checkpoint path) belongs to, else a new
+    ``runs_dir/<cell>-<time>``. Ownership comes first (:meth:`RunDirectory.lock`) and everything that looks at the
+    directory's content happens under it, so two processes started together on one directory cannot both pass the
+    checks: the second is refused at once, naming the first. Then what killed writers left half-written goes, and
+    for a resumed run the metrics recorded after its checkpoint (iteration ``checkpoint_iteration``).
+    """
+    source_run = run_dir_of(resumed_from) if resumed_from is not None else None
+    if out is not None:
+        run = RunDirectory(out)
+        run.root.mkdir(parents=True, exist_ok=True)
+    elif source_run is not None:
+        run = RunDirectory(source_run)
+    else:
+        run = RunDirectory(new_run_dir(runs_dir, cell))
+    lock = run.lock().acquire()
+    try:
+        into_source = source_run is not None and run.root.resolve() == source_run
+        if out is not None and not into_source and (run.list_checkpoints() or run.config.exists()):
+            raise ConfigError(
+                f"{run.root}: already holds a run; resume it with --resume {run.root}, or choose another --out"
+            )
+        run.remove_partial_files()
+        if resumed_from is not None:
+            newer = [it for it, _ in run.list_checkpoints() if it > checkpoint_iteration]
+            if newer:
+                raise ConfigError(
+                    f"{run.root}: has a checkpoint newer (iteration {max(newer)}) than the one resumed from "
+                    f"({resumed_from}, iteration {checkpoint_iteration}); resume into a new directory with --out"
+                )
+            if source_run is not None and not into_source:
+                kept = [r for r in RunDirectory(source_run).read_metrics() if r["iteration"] <= checkpoint_iteration]
+                with run.open_metrics() as f:
+                    f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in kept)
+            else:
+                run.truncate_metrics(checkpoint_iteration)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
 
 
 def run_dir_of(checkpoint_path):

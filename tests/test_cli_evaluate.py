@@ -59,13 +59,13 @@ def test_evaluate_json_equals_the_library(tiny_run):
     assert (printed["images"], printed["captions"]) == (6, 18)
 
 
-def test_evaluate_text_prints_cider_times_100_and_says_so(tiny_run):
+def test_evaluate_text_prints_cider_on_the_toolkit_scale(tiny_run):
     run, bundle = tiny_run
     result = run_cli("evaluate", run, "--max-images", "4")
     assert result.exit_code == 0, result.output
     expected = library_evaluation(run, bundle, max_images=4)
     lines = {line.split("  ")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("  ")}
-    assert f"{100 * expected['CIDEr-D']:9.4f}" in lines["CIDEr-D (x100)"]
+    assert f"{expected['CIDEr-D']:9.4f}" in lines["CIDEr-D"]
     for name in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "perplexity"):
         assert f"{expected[name]:9.4f}" in lines[name]
     assert "on val: 4 images, greedy decoding" in result.stdout
@@ -174,6 +174,6 @@ def test_a_split_the_bundle_lacks_is_named(tiny_run):
 def test_help_explains_run_and_metrics():
     evaluate_help = " ".join(run_cli("evaluate", "--help").output.split())
     assert "RUN is a run directory written by `captionkit train`" in evaluate_help
-    assert "CIDEr-D is printed x100" in evaluate_help and "captionkit evaluate runs/" in evaluate_help
+    assert "CIDEr-D on that toolkit's scale" in evaluate_help and "captionkit evaluate runs/" in evaluate_help
     sample_help = " ".join(run_cli("sample", "--help").output.split())
     assert "beside their ground-truth captions" in sample_help and "--seed" in sample_help

@@ -49,7 +49,8 @@ def test_train_reports_progress_and_where_the_run_went(bundle, tmp_path):
     result = invoke("train", "--data", bundle, "--out", out, *TINY_ARGS)
     assert result.exit_code == 0, result.output
     assert f"Run saved in {out}" in result.output
-    assert "iteration 12/12" in result.output and "val @ iteration 6 (6 images): BLEU-1" in result.output
+    assert "iteration 12/12" in result.output and "val @ iteration 6 (6 images, " in result.output
+    assert "): BLEU-1 " in result.output
     assert "Files: config.json, metrics.jsonl, loss.png, samples.txt" in result.output
     assert RunDirectory(out).latest_checkpoint() == RunDirectory(out).checkpoint_path(12)
 
@@ -303,17 +304,20 @@ def test_checkpoint_carrying_a_pickle_is_refused_by_resume(tmp_path):
     assert not marker.exists()
 
 
-def test_first_use_of_the_builtin_dataset_is_announced(monkeypatch, capsys):
-    from captionkit.cli import train as train_cli
+def test_first_use_of_the_builtin_dataset_is_announced(monkeypatch, tmp_path, bundle):
+    """The first build is reported through train()'s events and the same display as training's progress."""
+    import captionkit.synthetic
 
-    def fake_builder(progress=None):  # stands in for the 12-second first build
+    def fake_builder(progress=None):  # stands in for the first build, and hands over a small bundle
         progress("drawing train scenes", 4, 8)
         progress("drawing train scenes", 8, 8)
+        return bundle
 
     monkeypatch.delenv("CAPTIONKIT_DATA_DIR", raising=False)
-    monkeypatch.setattr(train_cli, "builtin_dataset_dir", fake_builder)
-    train_cli._build_builtin_dataset()
-    assert capsys.readouterr().err == (
+    monkeypatch.setattr(captionkit.synthetic, "builtin_dataset_dir", fake_builder)
+    result = invoke("train", "--out", tmp_path / "run", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
         "Building the built-in dataset (first use only; it is cached for later runs)...\n"
-        "  drawing train scenes: 8/8\n"
+        "  drawing train scenes: 8/8\nTraining the rnn cell"
     )

@@ -277,7 +277,7 @@ def _training(key, value):
     ("short_history", lambda m, meta: m.update(loss_history=m["loss_history"][:-1]),
      r"'loss_history' has shape \(11,\), expected \(12,\)"),
     ("stored_data", lambda m, meta: meta["config"].update(data={"x": 1}),
-     r"\(stored config\): option 'data' is \{'x': 1\}, expected a directory path or null"),
+     r"\(stored config\): option 'data' is \{'x': 1\}, expected a path or null"),
     ("stored_lr", lambda m, meta: meta["config"].update(lr="fast"),
      r"\(stored config\): option 'lr' is 'fast', expected a positive finite number"),
 ])

@@ -54,7 +54,7 @@ def test_run_directory_holds_everything(straight_run, bundle):
     val_records = [r for r in records if r["kind"] == "val"]
     assert [r["iteration"] for r in val_records] == [6, 12, 18]  # once per epoch of 48 captions / 8
     assert {k: val_records[-1][k] for k in result.val_metrics} == result.val_metrics
-    assert set(result.val_metrics) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L"}
+    assert set(result.val_metrics) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L", "loss", "perplexity"}
     # The learning rate decays by lr_decay after each epoch.
     rates = {r["epoch"]: r["learning_rate"] for r in train_records}
     lr, decay = result.config.lr, result.config.lr_decay

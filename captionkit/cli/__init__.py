@@ -42,3 +42,7 @@ main.add_command(_caption.caption)
 from captionkit.cli import encoders as _encoders  # noqa: E402  (the `encoders` command)
 
 main.add_command(_encoders.encoders)
+
+from captionkit.cli import compare as _compare  # noqa: E402  (the `compare` command)
+
+main.add_command(_compare.compare)

@@ -5,6 +5,7 @@ The ``captionkit`` group uses :class:`CaptionkitGroup`: an exception escaping an
 exception through with its traceback instead.
 """
 import os
+import sys
 
 import click
 
@@ -44,6 +45,12 @@ class CaptionkitGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader of our output went away (`captionkit sample RUN | head`): what it wanted it has, so stop
+            # quietly. stdout is pointed at /dev/null so that flushing it at exit cannot fail a second time.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:

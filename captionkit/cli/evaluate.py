@@ -79,7 +79,12 @@ def _progress():
               help="Seed that picks the images, to see the same ones again. Default: a fresh one, printed.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print a JSON list of {image, url, generated, references} instead of text.")
-def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output):
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, metavar="T",
+              help="Draw each word at random from the model's distribution sharpened (T < 1) or flattened (T > 1), "
+                   "instead of decoding greedily. Default when --top-k is given: 1.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Draw each word at random among the K most probable ones (with --temperature, or at 1).")
+def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output, temperature, top_k):
     """Caption N random images with a trained model and print them beside their ground-truth captions.
 
     RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one checkpoint file
@@ -94,13 +99,19 @@ def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, see
     model, info, data = _load(run, data_dir)
     if seed is None:
         seed = secrets.randbelow(2**32)
+    random_words = temperature is not None or top_k is not None
+    if random_words and beam_size != 1:
+        raise click.UsageError("--temperature/--top-k draw words at random; --beam searches: use one or the other")
     samples = sample_captions(model, data, split, num=num, beam_size=beam_size, seed=seed, max_length=max_length,
-                              length_penalty=length_penalty)
+                              length_penalty=length_penalty, temperature=temperature, top_k=top_k)
     if json_output:
         click.echo(json.dumps(samples, indent=2))
         return
-    click.echo(f"{info['checkpoint']} (iteration {info['iteration']}): {len(samples)} {split} images, "
-               f"{_describe_decoding(beam_size, length_penalty)}, seed {seed}")
+    decoding = (f"words drawn at temperature {1.0 if temperature is None else temperature:g}"
+                + (f" among the {top_k} most probable" if top_k else "")) if random_words else \
+        _describe_decoding(beam_size, length_penalty)
+    click.echo(f"{info['checkpoint']} (iteration {info['iteration']}): {len(samples)} {split} images, {decoding}, "
+               f"seed {seed}")
     for entry in samples:
         url = entry["url"] or ""
         click.echo(f"\n{split} image {entry['image']}" + (f"  {url}" if url.startswith(("http://", "https://"))
@@ -117,16 +128,16 @@ def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, see
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               metavar="N", help="Images (or captions, for perplexity) processed at once; lower it to save memory.")
 @click.option("--json", "json_output", is_flag=True,
-              help="Print the results as one JSON object (CIDEr-D there is the raw value, not x100).")
+              help="Print the results as one JSON object.")
 def evaluate_command(run, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
                      json_output):
     """Score a trained model on a dataset split: BLEU-1..4, CIDEr-D, ROUGE-L and perplexity.
 
     RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one checkpoint file.
     Each image gets one generated caption, scored against all its ground-truth captions with corpus-level metrics
-    computed as the COCO caption evaluation toolkit does (higher is better). CIDEr-D is printed x100, as papers
-    report it. Perplexity is per word of the ground-truth captions under the model (lower is better; guessing
-    uniformly scores the vocabulary size).
+    computed as the COCO caption evaluation toolkit does (higher is better). Every captionkit command, log and
+    file gives CIDEr-D on that toolkit's scale (papers often print it x100). Perplexity is per word of the
+    ground-truth captions under the model (lower is better; guessing uniformly scores the vocabulary size).
 
     \b
     Examples:
@@ -144,7 +155,6 @@ def evaluate_command(run, split, beam_size, length_penalty, max_length, data_dir
     click.echo(f"{info['checkpoint']} (iteration {info['iteration']}) on {split}: {result['images']} images, "
                f"{_describe_decoding(beam_size, length_penalty)}, at most {result['max_length']} words")
     for name in _METRICS:
-        label, value = (f"{name} (x100)", 100 * result[name]) if name == "CIDEr-D" else (name, result[name])
-        click.echo(f"  {label:16}{value:9.4f}")
+        click.echo(f"  {name:16}{result[name]:9.4f}")
     click.echo(f"  {'perplexity':16}{result['perplexity']:9.4f}   per word, over the {result['tokens']} words of the "
                f"{result['captions']} ground-truth captions")

@@ -2,32 +2,26 @@
 
 A bundle made by ``captionkit data import`` (and the built-in dataset) records how its features were made:
 
-- ``encoder.json``: ``{"format": "captionkit-encoder", "format_version": 1, "encoder": NAME, "argument": ...,
-  "options": {...}, "output_dim": D, "identity": {...}, "distribution": ..., "version": ..., "description": ...,
-  "pca_dim": K or null}``: what :func:`make_encoder` builds the encoder from, and the facts
-  (:meth:`Encoder.identity`, e.g. an ONNX file's SHA-256) that a rebuilt encoder must share;
+- ``encoder.json`` (:mod:`captionkit.encoders.record`): the encoder's name, argument, options and identity;
 - ``pca.h5`` (when ``pca_dim`` is set): ``mean`` (D,) and ``components`` (K, D) float64; reduced features are
   ``(features - mean) @ components.T``.
 
 A training run copies both into its directory (with ``"pca_dim"`` set to what the run trained on), so
 :class:`FeaturePipeline` can give new pictures the features its model expects.
 """
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from captionkit.atomicfile import atomic_write, atomic_write_text
-from captionkit.data import ENCODER_FILE, PCA_FILE, BundleError, bundle_paths
+from captionkit.atomicfile import atomic_write
+from captionkit.data import BundleError, checked_dataset
 from captionkit.encoders.base import EncoderError, check_features
-from captionkit.encoders.registry import encoder_distribution, make_encoder
+from captionkit.encoders.record import EncoderRecord
+from captionkit.encoders.registry import make_encoder
 from captionkit.images import ImageFileError, read_image
+from captionkit.layout import ENCODER_FILE, PCA_FILE, bundle_paths
 
-__all__ = ["FORMAT", "EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
-
-FORMAT = "captionkit-encoder"
-FORMAT_VERSION = 1
+__all__ = ["EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
 
 
 def encode_files(encoder, paths, progress=None, skip_unreadable=False):
@@ -107,84 +101,18 @@ class Pca:
             raise EncoderError(f"{path}: file not found (the PCA the features were reduced with)")
         try:
             with h5py.File(path, "r") as h5:
-                mean, components = h5["mean"][()], h5["components"][()]
-        except (OSError, KeyError) as exc:
+                # Links, stored sizes and shapes are checked on the metadata, before any array is allocated.
+                mean = checked_dataset(path, h5, "mean", error=EncoderError)
+                components = checked_dataset(path, h5, "components", error=EncoderError)
+                if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
+                    raise EncoderError(f"{path}: 'mean' {mean.shape} and 'components' {components.shape} do not fit "
+                                       "(expected (D,) and (K, D))")
+                mean, components = mean[()], components[()]
+        except EncoderError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
             raise EncoderError(f"{path}: cannot read the PCA's 'mean' and 'components' ({exc})") from None
-        if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
-            raise EncoderError(f"{path}: 'mean' {mean.shape} and 'components' {components.shape} do not fit "
-                               "(expected (D,) and (K, D))")
         return cls(mean, components)
-
-
-@dataclass(frozen=True)
-class EncoderRecord:
-    """What ``encoder.json`` holds: how to build the encoder again and what it must give."""
-
-    encoder: str
-    argument: str | None
-    options: dict
-    output_dim: int
-    identity: dict
-    distribution: str
-    version: str
-    description: str
-    pca_dim: int | None = None
-
-    @property
-    def spec(self):
-        return self.encoder if self.argument is None else f"{self.encoder}:{self.argument}"
-
-    @property
-    def feature_dim(self):
-        return self.output_dim if self.pca_dim is None else self.pca_dim
-
-    @classmethod
-    def of(cls, encoder, pca_dim=None):
-        distribution, version = encoder_distribution(encoder.name())
-        return cls(encoder.name(), encoder.argument_value, dict(encoder.options), int(encoder.dim),
-                   _plain(encoder.identity()), distribution, version, encoder.describe(), pca_dim)
-
-    def with_pca(self, pca_dim):
-        return EncoderRecord(**{**self.to_dict(), "pca_dim": pca_dim})
-
-    def to_dict(self):
-        return {"encoder": self.encoder, "argument": self.argument, "options": self.options,
-                "output_dim": self.output_dim, "identity": self.identity, "distribution": self.distribution,
-                "version": self.version, "description": self.description, "pca_dim": self.pca_dim}
-
-    def save(self, path):
-        document = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.to_dict()}
-        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path):
-        path = Path(path)
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EncoderError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EncoderError(f"{path}: not a readable encoder record ({exc})") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise EncoderError(f"{path}: not a captionkit encoder record (no \"format\": \"{FORMAT}\")")
-        if document.get("format_version") != FORMAT_VERSION:
-            raise EncoderError(f"{path}: encoder record format_version {document.get('format_version')!r}; this "
-                               f"captionkit reads version {FORMAT_VERSION}")
-        fields = {"encoder": str, "options": dict, "output_dim": int, "identity": dict, "distribution": str,
-                  "version": str, "description": str}
-        for key, kind in fields.items():
-            if not isinstance(document.get(key), kind) or isinstance(document.get(key), bool):
-                raise EncoderError(f"{path}: {key!r} must be a {kind.__name__}, got {document.get(key)!r}")
-        for key in ("argument", "pca_dim"):
-            expected = str if key == "argument" else int
-            if document.get(key) is not None and not isinstance(document[key], expected):
-                raise EncoderError(f"{path}: {key!r} must be a {expected.__name__} or null, got {document[key]!r}")
-        return cls(**{key: document.get(key) for key in (*fields, "argument", "pca_dim")})
-
-
-def _plain(value):
-    """``value`` as JSON would give it back (tuples as lists), so a loaded record compares equal to a new one."""
-    return json.loads(json.dumps(value))
 
 
 class FeaturePipeline:

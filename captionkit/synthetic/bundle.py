@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
-from captionkit.data import ENCODER_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS
-from captionkit.encoders.pipeline import EncoderRecord
+from captionkit.layout import ENCODER_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS
+from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
 from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary

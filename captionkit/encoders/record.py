@@ -1,0 +1,98 @@
+"""``encoder.json``: how a bundle's (or a run's) features were made, so that the same encoder can be built again.
+
+``{"format": "captionkit-encoder", "format_version": 1, "encoder": NAME, "argument": ..., "options": {...},
+"output_dim": D, "identity": {...}, "distribution": ..., "version": ..., "description": ..., "pca_dim": K or null}``:
+what :func:`captionkit.encoders.make_encoder` builds the encoder from, and the facts (:meth:`Encoder.identity`, e.g.
+an ONNX file's SHA-256) that a rebuilt encoder must share. Writers of bundles (the built-in dataset, ``data import``)
+use only this module; :mod:`captionkit.encoders.pipeline` reads it back.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from captionkit.atomicfile import atomic_write_text
+from captionkit.encoders.base import EncoderError
+from captionkit.encoders.registry import encoder_distribution
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "EncoderRecord"]
+
+FORMAT = "captionkit-encoder"
+FORMAT_VERSION = 1
+MAX_RECORD_BYTES = 2**20  # an encoder.json; a real one is well under 4 KB
+
+
+@dataclass(frozen=True)
+class EncoderRecord:
+    """What ``encoder.json`` holds: how to build the encoder again and what it must give."""
+
+    encoder: str
+    argument: str | None
+    options: dict
+    output_dim: int
+    identity: dict
+    distribution: str
+    version: str
+    description: str
+    pca_dim: int | None = None
+
+    @property
+    def spec(self):
+        return self.encoder if self.argument is None else f"{self.encoder}:{self.argument}"
+
+    @property
+    def feature_dim(self):
+        return self.output_dim if self.pca_dim is None else self.pca_dim
+
+    @classmethod
+    def of(cls, encoder, pca_dim=None):
+        distribution, version = encoder_distribution(encoder.name())
+        return cls(encoder.name(), encoder.argument_value, dict(encoder.options), int(encoder.dim),
+                   _plain(encoder.identity()), distribution, version, encoder.describe(), pca_dim)
+
+    def with_pca(self, pca_dim):
+        return EncoderRecord(**{**self.to_dict(), "pca_dim": pca_dim})
+
+    def to_dict(self):
+        return {"encoder": self.encoder, "argument": self.argument, "options": self.options,
+                "output_dim": self.output_dim, "identity": self.identity, "distribution": self.distribution,
+                "version": self.version, "description": self.description, "pca_dim": self.pca_dim}
+
+    def save(self, path):
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.to_dict()}
+        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RECORD_BYTES + 1)
+            if len(raw) > MAX_RECORD_BYTES:
+                raise EncoderError(f"{path}: not an encoder record: larger than {MAX_RECORD_BYTES} bytes")
+            document = json.loads(raw.decode("utf-8"))
+        except FileNotFoundError:
+            raise EncoderError(f"{path}: file not found") from None
+        except RecursionError:
+            raise EncoderError(f"{path}: not a readable encoder record (JSON nested too deeply)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EncoderError(f"{path}: not a readable encoder record ({exc})") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise EncoderError(f"{path}: not a captionkit encoder record (no \"format\": \"{FORMAT}\")")
+        if document.get("format_version") != FORMAT_VERSION:
+            raise EncoderError(f"{path}: encoder record format_version {document.get('format_version')!r}; this "
+                               f"captionkit reads version {FORMAT_VERSION}")
+        fields = {"encoder": str, "options": dict, "output_dim": int, "identity": dict, "distribution": str,
+                  "version": str, "description": str}
+        for key, kind in fields.items():
+            if not isinstance(document.get(key), kind) or isinstance(document.get(key), bool):
+                raise EncoderError(f"{path}: {key!r} must be a {kind.__name__}, got {document.get(key)!r}")
+        for key in ("argument", "pca_dim"):
+            expected = str if key == "argument" else int
+            if document.get(key) is not None and not isinstance(document[key], expected):
+                raise EncoderError(f"{path}: {key!r} must be a {expected.__name__} or null, got {document[key]!r}")
+        return cls(**{key: document.get(key) for key in (*fields, "argument", "pca_dim")})
+
+
+def _plain(value):
+    """``value`` as JSON would give it back (tuples as lists), so a loaded record compares equal to a new one."""
+    return json.loads(json.dumps(value))
