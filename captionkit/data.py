@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captionkit.checks import integer
 from captionkit.layout import (  # the bundle's file names and tokens: data, fetch, bundle writers share them
     ENCODER_FILE,
     PCA_FILE,
@@ -441,8 +442,7 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
         data[f"{split}_urls"] = _read_urls(paths[f"{split}_urls"], *url_counts[split])
 
     if max_train is not None:
-        if not isinstance(max_train, (int, np.integer)) or max_train < 1:
-            raise ValueError(f"max_train must be a positive integer or None, got {max_train!r}")
+        integer("max_train", max_train, optional=True)
         mask = np.random.randint(data["train_captions"].shape[0], size=max_train)
         data["train_captions"] = data["train_captions"][mask]
         data["train_image_idxs"] = data["train_image_idxs"][mask]
@@ -492,8 +492,7 @@ def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):
     if f"{split}_captions" not in data:
         raise ValueError(f"split must be one of the data's splits "
                          f"({', '.join(s for s in SPLITS if f'{s}_captions' in data)}), got {split!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    integer("batch_size", batch_size)
     split_size = data[f"{split}_captions"].shape[0]
     if split_size == 0:
         raise ValueError(f"the {split} split has no captions to sample from")

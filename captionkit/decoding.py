@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from captionkit.checks import integer
+
 __all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "check_sampling_args", "decode", "length_normalizer",
            "sample_words"]
 
@@ -40,8 +42,7 @@ class BeamSearchResult(NamedTuple):
 
 def check_beam_args(beam_size, length_penalty):
     """Validate the search options -> (beam_size as int, length_penalty as float); ValueError names the bad one."""
-    if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
+    integer("beam_size", beam_size)
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float, np.integer, np.floating)):
         raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
     if not np.isfinite(length_penalty) or length_penalty < 0:
@@ -83,8 +84,7 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
     FloatingPointError when the model's log-probabilities are not finite.
     """
     beam_size, length_penalty = check_beam_args(beam_size, length_penalty)
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    integer("max_length", max_length)
     _check_ids(vocab_size, start=start, end=end, null=null)
     num_images = _check_state(initial_state, "initial_state")
     K, L = beam_size, int(max_length)
@@ -191,9 +191,7 @@ def check_sampling_args(temperature, top_k):
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
             or not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    return float(temperature), None if top_k is None else int(top_k)
+    return float(temperature), integer("top_k", top_k, optional=True)
 
 
 def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rng=None):
@@ -209,8 +207,7 @@ def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rn
     features = np.asarray(features)
     if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
         raise ValueError(f"features must be numeric with shape (N, {model.input_dim}), got {features.shape}")
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    integer("max_length", max_length)
     start, end, null = (model.word_to_idx.get(token) for token in ("<START>", "<END>", "<NULL>"))
     if start is None:
         raise ValueError("word_to_idx has no '<START>' token, which decoding needs")

@@ -14,6 +14,7 @@ width. Library functions report progress through ``progress(stage, done, total)`
 import numpy as np
 
 from captionkit import decoding, metrics
+from captionkit.checks import integer
 from captionkit.data import SPLITS
 
 __all__ = [
@@ -43,14 +44,6 @@ def caption_text(ids, idx_to_word):
     return " ".join(words)
 
 
-def _positive_int(name, value, optional=False):
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
-    return int(value)
-
-
 def _check_data(model, data, split):
     """Raise ValueError unless ``data`` has ``split`` and fits the model's vocabulary and feature width."""
     if split not in SPLITS:
@@ -76,7 +69,7 @@ def _check_data(model, data, split):
 
 def split_images(data, split="val", max_images=None):
     """Sorted indices of the images of ``split`` that have captions; the first ``max_images`` of them if given."""
-    max_images = _positive_int("max_images", max_images, optional=True)
+    max_images = integer("max_images", max_images, optional=True)
     images = np.unique(data[f"{split}_image_idxs"])
     if images.size == 0:
         raise ValueError(f"the {split} split has no captions to evaluate")
@@ -100,7 +93,7 @@ def perplexity(model, data, split="val", images=None, batch_size=DEFAULT_BATCH_S
     Returns ``{"perplexity", "nll" (total, nats), "tokens" (target words counted), "captions"}``.
     """
     _check_data(model, data, split)
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size)
     image_idxs = data[f"{split}_image_idxs"]
     rows = np.flatnonzero(np.isin(image_idxs, split_images(data, split) if images is None else images))
     captions, features = data[f"{split}_captions"], data[f"{split}_features"]
@@ -120,7 +113,7 @@ def perplexity(model, data, split="val", images=None, batch_size=DEFAULT_BATCH_S
 def generate_captions(model, features, max_length, beam_size=1, length_penalty=0.0, batch_size=DEFAULT_BATCH_SIZE,
                       progress=None):
     """``model.sample`` over features (N, D) in batches -> captions (N, max_length) int32."""
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = integer("batch_size", batch_size)
     out = []
     for start in range(0, features.shape[0], batch_size):
         out.append(model.sample(features[start:start + batch_size], max_length=max_length, beam_size=beam_size,
@@ -134,7 +127,7 @@ def _default_max_length(data, split, max_length):
     """The split's longest possible caption (its width minus <START>) unless ``max_length`` is given."""
     if max_length is None:
         return data[f"{split}_captions"].shape[1] - 1
-    return _positive_int("max_length", max_length)
+    return integer("max_length", max_length)
 
 
 def evaluate(model, data, split="val", beam_size=1, max_images=None, batch_size=DEFAULT_BATCH_SIZE, max_length=None,
@@ -184,7 +177,7 @@ def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max
     ``{"image", "url", "generated", "references"}`` sorted by image index; ``url`` is None when the data has none.
     """
     _check_data(model, data, split)
-    num = _positive_int("num", num)
+    num = integer("num", num)
     candidates = split_images(data, split)
     images = np.sort(np.random.RandomState(seed).choice(candidates, size=min(num, candidates.size), replace=False))
     max_length = _default_max_length(data, split, max_length)

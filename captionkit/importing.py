@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
+from captionkit.checks import integer
 from captionkit.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS, SPLITS
 from captionkit.encoders.pipeline import Pca, encode_files
 from captionkit.encoders.record import EncoderRecord
@@ -284,9 +285,8 @@ def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAU
     fitted on the training pictures (and ``pca.h5``). ``progress(stage, done, total)``. The bundle appears only
     once complete. Returns an :class:`ImportReport`, also written as ``import.json``.
     """
-    for name, value, minimum in (("min_count", min_count, 1), ("max_words", max_words, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    integer("min_count", min_count)
+    integer("max_words", max_words)
     dropped = []
     pictures = read_captions_file(captions_file, images_dir, seed)
     pictures = _drop_missing(_drop_empty(pictures, dropped), skip_missing, dropped)

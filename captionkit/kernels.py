@@ -60,6 +60,7 @@ __all__ = [
     "affine_forward",
     "affine_log_softmax_topk",
     "blas",
+    "blas_threads",
     "capsule_problem",
     "gated_backward",
     "gated_forward",
@@ -91,6 +92,16 @@ def blas():
     """Which BLAS the kernels' matrix products use (a description, for reports)."""
     _require_built()
     return _blas.description()
+
+
+def blas_threads():
+    """How many threads the kernels' OpenBLAS was configured with (before captionkit set it to one per call): the
+    default number of shards of :mod:`captionkit.parallel`; None for a BLAS whose threads captionkit does not
+    control."""
+    _require_built()
+    from captionkit import _ext
+
+    return _ext.configured_blas_threads
 
 
 def _require_built():
@@ -614,8 +625,7 @@ def adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-3, beta1=0.9, beta2=0.
 
     ws, dws, ms, vs: sequences of one length; the arrays of one i share a shape, all arrays share a dtype, and no
     array may overlap another. The same arithmetic as one :func:`adam_update` per i, but the threads are dispatched
-    once and share out the elements of all the arrays together: a model's 1.43 M float32 parameters (eight arrays)
-    take about 0.86 ms on two threads instead of 1.55 ms array by array (docs/benchmarks.md).
+    once and share out the elements of all the arrays together (docs/benchmarks.md measures the difference).
     """
     _require_built()
     lists = {"ws": ws, "dws": dws, "ms": ms, "vs": vs}

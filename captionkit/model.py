@@ -14,6 +14,7 @@ import numpy as np
 from captionkit import decoding, parallel
 from captionkit.backend import resolve_backend, runtime
 from captionkit.cells import get_cell
+from captionkit.checks import integer
 
 __all__ = ["CaptioningRNN", "parameter_shapes"]
 
@@ -71,8 +72,7 @@ class CaptioningRNN:
         if np.dtype(dtype) not in [np.dtype(d) for d in _FLOAT_DTYPES]:
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         for arg, value in (("input_dim", input_dim), ("wordvec_dim", wordvec_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+            integer(arg, value)
         if not isinstance(word_to_idx, dict) or "<NULL>" not in word_to_idx:
             raise ValueError("word_to_idx must be a dict that maps '<NULL>' (and the other words) to integer ids")
 
@@ -223,8 +223,7 @@ class CaptioningRNN:
         ``beam_size`` > 1 runs beam search (:mod:`captionkit.decoding`, where ``length_penalty`` is explained).
         """
         features = self._check_features(features)
-        if not isinstance(max_length, (int, np.integer)) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        integer("max_length", max_length)
         if self._start is None:
             raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
         beam_size, length_penalty = decoding.check_beam_args(beam_size, length_penalty)

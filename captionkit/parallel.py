@@ -52,10 +52,10 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _default_num_threads():
-    from captionkit import _ext
+    from captionkit import kernels  # which imports this module: asked here, when the kernels are in use
 
     _pinning_allowed()  # a bad CAPTIONKIT_PIN_THREADS is refused as early as a bad thread count
-    configured = _ext.configured_blas_threads
+    configured = kernels.blas_threads()
     if configured is None:  # a BLAS whose thread pool captionkit does not control
         return 1
     value = os.environ.get("CAPTIONKIT_NUM_THREADS")

@@ -14,6 +14,7 @@ import numpy as np
 
 from captionkit import optim
 from captionkit.backend import runtime
+from captionkit.checks import integer
 from captionkit.data import sample_coco_minibatch
 
 __all__ = ["CaptioningSolver", "TrainingDivergedError"]
@@ -68,11 +69,9 @@ class CaptioningSolver:
         for key in _DATA_KEYS:
             if key not in data:
                 raise ValueError(f"data has no {key!r}; pass the dictionary that load_coco_data returns")
-        for name, value in (("batch_size", self.batch_size), ("num_epochs", self.num_epochs)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.print_every, (int, np.integer)) or self.print_every < 1:
-            raise ValueError(f"print_every must be a positive integer, got {self.print_every!r}")
+        for name, value in (("batch_size", self.batch_size), ("num_epochs", self.num_epochs),
+                            ("print_every", self.print_every)):
+            integer(name, value)
         if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
             raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
         # The rule's arithmetic on the model's backend: Adam in one compiled pass over all parameters when compiled.

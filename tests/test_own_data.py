@@ -19,7 +19,7 @@ from captionkit.cli import main
 from captionkit.data import load_coco_data
 from captionkit.encoders.base import EncoderError
 from captionkit.images import ImageFileError, read_image
-from captionkit.synthetic import extract_features, is_true, write_pictures
+from captionkit.synthetic import extract_features, is_true
 from captionkit.synthetic.scenes import Scene
 from training_helpers import TINY, tiny_bundle
 

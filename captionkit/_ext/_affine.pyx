@@ -1,7 +1,8 @@
-"""Affine layer forward and backward over scipy's BLAS (private: see captionkit.kernels).
+"""Affine layer forward and backward over the kernels' BLAS or packed panels (private: see captionkit.kernels).
 
-The model's projections run here rather than through numpy's matmul: numpy and scipy each carry their own BLAS,
-and keeping every product of a compiled training step on one of them keeps its threads from competing.
+The model's projections run here rather than through numpy's matmul: numpy carries a BLAS of its own, and keeping
+every product of a compiled training step on the kernels' one (captionkit._ext._panel.matmul chooses between its
+OpenBLAS and the packed panels) keeps two thread pools from competing.
 """
 import numpy as np
 from cython cimport floating

@@ -8,7 +8,6 @@ import signal
 import click
 
 from captionkit.options import OPTIONS, RESUMABLE_OPTIONS, validate_options
-from captionkit.progress import ProgressDisplay
 from captionkit.runs import ConfigError, read_config_file
 from captionkit.training import train
 

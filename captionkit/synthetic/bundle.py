@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
+from captionkit.checks import integer
 from captionkit.layout import ENCODER_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
@@ -45,8 +46,7 @@ def build_vocabulary():
 
 def _check_arguments(seed, num_train, num_val):
     for name, value, minimum in (("seed", seed, 0), ("num_train", num_train, 1), ("num_val", num_val, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        integer(name, value, minimum)
 
 
 def _write_files(directory, seed, num_train, num_val, progress):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.bundle_writer import staged_directory
+from captionkit.checks import integer
 from captionkit.synthetic.generate import generate_split, image_digest
 
 __all__ = ["CAPTIONS_FILE", "write_pictures"]
@@ -35,10 +36,7 @@ def write_pictures(directory, seed=0, num_train=400, num_val=50, num_test=50, sc
     """
     counts = {"train": num_train, "val": num_val, "test": num_test}
     for name, value in [*counts.items(), ("scale", scale), ("seed", seed)]:
-        minimum = 0 if name in ("test", "seed") else 1
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{'num_' + name if name in counts else name} must be an integer >= {minimum}, "
-                             f"got {value!r}")
+        integer(f"num_{name}" if name in counts else name, value, minimum=0 if name in ("test", "seed") else 1)
     directory = Path(directory)
     rngs = [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(len(counts))]
     entries, seen = [], set()

@@ -1,0 +1,15 @@
+"""The one check of integer arguments that every public function shares, so each says the same thing."""
+import numpy as np
+
+__all__ = ["integer"]
+
+
+def integer(name, value, minimum=1, optional=False):
+    """``value`` as an int when it is an integer >= ``minimum`` (bools are not; None too when ``optional``);
+    else ValueError: ``"{name} must be a positive integer, got ..."`` (or ``an integer >= minimum``, ``or None``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}{' or None' if optional else ''}, got {value!r}")
+    return int(value)
