@@ -38,7 +38,11 @@ def _moving_average(values, window):
 
 def _loss_axes(axes, title):
     # Losses fall by an order of magnitude in the first iterations: on a log scale the tail stays readable.
+    from matplotlib.ticker import FormatStrFormatter
+
     axes.set_yscale("log")
+    for axis_formatter in (axes.yaxis.set_major_formatter, axes.yaxis.set_minor_formatter):
+        axis_formatter(FormatStrFormatter("%g"))  # plain numbers (5, 10, 20), not powers of ten
     axes.set_xlabel("Iteration")
     axes.set_ylabel("Loss per caption (log scale)")
     axes.set_title(title)

@@ -3,10 +3,17 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
+import warnings
 import zipfile
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +21,8 @@ from click.testing import CliRunner
 from captionkit import fetch as fetch_module
 from captionkit.cli import main
 from captionkit.data import bundle_paths
-from captionkit.fetch import FetchError, fetch_bundle
+from captionkit.fetch import FetchError, FetchInterrupted, fetch_bundle, parse_size
+from captionkit.locking import DirectoryLock
 
 TOP = fetch_module.BUNDLES["coco"].top_folder
 BUNDLE_FILES = sorted(p.name for p in bundle_paths("x", layout="cs231n").values())
@@ -41,11 +49,17 @@ def symlink_entry(name, target):
 
 
 class _Routes(http.server.BaseHTTPRequestHandler):
-    routes = {}  # path -> (body, announced Content-Length)
+    routes = {}  # path -> (body, announced Content-Length), or a function(handler) that answers by itself
 
     def do_GET(self):
         if self.path not in self.routes:
             self.send_error(404)
+            return
+        if callable(self.routes[self.path]):
+            try:
+                self.routes[self.path](self)
+            except OSError:  # the client went away: what these servers wait for
+                pass
             return
         body, announced = self.routes[self.path]
         self.send_response(200)
@@ -66,7 +80,8 @@ def server():
     thread.start()
 
     def serve(path, body, announced=None):
-        _Routes.routes[path] = (body, len(body) if announced is None else announced)
+        """``body``: bytes, or a function(handler) that writes the whole answer itself."""
+        _Routes.routes[path] = body if callable(body) else (body, len(body) if announced is None else announced)
         return f"http://127.0.0.1:{httpd.server_address[1]}{path}"
 
     yield serve
@@ -253,3 +268,255 @@ def test_cli_fetch_checksum_mismatch_fails_cleanly(server, tmp_path):
                                        "--sha256", "1" * 64])
     assert result.exit_code == 1 and "SHA-256 mismatch" in result.output
     assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+# --- Limits: size, deadline, broken connections ------------------------------------------------------------------
+
+def _headers(handler, length=None):
+    handler.send_response(200)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+
+
+def endless_fast(handler):
+    """No Content-Length and no end: 64 KiB blocks as fast as the client takes them."""
+    _headers(handler)
+    block = b"z" * 65536
+    while True:
+        handler.wfile.write(block)
+
+
+def endless_trickle(handler):
+    """A valid answer whose body comes one byte every 0.2 s, for ever."""
+    _headers(handler, length=10 ** 9)
+    while True:
+        handler.wfile.write(b"z")
+        time.sleep(0.2)
+
+
+def header_trickle(handler):
+    """Even the status line and headers come one byte every 0.2 s: a per-read timeout never fires."""
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nX-Padding: " + b"p" * 10 ** 6:
+        handler.wfile.write(bytes([byte]))
+        time.sleep(0.2)
+
+
+def slow_large(handler):
+    """Announces 1 GB and sends 64 KiB every 0.05 s: a download that takes long enough to be interrupted."""
+    _headers(handler, length=10 ** 9)
+    block = b"z" * 65536
+    while True:
+        handler.wfile.write(block)
+        time.sleep(0.05)
+
+
+def dies_midway(handler):
+    """Announces 1,000,000 bytes, sends 100,000 and drops the connection (a server process killed mid-transfer)."""
+    _headers(handler, length=1_000_000)
+    handler.wfile.write(b"z" * 100_000)
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    handler.connection.close()  # with SO_LINGER 0: a reset, not an orderly end
+
+
+def test_endless_download_is_cut_at_max_size_and_leaves_nothing(server, tmp_path):
+    url = server("/endless-fast.zip", endless_fast)
+    target = tmp_path / "new" / "parents" / "coco"  # folders the fetch creates go too
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"{url}: server sent more than the limit of 1048576 bytes \(--max-size\)"):
+        fetch_bundle("coco", target, url=url, max_size=1024 ** 2)
+    assert time.monotonic() - started < 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_announced_size_beyond_max_size_is_refused_before_downloading(server, tmp_path):
+    url = server("/announced-big.zip", b"z" * 1000, announced=10 ** 12)
+    with pytest.raises(FetchError, match=rf"{url}: server announces {10 ** 12} bytes, more than the limit of 1000 "
+                                         r"bytes \(--max-size\); nothing was downloaded"):
+        fetch_bundle("coco", tmp_path / "coco", url=url, max_size=1000)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+@pytest.mark.parametrize("route", [endless_trickle, header_trickle], ids=["body", "headers"])
+def test_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, route):
+    url = server(f"/trickle-{route.__name__}.zip", route)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"download of {url} did not finish within its deadline of 1.5 s "
+                                         r"\(--max-time\): \d+ bytes received") as caught:
+        fetch_bundle("coco", tmp_path / "coco", url=url, deadline=1.5, timeout=60)
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 3, elapsed
+    assert "\n" not in str(caught.value)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+def test_server_dying_mid_transfer_gives_a_clear_error(server, tmp_path):
+    url = server("/dies.zip", dies_midway)
+    with pytest.raises(FetchError, match=rf"download of {url} (is truncated: got \d+ of 1000000 bytes|broke off "
+                                         r"after \d+ bytes)"):
+        fetch_bundle("coco", tmp_path / "coco", url=url)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+@pytest.mark.parametrize("text, size", [("123", 123), ("1K", 1024), ("1.5MiB", 3 * 1024 ** 2 // 2),
+                                        ("2 GB", 2 * 10 ** 9), ("16GiB", fetch_module.MAX_BYTES)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "12XB", "-5", "0", "1e9", "M"])
+def test_parse_size_refuses_nonsense(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_cli_fetch_max_size_and_max_time(server, tmp_path):
+    url = server("/cli-endless.zip", endless_fast)
+    result = CliRunner().invoke(main, ["data", "fetch", "coco", str(tmp_path / "coco"), "--url", url,
+                                       "--max-size", "1M", "--max-time", "30"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {url}: server sent more than the limit of 1048576 bytes (--max-size); aborted"]
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+    result = CliRunner().invoke(main, ["data", "fetch", "coco", str(tmp_path / "coco"), "--url", url,
+                                       "--max-size", "lots"])
+    assert result.exit_code == 2 and "--max-size" in result.stderr and "not a size" in result.stderr
+
+
+# --- Duplicate entries -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("duplicate", [
+    f"{TOP}/coco2014_vocab.json",
+    f"{TOP}\\coco2014_vocab.json",
+    f"{TOP}//coco2014_vocab.json",
+    f"./{TOP}/coco2014_vocab.json",
+])
+def test_duplicate_entries_are_refused_before_anything_is_unpacked(server, tmp_path, duplicate):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name" warning: the duplicate is the point
+        archive = make_zip(bundle_entries() + [(duplicate, b'{"evil": true}')])
+    url = server(f"/{tmp_path.name}.zip", archive)
+    with pytest.raises(FetchError, match=rf"refusing to unpack: entries '{TOP}/coco2014_vocab.json' and "
+                                         rf"{duplicate!r} both unpack to '{TOP}/coco2014_vocab.json'".replace("\\\\",
+                                                                                                           "\\\\\\\\")):
+        fetch_bundle("coco", tmp_path / "coco", url=url)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+# --- Interruptions: SIGTERM cleans up, SIGKILL's leftovers are removed by the next fetch ---------------------------
+
+def start_cli_fetch(url, target):
+    """`captionkit data fetch coco TARGET --url URL` as a real process (so that it can be signalled)."""
+    repo = Path(fetch_module.__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    code = "from captionkit.cli import main; main(prog_name='captionkit')"
+    return subprocess.Popen([sys.executable, "-c", code, "data", "fetch", "coco", str(target), "--url", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def wait_for_partial_download(process, parent, target_name, timeout=15):
+    """The staging folder of a running fetch, once its archive.zip holds some bytes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, process.communicate()
+        for archive in parent.glob(f".{target_name}.fetch-*/archive.zip"):
+            if archive.stat().st_size > 0:
+                return archive.parent
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"no partial download appeared: {process.communicate()}")
+
+
+def folder_bytes(folder):
+    """Bytes of the files in ``folder``, its lock file aside."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != ".fetch.lock")
+
+
+def test_sigterm_during_cli_fetch_removes_the_partial_download(server, tmp_path):
+    url = server("/slow-sigterm.zip", slow_large)
+    parent = tmp_path / "parent"
+    process = start_cli_fetch(url, parent / "coco")
+    try:
+        wait_for_partial_download(process, parent, "coco")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["interrupted by SIGTERM; nothing was kept"]
+    assert list(tmp_path.iterdir()) == []  # not even the parent folder, which the fetch had created
+
+
+def test_sigterm_in_process_raises_fetch_interrupted_and_restores_the_handler(server, tmp_path):
+    url = server("/slow-sigterm-lib.zip", slow_large)
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        def progress(done, total):
+            if done >= 256 * 1024 and not received:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with pytest.raises(FetchInterrupted, match="^interrupted by SIGTERM; nothing was kept$") as caught:
+            fetch_bundle("coco", tmp_path / "coco", url=url, progress=progress)
+        assert caught.value.signum == signal.SIGTERM
+        assert received == []  # fetch_bundle's handler, not ours, took it
+        os.kill(os.getpid(), signal.SIGTERM)  # ours is back
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_fetch_but_live_ones_are_not(server, tmp_path):
+    parent = tmp_path / "parent"
+    process = start_cli_fetch(server("/slow-sigkill.zip", slow_large), parent / "coco")
+    try:
+        stale = wait_for_partial_download(process, parent, "coco")
+        process.kill()
+        process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert (stale / "archive.zip").is_file()  # SIGKILL gives no chance to clean up: the next fetch must
+    stale_bytes = folder_bytes(stale)
+    old = parent / ".coco.fetch-old"  # left by a fetch killed before it locked its folder (or by an older captionkit)
+    old.mkdir()
+    (old / "archive.zip").write_bytes(b"z" * 1000)
+    live = parent / ".coco.fetch-live"  # a concurrent fetch's folder: its lock is held
+    live.mkdir()
+    other = parent / ".other.fetch-x"  # another target's: not this fetch's business
+    other.mkdir()
+
+    reported = []
+    archive = make_zip(bundle_entries())
+    with DirectoryLock(live, name=".fetch.lock", what="download"):
+        result = fetch_bundle("coco", parent / "coco", url=server("/after-kill.zip", archive),
+                              on_removed=lambda folder, size: reported.append((folder, size)))
+        assert live.is_dir()
+    assert sorted(result.removed) == sorted(reported) == sorted([(stale, stale_bytes), (old, 1000)])
+    assert sorted(p.name for p in parent.iterdir()) == sorted(["coco", live.name, other.name])
+    assert sorted(p.name for p in (parent / "coco").iterdir()) == BUNDLE_FILES
+
+
+def test_cli_reports_removed_partial_downloads(server, tmp_path):
+    stale = tmp_path / ".coco.fetch-stale"
+    stale.mkdir()
+    (stale / "archive.zip").write_bytes(b"z" * 4321)
+    url = server("/cli-after-kill.zip", make_zip(bundle_entries()))
+    result = CliRunner().invoke(main, ["data", "fetch", "coco", str(tmp_path / "coco"), "--url", url])
+    assert result.exit_code == 0, result.output
+    assert f"removed a partial download left by an earlier fetch: {stale} (4321 bytes)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco"]
+
+
+def test_fetch_from_another_thread_works_without_a_signal_handler(server, tmp_path):
+    url = server("/thread.zip", make_zip(bundle_entries()))
+    before = signal.getsignal(signal.SIGTERM)
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(fetch_bundle("coco", tmp_path / "coco", url=url)))
+    thread.start()
+    thread.join(timeout=30)
+    assert outcome and sorted(p.name for p in outcome[0].directory.iterdir()) == BUNDLE_FILES
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -9,7 +9,7 @@ import numpy as np
 from captionkit import synthetic
 from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
 from captionkit.encoders.registry import make_encoder, parse_options
-from captionkit.fetch import BUNDLES, FetchError, fetch_bundle
+from captionkit.fetch import BUNDLES, DEFAULT_DEADLINE, FetchError, FetchInterrupted, fetch_bundle, parse_size
 from captionkit.importing import DEFAULT_MAX_WORDS, DEFAULT_MIN_COUNT, import_dataset
 
 
@@ -24,17 +24,39 @@ def data():
 @click.option("--url", help="Download from this URL instead (a mirror, or file:///path to a local copy of the archive).")
 @click.option("--sha256", help="Expected SHA-256 of the archive (64 hex digits); overrides captionkit's recorded one.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds to wait for the server before giving up.")
-def fetch(name, directory, url, sha256, timeout):
+              help="Seconds to wait for the server before giving up (to connect, and for each read).")
+@click.option("--max-time", "max_time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_DEADLINE,
+              show_default=True, metavar="SECONDS",
+              help="Give up when the whole download has not finished in this many seconds, however the server "
+                   "paces it.")
+@click.option("--max-size", "max_size", default="16GiB", show_default=True, metavar="SIZE",
+              help="Give up when the download grows beyond this: bytes, or a number with K, M, G, T (powers of "
+                   "1024) or KB, MB, GB, TB (powers of 1000). A known or announced archive size is the bound when "
+                   "smaller.")
+def fetch(name, directory, url, sha256, timeout, max_time, max_size):
     """Download bundle NAME, verify it and unpack it so that DIRECTORY holds its files.
 
     `coco` is the CS231n COCO captioning bundle (captions, vocabulary, VGG-16 fc7 PCA features, image URLs).
-    DIRECTORY must not exist or be empty; it appears only once the bundle is complete.
+    DIRECTORY must not exist or be empty; it appears only once the bundle is complete. On an error, Ctrl-C or
+    SIGTERM nothing is kept; a partial download left by a killed fetch is removed by the next fetch of DIRECTORY.
     """
+    try:
+        max_bytes = parse_size(max_size)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--max-size") from err
+
+    def removed(folder, size):
+        click.echo(f"removed a partial download left by an earlier fetch: {folder} ({size} bytes)")
+
     click.echo(f"downloading {url or BUNDLES[name].url}")
     progress = _DownloadProgress()
     try:
-        result = fetch_bundle(name, directory, url=url, sha256=sha256, progress=progress, timeout=timeout)
+        result = fetch_bundle(name, directory, url=url, sha256=sha256, progress=progress, timeout=timeout,
+                              deadline=max_time, max_size=max_bytes, on_removed=removed)
+    except FetchInterrupted as err:
+        progress.close()
+        click.echo(str(err), err=True)
+        raise click.exceptions.Exit(128 + err.signum) from err  # the shell's status for "ended by this signal"
     except (FetchError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     finally:
@@ -67,6 +89,7 @@ class _DownloadProgress:
     def close(self):
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 @data.command("synth")
