@@ -3,6 +3,7 @@ import click
 
 from captionkit.cells import available_cells, cell_info
 from captionkit.cells.registry import ENTRY_POINT_GROUP
+from captionkit.cli.table import echo_table
 from captionkit.plugins import DISABLE_AUTOLOAD_ENV, autoload_disabled
 from captionkit.testing import run_checks
 
@@ -16,10 +17,7 @@ def cells():
     """
     infos = cell_info()
     header = ("cell", "distribution", "version", "origin", "loads")
-    rows = [(i.name, i.distribution, i.version, i.origin, "yes" if i.loads else "NO") for i in infos]
-    widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    echo_table(header, [(i.name, i.distribution, i.version, i.origin, "yes" if i.loads else "NO") for i in infos])
     for info in infos:
         if not info.loads:
             click.echo(f"\n{info.name}: {info.error}")

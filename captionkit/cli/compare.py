@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from captionkit.cli.table import echo_table
 from captionkit.comparison import compare_runs, read_run
 from captionkit.options import MONITORS
 from captionkit.plotting import plot_comparison
@@ -56,9 +57,6 @@ def compare(runs, metric, plot_path, no_plot, json_output):
                      *[_number(final.get(name)) for name in ("BLEU-4", "CIDEr-D", "ROUGE-L", "loss", "perplexity")],
                      f"{row['iteration']}/{row['num_iterations']}",
                      format_duration(row["elapsed"]) if row["elapsed"] is not None else "-", ended])
-    cells = [[str(v) for v in row] for row in [header, *rows]]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    for row in cells:
-        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    echo_table(header, rows)
     if not no_plot:
         click.echo(f"\nCurves: {plot_path}")

@@ -1,6 +1,7 @@
 """`captionkit encoders`: which image encoders are installed, what they give, and whether they load."""
 import click
 
+from captionkit.cli.table import echo_table
 from captionkit.encoders import ENTRY_POINT_GROUP, encoder_info
 from captionkit.plugins import DISABLE_AUTOLOAD_ENV, autoload_disabled
 
@@ -26,9 +27,7 @@ def encoders():
             usage = f"{info.name}:{encoder.argument}" if encoder.argument else info.name
             summary = f"{usage}: {encoder.summary}"
         rows.append((info.name, info.distribution, info.version, output, "yes" if info.loads else "NO", summary))
-    widths = [max(len(str(row[k])) for row in [header, *rows]) for k in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    echo_table(header, rows)
     for info in infos:
         if not info.loads:
             click.echo(f"\n{info.name}: {info.error}")
