@@ -372,8 +372,9 @@ class _Deadline:
     (shutdown(SHUT_RDWR), which wakes a read blocked in another thread at once: it returns end-of-file or fails).
     The reading loop checks ``expired`` after every read and between reads, so a read cut short this way becomes
     the deadline error rather than a truncated download. Connecting is bounded by the socket timeout, which is set
-    to min(timeout, time left); a TLS handshake likewise (the raw socket is handed to the TLS layer before it can be
-    registered). Name resolution uses the system resolver and cannot be interrupted; file:// reads are checked
+    to min(timeout, time left); a TLS handshake likewise, as a whole (the ssl module counts the socket timeout from
+    the handshake's start, however its bytes are paced; the raw socket is handed to the TLS layer before it can be
+    registered here). Name resolution uses the system resolver and cannot be interrupted; file:// reads are checked
     between chunks.
     """
 
@@ -549,13 +550,19 @@ def _unpack_safely(archive: Path, destination: Path, top_folder: str, url: str) 
                 problem = _unsafe_entry_reason(entry)
                 if problem:
                     raise FetchError(f"{url}: refusing to unpack: entry {entry.filename!r} {problem}")
-                key = _entry_key(entry.filename)
+                path = _entry_path(entry.filename)
+                # Letter case is ignored because on a case-insensitive filesystem (macOS, Windows) two such entries
+                # are one file too.
+                key = tuple(part.casefold() for part in path)
                 if key in seen:
                     # zipfile would let the later entry overwrite the earlier (and which one is "the" file differs
                     # between tools), so an archive with two entries for one path is refused, not guessed at.
-                    raise FetchError(f"{url}: refusing to unpack: entries {seen[key]!r} and {entry.filename!r} "
-                                     f"both unpack to {'/'.join(key)!r}")
-                seen[key] = entry.filename
+                    first, first_path = seen[key]
+                    same = "both unpack to" if first_path == path else "differ only in letter case, one file on " \
+                        "case-insensitive filesystems, at"
+                    raise FetchError(f"{url}: refusing to unpack: entries {first!r} and {entry.filename!r} "
+                                     f"{same} {'/'.join(first_path)!r}")
+                seen[key] = entry.filename, path
             if sum(e.file_size for e in entries) > MAX_BYTES:
                 raise FetchError(f"{url}: refusing to unpack: entries add up to more than {MAX_BYTES} bytes")
             zf.extractall(destination)
@@ -567,7 +574,7 @@ def _unpack_safely(archive: Path, destination: Path, top_folder: str, url: str) 
     return bundle_root
 
 
-def _entry_key(filename: str) -> tuple[str, ...]:
+def _entry_path(filename: str) -> tuple[str, ...]:
     """The path an entry unpacks to, normalised: either separator, repeated or trailing slashes and ``.`` parts
     ignored, so ``a/b.txt``, ``a\\b.txt``, ``a//b.txt`` and ``./a/b.txt`` are one path (and folder ``a/`` is ``a``)."""
     return tuple(part for part in re.split(r"[/\\]", filename) if part not in ("", "."))

@@ -351,6 +351,34 @@ def test_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, route):
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
 
+def test_trickling_tls_handshake_is_cut_off_at_the_deadline(tmp_path):
+    """An https server that answers the TLS hello with a record header and then one byte every 0.2 s."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/coco_captioning.zip"
+
+        def trickle_handshake():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)  # the client hello
+                connection.sendall(bytes([22, 3, 3, 0x40, 0x00]))  # a handshake record of 16384 bytes follows...
+                try:
+                    while True:
+                        connection.sendall(b"\0")  # ...one byte at a time
+                        time.sleep(0.2)
+                except OSError:  # the client gave up: what this server waits for
+                    pass
+
+        threading.Thread(target=trickle_handshake, daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=rf"download of {url} did not finish within its deadline of 1.5 s "
+                                             r"\(--max-time\): 0 bytes received"):
+            fetch_bundle("coco", tmp_path / "coco", url=url, deadline=1.5, timeout=60)
+        assert 1.4 < time.monotonic() - started < 3
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
 def test_server_dying_mid_transfer_gives_a_clear_error(server, tmp_path):
     url = server("/dies.zip", dies_midway)
     with pytest.raises(FetchError, match=rf"download of {url} (is truncated: got \d+ of 1000000 bytes|broke off "
@@ -401,6 +429,17 @@ def test_duplicate_entries_are_refused_before_anything_is_unpacked(server, tmp_p
     with pytest.raises(FetchError, match=rf"refusing to unpack: entries '{TOP}/coco2014_vocab.json' and "
                                          rf"{duplicate!r} both unpack to '{TOP}/coco2014_vocab.json'".replace("\\\\",
                                                                                                            "\\\\\\\\")):
+        fetch_bundle("coco", tmp_path / "coco", url=url)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+def test_entries_differing_only_in_letter_case_are_refused(server, tmp_path):
+    """One file on macOS and Windows filesystems, so refused everywhere: which one survives would depend on the OS."""
+    archive = make_zip(bundle_entries() + [(f"{TOP}/COCO2014_Vocab.json", b'{"evil": true}')])
+    url = server(f"/{tmp_path.name}.zip", archive)
+    with pytest.raises(FetchError, match=rf"refusing to unpack: entries '{TOP}/coco2014_vocab.json' and "
+                                         rf"'{TOP}/COCO2014_Vocab.json' differ only in letter case, one file on "
+                                         rf"case-insensitive filesystems, at '{TOP}/coco2014_vocab.json'"):
         fetch_bundle("coco", tmp_path / "coco", url=url)
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
