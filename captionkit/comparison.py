@@ -10,7 +10,7 @@ from pathlib import Path
 from captionkit.options import MONITORS, OPTIONS
 from captionkit.runs import RunDirectory
 
-__all__ = ["RunReport", "compare_runs", "read_run"]
+__all__ = ["RunReport", "compare_runs", "read_run", "read_runs"]
 
 SCORES = ("BLEU-4", "CIDEr-D", "ROUGE-L", "loss", "perplexity")
 
@@ -56,9 +56,28 @@ def read_run(path):
     )
 
 
+def read_runs(paths):
+    """:func:`read_run` of each path, named so that the names differ: each run's folder name, or as many of its
+    last path parts as it takes (``a/rnn-0`` and ``b/rnn-0``). ValueError when a run is given twice."""
+    seen = {}
+    for path in paths:
+        key = Path(path).resolve()
+        if key in seen:
+            raise ValueError(f"{path}: the same run as {seen[key]}, given twice; name each run once")
+        seen[key] = path
+    reports = [read_run(path) for path in paths]
+    parts = [report.path.resolve().parts for report in reports]
+    for report, path_parts in zip(reports, parts):
+        depth = 1
+        while depth < len(path_parts) and sum(p[-depth:] == path_parts[-depth:] for p in parts) > 1:
+            depth += 1
+        report.name = "/".join(path_parts[-depth:])
+    return reports
+
+
 def compare_runs(reports, metric=None):
-    """``{"metric", "differing": [option names], "runs": [row, ...]}`` for ``reports`` (:func:`read_run` of each
-    run directory).
+    """``{"metric", "differing": [option names], "runs": [row, ...]}`` for ``reports`` (:func:`read_runs` of the
+    run directories).
 
     ``metric``: the score that picks each run's best validation (default: the first run's ``monitor``, else
     CIDEr-D). A row holds the run's name and path, cell and sizes, the values of the options that differ between

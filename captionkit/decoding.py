@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from captionkit.checks import integer
+from captionkit.checks import integer, number
 
 __all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "check_sampling_args", "decode", "length_normalizer",
            "sample_words"]
@@ -42,12 +42,7 @@ class BeamSearchResult(NamedTuple):
 
 def check_beam_args(beam_size, length_penalty):
     """Validate the search options -> (beam_size as int, length_penalty as float); ValueError names the bad one."""
-    integer("beam_size", beam_size)
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float, np.integer, np.floating)):
-        raise ValueError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
-    if not np.isfinite(length_penalty) or length_penalty < 0:
-        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
-    return int(beam_size), float(length_penalty)
+    return integer("beam_size", beam_size), number("length_penalty", length_penalty)
 
 
 def length_normalizer(length, length_penalty):
@@ -188,10 +183,7 @@ def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
 
 def check_sampling_args(temperature, top_k):
     """Validate the options of random sampling -> (temperature as float, top_k as int or None)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature), integer("top_k", top_k, optional=True)
+    return number("temperature", temperature, above=True), integer("top_k", top_k, optional=True)
 
 
 def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rng=None):

@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 from captionkit import locking
+from captionkit.checks import number
 from captionkit.layout import bundle_paths
 from captionkit.locking import DirectoryLock, LockHeldError
 
@@ -134,8 +135,8 @@ def fetch_bundle(name: str, directory, *, url: str | None = None, sha256: str | 
         expected_sha256, expected_size = _normalise_sha256(sha256), None
     else:
         expected_sha256, expected_size = source.sha256, source.size
-    if deadline is not None and not deadline > 0:
-        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+    number("timeout", timeout, above=True)
+    number("deadline", deadline, above=True, optional=True)
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
         raise ValueError(f"max_size must be a positive whole number of bytes, got {max_size!r}")
 

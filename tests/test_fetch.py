@@ -237,6 +237,10 @@ def test_non_empty_target_is_left_alone(server, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"sha256": "abc"}, "64 hexadecimal digits"),
     ({"url": "ftp://example.invalid/x.zip"}, "unsupported URL"),
+    ({"timeout": float("nan")}, "timeout must be a finite number > 0, got nan"),
+    ({"timeout": 0}, "timeout must be a finite number > 0, got 0"),
+    ({"deadline": float("inf")}, "deadline must be a finite number > 0 or None, got inf"),
+    ({"deadline": -1}, "deadline must be a finite number > 0 or None, got -1"),
 ])
 def test_malformed_arguments_raise_value_error(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -182,6 +182,18 @@ def test_compare_tabulates_differences_best_and_final(tmp_path, three_runs):
     assert run_cli("compare", tmp_path).exit_code == 1  # not a run directory
 
 
+def test_compare_names_runs_apart_and_refuses_one_run_twice(tmp_path, three_runs):
+    import shutil
+
+    for parent in ("a", "b"):
+        shutil.copytree(three_runs[0], tmp_path / parent / "same-name")
+    table = json.loads(run_cli("compare", tmp_path / "a" / "same-name", tmp_path / "b" / "same-name",
+                               three_runs[1], "--json", "--no-plot").output)
+    assert [row["run"] for row in table["runs"]] == ["a/same-name", "b/same-name", three_runs[1].name]
+    result = run_cli("compare", three_runs[0], three_runs[0].parent / "." / three_runs[0].name, "--no-plot")
+    assert result.exit_code == 1 and "given twice" in result.output and len(result.output.splitlines()) == 1
+
+
 # ---------------------------------------------------------------------------------------------- one scale
 def test_cider_is_on_one_scale_everywhere(three_runs):
     run = three_runs[0]

@@ -7,6 +7,7 @@ import click
 
 from captionkit.atomicfile import atomic_write_text
 from captionkit.captioning import DEFAULT_MAX_LENGTH, caption_images
+from captionkit.cli.params import FiniteFloat
 from captionkit.images import read_image
 from captionkit.plotting import plot_caption_grid
 
@@ -30,7 +31,7 @@ def _progress():
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
 @click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Beam width: 1 is greedy decoding; 3 to 5 usually gives more probable captions.")
-@click.option("--length-penalty", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="ALPHA",
+@click.option("--length-penalty", type=FiniteFloat(), default=0.0, show_default=True, metavar="ALPHA",
               help="GNMT length normalisation for beam search (0: plain log-probabilities).")
 @click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True,
               metavar="N", help="Most words per caption, <END> included.")

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from captionkit.cli.table import echo_table
-from captionkit.comparison import compare_runs, read_run
+from captionkit.comparison import compare_runs, read_runs
 from captionkit.options import MONITORS
 from captionkit.plotting import plot_comparison
 from captionkit.progress import format_duration
@@ -36,7 +36,7 @@ def compare(runs, metric, plot_path, no_plot, json_output):
       captionkit compare runs/rnn-* runs/lstm-* runs/gru-*
       captionkit compare runs/a runs/b --metric BLEU-4 --plot ab.png
     """
-    reports = [read_run(path) for path in runs]
+    reports = read_runs(runs)
     table = compare_runs(reports, metric)
     if not no_plot:
         plot_comparison(reports, table["metric"], plot_path)

@@ -7,6 +7,7 @@ import click
 import numpy as np
 
 from captionkit import synthetic
+from captionkit.cli.params import FiniteFloat
 from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
 from captionkit.encoders.registry import make_encoder, parse_options
 from captionkit.fetch import BUNDLES, DEFAULT_DEADLINE, FetchError, FetchInterrupted, fetch_bundle, parse_size
@@ -23,9 +24,9 @@ def data():
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--url", help="Download from this URL instead (a mirror, or file:///path to a local copy of the archive).")
 @click.option("--sha256", help="Expected SHA-256 of the archive (64 hex digits); overrides captionkit's recorded one.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--timeout", type=FiniteFloat(above=True), default=60.0, show_default=True,
               help="Seconds to wait for the server before giving up (to connect, and for each read).")
-@click.option("--max-time", "max_time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_DEADLINE,
+@click.option("--max-time", "max_time", type=FiniteFloat(above=True), default=DEFAULT_DEADLINE,
               show_default=True, metavar="SECONDS",
               help="Give up when the whole download has not finished in this many seconds, however the server "
                    "paces it.")

@@ -6,6 +6,7 @@ import sys
 import click
 
 from captionkit.checkpoint import load_model
+from captionkit.cli.params import FiniteFloat
 from captionkit.data import SPLITS, BundleError, load_coco_data
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, evaluate, sample_captions
 
@@ -21,7 +22,7 @@ def _decoding_options(command):
                      help="Dataset split whose images are captioned."),
         click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
                      help="Beam width: 1 is greedy decoding; 3 to 5 usually gives more probable captions."),
-        click.option("--length-penalty", type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.option("--length-penalty", type=FiniteFloat(), default=0.0, show_default=True,
                      metavar="ALPHA", help="GNMT length normalisation for beam search: 0 compares plain "
                                            "log-probabilities (favours short captions); 0.6 to 1 favours longer ones."),
         click.option("--max-length", type=click.IntRange(min=1), default=None, metavar="N",
@@ -79,7 +80,7 @@ def _progress():
               help="Seed that picks the images, to see the same ones again. Default: a fresh one, printed.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print a JSON list of {image, url, generated, references} instead of text.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, metavar="T",
+@click.option("--temperature", type=FiniteFloat(above=True), default=None, metavar="T",
               help="Draw each word at random from the model's distribution sharpened (T < 1) or flattened (T > 1), "
                    "instead of decoding greedily. Default when --top-k is given: 1.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",

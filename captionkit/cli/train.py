@@ -7,12 +7,13 @@ import signal
 
 import click
 
+from captionkit.cli.params import FiniteFloat
 from captionkit.options import OPTIONS, RESUMABLE_OPTIONS, validate_options
 from captionkit.runs import ConfigError, read_config_file
 from captionkit.training import train
 
 _EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-_CLICK_TYPES = {"float": float, "text": str, "path": click.Path()}
+_CLICK_TYPES = {"float": FiniteFloat(above=True), "text": str, "path": click.Path()}
 
 
 def _load_config(ctx, param, value):
