@@ -22,7 +22,10 @@ _FLOAT_DTYPES = (np.float32, np.float64)
 _MODEL_PARAMS = ("W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab")
 # Training holds each parameter about four times (values, gradients, Adam's two moments): a model whose parameters
 # need more than this share of the machine's memory is refused before anything is allocated.
-_MEMORY_SHARE = 0.25
+_PARAMETER_SHARE = 0.25
+# A training step's arrays are most of what training holds; their estimate is generous (measured peaks stay well
+# below it), so a step estimated above half the memory is refused, which stops absurd batch sizes before they swap.
+_STEP_SHARE = 0.5
 
 
 def parameter_shapes(cell, input_dim, wordvec_dim, hidden_dim, vocab_size):
@@ -44,6 +47,14 @@ def _physical_memory():
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not every platform tells
         return None
+
+
+def _refuse_beyond_memory(size, share, what):
+    """ValueError ``what``... when ``size`` bytes are more than ``share`` of this machine's memory."""
+    memory = _physical_memory()
+    if memory is not None and size > share * memory:
+        raise ValueError(f"{what}: more than {'a quarter' if share == 0.25 else 'half'} of this machine's "
+                         f"{memory / 2**30:.0f} GiB of memory")
 
 
 class CaptioningRNN:
@@ -93,13 +104,12 @@ class CaptioningRNN:
         D, W, H, V = self.input_dim, self.wordvec_dim, self.hidden_dim, self.vocab_size
         shapes = parameter_shapes(self.cell, D, W, H, V)
         size = sum(int(np.prod(shape, dtype=object)) for shape in shapes.values()) * np.dtype(dtype).itemsize
-        memory = _physical_memory()
-        if memory is not None and size > _MEMORY_SHARE * memory:
-            raise ValueError(
-                f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has {size / 2**30:.1f} GiB "
-                f"of parameters, and training holds them about four times: more than this machine's "
-                f"{memory / 2**30:.0f} GiB of memory"
-            )
+        _refuse_beyond_memory(
+            size, _PARAMETER_SHARE, f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has "
+                      f"{size / 2**30:.1f} GiB of parameters, and training holds them about four times")
+        # Elements of the cell's parameters per hidden unit and input: 1 for the vanilla RNN, 4 for an LSTM.
+        self._gates = max(1, round(sum(int(np.prod(shapes[name], dtype=object)) for name in
+                                       self.cell.parameters(W, H)) / (H * (W + H + 1))))
         rng = np.random if seed is None else np.random.RandomState(seed)
         params = {
             "W_embed": rng.standard_normal((V, W)) / 100,
@@ -111,6 +121,24 @@ class CaptioningRNN:
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
         self._runtime.prepare()  # a bad thread setting is an error now, not at the first step
+
+    def training_step_bytes(self, batch_size, caption_length):
+        """An upper estimate of the memory one :meth:`loss` call holds for ``batch_size`` captions of
+        ``caption_length`` ids, computed without allocating: per caption and time step six vocabulary-wide arrays
+        (scores, probabilities and their gradients), six hidden-wide ones per gate and state (each cell's caches,
+        forward and backward) and three of word vectors; measured against real steps by
+        ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
+        steps = max(int(caption_length) - 1, 1)
+        per_step = 6 * self.vocab_size + 6 * (1 + self._gates) * self.hidden_dim + 3 * self.wordvec_dim
+        per_caption = steps * per_step + 3 * self.input_dim
+        return int(batch_size) * per_caption * np.dtype(self.dtype).itemsize
+
+    def check_batch_fits(self, batch_size, caption_length):
+        """ValueError naming ``batch_size`` when one training step's estimate (:meth:`training_step_bytes`) is more
+        than half the machine's memory; nothing is allocated."""
+        size = self.training_step_bytes(integer("batch_size", batch_size), caption_length)
+        _refuse_beyond_memory(size, _STEP_SHARE, f"batch_size={batch_size}: one training step on captions of "
+                                                 f"{caption_length} ids would hold about {size / 2**30:.1f} GiB")
 
     # ------------------------------------------------------------------ helpers
     @property

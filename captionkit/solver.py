@@ -74,6 +74,7 @@ class CaptioningSolver:
             integer(name, value)
         if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
             raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
+        model.check_batch_fits(self.batch_size, data["train_captions"].shape[1])
         # The rule's arithmetic on the model's backend: Adam in one compiled pass over all parameters when compiled.
         self.update_rule = runtime(getattr(model, "backend", "numpy")).update_rule(self.update_rule_name)
         self._reset()

@@ -331,6 +331,61 @@ def test_a_model_too_large_for_the_machine_is_refused_before_allocating(finished
     assert "MemoryError" not in result.output
 
 
+def test_a_batch_too_large_for_the_machine_is_refused_before_anything_is_written(finished):
+    _, bundle, _ = finished
+    out = bundle.parent / "huge-batch"
+    result = run_cli("train", "--data", bundle, "--batch-size", 10**8, "--out", out)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "batch_size=100000000: one training step on captions of" in result.output
+    assert "GiB: more than half of this machine's" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_the_step_estimate_bounds_what_a_step_allocates(backend):
+    """tracemalloc sees every numpy array a loss() call makes: their peak must stay below the model's estimate, for
+    every registered cell and shapes where the vocabulary, the hidden state or the batch dominates."""
+    import tracemalloc
+
+    from captionkit.cells import available_cells
+    from captionkit.model import CaptioningRNN
+
+    for cell in available_cells():
+        for N, T, V, D, W, H in [(64, 12, 40, 20, 16, 24), (32, 9, 300, 10, 8, 64), (100, 17, 1004, 64, 32, 128)]:
+            words = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(V - 3)}}
+            model = CaptioningRNN(words, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell, backend=backend,
+                                  seed=0)
+            rng = np.random.default_rng(0)
+            features = rng.standard_normal((N, D))
+            captions = rng.integers(3, V, size=(N, T))
+            model.loss(features, captions)  # first-call caches and thread pools are not the step's
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                model.loss(features, captions)
+                peak = tracemalloc.get_traced_memory()[1] - before
+            finally:
+                tracemalloc.stop()
+            estimate = model.training_step_bytes(N, T)
+            assert 0.1 * estimate < peak < estimate, (cell, N, T, V, H, peak, estimate)
+
+
+def test_the_solver_refuses_a_batch_beyond_memory_naming_it(monkeypatch):
+    from captionkit import model as model_module
+    from captionkit.model import CaptioningRNN
+    from captionkit.solver import CaptioningSolver
+
+    words = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3}
+    model = CaptioningRNN(words, input_dim=4, wordvec_dim=4, hidden_dim=4, seed=0)
+    data = {"train_captions": np.ones((10, 17), np.int32), "train_image_idxs": np.zeros(10, np.int32),
+            "train_features": np.zeros((1, 4)), "train_urls": np.array(["x.jpg"])}
+    step = model.training_step_bytes(1000, 17)
+    monkeypatch.setattr(model_module, "_physical_memory", lambda: 2 * step + 2)  # 1000 captions just fit
+    CaptioningSolver(model, data, batch_size=1000)
+    with pytest.raises(ValueError, match=r"^batch_size=1001: one training step on captions of 17 ids would hold "
+                                         r"about .* GiB: more than half of this machine's 0 GiB of memory$"):
+        CaptioningSolver(model, data, batch_size=1001)
+
+
 def test_config_files_that_are_not_small_regular_files(tmp_path):
     zero = tmp_path / "zero.json"
     zero.symlink_to("/dev/zero")
