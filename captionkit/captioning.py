@@ -47,20 +47,28 @@ def load_captioner(run):
 
 
 def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
-                   batch_size=DEFAULT_BATCH_SIZE, progress=None):
+                   batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False):
     """One caption for each picture file in ``paths`` (directories are walked for image files).
 
     ``run_dir``: a run directory written by ``captionkit train`` (its latest checkpoint) or one of its checkpoint
     files. Returns ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
     ``progress(stage, done, total)`` with stages ``"encoding"`` and ``"captions"``. Raises ImageFileError naming a
-    missing or unreadable file, and the errors of :func:`load_captioner`.
+    missing or unreadable file, and the errors of :func:`load_captioner`. With ``skip_unreadable``, such a file is
+    kept in the list as ``{"image", "caption": None, "error": message}`` and the others are captioned.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = find_images(paths)
     model, _, pipeline = load_captioner(run_dir)
     encoding = None if progress is None else (lambda done, total: progress("encoding", done, total))
-    features = pipeline.encode_files(files, encoding)
-    ids = generate_captions(model, features, max_length, beam_size=beam_size, length_penalty=length_penalty,
-                            batch_size=batch_size, progress=progress)
-    return [{"image": str(path), "caption": caption_text(row, model.idx_to_word)} for path, row in zip(files, ids)]
+    if skip_unreadable:
+        features, skipped = pipeline.encode_files(files, encoding, skip_unreadable=True)
+    else:
+        features, skipped = pipeline.encode_files(files, encoding), []
+    errors = dict(skipped)
+    readable = [row for row in range(len(files)) if row not in errors]
+    ids = generate_captions(model, features[readable], max_length, beam_size=beam_size,
+                            length_penalty=length_penalty, batch_size=batch_size, progress=progress)
+    captions = dict(zip(readable, (caption_text(row, model.idx_to_word) for row in ids)))
+    return [{"image": str(path), "caption": captions[row]} if row in captions else
+            {"image": str(path), "caption": None, "error": errors[row]} for row, path in enumerate(files)]

@@ -7,6 +7,7 @@ pictures are captioned from their files. The oracle is the dataset's own truth c
 the caption is a sentence of the grammar that is true of the scene's objects), not a reference caption.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,32 @@ def test_bad_picture_files_are_named_in_one_line(trained, tmp_path, make, messag
     result = run_cli("caption", root / "run", path)
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert result.output.startswith("Error: ")
+
+
+def test_unreadable_pictures_can_be_skipped_and_reported(trained, tmp_path):
+    root, _, _ = trained
+    source = root / "pictures" / "images"
+    good = [source / "test_000005.png", source / "test_000006.png"]
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good[0].read_bytes()[:200])
+    text = _written(tmp_path / "notes.png", "not a picture")
+    files = [good[0], cut, good[1], text]
+    expected = {str(e["image"]): e["caption"] for e in caption_images(root / "run", good)}
+
+    results = caption_images(root / "run", files, skip_unreadable=True)
+    assert [r["image"] for r in results] == [str(p) for p in files]
+    assert [r["caption"] for r in results] == [expected[str(good[0])], None, expected[str(good[1])], None]
+    assert re.match(rf"{re.escape(str(cut))}: cannot read image", results[1]["error"])
+    assert results[3]["error"] == f"{text}: not an image Pillow can read"
+
+    result = run_cli("caption", root / "run", *files, "--skip-unreadable", "--out", tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{p}\t{expected[str(p)]}" for p in good]
+    assert f"skipped {text}: not an image Pillow can read" in result.stderr
+    assert "skipped 2 of 4 pictures that could not be read" in result.stderr
+    assert json.loads((tmp_path / "c.json").read_text()) == results
+    nothing = run_cli("caption", root / "run", cut, text, "--skip-unreadable")
+    assert nothing.exit_code == 1 and nothing.stdout == "" and "none of the pictures could be read" in nothing.stderr
 
 
 def test_a_run_without_a_recorded_encoder_is_refused(tmp_path):

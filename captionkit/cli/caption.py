@@ -39,7 +39,10 @@ def _progress():
               metavar="FILE.json", help="Also write the captions as a JSON list of {image, caption}.")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.png", help="Also draw the pictures with their captions into a PNG grid (first 64).")
-def caption(run, images, beam_size, length_penalty, max_length, json_path, grid_path):
+@click.option("--skip-unreadable", is_flag=True,
+              help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
+                   "on stderr, instead of stopping at the first; --out lists them with their error.")
+def caption(run, images, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
     RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one of its checkpoint
@@ -53,14 +56,23 @@ def caption(run, images, beam_size, length_penalty, max_length, json_path, grid_
       captionkit caption runs/rnn-20260101-120000 holiday/ --beam 3 --out captions.json --grid captions.png
     """
     results = caption_images(run, images, beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
-                             progress=_progress())
+                             progress=_progress(), skip_unreadable=skip_unreadable)
+    captioned = [entry for entry in results if entry["caption"] is not None]
     for entry in results:
-        click.echo(f"{entry['image']}\t{entry['caption']}")
+        if entry["caption"] is None:
+            click.echo(f"skipped {entry['error']}", err=True)
+        else:
+            click.echo(f"{entry['image']}\t{entry['caption']}")
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         click.echo(f"wrote {json_path}", err=True)
+    if len(captioned) < len(results):
+        click.echo(f"skipped {len(results) - len(captioned)} of {len(results)} pictures that could not be read",
+                   err=True)
+    if not captioned:
+        raise click.ClickException("none of the pictures could be read")
     if grid_path is not None:
-        shown = results[:64]
+        shown = captioned[:64]
         plot_caption_grid([read_image(e["image"]) for e in shown], [e["caption"] for e in shown], None, grid_path)
-        click.echo(f"wrote {grid_path}" + (f" (the first 64 of {len(results)} pictures)" if len(results) > 64 else ""),
+        click.echo(f"wrote {grid_path}" + (f" (the first 64 of {len(captioned)} pictures)" if len(captioned) > 64 else ""),
                    err=True)

@@ -149,10 +149,14 @@ class FeaturePipeline:
     def dim(self):
         return self.record.feature_dim
 
-    def encode_files(self, paths, progress=None):
-        """Features (len(paths), dim) float32 of picture files, as the recorded bundle's were made."""
-        features = encode_files(self.encoder, paths, progress)
-        return features if self.pca is None else self.pca.transform(features)
+    def encode_files(self, paths, progress=None, skip_unreadable=False):
+        """Features (len(paths), dim) float32 of picture files, as the recorded bundle's were made; with
+        ``skip_unreadable``, ``(features, skipped)`` as :func:`encode_files` returns them (skipped rows NaN)."""
+        encoded = encode_files(self.encoder, paths, progress, skip_unreadable)
+        features, skipped = encoded if skip_unreadable else (encoded, None)
+        if self.pca is not None:
+            features = self.pca.transform(features)
+        return (features, skipped) if skip_unreadable else features
 
 
 def _difference(key, old, new):
