@@ -34,7 +34,7 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 from captionkit import locking
-from captionkit.checks import number
+from captionkit.checks import integer, number
 from captionkit.layout import bundle_paths
 from captionkit.locking import DirectoryLock, LockHeldError
 
@@ -137,8 +137,7 @@ def fetch_bundle(name: str, directory, *, url: str | None = None, sha256: str | 
         expected_sha256, expected_size = source.sha256, source.size
     number("timeout", timeout, above=True)
     number("deadline", deadline, above=True, optional=True)
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-        raise ValueError(f"max_size must be a positive whole number of bytes, got {max_size!r}")
+    max_size = integer("max_size", max_size)
 
     directory = Path(directory).absolute()
     with _SigtermGuard() as guard:

@@ -107,9 +107,6 @@ class CaptioningRNN:
         _refuse_beyond_memory(
             size, _PARAMETER_SHARE, f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has "
                       f"{size / 2**30:.1f} GiB of parameters, and training holds them about four times")
-        # Elements of the cell's parameters per hidden unit and input: 1 for the vanilla RNN, 4 for an LSTM.
-        self._gates = max(1, round(sum(int(np.prod(shapes[name], dtype=object)) for name in
-                                       self.cell.parameters(W, H)) / (H * (W + H + 1))))
         rng = np.random if seed is None else np.random.RandomState(seed)
         params = {
             "W_embed": rng.standard_normal((V, W)) / 100,
@@ -128,8 +125,11 @@ class CaptioningRNN:
         (scores, probabilities and their gradients), six hidden-wide ones per gate and state (each cell's caches,
         forward and backward) and three of word vectors; measured against real steps by
         ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
+        W, H = self.wordvec_dim, self.hidden_dim
+        # Elements of the cell's parameters per hidden unit and input: 1 for the vanilla RNN, 4 for an LSTM.
+        gates = max(1, round(sum(self.params[name].size for name in self.cell_param_names) / (H * (W + H + 1))))
         steps = max(int(caption_length) - 1, 1)
-        per_step = 6 * self.vocab_size + 6 * (1 + self._gates) * self.hidden_dim + 3 * self.wordvec_dim
+        per_step = 6 * self.vocab_size + 6 * (1 + gates) * H + 3 * W
         per_caption = steps * per_step + 3 * self.input_dim
         return int(batch_size) * per_caption * np.dtype(self.dtype).itemsize
 

@@ -9,7 +9,6 @@ options of ``captionkit train`` (:mod:`captionkit.cli.train`) and the options ta
 """
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from captionkit import optim
 from captionkit.backend import BACKENDS
+from captionkit.checks import number
 from captionkit.runs import ConfigError
 
 __all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "validate_options"]
@@ -59,10 +59,10 @@ class Option:
                 raise ValueError(expected)
             return int(value)
         if self.kind == "float":
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-                    or not math.isfinite(value) or value <= 0:
-                raise ValueError(expected)
-            return float(value)
+            try:
+                return number(self.name, value, above=True)
+            except ValueError:
+                raise ValueError(expected) from None
         if self.kind == "bool":
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(expected)

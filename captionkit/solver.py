@@ -14,7 +14,7 @@ import numpy as np
 
 from captionkit import optim
 from captionkit.backend import runtime
-from captionkit.checks import integer
+from captionkit.checks import integer, number
 from captionkit.data import sample_coco_minibatch
 
 __all__ = ["CaptioningSolver", "TrainingDivergedError"]
@@ -72,8 +72,7 @@ class CaptioningSolver:
         for name, value in (("batch_size", self.batch_size), ("num_epochs", self.num_epochs),
                             ("print_every", self.print_every)):
             integer(name, value)
-        if not np.isfinite(self.lr_decay) or self.lr_decay <= 0:
-            raise ValueError(f"lr_decay must be a positive number, got {self.lr_decay!r}")
+        number("lr_decay", self.lr_decay, above=True)
         model.check_batch_fits(self.batch_size, data["train_captions"].shape[1])
         # The rule's arithmetic on the model's backend: Adam in one compiled pass over all parameters when compiled.
         self.update_rule = runtime(getattr(model, "backend", "numpy")).update_rule(self.update_rule_name)

@@ -2,22 +2,8 @@
 
 Importing this package imports neither torch nor torchvision; an encoder imports them when it is built.
 """
-from captionkit_torchvision.encoders import (
-    ResNet50Encoder,
-    VGG16Encoder,
-    missing_weights_message,
-    torch_hub_dir,
-    unreadable_weights_message,
-    weights_directory,
-)
+# The package's names are those of its one module, listed once there.
+from captionkit_torchvision.encoders import *  # noqa: F401,F403
+from captionkit_torchvision.encoders import __all__  # noqa: F401
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "ResNet50Encoder",
-    "VGG16Encoder",
-    "missing_weights_message",
-    "torch_hub_dir",
-    "unreadable_weights_message",
-    "weights_directory",
-]
