@@ -202,7 +202,7 @@ def _remove_stale_staging(directory: Path, on_removed: RemovedCallback | None) -
     except OSError:  # no parent folder yet, or not readable: nothing this fetch could remove
         return []
     for folder in candidates:
-        if folder.is_symlink() or not folder.is_dir() or locking.is_locked(folder, _LOCK_NAME):
+        if folder.is_symlink() or not folder.is_dir():
             continue
         try:
             lock = DirectoryLock(folder, name=_LOCK_NAME, what="download").acquire()

@@ -125,9 +125,10 @@ class RunDirectory:
                     records.append(record)
         return records
 
-    def truncate_metrics(self, iteration):
-        """Keep only records up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
-        kept = [r for r in self.read_metrics() if r["iteration"] <= iteration]
+    def truncate_metrics(self, iteration, source=None):
+        """Keep only the records up to ``iteration`` of ``source``'s metrics (default this run's own): a resumed run
+        rewrites what came after its checkpoint, and one resumed into a new directory starts from its source's."""
+        kept = [r for r in (source or self).read_metrics() if r["iteration"] <= iteration]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def open_metrics(self):
@@ -168,12 +169,8 @@ def claim_run_dir(out, resumed_from=None, checkpoint_iteration=None, cell="run",
                     f"{run.root}: has a checkpoint newer (iteration {max(newer)}) than the one resumed from "
                     f"({resumed_from}, iteration {checkpoint_iteration}); resume into a new directory with --out"
                 )
-            if source_run is not None and not into_source:
-                kept = [r for r in RunDirectory(source_run).read_metrics() if r["iteration"] <= checkpoint_iteration]
-                with run.open_metrics() as f:
-                    f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in kept)
-            else:
-                run.truncate_metrics(checkpoint_iteration)
+            elsewhere = source_run is not None and not into_source
+            run.truncate_metrics(checkpoint_iteration, RunDirectory(source_run) if elsewhere else None)
     except BaseException:
         lock.release()
         raise
