@@ -130,6 +130,21 @@ def test_training_longer_keeps_each_iteration_once_and_adds_up_time(tmp_path, th
     assert first < read_checkpoint(RunDirectory(run).latest_checkpoint()).run_state["elapsed"] <= result.elapsed
 
 
+def test_resuming_into_another_directory_starts_from_the_source_metrics_up_to_the_checkpoint(tmp_path, three_runs):
+    source = tmp_path / "source"
+    shutil.copytree(three_runs[2], source)
+    before = (source / "metrics.jsonl").read_text()
+    checkpoints = RunDirectory(source).list_checkpoints()
+    at, first_checkpoint = checkpoints[0]
+    assert at < checkpoints[-1][0]  # an earlier checkpoint, with records after it in the source
+    train(resume=first_checkpoint, out=tmp_path / "branch", epochs=8, progress=False, handle_signals=False)
+    copied = [r for r in RunDirectory(tmp_path / "branch").read_metrics() if r["iteration"] <= at]
+    assert copied == [r for r in RunDirectory(source).read_metrics() if r["iteration"] <= at]
+    trained = [r["iteration"] for r in RunDirectory(tmp_path / "branch").read_metrics() if r["kind"] == "train"]
+    assert trained == list(range(1, trained[-1] + 1))  # each iteration once: the source's, then the branch's
+    assert (source / "metrics.jsonl").read_text() == before  # the source run is left as it was
+
+
 # ---------------------------------------------------------------------------------------------- fine-tuning
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path, three_runs, learnable):
     source = three_runs[0]
