@@ -5,49 +5,16 @@ Used by the built-in dataset (:mod:`captionkit.synthetic.bundle`) and by ``capti
 sibling folder to write into and renames it into place at the end, so a failure or a kill leaves no half-written
 bundle behind.
 """
-import contextlib
-import errno
-import json
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from captionkit.layout import SPECIAL_TOKENS, bundle_paths, images_path
+from captionkit.layout import LAYOUTS, bundle_paths, images_path
+from captionkit.safeio import staged_directory
+from captionkit.vocabulary import END, NULL, SPECIAL_TOKENS, START, UNK, Vocabulary
 
 __all__ = ["BundleFiles", "encode_captions", "staged_directory", "vocabulary_file_content"]
-
-
-def _is_empty_or_missing(directory):
-    return not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
-
-
-@contextlib.contextmanager
-def staged_directory(directory):
-    """Yield a new temporary folder beside ``directory``; when the block succeeds, rename it to ``directory``.
-
-    ``directory`` must not exist or be empty (FileExistsError otherwise, also when something appears there while
-    the block runs). On any failure the temporary folder is removed and ``directory`` is left as it was.
-    """
-    directory = Path(directory)
-    if not _is_empty_or_missing(directory):
-        raise FileExistsError(f"{directory}: already exists and is not an empty directory; choose a new one")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    staging.mkdir()
-    try:
-        yield staging
-        try:
-            os.rename(staging, directory)  # replaces an empty directory; fails if anything appeared there meanwhile
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                raise FileExistsError(f"{directory}: appeared while the bundle was being written") from exc
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def encode_captions(captions_per_image, word_to_idx, max_words):
@@ -57,23 +24,22 @@ def encode_captions(captions_per_image, word_to_idx, max_words):
     cut); words not in ``word_to_idx`` become ``<UNK>``; rows follow image order.
     """
     width = max_words + 2
-    unknown = SPECIAL_TOKENS["<UNK>"]
+    unknown = SPECIAL_TOKENS[UNK]
     rows, image_idxs = [], []
     for image_idx, captions in enumerate(captions_per_image):
         for caption in captions:
-            ids = [SPECIAL_TOKENS["<START>"], *(word_to_idx.get(word, unknown) for word in caption[:max_words]),
-                   SPECIAL_TOKENS["<END>"]]
-            rows.append(ids + [SPECIAL_TOKENS["<NULL>"]] * (width - len(ids)))
+            ids = [SPECIAL_TOKENS[START], *(word_to_idx.get(word, unknown) for word in caption[:max_words]),
+                   SPECIAL_TOKENS[END]]
+            rows.append(ids + [SPECIAL_TOKENS[NULL]] * (width - len(ids)))
             image_idxs.append(image_idx)
     return np.array(rows, dtype=np.int32).reshape(-1, width), np.array(image_idxs, dtype=np.int32)
 
 
 def vocabulary_file_content(idx_to_word):
-    """``vocab.json``'s text for ``idx_to_word`` (which starts with the special tokens in their order)."""
-    if list(idx_to_word[:len(SPECIAL_TOKENS)]) != sorted(SPECIAL_TOKENS, key=SPECIAL_TOKENS.get):
-        raise ValueError(f"a vocabulary starts with {sorted(SPECIAL_TOKENS, key=SPECIAL_TOKENS.get)}")
-    word_to_idx = {word: idx for idx, word in enumerate(idx_to_word)}
-    return json.dumps({"idx_to_word": list(idx_to_word), "word_to_idx": word_to_idx}, ensure_ascii=False)
+    """``vocab.json``'s text for ``idx_to_word`` (which starts with the special tokens in their order and lists
+    every word once: the same check :func:`captionkit.data.load_coco_data` applies, so no bundle is written that
+    would then be refused)."""
+    return Vocabulary(idx_to_word, source="vocabulary being written").document()
 
 
 class BundleFiles:
@@ -83,7 +49,8 @@ class BundleFiles:
         self.directory = Path(directory)
         self.splits = tuple(splits)
         self.full = bundle_paths(self.directory, pca_features=False, layout="captionkit", splits=self.splits)
-        self.reduced = {split: self.directory / f"{split}_features_pca.h5" for split in self.splits}
+        self.reduced = {split: self.directory / LAYOUTS["captionkit"]["features_pca"].format(split=split)
+                        for split in self.splits}
 
     @staticmethod
     def write_array(path, name, array, compress=False):

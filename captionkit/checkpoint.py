@@ -23,7 +23,8 @@ import numpy as np
 
 from captionkit import __version__, optim
 from captionkit.atomicfile import atomic_write
-from captionkit.layout import SPECIAL_TOKENS
+from captionkit.safeio import parse_json
+from captionkit.vocabulary import Vocabulary
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_model", "read_checkpoint",
            "save_checkpoint"]
@@ -254,10 +255,7 @@ def _read_meta(path, members):
         raise CheckpointError(f"{path}: no 'meta' member; not a captionkit checkpoint")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path}: 'meta' has dtype {raw.dtype} and shape {raw.shape}, expected uint8 bytes")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: 'meta' is not valid UTF-8 JSON ({exc})") from exc
+    meta = parse_json(raw.tobytes(), f"{path}: 'meta'", "document", CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: 'meta' does not declare format {FORMAT!r}; not a captionkit checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -282,13 +280,9 @@ def _read_meta(path, members):
 
 
 def _check_vocabulary(path, idx_to_word):
-    if not isinstance(idx_to_word, list) or not all(isinstance(w, str) for w in idx_to_word):
+    if not isinstance(idx_to_word, list):  # JSON gives lists; Vocabulary would also take a tuple
         raise CheckpointError(f"{path}: meta 'idx_to_word' must be a list of strings")
-    if len(set(idx_to_word)) != len(idx_to_word):
-        raise CheckpointError(f"{path}: meta 'idx_to_word' lists a word twice")
-    for token, idx in SPECIAL_TOKENS.items():
-        if idx >= len(idx_to_word) or idx_to_word[idx] != token:
-            raise CheckpointError(f"{path}: meta 'idx_to_word'[{idx}] must be {token}")
+    Vocabulary(idx_to_word, source=path, key="meta 'idx_to_word'", error=CheckpointError)
 
 
 def _empty_model(path, model_meta, idx_to_word, backend=None):

@@ -24,7 +24,6 @@ Every size a file states is checked before anything is allocated for it: a datas
 declares (:func:`checked_dataset`), and the shapes of the bundle's files must agree with each other before any array
 is read; ids are range-checked on the file's own integer type before being narrowed to int32.
 """
-import json
 import math
 import os
 from pathlib import Path
@@ -32,16 +31,17 @@ from pathlib import Path
 import numpy as np
 
 from captionkit.checks import integer
-from captionkit.layout import (  # the bundle's file names and tokens: data, fetch, bundle writers share them
+from captionkit.layout import (  # the bundle's file names: data, fetch, bundle writers share them
     ENCODER_FILE,
     PCA_FILE,
     REQUIRED_SPLITS,
-    SPECIAL_TOKENS,
     SPLITS,
     bundle_layout,
     bundle_paths,
     images_path,
 )
+from captionkit.safeio import hdf5_errors, read_json, size_text
+from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary, caption_text
 
 __all__ = [
     "ENCODER_FILE",
@@ -97,14 +97,6 @@ def _require_file(path):
         raise BundleError(f"{path}: file not found (a COCO captioning bundle needs it)")
 
 
-def _size_text(nbytes):
-    """``nbytes`` for a message: "3.8 GiB", "2.0 KiB", "512 bytes"."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes} bytes"
-
-
 def checked_dataset(path, h5file, key, error=BundleError):
     """The dataset ``key`` of ``h5file`` (the open HDF5 file ``path``), once its metadata show that reading it
     allocates no more than the file can hold. Reads no data.
@@ -153,7 +145,7 @@ def checked_dataset(path, h5file, key, error=BundleError):
     stored = node.id.get_storage_size()
     file_size = os.path.getsize(path)
     shape = " x ".join(str(n) for n in node.shape) if node.shape else "1"
-    claim = f"{path}: dataset {key!r} declares {shape} {node.dtype} values ({_size_text(declared)})"
+    claim = f"{path}: dataset {key!r} declares {shape} {node.dtype} values ({size_text(declared)})"
     if declared and not stored:
         raise error(f"{claim} but the file stores 0 bytes of them")
     if stored > file_size:
@@ -166,25 +158,8 @@ def checked_dataset(path, h5file, key, error=BundleError):
         raise error(f"{claim} but the file stores {stored} bytes of them")
     # Implied by the checks above; kept as a bound that does not rest on the storage size HDF5 reports.
     if declared > MAX_INFLATION * file_size:
-        raise error(f"{claim}, more than {MAX_INFLATION} times the file's {_size_text(file_size)}")
+        raise error(f"{claim}, more than {MAX_INFLATION} times the file's {size_text(file_size)}")
     return node
-
-
-class _H5Reading:
-    """``with _H5Reading(path):`` turns h5py's errors about a truncated or corrupt file into a BundleError naming
-    ``path``; BundleErrors pass through."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, traceback):
-        if kind is not None and not issubclass(kind, BundleError) and issubclass(
-                kind, (OSError, KeyError, ValueError, RuntimeError)):
-            raise BundleError(f"{self.path}: cannot read HDF5 file ({exc})") from exc
-        return False
 
 
 def _open_h5(stack, path):
@@ -192,7 +167,7 @@ def _open_h5(stack, path):
     import h5py
 
     _require_file(path)
-    with _H5Reading(path):
+    with hdf5_errors(path, BundleError):
         return stack.enter_context(h5py.File(path, "r"))
 
 
@@ -219,7 +194,7 @@ def _captioned_splits(path):
 def _caption_datasets(path, h5file, splits):
     """The checked caption and image-index datasets of ``splits``, their shapes agreeing; no data read."""
     datasets = {}
-    with _H5Reading(path):
+    with hdf5_errors(path, BundleError):
         for split in splits:
             for what in ("captions", "image_idxs"):
                 datasets[f"{split}_{what}"] = checked_dataset(path, h5file, f"{split}_{what}")
@@ -239,7 +214,7 @@ def _caption_datasets(path, h5file, splits):
 
 def _feature_dataset(path, h5file):
     """The checked ``features`` dataset of a features file; no data read."""
-    with _H5Reading(path):
+    with hdf5_errors(path, BundleError):
         node = checked_dataset(path, h5file, "features")
     if node.dtype.kind != "f":
         raise BundleError(f"{path}: dataset 'features' has dtype {node.dtype}, expected floating point")
@@ -272,7 +247,7 @@ def _read_captions(paths, split, datasets, vocab_size, num_images):
     """Read one split's captions and image indices, check their values on the file's own integer type, and only
     then narrow them to int32 (a value like 2**32 + 5 must be refused, not wrapped to 5)."""
     path = paths["captions"]
-    with _H5Reading(path):
+    with hdf5_errors(path, BundleError):
         captions = datasets[f"{split}_captions"][()]
         idxs = datasets[f"{split}_image_idxs"][()]
     out_of_vocab = (captions < 0) | (captions >= vocab_size)
@@ -293,7 +268,7 @@ def _read_captions(paths, split, datasets, vocab_size, num_images):
 
 
 def _read_features(path, node):
-    with _H5Reading(path):
+    with hdf5_errors(path, BundleError):
         features = node[()]
     finite = np.isfinite(features)
     if not finite.all():
@@ -306,43 +281,8 @@ def _read_features(path, node):
 
 def _read_vocab(path):
     _require_file(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_VOCAB_BYTES + 1)
-        if len(raw) > MAX_VOCAB_BYTES:
-            raise BundleError(f"{path}: a vocabulary file is at most {_size_text(MAX_VOCAB_BYTES)} "
-                              f"({MAX_VOCAB_BYTES} bytes); this one has {os.path.getsize(path)}")
-        vocab = json.loads(raw.decode("utf-8"))
-    except RecursionError:
-        raise BundleError(f"{path}: not a readable JSON vocabulary (nested too deeply)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: not a readable JSON vocabulary ({exc})") from exc
-    del raw
-    if not isinstance(vocab, dict) or not {"idx_to_word", "word_to_idx"} <= set(vocab):
-        raise BundleError(f"{path}: expected a JSON object with keys 'idx_to_word' and 'word_to_idx'")
-    idx_to_word, word_to_idx = vocab["idx_to_word"], vocab["word_to_idx"]
-    if not isinstance(idx_to_word, list) or not all(isinstance(w, str) for w in idx_to_word):
-        raise BundleError(f"{path}: 'idx_to_word' must be a list of strings")
-    if not isinstance(word_to_idx, dict) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in word_to_idx.values()
-    ):
-        raise BundleError(f"{path}: 'word_to_idx' must map words to integer ids")
-    for word, idx in word_to_idx.items():
-        if not 0 <= idx < len(idx_to_word) or idx_to_word[idx] != word:
-            raise BundleError(
-                f"{path}: 'word_to_idx' maps {word!r} to {idx}, but 'idx_to_word'[{idx}] is "
-                f"{idx_to_word[idx] if 0 <= idx < len(idx_to_word) else 'out of range'!r}"
-            )
-    if len(word_to_idx) != len(idx_to_word):
-        raise BundleError(
-            f"{path}: 'idx_to_word' has {len(idx_to_word)} entries but 'word_to_idx' has {len(word_to_idx)}"
-        )
-    for token, idx in SPECIAL_TOKENS.items():
-        if word_to_idx.get(token) != idx:
-            raise BundleError(
-                f"{path}: the vocabulary must map {token} to {idx}, found {word_to_idx.get(token, 'no entry')}"
-            )
-    return idx_to_word, word_to_idx
+    vocabulary = Vocabulary.from_document(read_json(path, MAX_VOCAB_BYTES, "vocabulary", BundleError), path, BundleError)
+    return vocabulary.idx_to_word, vocabulary.word_to_idx
 
 
 def _url_lines(f, path):
@@ -378,9 +318,9 @@ def _read_urls(path, count, widest):
     nbytes = count * width * np.dtype("<U1").itemsize
     limit = max(URL_ARRAY_FLOOR, URL_ARRAY_FACTOR * os.path.getsize(path))
     if nbytes > limit:
-        raise BundleError(f"{path}: {count} lines, the longest {widest} characters, would take {_size_text(nbytes)} "
+        raise BundleError(f"{path}: {count} lines, the longest {widest} characters, would take {size_text(nbytes)} "
                           f"as an array; captionkit allows {URL_ARRAY_FACTOR} times the file's size (at least "
-                          f"{_size_text(URL_ARRAY_FLOOR)})")
+                          f"{size_text(URL_ARRAY_FLOOR)})")
     urls = np.empty(count, dtype=f"<U{width}")
     rows = 0
     try:
@@ -507,20 +447,10 @@ def decode_captions(captions, idx_to_word):
     """Word ids to strings: (N, T) -> list of N strings, or (T,) -> one string.
 
     ``<NULL>`` is dropped and each caption stops after ``<END>``; ``<START>`` and ``<END>`` are kept, as in the
-    assignment. ``idx_to_word`` is a list or a dict from id to word.
+    assignment (:func:`captionkit.vocabulary.caption_text` with ``keep_boundaries=True``). ``idx_to_word`` is a list
+    or a dict from id to word.
     """
     captions = np.asarray(captions)
-    singleton = captions.ndim == 1
-    if singleton:
-        captions = captions[None]
-    decoded = []
-    for row in captions:
-        words = []
-        for idx in row:
-            word = idx_to_word[int(idx)]
-            if word != "<NULL>":
-                words.append(word)
-            if word == "<END>":
-                break
-        decoded.append(" ".join(words))
-    return decoded[0] if singleton else decoded
+    if captions.ndim == 1:
+        return caption_text(captions, idx_to_word, keep_boundaries=True)
+    return [caption_text(row, idx_to_word, keep_boundaries=True) for row in captions]

@@ -13,7 +13,7 @@ width. Library functions report progress through ``progress(stage, done, total)`
 """
 import numpy as np
 
-from captionkit import decoding, metrics
+from captionkit import decoding, metrics, vocabulary
 from captionkit.checks import integer
 from captionkit.data import SPLITS
 
@@ -29,19 +29,12 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 256
-_SPECIAL_WORDS = ("<NULL>", "<START>")
 
 
 def caption_text(ids, idx_to_word):
-    """Word ids of one caption -> its words joined by spaces, without ``<NULL>``/``<START>``, stopping at ``<END>``."""
-    words = []
-    for idx in ids:
-        word = idx_to_word[int(idx)]
-        if word == "<END>":
-            break
-        if word not in _SPECIAL_WORDS:
-            words.append(word)
-    return " ".join(words)
+    """Word ids of one caption (T,) -> its words joined by spaces, without ``<NULL>``/``<START>``, stopping at
+    ``<END>``: the text that is scored (:func:`captionkit.vocabulary.caption_text`, boundaries dropped)."""
+    return vocabulary.caption_text(ids, idx_to_word, keep_boundaries=False)
 
 
 def _check_data(model, data, split):
@@ -101,7 +94,7 @@ def perplexity(model, data, split="val", images=None, batch_size=DEFAULT_BATCH_S
     for start in range(0, rows.size, batch_size):
         batch = rows[start:start + batch_size]
         total_nll += float(model.caption_nll(features[image_idxs[batch]], captions[batch]).sum())
-        tokens += int(np.count_nonzero(captions[batch, 1:] != model.word_to_idx["<NULL>"]))
+        tokens += int(np.count_nonzero(captions[batch, 1:] != model.word_to_idx[vocabulary.NULL]))
         if progress is not None:
             progress("perplexity", min(start + batch_size, rows.size), rows.size)
     if tokens == 0:

@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
+from captionkit.bundle_writer import BundleFiles, encode_captions
 from captionkit.checks import integer
-from captionkit.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS, SPLITS
 from captionkit.encoders.pipeline import Pca, encode_files
 from captionkit.encoders.record import EncoderRecord
+from captionkit.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPLITS
+from captionkit.safeio import parse_json, read_bounded, staged_directory
+from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["IMPORT_REPORT", "CaptionFileError", "ImportReport", "Picture", "build_vocabulary", "import_dataset",
            "read_captions_file", "tokenize"]
@@ -45,6 +47,7 @@ DEFAULT_MAX_WORDS = 16
 _SPLIT_ALIASES = {"train": "train", "val": "val", "test": "test", "restval": "train"}
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # letters and digits, with inner apostrophes (don't, o'clock)
 _HELD_OUT = 0.1  # share of the pictures held out as val when the caption file gives no splits
+MAX_SPLIT_FILE_BYTES = 2**31  # a Karpathy split file; COCO's, the largest in use, is about 150 MB
 
 
 class CaptionFileError(ValueError):
@@ -114,10 +117,8 @@ def _split_of(path, where, value):
 
 
 def _read_karpathy(path, images_dir):
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaptionFileError(f"{path}: not a readable JSON file ({exc})") from None
+    document = parse_json(read_bounded(path, MAX_SPLIT_FILE_BYTES, "caption file", CaptionFileError), path, "file",
+                          CaptionFileError)
     if not isinstance(document, dict) or not isinstance(document.get("images"), list):
         raise CaptionFileError(f"{path}: expected a Karpathy split file: an object with an 'images' list")
     pictures = []
@@ -274,7 +275,7 @@ def build_vocabulary(pictures, min_count):
     counts = collections.Counter(word for p in pictures for caption in p.captions for word in caption)
     words = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIAL_TOKENS),
                    key=lambda w: (-counts[w], w))
-    return sorted(SPECIAL_TOKENS, key=SPECIAL_TOKENS.get) + words
+    return Vocabulary.with_words(words).idx_to_word
 
 
 def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAULT_MIN_COUNT,

@@ -1,4 +1,4 @@
-"""The names of a captioning bundle's files and its special tokens: one small module that the readers
+"""The names of a captioning bundle's files: one small module that the readers
 (:mod:`captionkit.data`), the writers (:mod:`captionkit.bundle_writer`, the built-in dataset, ``data import``), the
 downloader (:mod:`captionkit.fetch`) and checkpoints share, so none of them imports another for a name.
 
@@ -7,12 +7,13 @@ reads (``coco2014_captions.h5``, ``{split}2014_vgg16_fc7[_pca].h5``, ...).
 """
 from pathlib import Path
 
+from captionkit.vocabulary import SPECIAL_TOKENS  # re-exported for the modules that named it here before
+
 __all__ = ["ENCODER_FILE", "LAYOUTS", "PCA_FILE", "REQUIRED_SPLITS", "SPECIAL_TOKENS", "SPLITS", "bundle_layout",
            "bundle_paths", "images_path"]
 
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "val")  # a bundle may also have a test split
-SPECIAL_TOKENS = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3}
 ENCODER_FILE = "encoder.json"
 PCA_FILE = "pca.h5"
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from captionkit.atomicfile import atomic_write_text
 from captionkit.locking import DirectoryLock
+from captionkit.safeio import read_json
 
 __all__ = ["DEFAULT_RUNS_DIR", "ConfigError", "RunDirectory", "claim_run_dir", "new_run_dir", "read_config_file",
            "run_dir_of"]
@@ -103,9 +104,10 @@ class RunDirectory:
 
     def read_json(self, path):
         """The JSON object in ``path`` (config.json, summary.json), or {} when it is missing or unreadable."""
+        limit = 16 * 2**20  # both hold options and a few results: a few KB
         try:
-            value = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            value = read_json(path, limit, "run record")
+        except ValueError:  # a FIFO, an oversized or broken file reads as missing, as a crash mid-write would
             return {}
         return value if isinstance(value, dict) else {}
 

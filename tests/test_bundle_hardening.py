@@ -313,8 +313,8 @@ def test_pca_file_gets_the_same_checks(tmp_path, reads):
 def test_encoder_records_are_bounded(tmp_path):
     path = tmp_path / "encoder.json"
     path.write_text("[" * 100_000)
-    with pytest.raises(EncoderError, match=r"encoder\.json: not a readable encoder record \(JSON nested too deeply\)"):
+    with pytest.raises(EncoderError, match=r"encoder\.json: not a readable JSON encoder record \(nested too deeply\)"):
         EncoderRecord.load(path)
     path.write_text(" " * 2**20 + "{}")
-    with pytest.raises(EncoderError, match=r"encoder\.json: not an encoder record: larger than 1048576 bytes"):
+    with pytest.raises(EncoderError, match=r"encoder\.json: an encoder record file is at most 1\.0 MiB \(1048576 bytes\)"):
         EncoderRecord.load(path)

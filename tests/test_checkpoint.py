@@ -207,7 +207,7 @@ BAD_CHECKPOINTS = {
     "npy file": (_npy, r"a single \.npy array"),
     "text file": (lambda p, d: d.write_text("hello"), r"not an \.npz archive"),
     "no meta": (_drop_member("meta"), r"no 'meta' member"),
-    "meta not json": (_set_member("meta", np.frombuffer(b"{nope", dtype=np.uint8)), r"'meta' is not valid UTF-8 JSON"),
+    "meta not json": (_set_member("meta", np.frombuffer(b"{nope", dtype=np.uint8)), r"'meta': not a readable JSON document"),
     "wrong format": (_set_meta("format", value="other"), r"does not declare format 'captionkit-checkpoint'"),
     "future version": (_set_meta("format_version", value=99), r"checkpoint format version 99"),
     "unknown cell": (_set_meta("model", "cell_type", value="nosuchcell"),

@@ -12,6 +12,7 @@ from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
 from captionkit.encoders.registry import make_encoder, parse_options
 from captionkit.fetch import BUNDLES, DEFAULT_DEADLINE, FetchError, FetchInterrupted, fetch_bundle, parse_size
 from captionkit.importing import DEFAULT_MAX_WORDS, DEFAULT_MIN_COUNT, import_dataset
+from captionkit.vocabulary import END, NULL, SPECIAL_TOKENS, START, UNK
 
 
 @click.group()
@@ -233,7 +234,8 @@ def inspect(directory, raw_features, examples):
                    f"({captions.shape[0] / max(num_images, 1):.1f} per image); features {features.shape} "
                    f"{features.dtype}")
     idx_to_word = bundle["idx_to_word"]
-    click.echo(f"  vocabulary: {len(idx_to_word)} words including {', '.join(idx_to_word[:4])}")
+    num_special = len(SPECIAL_TOKENS)  # the special tokens come first, as every vocabulary captionkit reads
+    click.echo(f"  vocabulary: {len(idx_to_word)} words including {', '.join(idx_to_word[:num_special])}")
     lengths, counts = _caption_statistics(bundle["train_captions"], bundle["word_to_idx"], len(idx_to_word))
     values, frequency = np.unique(lengths, return_counts=True)
     click.echo(f"  train caption length in words: min {lengths.min()}, mean {lengths.mean():.1f}, "
@@ -241,8 +243,8 @@ def inspect(directory, raw_features, examples):
     click.echo("    " + ", ".join(f"{value}: {count}" for value, count in zip(values, frequency)))
     ranked = [idx for idx in np.argsort(-counts, kind="stable") if counts[idx] > 0]
     click.echo("  most common words: " + ", ".join(f"{idx_to_word[i]} ({counts[i]})" for i in ranked[:15]))
-    unused = len(idx_to_word) - 4 - len([i for i in ranked if i >= 4])
-    click.echo(f"  words never used in train captions: {unused}; <UNK> tokens: {counts[3]}")
+    unused = len(idx_to_word) - num_special - len([i for i in ranked if i >= num_special])
+    click.echo(f"  words never used in train captions: {unused}; {UNK} tokens: {counts[SPECIAL_TOKENS[UNK]]}")
     _, first_rows = np.unique(bundle["train_image_idxs"], return_index=True)  # one caption per image
     rows = np.sort(first_rows)[:examples]
     for caption, image_idx in zip(decode_captions(bundle["train_captions"][rows], idx_to_word),
@@ -252,10 +254,10 @@ def inspect(directory, raw_features, examples):
 
 def _caption_statistics(captions, word_to_idx, vocab_size):
     """Per-caption word counts (without <START>, <END>, <NULL>) and per-id occurrence counts of word ids."""
-    special = [word_to_idx[token] for token in ("<NULL>", "<START>", "<END>")]
+    special = [word_to_idx[token] for token in (NULL, START, END)]
     is_word = ~np.isin(captions, special)
     # Words after <END> (there should be none) are not part of the caption.
-    before_end = np.cumsum(captions == word_to_idx["<END>"], axis=1) == 0
+    before_end = np.cumsum(captions == word_to_idx[END], axis=1) == 0
     lengths = (is_word & before_end).sum(axis=1)
     counts = np.bincount(captions[is_word & before_end], minlength=vocab_size)
     return lengths, counts

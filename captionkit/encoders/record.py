@@ -8,11 +8,10 @@ use only this module; :mod:`captionkit.encoders.pipeline` reads it back.
 """
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from captionkit.atomicfile import atomic_write_text
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.registry import encoder_distribution
+from captionkit.safeio import atomic_write_text, check_format, read_json
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "EncoderRecord"]
 
@@ -63,24 +62,8 @@ class EncoderRecord:
 
     @classmethod
     def load(cls, path):
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_RECORD_BYTES + 1)
-            if len(raw) > MAX_RECORD_BYTES:
-                raise EncoderError(f"{path}: not an encoder record: larger than {MAX_RECORD_BYTES} bytes")
-            document = json.loads(raw.decode("utf-8"))
-        except FileNotFoundError:
-            raise EncoderError(f"{path}: file not found") from None
-        except RecursionError:
-            raise EncoderError(f"{path}: not a readable encoder record (JSON nested too deeply)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EncoderError(f"{path}: not a readable encoder record ({exc})") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise EncoderError(f"{path}: not a captionkit encoder record (no \"format\": \"{FORMAT}\")")
-        if document.get("format_version") != FORMAT_VERSION:
-            raise EncoderError(f"{path}: encoder record format_version {document.get('format_version')!r}; this "
-                               f"captionkit reads version {FORMAT_VERSION}")
+        document = read_json(path, MAX_RECORD_BYTES, "encoder record", EncoderError)
+        check_format(document, path, FORMAT, FORMAT_VERSION, "encoder record", EncoderError)
         fields = {"encoder": str, "options": dict, "output_dim": int, "identity": dict, "distribution": str,
                   "version": str, "description": str}
         for key, kind in fields.items():

@@ -12,7 +12,7 @@ Files written (captionkit's bundle names, `captionkit.data`), plus the pixels an
 - ``{split}_images.h5``: ``images`` (num_images, 64, 64, 3) uint8;
 - ``synthetic_scenes.json``: generator version, seed and every scene's objects, for checking captions against them.
 
-A directory appears only once complete (`captionkit.bundle_writer.staged_directory`).
+A directory appears only once complete (`captionkit.safeio.staged_directory`).
 """
 import json
 import os
@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.bundle_writer import BundleFiles, encode_captions, staged_directory
+from captionkit.bundle_writer import BundleFiles, encode_captions
 from captionkit.checks import integer
-from captionkit.layout import ENCODER_FILE, REQUIRED_SPLITS, SPECIAL_TOKENS
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
+from captionkit.layout import ENCODER_FILE, REQUIRED_SPLITS
+from captionkit.safeio import staged_directory
 from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary
+from captionkit.vocabulary import Vocabulary
 
 # Bump when anything changes what a given seed generates: the cache folder name carries it, so old caches are ignored.
 GENERATOR_VERSION = 4
@@ -40,8 +42,8 @@ FEATURE_BATCH = 1000  # images per progress report while computing features
 
 def build_vocabulary():
     """(idx_to_word, word_to_idx): the special tokens as ids 0-3, then every grammar word in sorted order."""
-    idx_to_word = sorted(SPECIAL_TOKENS, key=SPECIAL_TOKENS.get) + vocabulary()
-    return idx_to_word, {word: idx for idx, word in enumerate(idx_to_word)}
+    words = Vocabulary.with_words(vocabulary())
+    return words.idx_to_word, words.word_to_idx
 
 
 def _check_arguments(seed, num_train, num_val):

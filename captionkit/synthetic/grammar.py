@@ -28,8 +28,6 @@ from captionkit.synthetic.scenes import COLOURS, IMAGE_SIZE
 
 MAX_WORDS = 15
 
-SPECIAL_TOKENS = ("<NULL>", "<START>", "<END>", "<UNK>")
-
 SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
 SHAPE_WORDS = {
     "circle": (("circle",), ("disc",)),

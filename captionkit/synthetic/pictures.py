@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.bundle_writer import staged_directory
 from captionkit.checks import integer
+from captionkit.safeio import staged_directory
 from captionkit.synthetic.generate import generate_split, image_digest
 
 __all__ = ["CAPTIONS_FILE", "write_pictures"]
