@@ -26,6 +26,7 @@ is read; ids are range-checked on the file's own integer type before being narro
 """
 import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ __all__ = [
     "bundle_dir",
     "bundle_layout",
     "bundle_paths",
+    "check_bundle",
     "checked_dataset",
     "decode_captions",
     "images_path",
@@ -352,9 +354,24 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     The small files come first (vocabulary, URL lists, read with bounded memory), then every HDF5 dataset's
     metadata (:func:`checked_dataset`) and the sizes the files declare against each other; arrays are read last.
     """
-    from contextlib import ExitStack
+    data = _read_bundle(bundle_dir(base_dir), pca_features)
+    if max_train is not None:
+        integer("max_train", max_train, optional=True)
+        mask = np.random.randint(data["train_captions"].shape[0], size=max_train)
+        data["train_captions"] = data["train_captions"][mask]
+        data["train_image_idxs"] = data["train_image_idxs"][mask]
+    return data
 
-    base = bundle_dir(base_dir)
+
+def check_bundle(base_dir, pca_features=True):
+    """Raise :class:`BundleError` unless ``base_dir`` is a bundle :func:`load_coco_data` reads: every check it
+    makes, on every value (the downloader runs it on an unpacked archive before putting it in place)."""
+    _read_bundle(Path(base_dir), pca_features)
+
+
+def _read_bundle(base, pca_features):
+    """Every split's arrays, the vocabulary and the URL lists of the bundle directory ``base``, checked."""
+
     if not base.is_dir():
         raise BundleError(f"{base}: dataset directory not found")
     captions_path = bundle_paths(base, pca_features)["captions"]
@@ -380,12 +397,6 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
             data[f"{split}_features"] = _read_features(paths[f"{split}_features"], features[split])
     for split in splits:
         data[f"{split}_urls"] = _read_urls(paths[f"{split}_urls"], *url_counts[split])
-
-    if max_train is not None:
-        integer("max_train", max_train, optional=True)
-        mask = np.random.randint(data["train_captions"].shape[0], size=max_train)
-        data["train_captions"] = data["train_captions"][mask]
-        data["train_image_idxs"] = data["train_image_idxs"][mask]
     return data
 
 

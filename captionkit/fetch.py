@@ -2,8 +2,10 @@
 
 The order matters for safety: the archive is downloaded to a temporary file, its size and SHA-256 are checked, every
 entry is screened (no absolute paths, no ``..``, no links or special files, no two entries unpacking to the same
-path) and only then is it unpacked into a temporary directory beside the target. The target appears, by one rename,
-only once the bundle is complete, so a failure at any step leaves no half-written directory behind.
+path) and only then is it unpacked into a temporary directory beside the target. The unpacked bundle then goes through
+the bundle reader's checks (:func:`captionkit.data.check_bundle`, those of ``load_coco_data``). The target appears, by
+one rename, only once the bundle is complete and readable, so a failure at any step leaves no half-written directory
+behind.
 
 The temporary ("staging") folder, ``.NAME.fetch-RANDOM`` beside the target, is owned by its fetch through a
 :class:`~captionkit.locking.DirectoryLock` held for the fetch's life. It is removed on every error, on Ctrl-C and on
@@ -35,6 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from captionkit import locking
 from captionkit.checks import integer, number
+from captionkit.data import BundleError, check_bundle
 from captionkit.layout import bundle_paths
 from captionkit.locking import DirectoryLock, LockHeldError
 
@@ -280,6 +283,10 @@ def _fetch_into(directory: Path, top_folder, url, expected_size, expected_sha256
         missing = sorted(p.name for p in bundle_paths(bundle_root, layout="cs231n").values() if not p.is_file())
         if missing:
             raise FetchError(f"{url}: the archive's {top_folder}/ lacks bundle files: {', '.join(missing)}")
+        try:
+            check_bundle(bundle_root)  # what load_coco_data would refuse is not put in place
+        except BundleError as exc:
+            raise FetchError(f"{url}: the archive's {top_folder}/ is not a readable bundle: {exc}") from exc
         with guard.quiet():  # a SIGTERM now is acted on after the rename, not between its start and its record
             os.replace(bundle_root, directory)  # one atomic rename; also takes the place of an empty directory
             done = True

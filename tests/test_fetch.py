@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -23,6 +24,7 @@ from captionkit.cli import main
 from captionkit.data import bundle_paths
 from captionkit.fetch import FetchError, FetchInterrupted, fetch_bundle, parse_size
 from captionkit.locking import DirectoryLock
+from conftest import write_bundle
 
 TOP = fetch_module.BUNDLES["coco"].top_folder
 BUNDLE_FILES = sorted(p.name for p in bundle_paths("x", layout="cs231n").values())
@@ -37,8 +39,22 @@ def make_zip(entries):
     return buffer.getvalue()
 
 
-def bundle_entries(skip=()):
-    return [(f"{TOP}/{name}", f"contents of {name}\n".encode() * 50) for name in BUNDLE_FILES if name not in skip]
+def _bundle_bytes():
+    """{file name: bytes} of a small valid bundle in the assignment's layout (written once per session)."""
+    if not _BUNDLE_BYTES:
+        with tempfile.TemporaryDirectory() as folder:
+            write_bundle(folder, num_train_images=6, num_val_images=3, feature_dim=8)
+            _BUNDLE_BYTES.update((name, (Path(folder) / name).read_bytes()) for name in BUNDLE_FILES)
+    return _BUNDLE_BYTES
+
+
+_BUNDLE_BYTES = {}
+
+
+def bundle_entries(skip=(), replace=None):
+    """Zip entries of a valid bundle under TOP/, without the files in ``skip``, with ``replace``'s {name: bytes}."""
+    files = {**_bundle_bytes(), **(replace or {})}
+    return [(f"{TOP}/{name}", files[name]) for name in BUNDLE_FILES if name not in skip]
 
 
 def symlink_entry(name, target):
@@ -191,6 +207,20 @@ def test_zip_slip_entries_are_refused_before_anything_is_written(server, tmp_pat
 def test_incomplete_bundle_is_refused(server, tmp_path, entries, message):
     url = server(f"/{tmp_path.name}.zip", make_zip(entries))
     with pytest.raises(FetchError, match=message):
+        fetch_bundle("coco", tmp_path / "coco", url=url)
+    assert_nothing_left(tmp_path, tmp_path / "coco")
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("train2014_vgg16_fc7_pca.h5", lambda data: data[: len(data) // 3],
+     r"train2014_vgg16_fc7_pca\.h5: cannot read HDF5 file"),
+    ("coco2014_vocab.json", lambda data: b'{"idx_to_word": [', r"coco2014_vocab\.json: not a readable JSON vocabulary"),
+    ("val2014_urls.txt", lambda data: b"http://example.org/only-one.jpg\n", r"val2014_urls\.txt: 1 URLs for the 3 images"),
+])
+def test_bundle_with_a_corrupt_file_is_refused(server, tmp_path, name, damage, message):
+    entries = bundle_entries(replace={name: damage(_bundle_bytes()[name])})
+    url = server(f"/{tmp_path.name}.zip", make_zip(entries))
+    with pytest.raises(FetchError, match=rf"the archive's {TOP}/ is not a readable bundle: .*{message}"):
         fetch_bundle("coco", tmp_path / "coco", url=url)
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
