@@ -2,10 +2,10 @@
 
 The order matters for safety: the archive is downloaded to a temporary file, its size and SHA-256 are checked, every
 entry is screened (no absolute paths, no ``..``, no links or special files, no two entries unpacking to the same
-path) and only then is it unpacked into a temporary directory beside the target. The unpacked bundle then goes through
-the bundle reader's checks (:func:`captionkit.data.check_bundle`, those of ``load_coco_data``). The target appears, by
-one rename, only once the bundle is complete and readable, so a failure at any step leaves no half-written directory
-behind.
+path) and only then is it unpacked into a temporary directory beside the target. The unpacked bundle then goes
+through the bundle reader's checks (:func:`captionkit.bundle.reader.check_bundle`, those of ``load_coco_data``). The
+target appears, by one rename, only once the bundle is complete and readable, so a failure at any step leaves no
+half-written directory behind.
 
 The temporary ("staging") folder, ``.NAME.fetch-RANDOM`` beside the target, is owned by its fetch through a
 :class:`~captionkit.locking.DirectoryLock` held for the fetch's life. It is removed on every error, on Ctrl-C and on
@@ -37,8 +37,8 @@ from pathlib import Path, PurePosixPath
 
 from captionkit import locking
 from captionkit.checks import integer, number
-from captionkit.data import BundleError, check_bundle
-from captionkit.layout import bundle_paths
+from captionkit.bundle.layout import bundle_paths
+from captionkit.bundle.reader import BundleError, check_bundle
 from captionkit.locking import DirectoryLock, LockHeldError
 
 __all__ = ["BUNDLES", "DEFAULT_DEADLINE", "MAX_BYTES", "BundleSource", "FetchError", "FetchInterrupted",

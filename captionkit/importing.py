@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.bundle_writer import BundleFiles, encode_captions
+from captionkit.bundle.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPLITS
+from captionkit.bundle.writer import BundleFiles, encode_captions
 from captionkit.checks import integer
 from captionkit.encoders.pipeline import Pca, encode_files
 from captionkit.encoders.record import EncoderRecord
-from captionkit.layout import ENCODER_FILE, PCA_FILE, REQUIRED_SPLITS, SPLITS
 from captionkit.safeio import parse_json, read_bounded, staged_directory
 from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary
 

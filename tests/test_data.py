@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from captionkit.data import BundleError, decode_captions, load_coco_data, sample_coco_minibatch
+from captionkit.data import BundleError, check_bundle, decode_captions, load_coco_data, sample_coco_minibatch
 from conftest import real_vocab, write_bundle
 
 
@@ -143,6 +143,13 @@ def test_bad_bundle_gives_one_clear_error(kind, bundle_dir):
     pattern = _corrupt(kind, bundle_dir)
     with pytest.raises(BundleError, match=pattern):
         load_coco_data(bundle_dir)
+    with pytest.raises(BundleError, match=pattern):  # the downloader's check refuses what the loader refuses
+        check_bundle(bundle_dir)
+
+
+def test_check_bundle_accepts_what_the_loader_reads(bundle_dir):
+    assert check_bundle(bundle_dir) is None
+    assert load_coco_data(bundle_dir)["train_features"].shape == (40, 512)
 
 
 def test_missing_directory(tmp_path):

@@ -214,8 +214,10 @@ def test_incomplete_bundle_is_refused(server, tmp_path, entries, message):
 @pytest.mark.parametrize("name, damage, message", [
     ("train2014_vgg16_fc7_pca.h5", lambda data: data[: len(data) // 3],
      r"train2014_vgg16_fc7_pca\.h5: cannot read HDF5 file"),
-    ("coco2014_vocab.json", lambda data: b'{"idx_to_word": [', r"coco2014_vocab\.json: not a readable JSON vocabulary"),
-    ("val2014_urls.txt", lambda data: b"http://example.org/only-one.jpg\n", r"val2014_urls\.txt: 1 URLs for the 3 images"),
+    ("coco2014_vocab.json", lambda data: b'{"idx_to_word": [',
+     r"coco2014_vocab\.json: not a readable JSON vocabulary"),
+    ("val2014_urls.txt", lambda data: b"http://example.org/only-one.jpg\n",
+     r"val2014_urls\.txt: 1 URLs for the 3 images"),
 ])
 def test_bundle_with_a_corrupt_file_is_refused(server, tmp_path, name, damage, message):
     entries = bundle_entries(replace={name: damage(_bundle_bytes()[name])})

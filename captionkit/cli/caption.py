@@ -5,11 +5,11 @@ from pathlib import Path
 
 import click
 
-from captionkit.atomicfile import atomic_write_text
 from captionkit.captioning import DEFAULT_MAX_LENGTH, caption_images
 from captionkit.cli.params import FiniteFloat
 from captionkit.images import read_image
 from captionkit.plotting import plot_caption_grid
+from captionkit.safeio import atomic_write_text
 
 _STAGES = {"encoding": "encoding pictures", "captions": "generating captions"}
 

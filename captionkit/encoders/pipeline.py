@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.atomicfile import atomic_write
-from captionkit.data import BundleError, checked_dataset
+from captionkit.bundle.layout import ENCODER_FILE, PCA_FILE, bundle_paths
+from captionkit.bundle.reader import BundleError, checked_dataset
 from captionkit.encoders.base import EncoderError, check_features
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
 from captionkit.images import ImageFileError, read_image
-from captionkit.layout import ENCODER_FILE, PCA_FILE, bundle_paths
+from captionkit.safeio import atomic_write
 
 __all__ = ["EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
 

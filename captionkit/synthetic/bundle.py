@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit.bundle_writer import BundleFiles, encode_captions
+from captionkit.bundle.layout import ENCODER_FILE, REQUIRED_SPLITS
+from captionkit.bundle.writer import BundleFiles, encode_captions
 from captionkit.checks import integer
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
-from captionkit.layout import ENCODER_FILE, REQUIRED_SPLITS
 from captionkit.safeio import staged_directory
 from captionkit.synthetic.generate import generate_split, image_digest
 from captionkit.synthetic.grammar import MAX_WORDS, vocabulary

@@ -1,20 +1,19 @@
-"""Writing captioning bundles (the layout :mod:`captionkit.data` reads, under captionkit's file names).
+"""Writing captioning bundles (the layout :mod:`captionkit.bundle.reader` reads, under captionkit's file names).
 
 Used by the built-in dataset (:mod:`captionkit.synthetic.bundle`) and by ``captionkit data import``
-(:mod:`captionkit.importing`). A bundle appears only once complete: :func:`staged_directory` gives a temporary
-sibling folder to write into and renames it into place at the end, so a failure or a kill leaves no half-written
-bundle behind.
+(:mod:`captionkit.importing`). A bundle appears only once complete: :func:`captionkit.safeio.staged_directory`
+gives a temporary sibling folder to write into and renames it into place at the end, so a failure or a kill leaves
+no half-written bundle behind.
 """
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from captionkit.layout import LAYOUTS, bundle_paths, images_path
-from captionkit.safeio import staged_directory
+from captionkit.bundle.layout import LAYOUTS, bundle_paths, images_path
 from captionkit.vocabulary import END, NULL, SPECIAL_TOKENS, START, UNK, Vocabulary
 
-__all__ = ["BundleFiles", "encode_captions", "staged_directory", "vocabulary_file_content"]
+__all__ = ["BundleFiles", "encode_captions", "vocabulary_file_content"]
 
 
 def encode_captions(captions_per_image, word_to_idx, max_words):
@@ -37,8 +36,7 @@ def encode_captions(captions_per_image, word_to_idx, max_words):
 
 def vocabulary_file_content(idx_to_word):
     """``vocab.json``'s text for ``idx_to_word`` (which starts with the special tokens in their order and lists
-    every word once: the same check :func:`captionkit.data.load_coco_data` applies, so no bundle is written that
-    would then be refused)."""
+    every word once: the check the reader applies, so no bundle is written that it would then refuse)."""
     return Vocabulary(idx_to_word, source="vocabulary being written").document()
 
 
