@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from captionkit.comparison import read_run
 from captionkit.runs import RunDirectory
 from captionkit.safeio import (TEMPORARY_NAME, atomic_write, atomic_write_text, check_format, hdf5_errors, parse_json,
                                read_bounded, read_json, size_text, staged_directory, temporary_path)
@@ -148,3 +149,15 @@ def test_a_fifo_in_place_of_a_run_record_reads_as_missing(tmp_path):
     reader.join(10)
     assert not reader.is_alive(), "reading a FIFO at summary.json blocked"
     assert result["value"] == {}
+
+
+@needs_fifo
+def test_compare_reads_a_run_with_a_fifo_at_summary_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"cell_type": "rnn"}))
+    os.mkfifo(tmp_path / "summary.json")
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(report=read_run(tmp_path)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "compare blocked on a FIFO at summary.json"
+    assert result["report"].config == {"cell_type": "rnn"} and result["report"].summary == {}
