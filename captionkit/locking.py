@@ -10,6 +10,8 @@ import socket
 import time
 from pathlib import Path
 
+from captionkit.safeio import read_json
+
 __all__ = ["DirectoryLock", "LockHeldError", "is_locked"]
 
 try:
@@ -24,7 +26,7 @@ class LockHeldError(RuntimeError):
 
 def _owner_text(path):
     try:
-        owner = json.loads(Path(path).read_text(encoding="utf-8"))
+        owner = read_json(path, 2**16, "lock")  # the owner writes a line of about 80 bytes
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner["started"])))
         return f"pid {int(owner['pid'])} on {owner['host']}, since {started}"
     except (OSError, ValueError, KeyError, TypeError):
