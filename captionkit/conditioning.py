@@ -17,7 +17,10 @@ __all__ = ["Conditioning", "ImageProjection"]
 
 
 class Conditioning(abc.ABC):
-    """Base class of conditioning parts. ``ops`` is the backend's layer functions (``runtime(backend).ops``)."""
+    """Base class of conditioning parts. ``ops`` is the backend's layer functions (``runtime(backend).ops``);
+    ``context_dim`` is the width of the per-step context's rows, None when :meth:`forward` gives no context."""
+
+    context_dim = None
 
     def __init__(self, input_dim, hidden_dim, ops):
         self.input_dim, self.hidden_dim, self.ops = int(input_dim), int(hidden_dim), ops

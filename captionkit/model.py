@@ -13,7 +13,7 @@ import numpy as np
 
 from captionkit import decoding, parallel
 from captionkit.backend import resolve_backend, runtime
-from captionkit.cells import get_cell
+from captionkit.cells import CellSizes, get_cell
 from captionkit.conditioning import ImageProjection
 from captionkit.checks import integer
 
@@ -93,6 +93,7 @@ class CaptioningRNN:
         self._runtime = runtime(self.backend)
         self.cell = get_cell(cell_type)(backend=self.backend)
         self.conditioning = ImageProjection(input_dim, hidden_dim, self._runtime.ops)
+        self.cell_sizes = CellSizes(int(wordvec_dim), int(hidden_dim), int(input_dim), self.conditioning.context_dim)
         self.dtype = np.dtype(dtype).type
         self.word_to_idx = word_to_idx
         self.idx_to_word = {i: w for w, i in word_to_idx.items()}
@@ -112,7 +113,7 @@ class CaptioningRNN:
         rng = np.random if seed is None else np.random.RandomState(seed)
         params = {"W_embed": rng.standard_normal((V, W)) / 100}
         params.update(self.conditioning.init_params(rng))
-        params.update(self.cell.init_params(W, H, rng))
+        params.update(self.cell.init_params_for(self.cell_sizes, rng))
         params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
@@ -125,10 +126,8 @@ class CaptioningRNN:
         forward and backward) and three of word vectors; measured against real steps by
         ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
         W, H = self.wordvec_dim, self.hidden_dim
-        # Elements of the cell's parameters per hidden unit and input: 1 for the vanilla RNN, 4 for an LSTM.
-        gates = max(1, round(sum(self.params[name].size for name in self.cell_param_names) / (H * (W + H + 1))))
         steps = max(int(caption_length) - 1, 1)
-        per_step = 6 * self.vocab_size + 6 * (1 + gates) * H + 3 * W
+        per_step = 6 * self.vocab_size + 6 * self.cell.step_blocks(self.cell_sizes) * H + 3 * W
         per_caption = steps * per_step + 3 * self.input_dim
         return int(batch_size) * per_caption * np.dtype(self.dtype).itemsize
 
@@ -143,7 +142,7 @@ class CaptioningRNN:
     @property
     def cell_param_names(self):
         """Names of the cell's own parameters, in declaration order."""
-        return list(self.cell.parameters(self.wordvec_dim, self.hidden_dim))
+        return list(self.cell.parameters_for(self.cell_sizes))
 
     def _cell_params(self):
         return {name: self.params[name] for name in self.cell_param_names}
@@ -185,9 +184,9 @@ class CaptioningRNN:
     def _hidden_states(self, features, captions_in):
         """The forward pass up to the cell: the conditioning's cache, the word vectors' cache, h (N, T, H) and the
         cell's cache."""
-        h0, _, conditioning_cache = self.conditioning.forward(features, self._conditioning_params())
+        h0, context, conditioning_cache = self.conditioning.forward(features, self._conditioning_params())
         x, embed_cache = self._runtime.ops.word_embedding_forward(captions_in, self.params["W_embed"])
-        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
+        h, cell_cache = self.cell.run_forward(x, h0, self._cell_params(), context)
         return conditioning_cache, embed_cache, self._contiguous(h), cell_cache
 
     # ------------------------------------------------------------------ training
@@ -216,10 +215,10 @@ class CaptioningRNN:
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
                                                                          mask, batch=batch)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
-        dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
+        dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
         grads.update(cell_grads)
         grads["W_embed"] = ops.word_embedding_backward(self._contiguous(dx), embed_cache)
-        grads.update(self.conditioning.backward(self._contiguous(dh0), None, conditioning_cache))
+        grads.update(self.conditioning.backward(self._contiguous(dh0), dcontext, conditioning_cache))
         return loss, grads
 
     def caption_nll(self, features, captions):
@@ -262,7 +261,9 @@ class CaptioningRNN:
         """Greedy captions (N, max_length) of checked features (N, D), N >= 1, in one call of the cell when it
         decodes whole captions itself (the numbers of decoding's step loop), else None."""
         p = self.params
-        h0, _ = self.conditioning.decoding_inputs(features, self._conditioning_params())
+        h0, context = self.conditioning.decoding_inputs(features, self._conditioning_params())
+        if context is not None:
+            return None  # the fused loops take no context yet
         return self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
                                        self._start, self._end, self._null, max_length)
 
@@ -276,8 +277,8 @@ class CaptioningRNN:
 
     def _advance(self, words, state, context, images):
         """The cell's next state (M rows) after reading words (M,); ``images`` (M,) the row of ``context`` each row
-        reads, unused while the context is None."""
-        return self.cell.step(self.params["W_embed"][words], state, self._cell_params())
+        reads."""
+        return self.cell.run_step(self.params["W_embed"][words], state, self._cell_params(), context, images)
 
     def greedy_step(self, words, state, context, images):
         """One greedy step for M rows: (the best next word of each (M,) int64, the next state)."""
