@@ -1,11 +1,23 @@
-"""Beam search over the captions of a recurrent captioning model.
+"""Decoding: every loop that turns image features into captions, greedy, random sampling and beam search.
 
-The search is generic: it sees a ``step`` function that turns the previous words and the recurrent state into
-each hypothesis's best next words with their log-probabilities, and a state that is a tuple of arrays with one row
-per hypothesis. It expands, selects and reorders those rows without knowing what they mean, so it works for any cell
-of the registry. :func:`decode` connects it to a :class:`~captionkit.model.CaptioningRNN`, whose
-``decoding_step`` computes those words on the model's backend; ``CaptioningRNN.sample(beam_size=K)`` calls it for
-K > 1.
+The loops see a model through one step protocol, which :class:`~captionkit.model.CaptioningRNN` implements on its
+backend:
+
+- ``decoding_start(features) -> (state, context)``: the recurrent state before the first word (a tuple of arrays
+  with one row per image, h first) and the per-image context the cell reads at each step (None: none);
+- ``decoding_step(words, state, context, images, k) -> (log_probs (M, k), word_ids (M, k), next state)``: for M
+  rows, their last words (M,), their state (M rows) and ``images`` (M,), the image of each row (the row of
+  ``context`` it reads), each row's k best next words (ties: the lower id first) with their log-probabilities;
+- ``greedy_step(words, state, context, images) -> (best words (M,), next state)``: the same step ranked for its best
+  word alone;
+- ``fused_greedy(features, max_length)``: a cell's compiled greedy loop in one call (the same captions as the step
+  loop, faster), or None;
+- ``map_rows(rows, task)``: the model's sharding of independent rows, and ``_check_features``, its check of the
+  features, which every loop here makes once.
+
+Beam search sees only a ``step`` function and a state: it expands, selects and reorders the state's rows (one per
+hypothesis) without knowing what they mean, so it works for any cell of the registry, and it passes the step each
+row's image, so per-image data (the context) is indexed, never copied per hypothesis.
 
 How a step works, per image with beam size K: each of the K live hypotheses is extended by every word, scored by
 its total log-probability (log-softmax of the model's scores, summed over the words so far). Of these candidates,
@@ -27,8 +39,8 @@ import numpy as np
 
 from captionkit.checks import integer, number
 
-__all__ = ["BeamSearchResult", "beam_search", "check_beam_args", "check_sampling_args", "decode", "length_normalizer",
-           "sample_words"]
+__all__ = ["BeamSearchResult", "beam_search", "captions", "check_beam_args", "check_sampling_args", "decode", "greedy",
+           "length_normalizer", "sample_words"]
 
 
 class BeamSearchResult(NamedTuple):
@@ -71,8 +83,8 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
                 null=0):
     """Beam search from ``initial_state`` (a tuple of arrays with N rows, h first) -> :class:`BeamSearchResult`.
 
-    ``step(words, state, k) -> (log_probs, word_ids, next_state)`` takes words (M,) int64, a state of M rows and a
-    count k, and returns for each row its k best next words: log-probabilities (M, k), best first, word ids (M, k)
+    ``step(words, state, k, images) -> (log_probs, word_ids, next_state)`` takes words (M,) int64, a state of M rows,
+    a count k and the image of each row (M,) int64 (hypotheses n * K to n * K + K - 1 are image n's), and returns for each row its k best next words: log-probabilities (M, k), best first, word ids (M, k)
     (ties: the lower id first) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends
     a caption (None: captions only stop at ``max_length``), ``null`` the padding id, ``vocab_size`` V. See the
     module docstring for the search and ``length_penalty``. Raises ValueError for bad arguments and
@@ -90,7 +102,9 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
 
     # Row n * K + k of the state holds hypothesis k of image n. All K start as copies of the image's state; only
     # hypothesis 0 may expand at the first step (the others score -inf), so the beam does not fill with duplicates.
+    # Hypotheses are reordered within their image only, so the row-to-image map stays the same throughout.
     state = tuple(np.repeat(s, K, axis=0) for s in initial_state)
+    images = np.repeat(np.arange(num_images, dtype=np.int64), K)
     words = np.full(num_images * K, start, dtype=np.int64)
     totals = np.full((num_images, K), -np.inf)
     totals[:, 0] = 0.0
@@ -103,7 +117,7 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
     per_beam = min(K + 1, vocab_size)
 
     for t in range(L):
-        step_log_probs, top_words, state = step(words, state, per_beam)
+        step_log_probs, top_words, state = step(words, state, per_beam, images)
         step_log_probs, top_words = np.asarray(step_log_probs), np.asarray(top_words)
         if step_log_probs.shape != (num_images * K, per_beam) or top_words.shape != step_log_probs.shape:
             raise ValueError(f"step returned log-probabilities of shape {step_log_probs.shape} and words of shape "
@@ -156,28 +170,89 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
     return BeamSearchResult(captions, log_probs)
 
 
-def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
-    """Captions of ``model`` (a CaptioningRNN) for image features (N, D) -> :class:`BeamSearchResult`.
-
-    Runs :func:`beam_search` on the model's ``decoding_step``, which embeds the previous words, advances the cell one
-    step and ranks the vocabulary from h, exactly as greedy ``CaptioningRNN.sample`` does.
-    """
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
-        raise ValueError(f"features must be numeric with shape (N, {model.input_dim}), got {features.shape}")
+def _start_ids(model, features, max_length):
+    """The checks every decoding loop makes: features (N, D) as the model checks them, max_length, and a vocabulary
+    with ``<START>`` -> (features, start, end or None, null)."""
+    features = model._check_features(features)
+    integer("max_length", max_length)
     start = model.word_to_idx.get("<START>")
     if start is None:
         raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+    return features, start, model.word_to_idx.get("<END>"), model.word_to_idx["<NULL>"]
+
+
+def captions(model, features, max_length=30, beam_size=1, length_penalty=0.0):
+    """``CaptioningRNN.sample``: greedy decoding for ``beam_size`` 1, else beam search -> captions (N, max_length)
+    int32, the first chosen word first, ``<END>`` included, ``<NULL>`` after."""
+    features, *ids = _start_ids(model, features, max_length)
+    beam_size, length_penalty = check_beam_args(beam_size, length_penalty)
+    if beam_size > 1:
+        return _beam(model, features, max_length, beam_size, length_penalty, *ids).captions
+    return _greedy(model, features, max_length, *ids)
+
+
+def greedy(model, features, max_length=30):
+    """Greedy decoding: features (N, D) -> captions (N, max_length) int32, each step's best word.
+
+    Once a caption has produced ``<END>`` the rest of its row stays ``<NULL>``; decoding stops early when every
+    caption has ended. Rows never interact, so each of the model's shards of them decodes on its own, in one call
+    of the cell's fused loop when it has one (``fused_greedy``), else step by step.
+    """
+    features, *ids = _start_ids(model, features, max_length)
+    return _greedy(model, features, max_length, *ids)
+
+
+def _greedy(model, features, max_length, start, end, null):
+    if features.shape[0] == 0:
+        return np.full((0, max_length), null, dtype=np.int32)
+
+    def decode_rows(rows):
+        fused = model.fused_greedy(features[rows], max_length)
+        return fused if fused is not None else _greedy_steps(model, features[rows], max_length, start, end, null)
+
+    return np.concatenate(model.map_rows(features.shape[0], decode_rows))
+
+
+def _greedy_steps(model, features, max_length, start, end, null):
+    """The step loop of :func:`greedy` on features (N, D), N >= 1, checked."""
+    N = features.shape[0]
+    captions = np.full((N, max_length), null, dtype=np.int32)
+    state, context = model.decoding_start(features)
+    images = np.arange(N, dtype=np.int64)
+    words = np.full(N, start, dtype=np.int64)
+    alive = np.ones(N, dtype=bool)
+    for t in range(max_length):
+        words, state = model.greedy_step(words, state, context, images)
+        captions[alive, t] = words[alive]
+        if end is not None:
+            alive &= words != end
+            if not alive.any():
+                break
+    return captions
+
+
+def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
+    """Beam search with ``model`` (a CaptioningRNN) for image features (N, D) -> :class:`BeamSearchResult`.
+
+    Runs :func:`beam_search` on the model's ``decoding_step``, which embeds the previous words, advances the cell one
+    step and ranks the vocabulary from h, exactly as greedy decoding does.
+    """
+    features, *ids = _start_ids(model, features, max_length)
+    return _beam(model, features, max_length, beam_size, length_penalty, *ids)
+
+
+def _beam(model, features, max_length, beam_size, length_penalty, start, end, null):
+    state, context = model.decoding_start(features)
     return beam_search(
-        model.decoding_step,
-        model.decoding_state(np.ascontiguousarray(features, dtype=model.dtype)),
+        lambda words, state, k, images: model.decoding_step(words, state, context, images, k),
+        state,
         start=start,
-        end=model.word_to_idx.get("<END>"),
+        end=end,
         vocab_size=model.vocab_size,
         max_length=max_length,
         beam_size=beam_size,
         length_penalty=length_penalty,
-        null=model.word_to_idx["<NULL>"],
+        null=null,
     )
 
 
@@ -188,7 +263,7 @@ def check_sampling_args(temperature, top_k):
 
 def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rng=None):
     """Captions drawn at random, word by word: features (N, D) -> captions (N, max_length) int32, laid out as
-    :meth:`CaptioningRNN.sample`'s.
+    :func:`greedy`'s.
 
     At each step a word is drawn with probability proportional to ``p ** (1 / temperature)`` among the ``top_k``
     most probable next words (all words when None), ``p`` being the model's softmax. ``temperature`` below 1
@@ -196,24 +271,19 @@ def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rn
     ``rng``: a ``numpy.random.Generator`` (default: a fresh one).
     """
     temperature, top_k = check_sampling_args(temperature, top_k)
-    features = np.asarray(features)
-    if features.ndim != 2 or features.shape[1] != model.input_dim or not np.issubdtype(features.dtype, np.number):
-        raise ValueError(f"features must be numeric with shape (N, {model.input_dim}), got {features.shape}")
-    integer("max_length", max_length)
-    start, end, null = (model.word_to_idx.get(token) for token in ("<START>", "<END>", "<NULL>"))
-    if start is None:
-        raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
+    features, start, end, null = _start_ids(model, features, max_length)
     rng = np.random.default_rng() if rng is None else rng
     count = features.shape[0]
     captions = np.full((count, max_length), null, dtype=np.int32)
-    state = model.decoding_state(np.ascontiguousarray(features, dtype=model.dtype))
+    state, context = model.decoding_start(features)
+    images = np.arange(count, dtype=np.int64)
     words = np.full(count, start, dtype=np.int64)
     alive = np.ones(count, dtype=bool)
     k = model.vocab_size if top_k is None else min(top_k, model.vocab_size)
     for t in range(max_length):
         if count == 0:
             break
-        log_probs, ids, state = model.decoding_step(words, state, k)
+        log_probs, ids, state = model.decoding_step(words, state, context, images, k)
         scaled = log_probs.astype(np.float64) / temperature
         weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
         cumulative = np.cumsum(weights, axis=1)

@@ -1,7 +1,7 @@
 """CaptioningRNN: image features in, caption words out, with any registered recurrent cell.
 
-The model of the CS231n assignment, generic over cells: image features are projected to the initial hidden state,
-caption words are embedded, the cell runs over the sequence, and an affine layer scores the vocabulary at each step.
+The model of the CS231n assignment, generic over cells: image features reach the cell through a conditioning part
+(:mod:`captionkit.conditioning`; today a projection to the initial hidden state), caption words are embedded, the cell runs over the sequence, and an affine layer scores the vocabulary at each step.
 The model knows the Cell interface only; ``cell_type`` is looked up in the registry. Each computation (loss, greedy
 and beam decoding steps, caption likelihoods) is written once over the backend's layer functions
 (:func:`captionkit.backend.runtime`): the numpy reference or the compiled kernels, which on the compiled backend run
@@ -13,7 +13,8 @@ import numpy as np
 
 from captionkit import decoding, parallel
 from captionkit.backend import resolve_backend, runtime
-from captionkit.cells import get_cell
+from captionkit.cells import CellSizes, get_cell
+from captionkit.conditioning import ImageProjection
 from captionkit.checks import integer
 
 __all__ = ["CaptioningRNN", "parameter_shapes"]
@@ -91,6 +92,8 @@ class CaptioningRNN:
         self.backend = resolve_backend(backend)
         self._runtime = runtime(self.backend)
         self.cell = get_cell(cell_type)(backend=self.backend)
+        self.conditioning = ImageProjection(input_dim, hidden_dim, self._runtime.ops)
+        self.cell_sizes = CellSizes(int(wordvec_dim), int(hidden_dim), int(input_dim), self.conditioning.context_dim)
         self.dtype = np.dtype(dtype).type
         self.word_to_idx = word_to_idx
         self.idx_to_word = {i: w for w, i in word_to_idx.items()}
@@ -108,12 +111,9 @@ class CaptioningRNN:
             size, _PARAMETER_SHARE, f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has "
                       f"{size / 2**30:.1f} GiB of parameters, and training holds them about four times")
         rng = np.random if seed is None else np.random.RandomState(seed)
-        params = {
-            "W_embed": rng.standard_normal((V, W)) / 100,
-            "W_proj": rng.standard_normal((D, H)) / np.sqrt(D),
-            "b_proj": np.zeros(H),
-        }
-        params.update(self.cell.init_params(W, H, rng))
+        params = {"W_embed": rng.standard_normal((V, W)) / 100}
+        params.update(self.conditioning.init_params(rng))
+        params.update(self.cell.init_params_for(self.cell_sizes, rng))
         params["W_vocab"] = rng.standard_normal((H, V)) / np.sqrt(H)
         params["b_vocab"] = np.zeros(V)
         self.params = {name: value.astype(self.dtype) for name, value in params.items()}
@@ -126,10 +126,8 @@ class CaptioningRNN:
         forward and backward) and three of word vectors; measured against real steps by
         ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
         W, H = self.wordvec_dim, self.hidden_dim
-        # Elements of the cell's parameters per hidden unit and input: 1 for the vanilla RNN, 4 for an LSTM.
-        gates = max(1, round(sum(self.params[name].size for name in self.cell_param_names) / (H * (W + H + 1))))
         steps = max(int(caption_length) - 1, 1)
-        per_step = 6 * self.vocab_size + 6 * (1 + gates) * H + 3 * W
+        per_step = 6 * self.vocab_size + 6 * self.cell.step_blocks(self.cell_sizes) * H + 3 * W
         per_caption = steps * per_step + 3 * self.input_dim
         return int(batch_size) * per_caption * np.dtype(self.dtype).itemsize
 
@@ -144,10 +142,13 @@ class CaptioningRNN:
     @property
     def cell_param_names(self):
         """Names of the cell's own parameters, in declaration order."""
-        return list(self.cell.parameters(self.wordvec_dim, self.hidden_dim))
+        return list(self.cell.parameters_for(self.cell_sizes))
 
     def _cell_params(self):
         return {name: self.params[name] for name in self.cell_param_names}
+
+    def _conditioning_params(self):
+        return {name: self.params[name] for name in self.conditioning.parameters()}
 
     def _check_features(self, features):
         features = np.asarray(features)
@@ -181,13 +182,12 @@ class CaptioningRNN:
         return captions_in, captions_out, captions_out != self._null
 
     def _hidden_states(self, features, captions_in):
-        """The forward pass up to the cell: h0 and its cache, the word vectors' cache, h (N, T, H) and the cell's
-        cache."""
-        ops, p = self._runtime.ops, self.params
-        h0, proj_cache = ops.affine_forward(features, p["W_proj"], p["b_proj"])
-        x, embed_cache = ops.word_embedding_forward(captions_in, p["W_embed"])
-        h, cell_cache = self.cell.forward(x, h0, self._cell_params())
-        return proj_cache, embed_cache, self._contiguous(h), cell_cache
+        """The forward pass up to the cell: the conditioning's cache, the word vectors' cache, h (N, T, H) and the
+        cell's cache."""
+        h0, context, conditioning_cache = self.conditioning.forward(features, self._conditioning_params())
+        x, embed_cache = self._runtime.ops.word_embedding_forward(captions_in, self.params["W_embed"])
+        h, cell_cache = self.cell.run_forward(x, h0, self._cell_params(), context)
+        return conditioning_cache, embed_cache, self._contiguous(h), cell_cache
 
     # ------------------------------------------------------------------ training
     def loss(self, features, captions):
@@ -211,14 +211,14 @@ class CaptioningRNN:
         """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
         add up to the batch's."""
         ops, p = self._runtime.ops, self.params
-        proj_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
+        conditioning_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
                                                                          mask, batch=batch)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
-        dx, dh0, cell_grads = self.cell.backward(dh, cell_cache)
+        dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
         grads.update(cell_grads)
         grads["W_embed"] = ops.word_embedding_backward(self._contiguous(dx), embed_cache)
-        _, grads["W_proj"], grads["b_proj"] = ops.affine_backward(self._contiguous(dh0), proj_cache, input_grad=False)
+        grads.update(self.conditioning.backward(self._contiguous(dh0), dcontext, conditioning_cache))
         return loss, grads
 
     def caption_nll(self, features, captions):
@@ -250,64 +250,52 @@ class CaptioningRNN:
         produced ``<END>`` the rest of its row stays ``<NULL>``; decoding stops early when every caption has ended.
         ``beam_size`` > 1 runs beam search (:mod:`captionkit.decoding`, where ``length_penalty`` is explained).
         """
-        features = self._check_features(features)
-        integer("max_length", max_length)
-        if self._start is None:
-            raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
-        beam_size, length_penalty = decoding.check_beam_args(beam_size, length_penalty)
-        if beam_size > 1:
-            return decoding.decode(self, features, max_length, beam_size, length_penalty).captions
-        if features.shape[0] == 0:
-            return np.full((0, max_length), self._null, dtype=np.int32)
-        # Rows never interact, so each shard of them decodes on its own.
-        return np.concatenate(self._runtime.map_rows(features.shape[0],
-                                                     lambda rows: self._greedy(features[rows], max_length)))
+        return decoding.captions(self, features, max_length, beam_size, length_penalty)
 
-    def _greedy(self, features, max_length):
-        """Greedy decoding of features (N, D), N >= 1 -> captions (N, max_length), as :meth:`sample` describes: in
-        one call of the cell when it decodes whole captions itself, else step by step."""
+    # ------------------------------------------------------------------ decoding's step protocol
+    def map_rows(self, rows, task):
+        """``[task(rows_slice), ...]`` over slices covering ``range(rows)``, on the backend's shards."""
+        return self._runtime.map_rows(rows, task)
+
+    def fused_greedy(self, features, max_length):
+        """Greedy captions (N, max_length) of checked features (N, D), N >= 1, in one call of the cell when it
+        decodes whole captions itself (the numbers of decoding's step loop), else None."""
         p = self.params
-        h0 = self._project(features)
-        captions = self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
-                                           self._start, self._end, self._null, max_length)
-        if captions is not None:
-            return captions
-        N = features.shape[0]
-        captions = np.full((N, max_length), self._null, dtype=np.int32)
-        state = self.cell.initial_state(h0)
-        words = np.full(N, self._start, dtype=np.int64)
-        alive = np.ones(N, dtype=bool)
-        cell_params = self._cell_params()
-        for t in range(max_length):
-            state = self.cell.step(p["W_embed"][words], state, cell_params)
-            words = self._runtime.ops.affine_argmax(self._contiguous(state[0]), p["W_vocab"], p["b_vocab"])
-            captions[alive, t] = words[alive]
-            if self._end is not None:
-                alive &= words != self._end
-                if not alive.any():
-                    break
-        return captions
+        h0, context = self.conditioning.decoding_inputs(features, self._conditioning_params())
+        if context is not None:
+            return None  # the fused loops take no context yet
+        return self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
+                                       self._start, self._end, self._null, max_length)
 
-    def _project(self, features):
-        """Initial hidden state h0 (N, H) = features (N, D) @ W_proj + b_proj."""
-        return self._runtime.ops.affine_forward(features, self.params["W_proj"], self.params["b_proj"])[0]
-
-    def decoding_state(self, features):
-        """The cell's state (a tuple of arrays, h first) before the first word, for features (N, D) checked by the
-        caller: what :meth:`decoding_step` starts from."""
+    def decoding_start(self, features):
+        """For checked features (N, D): (the cell's state before the first word, a tuple of arrays with N rows, h
+        first; the per-step context, None for this model's conditioning)."""
         if features.shape[0] == 0:
-            return self.cell.initial_state(np.zeros((0, self.hidden_dim), dtype=self.dtype))
-        return self.cell.initial_state(self._project(features))
+            return self.cell.initial_state(np.zeros((0, self.hidden_dim), dtype=self.dtype)), None
+        h0, context = self.conditioning.decoding_inputs(features, self._conditioning_params())
+        return self.cell.initial_state(h0), context
 
-    def decoding_step(self, words, state, k):
-        """One decoding step for M hypotheses: their last words (M,), their state (M rows) ->
-        ``(log_probs (M, k), word_ids (M, k), next state)``, each row's k best next words (k at most V) by their
-        log-probability, best first (ties: the lower id), as :func:`captionkit.decoding.beam_search` asks."""
-        p, cell_params = self.params, self._cell_params()
+    def _advance(self, words, state, context, images):
+        """The cell's next state (M rows) after reading words (M,); ``images`` (M,) the row of ``context`` each row
+        reads."""
+        return self.cell.run_step(self.params["W_embed"][words], state, self._cell_params(), context, images)
+
+    def greedy_step(self, words, state, context, images):
+        """One greedy step for M rows: (the best next word of each (M,) int64, the next state)."""
+        next_state = self._advance(words, state, context, images)
+        words = self._runtime.ops.affine_argmax(self._contiguous(next_state[0]), self.params["W_vocab"],
+                                                self.params["b_vocab"])
+        return words, next_state
+
+    def decoding_step(self, words, state, context, images, k):
+        """One decoding step for M hypotheses: their last words (M,), their state (M rows), the per-image context
+        and each row's image (M,) -> ``(log_probs (M, k), word_ids (M, k), next state)``, each row's k best next
+        words (k at most V) by their log-probability, best first (ties: the lower id), on the backend's shards."""
+        p = self.params
         k = min(k, self.vocab_size)
 
         def expand(rows):
-            next_state = self.cell.step(p["W_embed"][words[rows]], tuple(s[rows] for s in state), cell_params)
+            next_state = self._advance(words[rows], tuple(s[rows] for s in state), context, images[rows])
             log_probs, ids = self._runtime.ops.affine_log_softmax_topk(self._contiguous(next_state[0]),
                                                                        p["W_vocab"], p["b_vocab"], k)
             return log_probs, ids, next_state

@@ -279,7 +279,7 @@ def test_invalid_length_penalty_is_rejected(length_penalty):
 
 
 def test_bad_arguments_to_the_generic_search_are_named():
-    def step(words, state, k):
+    def step(words, state, k, images):
         return np.full((words.shape[0], k), -1.0), np.tile(np.arange(k), (words.shape[0], 1)), state
 
     state = (np.zeros((2, 3)),)
@@ -290,9 +290,9 @@ def test_bad_arguments_to_the_generic_search_are_named():
     with pytest.raises(ValueError, match="same number of rows"):
         beam_search(step, (np.zeros((2, 3)), np.zeros((3, 3))), start=1, end=2, vocab_size=4)
     with pytest.raises(ValueError, match=r"expected \(4, 3\) each"):
-        beam_search(lambda words, state, k: step(words, state, k - 1), state, start=1, end=2, vocab_size=4,
-                    beam_size=2)
-    with pytest.raises(ValueError, match=r"features must be numeric with shape \(N, 6\)"):
+        beam_search(lambda words, state, k, images: step(words, state, k - 1, images), state, start=1, end=2,
+                    vocab_size=4, beam_size=2)
+    with pytest.raises(ValueError, match=r"features must have shape \(N, 6\)"):
         decode(random_model(0), np.zeros((2, 5)), beam_size=2)
 
 

@@ -4,7 +4,7 @@ The vanilla RNN is built in; further cells come from plugins (entry-point group 
 the usual gated form subclasses :class:`GatedCell` and writes only its elementwise part; any other cell implements
 :class:`Cell`. See docs/cells.md.
 """
-from captionkit.cells.base import Cell, ParamSpec
+from captionkit.cells.base import Cell, CellSizes, ParamSpec
 from captionkit.cells.gated import GatedCell
 from captionkit.cells.registry import (
     ENTRY_POINT_GROUP,
@@ -25,6 +25,7 @@ __all__ = [
     "CellConflictError",
     "CellInfo",
     "CellLoadError",
+    "CellSizes",
     "CellRegistry",
     "GatedCell",
     "ParamSpec",

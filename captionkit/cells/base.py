@@ -4,14 +4,31 @@ A cell owns its parameters (declared by name, shape and initial scale in terms o
 hidden size H), a sequence forward/backward used for training, and a single step used for decoding. The model knows
 only this interface; docs/cells.md explains it with a worked example.
 
-Shapes: N minibatch, T time steps, W word-vector size, H hidden size.
+The model calls a cell through its ``run_*`` methods and :meth:`Cell.parameters_for`, which see the model's sizes
+(:class:`CellSizes`) and the conditioning's per-step context, and adapt them to the cell's own methods: a cell
+written against the plain interface (``parameters(W, H)``, ``forward(x, h0, params)``, ...) keeps working as it is,
+and a cell that reads the context opts in with ``reads_context = True``.
+
+Shapes: N minibatch, T time steps, W word-vector size, H hidden size, D image-feature size.
 """
 import abc
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Cell", "ParamSpec", "shape_problem"]
+__all__ = ["Cell", "CellSizes", "ParamSpec", "shape_problem"]
+
+
+@dataclass(frozen=True)
+class CellSizes:
+    """The model's sizes that a cell sees: word vectors W (``wordvec_dim``), hidden state H (``hidden_dim``), image
+    features D (``input_dim``), and the width of the conditioning's per-step context rows (``context_dim``, None
+    when the model has no context)."""
+
+    wordvec_dim: int
+    hidden_dim: int
+    input_dim: int
+    context_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +58,17 @@ class Cell(abc.ABC):
 
     The recurrent state is a tuple of arrays with N rows whose first element is the hidden state h (N, H): decoders
     select and reorder its rows (beam search) without knowing what the other elements mean.
+
+    A cell that reads the conditioning's per-step context (one row per image) sets ``reads_context = True``; its
+    :meth:`forward` then takes ``context`` (one row per sequence) as a further argument, :meth:`step` takes
+    ``context, images`` (the context of every image and, for each stepped row, the row of its image, so that beam
+    search's hypotheses share their image's context rather than copy it), and :meth:`backward` returns the
+    context's gradient fourth. Other cells never see a context, and a model with one refuses them.
     """
 
     name = None
     compiled = False
+    reads_context = False
 
     def __init__(self, backend="numpy"):
         if backend not in ("numpy", "cython"):
@@ -61,6 +85,50 @@ class Cell(abc.ABC):
     def init_params(self, wordvec_dim, hidden_dim, rng=np.random):
         """Fresh float64 parameters ``{name: array}`` drawn from ``rng`` as :meth:`parameters` declares."""
         return {name: spec.initial_value(rng) for name, spec in self.parameters(wordvec_dim, hidden_dim).items()}
+
+    # ------------------------------------------------------------------ what the model calls
+    def parameters_for(self, sizes):
+        """The parameters of this cell in a model of :class:`CellSizes` ``sizes``; by default :meth:`parameters` of
+        its W and H. A cell whose parameters depend on the feature or context size overrides this."""
+        return self.parameters(sizes.wordvec_dim, sizes.hidden_dim)
+
+    def init_params_for(self, sizes, rng=np.random):
+        """Fresh float64 parameters for ``sizes``, drawn from ``rng`` in :meth:`parameters_for`'s order."""
+        return {name: spec.initial_value(rng) for name, spec in self.parameters_for(sizes).items()}
+
+    def step_blocks(self, sizes):
+        """H-wide arrays per row and time step that the cell holds for one training step (forward and backward
+        caches count once each; the model multiplies): the memory estimate of ``CaptioningRNN.training_step_bytes``.
+        The default is 1 + the gate count that a cell of the usual form (Wx (W, G*H), Wh (H, G*H), b (G*H,)) with
+        as many parameter elements would have, at least 1; a cell that knows better overrides it."""
+        W, H = sizes.wordvec_dim, sizes.hidden_dim
+        elements = sum(int(np.prod(spec.shape, dtype=object)) for spec in self.parameters_for(sizes).values())
+        return 1 + max(1, round(elements / (H * (W + H + 1))))
+
+    def _refuse_context(self, context):
+        if context is not None and not self.reads_context:
+            raise ValueError(f"cell {self.name!r} does not read a per-step context (reads_context is False), but "
+                             "the model's conditioning gives one")
+
+    def run_forward(self, x, h0, params, context=None):
+        """:meth:`forward` with the conditioning's context (None: none) -> h (N, T, H), cache."""
+        self._refuse_context(context)
+        return self.forward(x, h0, params, context) if self.reads_context else self.forward(x, h0, params)
+
+    def run_backward(self, dh, cache):
+        """:meth:`backward` -> dx (N, T, W), dh0 (N, H), the context's gradient (None for a cell without one),
+        grads."""
+        if self.reads_context:
+            dx, dh0, grads, dcontext = self.backward(dh, cache)
+            return dx, dh0, dcontext, grads
+        dx, dh0, grads = self.backward(dh, cache)
+        return dx, dh0, None, grads
+
+    def run_step(self, x, state, params, context=None, images=None):
+        """:meth:`step` with the context of every image (None: none) and ``images`` (M,), the image of each of the
+        M stepped rows -> the next state tuple."""
+        self._refuse_context(context)
+        return self.step(x, state, params, context, images) if self.reads_context else self.step(x, state, params)
 
     def initial_state(self, h0):
         """Recurrent state at t=0 from the projected image features h0 (N, H); by default just ``(h0,)``."""

@@ -95,6 +95,10 @@ class GatedCell(Cell):
     def initial_state(self, h0):
         return self.pointwise.initial_state(h0)
 
+    def step_blocks(self, sizes):
+        """h and the G gate blocks, per row and step."""
+        return 1 + self.pointwise.gates
+
     def forward(self, x, h0, params):
         self.check_inputs(x, h0, params)
         return self._ops.gated_forward(x, h0, params["Wx"], params["Wh"], params["b"], self.pointwise)

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from captionkit.backend import compiled_available
-from captionkit.cells import CellConflictError, CellLoadError, GatedCell, ParamSpec, UnknownCellError, get_cell
+from captionkit.cells import (
+    Cell,
+    CellConflictError,
+    CellLoadError,
+    CellSizes,
+    GatedCell,
+    ParamSpec,
+    UnknownCellError,
+    get_cell,
+)
 from captionkit.cells.registry import describe_cell
 from captionkit.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array
 
@@ -166,6 +175,57 @@ def _check_declaration(cell, seed):
             raise _CheckFailed(f"init_params gives no value for the declared parameter {name!r}")
         _expect_shape(f"initial value of {name!r}", initial[name], spec.shape, np.float64)
     return ", ".join(f"{name} {tuple(spec.shape)}" for name, spec in declared.items()) + f" for W={W}, H={H}"
+
+
+def _check_model_sizes(cell, seed):
+    """What the model asks with its sizes: the parameters (those of parameters(W, H) unless the cell overrides
+    parameters_for), their initial values, and the step's memory blocks."""
+    sizes = CellSizes(W, H, D)
+    declared = cell.parameters_for(sizes)
+    if type(cell).parameters_for is Cell.parameters_for and declared != cell.parameters(W, H):
+        raise _CheckFailed("parameters_for(sizes) differs from parameters(W, H) without being overridden")
+    if not isinstance(declared, dict) or not all(isinstance(spec, ParamSpec) for spec in declared.values()):
+        raise _CheckFailed(f"parameters_for(sizes) must return a dict of ParamSpec, got {declared!r}")
+    initial = cell.init_params_for(sizes, np.random.RandomState(seed))
+    for name, spec in declared.items():
+        if name not in initial:
+            raise _CheckFailed(f"init_params_for gives no value for the declared parameter {name!r}")
+        _expect_shape(f"initial value of {name!r}", initial[name], spec.shape, np.float64)
+    blocks = cell.step_blocks(sizes)
+    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+        raise _CheckFailed(f"step_blocks(sizes) must be an integer >= 1, got {blocks!r}")
+    return f"{len(declared)} parameters for {sizes}; {blocks} H-wide blocks per step"
+
+
+def _check_without_context(cell, seed):
+    """The model's calls with context None (run_forward, run_backward, run_step) give the cell's own results, and a
+    cell that reads no context refuses one, naming itself."""
+    x, h0, params, dh = _sample(cell, np.float64, seed)
+    h, cache = cell.run_forward(x, h0, params, None)
+    _expect_shape("run_forward's h", h, (N, T, H), np.float64)
+    dx, dh0, dcontext, grads = cell.run_backward(dh, cache)
+    if not cell.reads_context:
+        if dcontext is not None:
+            raise _CheckFailed("run_backward gives a context gradient for a cell that reads no context")
+        own_h, own_dx, own_dh0, own_grads = _run(cell, x, h0, params, dh)
+        if not (np.array_equal(h, own_h) and np.array_equal(dx, own_dx) and np.array_equal(dh0, own_dh0)
+                and all(np.array_equal(grads[k], own_grads[k]) for k in params)):
+            raise _CheckFailed("run_forward and run_backward differ from the cell's forward and backward")
+    x0 = np.ascontiguousarray(x[:, 0])
+    state = cell.run_step(x0, cell.initial_state(h0), params, None, np.arange(N))
+    error = _scale_error(state[0], h[:, 0])
+    if error > FLOAT64_MATCH_LIMIT:
+        raise _CheckFailed(f"run_step's h differs from run_forward's first step by {error:.2e}")
+    if cell.reads_context:
+        return "run_forward, run_backward and run_step run with context None"
+    try:
+        cell.run_step(x0, cell.initial_state(h0), params, np.zeros((N, 1)), np.arange(N))
+    except ValueError as exc:
+        if repr(cell.name) not in str(exc):
+            raise _CheckFailed(f"refusing a context, the error does not name the cell: {exc}") from None
+    else:
+        raise _CheckFailed("run_step accepted a context although the cell does not read one")
+    return "run_forward, run_backward and run_step are the cell's own calls; a context is refused, naming the cell"
 
 
 def _check_shapes(dtype):
@@ -374,6 +434,8 @@ def _checks(cell_type, compiled_path):
     """The checks of one path of a cell; ``compiled_path``: the cell runs compiled (vs its numpy reference)."""
     checks = [
         ("declares parameters", _check_declaration),
+        ("parameters for the model's sizes", _check_model_sizes),
+        ("runs without a context", _check_without_context),
         ("shapes and dtypes float64", _check_shapes(np.float64)),
         ("shapes and dtypes float32", _check_shapes(np.float32)),
         ("step matches forward float64", _check_step(np.float64)),
@@ -384,7 +446,7 @@ def _checks(cell_type, compiled_path):
         ("rejects wrong shapes", _check_rejects_wrong_shapes),
     ]
     if compiled_path:
-        checks.insert(6, ("compiled matches numpy", _check_matches_numpy))
+        checks.insert(8, ("compiled matches numpy", _check_matches_numpy))
     return checks
 
 
