@@ -122,8 +122,8 @@ class CaptioningRNN:
     def training_step_bytes(self, batch_size, caption_length):
         """An upper estimate of the memory one :meth:`loss` call holds for ``batch_size`` captions of
         ``caption_length`` ids, computed without allocating: per caption and time step six vocabulary-wide arrays
-        (scores, probabilities and their gradients), six hidden-wide ones per gate and state (each cell's caches,
-        forward and backward) and three of word vectors; measured against real steps by
+        (scores, probabilities and their gradients), six hidden-wide ones per block the cell names
+        (``Cell.step_blocks``: its state and gates, in its caches forward and backward) and three of word vectors; measured against real steps by
         ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
         W, H = self.wordvec_dim, self.hidden_dim
         steps = max(int(caption_length) - 1, 1)

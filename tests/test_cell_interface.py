@@ -8,6 +8,7 @@ import pytest
 from captionkit import CaptioningRNN
 from captionkit.backend import compiled_available
 from captionkit.cells import Cell, CellSizes, ParamSpec, get_cell
+from captionkit.cells.base import shape_problem
 
 VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(9)}}
 
@@ -122,6 +123,18 @@ def test_a_cell_that_reads_a_context_gets_it_and_the_rows_images():
     # Three hypotheses of image 1 and one of image 0 read their image's row of the context, not a copy per row.
     state = cell.run_step(x[[1, 1, 0, 1], 0], (h0[[1, 1, 0, 1]],), params, context, np.array([1, 1, 0, 1]))
     np.testing.assert_allclose(state[0], h[[1, 1, 0, 1], 0], rtol=1e-12)
+
+
+def test_the_registrys_tiny_run_gives_a_context_cell_its_context():
+    assert shape_problem(ContextRNN) is None
+
+    class WrongContextGradient(ContextRNN):
+        def backward(self, dh, cache):
+            dx, dh0, grads, dcontext = super().backward(dh, cache)
+            return dx, dh0, grads, dcontext[:, :1]
+
+    assert shape_problem(WrongContextGradient) == "backward's dcontext has shape (2, 1), expected (2, 3) " \
+                                                  "(W=3, H=4, N=2, T=2, context (N, 3))"
 
 
 @pytest.mark.skipif(not compiled_available(), reason="captionkit._ext is not built")

@@ -2,7 +2,9 @@
 form "input pre-activations a = x_t Wx + b, recurrent pre-activations u = h_{t-1} Wh, then a pointwise update of
 the state" (pointwise.pxd says what the pointwise part receives).
 
-Private: call these through captionkit.kernels, which checks every array first. The engine does every matrix
+Private: call these through captionkit.kernels, which checks every array first. Sequence forward, single step and
+greedy decoding run each time step through one function, _step_rows (the recurrent product and the pointwise
+part); they differ only in where the input part x_t Wx + b comes from. The engine does every matrix
 product: x Wx + b for all steps at once before the loop, h_{t-1} Wh at each step on Wh packed once per call
 (_panel.h, CPUs with AVX-512; BLAS elsewhere), and after the backward loop dx, dWx, dWh and db as single large
 products. Between the products it calls the cell's pointwise part once per row: a C function from the cell's
@@ -19,7 +21,7 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
-from captionkit._ext._blas cimport panel_enabled
+from captionkit._ext._blas cimport large_on_panels, panel_enabled
 from captionkit._ext._panel cimport matmul, packed_copy, product
 from captionkit._ext._vecmath cimport add, argmax_bias
 from captionkit._ext.pointwise cimport backward_d, backward_f, forward_d, forward_f
@@ -172,6 +174,23 @@ cdef void _numpy_backward(CellCode code, dstate, saved, da, du):
             dstate[s] = dprev[s]
 
 
+cdef void _step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
+                     const floating *Wh, floating *packed_Wh, floating *a, Py_ssize_t lda, floating *u,
+                     Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt,
+                     Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil:
+    """One time step of N rows whose input part x_t Wx + b is already in ``a`` (row stride lda): adds h_{t-1} Wh
+    to it (summed cells) or writes h_{t-1} Wh to u (row stride ldu), on Wh packed as packed_Wh (NULL: on BLAS),
+    then runs the compiled pointwise part ``fn`` from the state at prev into nxt (strides as in _forward_rows).
+    With ``fn`` NULL the caller runs the cell's numpy part next, on the same a and u."""
+    if summed:
+        product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, a, lda)
+    else:
+        _zero_rows(u, N, GH, ldu)
+        product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, u, ldu)
+    if fn != NULL:
+        _forward_rows(fn, N, H, S, a, lda, NULL if summed else u, ldu, prev, prev_s, prev_n, nxt, next_s, next_n)
+
+
 # ---------------------------------------------------------------------- helpers
 
 
@@ -250,15 +269,10 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
                     prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
                 else:
                     prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
-                if summed:
-                    product(N, GH, H, prev, prev_n, &Wh[0, 0], False, packed, &A[0, t, 0], T * width)
-                else:
+                if not summed:
                     u = &U[0, t, 0]
-                    _zero_rows(u, N, GH, T * GH)
-                    product(N, GH, H, prev, prev_n, &Wh[0, 0], False, packed, u, T * GH)
-                if fn != NULL:
-                    _forward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
-                                  &states[0, 0, t, 0], N * T * H, T * H)
+                _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, t, 0], T * width, u, T * GH, prev,
+                           prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
             if fn == NULL:
                 prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
                 saved[t] = _numpy_forward(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
@@ -381,16 +395,19 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
         U = U_arr
     cdef floating[:, :, ::1] nxt = next_arr
     cdef floating *u = NULL
-    with nogil:
-        _bias_rows(&A[0, 0], &b[0], N, GH, width)
-        matmul(False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
-        if summed:
-            matmul(False, False, N, GH, H, &state[0, 0, 0], H, &Wh[0, 0], GH, True, &A[0, 0], width)
-        else:
-            u = &U[0, 0]
-            matmul(False, False, N, GH, H, &state[0, 0, 0], H, &Wh[0, 0], GH, False, u, GH)
-        if fn != NULL:
-            _forward_rows(fn, N, H, S, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H, H, &nxt[0, 0, 0], N * H, H)
+    cdef floating *packed = NULL
+    if not summed:
+        u = &U[0, 0]
+    try:
+        with nogil:
+            _bias_rows(&A[0, 0], &b[0], N, GH, width)
+            matmul(False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
+            if large_on_panels():  # as matmul would for this one product
+                packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
+            _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H,
+                       H, &nxt[0, 0, 0], N * H, H)
+    finally:
+        free(packed)
     if fn == NULL:
         _numpy_forward(code, A_arr, U_arr, np.asarray(state), next_arr)
     return next_arr
@@ -440,6 +457,8 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
     cdef floating *u = NULL
     cdef Py_ssize_t t, n, cur = 0
     cdef bint any_alive = True
+    if not summed:
+        u = &U[0, 0]
     try:
         with nogil:
             if panel_enabled():
@@ -453,15 +472,8 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
                     memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
                 _bias_rows(&A[0, 0], &b[0], N, GH, width)
                 product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, packed_Wx, &A[0, 0], width)
-                if summed:
-                    product(N, GH, H, &state[cur, 0, 0, 0], H, &Wh[0, 0], False, packed_Wh, &A[0, 0], width)
-                else:
-                    u = &U[0, 0]
-                    _zero_rows(u, N, GH, GH)
-                    product(N, GH, H, &state[cur, 0, 0, 0], H, &Wh[0, 0], False, packed_Wh, u, GH)
-                if fn != NULL:
-                    _forward_rows(fn, N, H, S, &A[0, 0], width, u, GH, &state[cur, 0, 0, 0], N * H, H,
-                                  &state[1 - cur, 0, 0, 0], N * H, H)
+                _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed_Wh, &A[0, 0], width, u, GH,
+                           &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
             if fn == NULL:
                 _numpy_forward(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
             with nogil:

@@ -180,20 +180,24 @@ def shape_problem(cell_class):
     The registry calls this when it first loads a plugin, so that a cell whose declared parameters, backward or step
     do not fit together is refused with its distribution named, before a model trains with it.
     """
-    N, T, W, H = 2, 2, 3, 4
+    N, T, W, H, D, C = 2, 2, 3, 4, 5, 3
     rng = np.random.RandomState(0)
-    sizes = f"W={W}, H={H}, N={N}, T={T}"
+    reads_context = getattr(cell_class, "reads_context", False)
+    sizes = f"W={W}, H={H}, N={N}, T={T}" + (f", context (N, {C})" if reads_context else "")
     try:
         cell = cell_class(backend="numpy")
-        params = cell.init_params(W, H, rng)
+        params = cell.init_params_for(CellSizes(W, H, D, C if reads_context else None), rng)
         x, h0 = rng.standard_normal((N, T, W)), rng.standard_normal((N, H))
-        h, cache = cell.forward(x, h0, params)
-        dx, dh0, grads = cell.backward(np.ones_like(h), cache)
-        state = cell.step(x[:, 0].copy(), cell.initial_state(h0), params)
+        context = rng.standard_normal((N, C)) if reads_context else None
+        h, cache = cell.run_forward(x, h0, params, context)
+        dx, dh0, dcontext, grads = cell.run_backward(np.ones_like(h), cache)
+        state = cell.run_step(x[:, 0].copy(), cell.initial_state(h0), params, context, np.arange(N))
     except Exception as exc:  # plugin code may raise anything
         return f"running it on tiny inputs ({sizes}) raised {type(exc).__name__}: {exc}"
     outputs = {"forward's h": (h, (N, T, H)), "backward's dx": (dx, (N, T, W)), "backward's dh0": (dh0, (N, H)),
                "step's h": (state[0] if isinstance(state, tuple) and state else None, (N, H))}
+    if reads_context:
+        outputs["backward's dcontext"] = (dcontext, (N, C))
     if not isinstance(grads, dict) or set(grads) != set(params):
         return f"backward returned gradients for {sorted(grads) if isinstance(grads, dict) else grads!r}, " \
                f"expected one for each declared parameter {sorted(params)}"
