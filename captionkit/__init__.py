@@ -18,7 +18,7 @@ def get_include():
 
 from captionkit.model import CaptioningRNN  # noqa: E402
 from captionkit.solver import CaptioningSolver  # noqa: E402
-from captionkit.checkpoint import load_model  # noqa: E402
+from captionkit.loading import load_model  # noqa: E402
 from captionkit.training import train  # noqa: E402
 
 __all__ = ["CaptioningRNN", "CaptioningSolver", "__version__", "get_include", "load_model", "train"]

@@ -6,13 +6,14 @@ what the model was trained on, encodes the pictures and decodes one caption each
 """
 from pathlib import Path
 
-from captionkit.checkpoint import load_model, resolve_checkpoint
 from captionkit.layout import ENCODER_FILE
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.pipeline import FeaturePipeline
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, caption_text, generate_captions
 from captionkit.images import find_images
-from captionkit.runs import run_dir_of
+from captionkit.loading import load_model
+from captionkit.runs import resolve_checkpoint, run_dir_of
+from captionkit.spec import SpecMismatch
 
 __all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
 
@@ -40,9 +41,10 @@ def load_captioner(run):
         )
     model, info = load_model(checkpoint)
     pipeline = FeaturePipeline.load(run_dir)
-    if pipeline.dim != model.input_dim:
-        raise EncoderError(f"{run_dir / ENCODER_FILE}: the recorded encoder gives {pipeline.dim} values per picture, "
-                           f"but the model takes {model.input_dim}")
+    try:
+        model.spec.fits(feature_shape=(pipeline.dim,), features="the recorded encoder's features")
+    except SpecMismatch as exc:
+        raise EncoderError(f"{run_dir / ENCODER_FILE}: {exc}") from None
     return model, info, pipeline
 
 

@@ -18,11 +18,12 @@ __all__ = ["Conditioning", "ImageProjection"]
 
 class Conditioning(abc.ABC):
     """Base class of conditioning parts. ``ops`` is the backend's layer functions (``runtime(backend).ops``);
-    ``context_dim`` is the width of the per-step context's rows, None when :meth:`forward` gives no context."""
+    ``context_dim`` is the width of the per-step context's rows, None when :meth:`forward` gives no context. Without
+    ``ops`` only the declaration (:meth:`parameters`) is usable, which is all a spec needs for its shapes."""
 
     context_dim = None
 
-    def __init__(self, input_dim, hidden_dim, ops):
+    def __init__(self, input_dim, hidden_dim, ops=None):
         self.input_dim, self.hidden_dim, self.ops = int(input_dim), int(hidden_dim), ops
 
     @abc.abstractmethod

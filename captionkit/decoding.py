@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from captionkit.checks import integer, number
+from captionkit.vocabulary import END, NULL, START
 
 __all__ = ["BeamSearchResult", "beam_search", "captions", "check_beam_args", "check_sampling_args", "decode", "greedy",
            "length_normalizer", "sample_words"]
@@ -175,10 +176,10 @@ def _start_ids(model, features, max_length):
     with ``<START>`` -> (features, start, end or None, null)."""
     features = model._check_features(features)
     integer("max_length", max_length)
-    start = model.word_to_idx.get("<START>")
+    start = model.word_to_idx.get(START)
     if start is None:
         raise ValueError("word_to_idx has no '<START>' token, which decoding needs")
-    return features, start, model.word_to_idx.get("<END>"), model.word_to_idx["<NULL>"]
+    return features, start, model.word_to_idx.get(END), model.word_to_idx[NULL]
 
 
 def captions(model, features, max_length=30, beam_size=1, length_penalty=0.0):

@@ -16,6 +16,7 @@ import numpy as np
 from captionkit import decoding, metrics, vocabulary
 from captionkit.checks import integer
 from captionkit.data import SPLITS
+from captionkit.spec import SpecMismatch
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -47,17 +48,14 @@ def _check_data(model, data, split):
     for key in (f"{split}_captions", f"{split}_image_idxs", f"{split}_features", "word_to_idx", "idx_to_word"):
         if key not in data:
             raise ValueError(f"data has no {key!r}; pass the dictionary that load_coco_data returns")
-    if data["word_to_idx"] != model.word_to_idx:
-        raise ValueError(
-            f"the model's vocabulary ({model.vocab_size} words) differs from the dataset's "
-            f"({len(data['word_to_idx'])} words); evaluate the model on the dataset it was trained on"
-        )
-    width = data[f"{split}_features"].shape[1]
-    if width != model.input_dim:
-        raise ValueError(
-            f"the {split} features have width {width} but the model takes {model.input_dim}; was it trained on "
-            "the other feature set (PCA or not)?"
-        )
+    hints = {"vocabulary": "evaluate the model on the dataset it was trained on",
+             "feature_shape": "was it trained on the other feature set (PCA or not)?"}
+    try:
+        own_words = [model.idx_to_word.get(i) for i in range(model.vocab_size)]
+        model.spec.fits(words=data["idx_to_word"], own_words=own_words,
+                        feature_shape=data[f"{split}_features"].shape[1:], features=f"the {split} features")
+    except SpecMismatch as exc:
+        raise ValueError(f"{exc}; {hints[exc.field]}") from None
 
 
 def split_images(data, split="val", max_images=None):

@@ -13,14 +13,14 @@ import numpy as np
 
 from captionkit import decoding, parallel
 from captionkit.backend import resolve_backend, runtime
-from captionkit.cells import CellSizes, get_cell
+from captionkit.cells import get_cell
 from captionkit.conditioning import ImageProjection
 from captionkit.checks import integer
+from captionkit.spec import ModelSpec
+from captionkit.vocabulary import END, NULL, START
 
 __all__ = ["CaptioningRNN", "parameter_shapes"]
 
-_FLOAT_DTYPES = (np.float32, np.float64)
-_MODEL_PARAMS = ("W_embed", "W_proj", "b_proj", "W_vocab", "b_vocab")
 # Training holds each parameter about four times (values, gradients, Adam's two moments): a model whose parameters
 # need more than this share of the machine's memory is refused before anything is allocated.
 _PARAMETER_SHARE = 0.25
@@ -30,17 +30,10 @@ _STEP_SHARE = 0.5
 
 
 def parameter_shapes(cell, input_dim, wordvec_dim, hidden_dim, vocab_size):
-    """``{name: shape}`` of every parameter of a model with ``cell`` (a Cell instance), in initialisation order,
-    computed without allocating anything."""
-    D, W, H, V = input_dim, wordvec_dim, hidden_dim, vocab_size
-    shapes = {"W_embed": (V, W), "W_proj": (D, H), "b_proj": (H,)}
-    cell_shapes = {name: tuple(spec.shape) for name, spec in cell.parameters(W, H).items()}
-    clash = set(cell_shapes) & set(_MODEL_PARAMS)
-    if clash:
-        raise ValueError(f"cell {cell.name!r} declares parameters that clash with the model's: {sorted(clash)}")
-    shapes.update(cell_shapes)
-    shapes.update({"W_vocab": (H, V), "b_vocab": (V,)})
-    return shapes
+    """``{name: shape}`` of every parameter of a model with ``cell`` (a Cell instance) and a pooled feature vector of
+    ``input_dim`` values: :meth:`ModelSpec.parameter_shapes` under the argument names it has always had."""
+    spec = ModelSpec(cell.name, (input_dim,), wordvec_dim, hidden_dim, vocab_size)
+    return spec.parameter_shapes(cell)
 
 
 def _physical_memory():
@@ -81,31 +74,31 @@ class CaptioningRNN:
         backend=None,
         seed=None,
     ):
-        if np.dtype(dtype) not in [np.dtype(d) for d in _FLOAT_DTYPES]:
-            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
-        for arg, value in (("input_dim", input_dim), ("wordvec_dim", wordvec_dim), ("hidden_dim", hidden_dim)):
-            integer(arg, value)
-        if not isinstance(word_to_idx, dict) or "<NULL>" not in word_to_idx:
-            raise ValueError("word_to_idx must be a dict that maps '<NULL>' (and the other words) to integer ids")
+        integer("input_dim", input_dim)  # named as the caller spelled it; the spec checks the other arguments
+        if not isinstance(word_to_idx, dict) or NULL not in word_to_idx:
+            raise ValueError(f"word_to_idx must be a dict that maps {NULL!r} (and the other words) to integer ids")
+        self.spec = ModelSpec(cell_type=cell_type, feature_shape=(input_dim,), wordvec_dim=wordvec_dim,
+                              hidden_dim=hidden_dim, vocab_size=len(word_to_idx), dtype=dtype)
 
         self.cell_type = cell_type
         self.backend = resolve_backend(backend)
         self._runtime = runtime(self.backend)
         self.cell = get_cell(cell_type)(backend=self.backend)
-        self.conditioning = ImageProjection(input_dim, hidden_dim, self._runtime.ops)
-        self.cell_sizes = CellSizes(int(wordvec_dim), int(hidden_dim), int(input_dim), self.conditioning.context_dim)
-        self.dtype = np.dtype(dtype).type
+        self.conditioning = ImageProjection(self.spec.feature_dim, self.spec.hidden_dim, self._runtime.ops)
+        self.cell_sizes = self.spec.cell_sizes(self.conditioning.context_dim)
+        self.dtype = self.spec.numpy_dtype
         self.word_to_idx = word_to_idx
         self.idx_to_word = {i: w for w, i in word_to_idx.items()}
-        self.input_dim, self.wordvec_dim, self.hidden_dim = int(input_dim), int(wordvec_dim), int(hidden_dim)
-        self.vocab_size = len(word_to_idx)
+        self.input_dim = self.spec.feature_dim
+        self.wordvec_dim, self.hidden_dim, self.vocab_size = self.spec.wordvec_dim, self.spec.hidden_dim, \
+            self.spec.vocab_size
 
-        self._null = word_to_idx["<NULL>"]
-        self._start = word_to_idx.get("<START>")
-        self._end = word_to_idx.get("<END>")
+        self._null = word_to_idx[NULL]
+        self._start = word_to_idx.get(START)
+        self._end = word_to_idx.get(END)
 
         D, W, H, V = self.input_dim, self.wordvec_dim, self.hidden_dim, self.vocab_size
-        shapes = parameter_shapes(self.cell, D, W, H, V)
+        shapes = self.spec.parameter_shapes(self.cell)
         size = sum(int(np.prod(shape, dtype=object)) for shape in shapes.values()) * np.dtype(dtype).itemsize
         _refuse_beyond_memory(
             size, _PARAMETER_SHARE, f"a model with input_dim={D}, wordvec_dim={W}, hidden_dim={H} and {V} words has "
@@ -151,12 +144,7 @@ class CaptioningRNN:
         return {name: self.params[name] for name in self.conditioning.parameters()}
 
     def _check_features(self, features):
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[1] != self.input_dim:
-            raise ValueError(f"features must have shape (N, {self.input_dim}), got {features.shape}")
-        if not np.issubdtype(features.dtype, np.number):
-            raise TypeError(f"features must be numeric, got dtype {features.dtype}")
-        return np.ascontiguousarray(features, dtype=self.dtype)
+        return self.spec.check_features(features)
 
     def _check_captions(self, captions, num_images):
         captions = np.asarray(captions)

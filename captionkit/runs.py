@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 
 from captionkit.atomicfile import atomic_write_text
+from captionkit.checkpoint_container import CheckpointError
 from captionkit.locking import DirectoryLock
 from captionkit.safeio import read_json
 
 __all__ = ["DEFAULT_RUNS_DIR", "ConfigError", "RunDirectory", "claim_run_dir", "new_run_dir", "read_config_file",
-           "run_dir_of"]
+           "resolve_checkpoint", "run_dir_of"]
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -180,11 +181,25 @@ def claim_run_dir(out, resumed_from=None, checkpoint_iteration=None, cell="run",
 
 
 def run_dir_of(checkpoint_path):
-    """The run directory that holds ``checkpoint_path`` (RUN/checkpoints/ckpt-*.npz), or None."""
+    """The run directory that holds ``checkpoint_path`` (RUN/checkpoints/*.npz beside RUN/config.json), resolved,
+    or None: the one answer to "which run is this checkpoint from"."""
     path = Path(checkpoint_path).resolve()
-    if path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-        return path.parent.parent
+    root = path.parent.parent
+    if path.parent == RunDirectory(root).checkpoints and RunDirectory(root).config.is_file():
+        return root
     return None
+
+
+def resolve_checkpoint(run_or_checkpoint):
+    """The checkpoint file meant by a path: the file itself, or the latest checkpoint of a run directory
+    (CheckpointError when it has none)."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        latest = RunDirectory(path).latest_checkpoint()
+        if latest is None:
+            raise CheckpointError(f"{path}: a directory with no checkpoints in {RunDirectory(path).checkpoints}")
+        return latest
+    return path
 
 
 def new_run_dir(base, cell):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from captionkit import CaptioningRNN, CaptioningSolver, load_model
-from captionkit.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from captionkit.checkpoint import CheckpointError, build_model, read_checkpoint, save_checkpoint
 from captionkit.data import load_coco_data
 from captionkit.runs import RunDirectory
 from training_helpers import small_vocab, tiny_bundle
@@ -68,11 +68,11 @@ def test_restored_solver_continues_identically(trained, tmp_path):
     model, solver, path = trained
     checkpoint = read_checkpoint(path)
     data = solver.data
-    twin_model = checkpoint.build_model()
+    twin_model = build_model(checkpoint)
     twin = CaptioningSolver(twin_model, data, update_rule="adam", optim_config={"learning_rate": 1e-2},
                             lr_decay=0.9, batch_size=10, num_epochs=2, verbose=False, rng=np.random.RandomState(0))
     twin.load_state_dict(checkpoint.training)
-    original = CaptioningSolver(checkpoint.build_model(), data, update_rule="adam", verbose=False,
+    original = CaptioningSolver(build_model(checkpoint), data, update_rule="adam", verbose=False,
                                 optim_config={"learning_rate": 1e-2}, lr_decay=0.9, batch_size=10, num_epochs=2,
                                 rng=np.random.RandomState(0))
     original.load_state_dict(solver.state_dict())

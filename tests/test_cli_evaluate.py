@@ -152,7 +152,7 @@ def test_data_that_does_not_fit_the_model_is_a_clear_error(tiny_run, tmp_path):
                          vocab=small_vocab(num_words=12))
     result = run_cli("evaluate", run, "--data", other)
     assert result.exit_code == 1
-    assert "the model's vocabulary (34 words) differs from the dataset's (16 words)" in result.output
+    assert "the dataset's vocabulary differs from the model's (34 words in the model, 16 in the dataset)" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from captionkit import load_model, train
-from captionkit.checkpoint import read_checkpoint
+from captionkit.checkpoint import build_model, read_checkpoint
 from captionkit.cli import main
 from captionkit.comparison import compare_runs, read_run
 from captionkit.data import load_coco_data
@@ -67,7 +67,7 @@ def test_best_checkpoint_holds_the_best_validation(three_runs, learnable):
     checkpoint = read_checkpoint(run / "checkpoints" / "best.npz")
     assert checkpoint.iteration == best["iteration"]
     # The best checkpoint's model scores, recomputed independently, what its validation record says.
-    model = checkpoint.build_model()
+    model = build_model(checkpoint)
     data = load_coco_data(learnable)
     config = checkpoint.config
     rng = np.random.RandomState([config["seed"], 3])

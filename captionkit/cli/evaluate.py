@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from captionkit.checkpoint import load_model
+from captionkit.loading import load_model
 from captionkit.cli.params import FiniteFloat
 from captionkit.data import SPLITS, BundleError, load_coco_data
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, evaluate, sample_captions
