@@ -9,6 +9,8 @@ it and never branch on the backend themselves.
 import functools
 import os
 
+from captionkit import parallel
+
 __all__ = ["BACKENDS", "Runtime", "compiled_available", "ops", "resolve_backend", "runtime"]
 
 BACKENDS = ("auto", "numpy", "cython")
@@ -75,7 +77,7 @@ class Runtime:
         compiled step's speed depends on it, captionkit.allocation), and start the threads (refusing a bad thread
         setting now rather than at the first step) with the BLAS libraries loaded by then (captionkit.parallel)."""
         if self.name == "cython":
-            from captionkit import allocation, parallel
+            from captionkit import allocation
 
             allocation.keep_freed_memory()
             parallel.start()
@@ -86,9 +88,14 @@ class Runtime:
         since numpy's own BLAS threads each product."""
         if self.name == "numpy":
             return [task(slice(0, rows))]
-        from captionkit import parallel
+        return self.run([lambda part=part: task(part) for part in parallel.shards(rows)])
 
-        return parallel.run([lambda part=part: task(part) for part in parallel.shards(rows)])
+    def run(self, tasks):
+        """``[task() for task in tasks]``, run side by side on captionkit.parallel's threads when compiled (each
+        task calls kernels that release the GIL), one after another on numpy."""
+        if self.name == "numpy":
+            return [task() for task in tasks]
+        return parallel.run(tasks)
 
     def update_rule(self, name):
         """The function of :mod:`captionkit.optim` that applies update rule ``name`` (a key of UPDATE_RULES):

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captionkit import __version__, optim
+from captionkit import optim
+from captionkit._about import __version__
 from captionkit.atomicfile import atomic_write
 from captionkit.cells import CellLoadError, UnknownCellError, get_cell
 from captionkit.checkpoint_container import CheckpointError, member_headers, open_archive, read_member

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from captionkit import decoding, parallel
+from captionkit import decoding
 from captionkit.backend import resolve_backend, runtime
 from captionkit.cells import get_cell
 from captionkit.conditioning import ImageProjection
@@ -193,7 +193,7 @@ class CaptioningRNN:
         results = self._runtime.map_rows(
             N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N)
         )
-        return _add_up(results)
+        return _add_up(results, self._runtime)
 
     def _loss_rows(self, features, captions_in, captions_out, mask, batch):
         """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
@@ -295,7 +295,7 @@ class CaptioningRNN:
         return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts]), state
 
 
-def _add_up(results):
+def _add_up(results, runtime):
     """The loss and gradients of a batch from its shards' (each already divided by the batch's N)."""
     if len(results) == 1:
         return results[0]
@@ -313,5 +313,5 @@ def _add_up(results):
             for shard_grads in others:
                 flat[part] += shard_grads[name].reshape(-1)[part]
 
-    parallel.run([lambda i=i: add_slice(i) for i in range(count)])
+    runtime.run([lambda i=i: add_slice(i) for i in range(count)])
     return loss, grads

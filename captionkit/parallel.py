@@ -51,12 +51,20 @@ def _forget_pool_after_fork():
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def _default_num_threads():
-    from captionkit import kernels  # which imports this module: asked here, when the kernels are in use
+def _kernels_blas_threads():
+    """The thread count the compiled kernels' OpenBLAS was configured with; None when the kernels are not built
+    (a numpy-only install) or run a BLAS whose threads captionkit does not control."""
+    try:
+        from captionkit import _ext  # the compiled leaf, imported when first asked: importing it binds the BLAS
+    except ImportError:
+        return None
+    return _ext.configured_blas_threads
 
+
+def _default_num_threads():
     _pinning_allowed()  # a bad CAPTIONKIT_PIN_THREADS is refused as early as a bad thread count
-    configured = kernels.blas_threads()
-    if configured is None:  # a BLAS whose thread pool captionkit does not control
+    configured = _kernels_blas_threads()
+    if configured is None:  # no compiled kernels, or a BLAS whose thread pool captionkit does not control
         return 1
     value = os.environ.get("CAPTIONKIT_NUM_THREADS")
     if value is None:

@@ -19,6 +19,8 @@ import importlib.metadata
 import os
 from dataclasses import dataclass
 
+from captionkit._about import __version__
+
 __all__ = [
     "DISABLE_AUTOLOAD_ENV",
     "PluginConflictError",
@@ -77,12 +79,6 @@ class _Source:
         if isinstance(self.target, str):
             return self.target
         return f"{self.target.__module__}:{self.target.__qualname__}"
-
-
-def _captionkit_version():
-    from captionkit import __version__
-
-    return __version__
 
 
 def _import_target(path):
@@ -155,7 +151,7 @@ class PluginRegistry:
     def _source(self, name):
         """The source that provides ``name``; raises the registry's unknown or conflict error."""
         if name in self._builtins:
-            return _Source("built in", self._builtins[name], "captionkit", _captionkit_version())
+            return _Source("built in", self._builtins[name], "captionkit", __version__)
         if name in self._registered:
             return self._registered[name]
         sources = self._plugin_sources().get(name, [])

@@ -13,6 +13,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from captionkit._about import get_include
+
 __all__ = ["MAX_STATES", "Pointwise", "extension", "form_problem"]
 
 MAX_STATES = 8  # the compiled engine passes state pointers in arrays of this size
@@ -142,8 +144,6 @@ def extension(module, source):
 
     from Cython.Build import cythonize
     from setuptools import Extension
-
-    from captionkit import get_include
 
     arguments = ["-O3"]
     if "gcc" in (sysconfig.get_config_var("CC") or ""):
