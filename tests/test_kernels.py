@@ -377,7 +377,7 @@ def test_backend_switch(monkeypatch):
     monkeypatch.setenv("CAPTIONKIT_BACKEND", "auto")
     assert CaptioningRNN(VOCAB).backend == "cython"
     # Without the built extension, asking for it is an error, never a silent fallback.
-    monkeypatch.setattr(kernels, "_IMPORT_ERROR", ImportError("simulated: not built"))
+    monkeypatch.setattr(kernels._recurrence, "_IMPORT_ERROR", ImportError("simulated: not built"))
     with pytest.raises(RuntimeError, match="not built"):
         resolve_backend("cython")
     assert resolve_backend("auto") == "numpy"
