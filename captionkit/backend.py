@@ -3,8 +3,8 @@
 ``auto`` (the default) takes the compiled kernels when they are built and the numpy reference otherwise; the
 environment variable ``CAPTIONKIT_BACKEND`` (``auto``, ``numpy`` or ``cython``) sets the default for a whole process.
 :func:`runtime` gives what a backend runs: its layer functions (:mod:`captionkit.layers` or :mod:`captionkit.kernels`,
-which share their signatures), how a batch is cut up, and the update rules; the model, its cells and the solver ask
-it and never branch on the backend themselves.
+which share their signatures), how a batch is cut up and its parts run side by side, and the update rules; the
+model, its cells and the solver ask it and never branch on the backend themselves.
 """
 import functools
 import os
@@ -60,7 +60,8 @@ def ops(backend):
 
 class Runtime:
     """What a resolved backend runs: ``ops`` (the layer functions), :meth:`map_rows` (how a batch is cut up),
-    :meth:`update_rule` (the optimiser's arithmetic) and :meth:`prepare` (once per model)."""
+    :meth:`run` (how its parts' results are combined side by side), :meth:`update_rule` (the optimiser's
+    arithmetic) and :meth:`prepare` (once per model)."""
 
     def __init__(self, name):
         if name not in ("numpy", "cython"):
@@ -88,11 +89,11 @@ class Runtime:
         since numpy's own BLAS threads each product."""
         if self.name == "numpy":
             return [task(slice(0, rows))]
-        return self.run([lambda part=part: task(part) for part in parallel.shards(rows)])
+        return parallel.map_shards(rows, task)
 
     def run(self, tasks):
-        """``[task() for task in tasks]``, run side by side on captionkit.parallel's threads when compiled (each
-        task calls kernels that release the GIL), one after another on numpy."""
+        """The results of ``tasks`` (functions of no argument), in order. Compiled: side by side on
+        captionkit.parallel's threads; numpy: one after the other."""
         if self.name == "numpy":
             return [task() for task in tasks]
         return parallel.run(tasks)

@@ -296,7 +296,8 @@ class CaptioningRNN:
 
 
 def _add_up(results, runtime):
-    """The loss and gradients of a batch from its shards' (each already divided by the batch's N)."""
+    """The loss and gradients of a batch from its shards' (each already divided by the batch's N), added up on
+    ``runtime``'s threads (a :class:`captionkit.backend.Runtime`)."""
     if len(results) == 1:
         return results[0]
     loss = sum(shard_loss for shard_loss, _ in results)

@@ -5,6 +5,8 @@ Each rule is ``next_w, config = rule(w, dw, config)``: ``config`` holds the hype
 """
 import numpy as np
 
+from captionkit import parallel
+
 __all__ = ["sgd", "sgd_momentum", "rmsprop", "adam", "fused_adam", "update_all", "UPDATE_RULES", "state_problem"]
 
 
@@ -66,14 +68,16 @@ def _adam_config(w, config):
 
 
 def fused_adam(w, dw, config=None):
-    """:func:`adam` in one compiled pass (``captionkit.kernels.adam_update``): the same config, defaults and
-    arithmetic, up to rounding. It updates ``w`` and the moments in place and returns ``w``, so the solver uses it
-    for the parameters it owns when the model runs on the compiled backend; the reference stays :func:`adam`.
+    """:func:`adam` in one compiled pass (``captionkit.kernels.adam_update``, a large ``w`` in slices on
+    captionkit.parallel's threads): the same config, defaults and arithmetic, up to rounding. It updates ``w`` and
+    the moments in place and returns ``w``, so the solver uses it for the parameters it owns when the model runs on
+    the compiled backend; the reference stays :func:`adam`.
     """
     from captionkit import kernels
 
     w, dw, config = _fused_adam_arrays(w, dw, config)
-    kernels.adam_update(w, dw, config["m"], config["v"], config["t"], *_adam_hyperparameters(config))
+    kernels.adam_update(w, dw, config["m"], config["v"], config["t"], *_adam_hyperparameters(config),
+                        map_shards=parallel.map_shards)
     return w, config
 
 
@@ -81,7 +85,7 @@ def update_all(rule, params, grads, configs):
     """``params[name], configs[name] = rule(params[name], grads[name], configs[name])`` for every name in
     ``params`` (dicts; ``params`` and ``configs`` are updated). With :func:`fused_adam` the parameters that share
     Adam's hyperparameters and step count go through ``captionkit.kernels.adam_update_many`` in one call, whose
-    threads share out all their elements at once instead of one parameter after another."""
+    threads (captionkit.parallel's) share out all their elements at once instead of one parameter after another."""
     if rule is not fused_adam:
         for name, value in params.items():
             params[name], configs[name] = rule(value, grads[name], configs[name])
@@ -96,7 +100,8 @@ def update_all(rule, params, grads, configs):
     for (t, hyperparameters, _), members in batches.items():
         kernels.adam_update_many([params[name] for name, _ in members], [dw for _, dw in members],
                                  [configs[name]["m"] for name, _ in members],
-                                 [configs[name]["v"] for name, _ in members], t, *hyperparameters)
+                                 [configs[name]["v"] for name, _ in members], t, *hyperparameters,
+                                 map_shards=parallel.map_shards)
 
 
 def _fused_adam_arrays(w, dw, config):

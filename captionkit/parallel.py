@@ -10,7 +10,8 @@ The number of threads is ``CAPTIONKIT_NUM_THREADS`` when set, else the thread co
 configured with (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, or the cores this process may use), or
 :func:`set_num_threads`. Results depend on it through the order of the gradient sums, so bit-identical reruns need
 the same count. When the kernels run on scipy's BLAS, whose threads captionkit cannot set, captionkit uses one
-thread and leaves that BLAS its own.
+thread and leaves that BLAS its own, and so it does without the compiled kernels (a numpy-only install). This
+module imports nothing of captionkit's but the compiled leaf ``captionkit._ext``, which it asks for that count.
 
 Inside :func:`run` every other BLAS of the process (numpy's, scipy's) runs on one thread, so that a cell written
 with numpy's matmul, running in a shard, multiplies on its own core instead of waking a second thread pool whose
@@ -28,7 +29,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
-__all__ = ["get_num_threads", "rescan_blas_libraries", "run", "set_num_threads", "shards", "start"]
+__all__ = ["get_num_threads", "map_shards", "rescan_blas_libraries", "run",
+           "set_num_threads", "shards", "start"]
 
 _lock = threading.Lock()
 _num_threads = None  # decided on first use
@@ -104,6 +106,12 @@ def shards(rows, min_rows=4):
     # Larger shards first: run() gives the first to the calling thread, which starts at once while the others wake.
     bounds = [-(-rows * i // count) for i in range(count + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(count)]
+
+
+def map_shards(rows, task, min_rows=4):
+    """``[task(rows_slice), ...]`` over the :func:`shards` of ``rows`` rows (none under ``min_rows``), in order, run
+    side by side by :func:`run`."""
+    return run([lambda part=part: task(part) for part in shards(rows, min_rows)])
 
 
 def run(tasks):

@@ -143,3 +143,19 @@ def test_no_module_imports_a_layer_above_its_own():
             if target_level > level:
                 climbs.append(f"{name} ({layer}) imports {target} ({target_layer})")
     assert climbs == []
+
+
+def test_the_kernels_package_keeps_its_public_names_and_imports_only_the_compiled_leaf():
+    from captionkit import kernels
+
+    # The names captionkit.kernels had as one module (before its split by concern), which callers import.
+    public = {"GatedCache", "adam_update", "adam_update_many", "affine_argmax", "affine_backward", "affine_forward",
+              "affine_log_softmax_topk", "blas", "blas_threads", "capsule_problem", "gated_backward", "gated_forward",
+              "gated_greedy_decode", "gated_step", "is_available", "rnn_backward", "rnn_forward", "rnn_step_forward",
+              "sigmoid", "tanh", "temporal_softmax_affine_loss", "temporal_softmax_affine_nll",
+              "word_embedding_backward", "word_embedding_forward"}
+    assert set(kernels.__all__) == public and all(callable(getattr(kernels, name)) for name in public)
+    allowed = ("captionkit._ext", "captionkit.pointwise", "captionkit.checks", "captionkit.kernels")
+    outside = {f"{name} imports {target}" for name, imports in import_graph().items()
+               if name.startswith("captionkit.kernels") for target in imports if not target.startswith(allowed)}
+    assert outside == set()

@@ -210,7 +210,7 @@ def test_adam_update_many_equals_optim_adam_on_every_array(dtype, threads):
     try:
         for t in range(1, 4):
             dws = arrays(rng, dtype, *shapes)
-            kernels.adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-2)
+            kernels.adam_update_many(ws, dws, ms, vs, t, learning_rate=1e-2, map_shards=parallel.map_shards)
             refs = [optim.adam(w_ref.astype(np.float64), dw.astype(np.float64), config)
                     for (w_ref, config), dw in zip(refs, dws)]
     finally:
@@ -377,7 +377,7 @@ def test_backend_switch(monkeypatch):
     monkeypatch.setenv("CAPTIONKIT_BACKEND", "auto")
     assert CaptioningRNN(VOCAB).backend == "cython"
     # Without the built extension, asking for it is an error, never a silent fallback.
-    monkeypatch.setattr(kernels._recurrence, "_IMPORT_ERROR", ImportError("simulated: not built"))
+    monkeypatch.setattr(kernels._built, "_IMPORT_ERROR", ImportError("simulated: not built"))
     with pytest.raises(RuntimeError, match="not built"):
         resolve_backend("cython")
     assert resolve_backend("auto") == "numpy"

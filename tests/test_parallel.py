@@ -189,7 +189,7 @@ def test_adam_update_in_slices_equals_the_reference(threads):
     m, v = np.zeros_like(w), np.zeros_like(w)
     expected, config = w.copy(), {"learning_rate": 1e-2}
     for t in range(1, 4):
-        kernels.adam_update(w, dw, m, v, t, learning_rate=1e-2)
+        kernels.adam_update(w, dw, m, v, t, learning_rate=1e-2, map_shards=parallel.map_shards)
         expected, config = optim.adam(expected, dw, config)
     assert relative_error(w, expected) < 1e-14
     assert relative_error(m, config["m"]) < 1e-14 and relative_error(v, config["v"]) < 1e-14

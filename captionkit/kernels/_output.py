@@ -1,0 +1,86 @@
+"""The output layer in C: the fused softmax loss and per-caption log-likelihood of training and scoring, and the
+decoding steps (greedy argmax, beam search's top k) that never return the (N, V) scores."""
+from captionkit.checks import integer
+from captionkit.kernels._built import _require_built, is_available
+from captionkit.kernels._checks import _check_size, _expect_shape, _float_array, _ids, _mask
+from captionkit.kernels._layers import _affine_args
+
+if is_available():  # else every kernel stops at _require_built()
+    from captionkit._ext import _decode, _softmax
+
+__all__ = ["affine_argmax", "affine_log_softmax_topk", "temporal_softmax_affine_loss", "temporal_softmax_affine_nll"]
+
+
+# ---------------------------------------------------------------------- training and scoring
+
+
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
+    """The output layer of a captioning model, forward and backward in one call.
+
+    h (N, T, H) hidden states, w (H, V), b (V,), y (N, T) integer targets in [0, V), mask (N, T) bool ->
+    ``(loss, dh (N, T, H), dw (H, V), db (V,))``: the numbers of :func:`captionkit.layers.temporal_affine_forward`
+    then :func:`captionkit.layers.temporal_softmax_loss` (the loss sums the unmasked positions and divides by N)
+    then :func:`captionkit.layers.temporal_affine_backward`, computed for the unmasked positions only and without
+    a second (N, T, V) array for the gradient of the scores. ``batch`` (default N) replaces N as the divisor, for
+    h that is a shard of a larger batch: the shards' losses and gradients then add up to the whole batch's.
+    """
+    _require_built()
+    h, w, b, targets, flat_mask = _output_layer_args(h, w, b, y, mask)
+    N, T, H = h.shape
+    batch = N if batch is None else integer("batch", batch)
+    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch)
+    return loss, dh.reshape(N, T, H), dw, db
+
+
+def _output_layer_args(h, w, b, y, mask):
+    """Checked h (N, T, H), w (H, V), b (V,), and the targets y (N, T) and mask (N, T) flattened."""
+    h = _float_array("h", h, 3)
+    w = _float_array("w", w, 2, ("h", h))
+    b = _float_array("b", b, 1, ("h", h))
+    N, T, H = h.shape
+    _expect_shape("w", w, (H, w.shape[1]), "h")
+    V = w.shape[1]
+    _expect_shape("b", b, (V,), "w")
+    _check_size("scores", (N * T, V))
+    return h, w, b, _ids("y", y, V, (N, T), "h and w"), _mask("mask", mask, (N, T), "h")
+
+
+def temporal_softmax_affine_nll(h, w, b, y, mask):
+    """Negative log-likelihood of each caption under the output layer: h (N, T, H), w (H, V), b (V,), y (N, T)
+    integer targets in [0, V), mask (N, T) bool -> (N,) float64, the sum over t with mask of
+    ``-log softmax(h[n, t] @ w + b)[y[n, t]]``. :func:`temporal_softmax_affine_loss`'s forward alone, per caption."""
+    _require_built()
+    h, w, b, targets, flat_mask = _output_layer_args(h, w, b, y, mask)
+    N, T, H = h.shape
+    return _softmax.affine_nll(h.reshape(N * T, H), w, b, targets, flat_mask, T)
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+def _decode_args(h, w, b):
+    h, w, b = _affine_args(h, w, b, "h")
+    _check_size("scores", (h.shape[0], w.shape[1]))
+    return h, w, b
+
+
+def affine_argmax(h, w, b):
+    """Greedy choice of the next word: h (N, H), w (H, V), b (V,) -> (N,) int64 ids of the best score h @ w + b.
+
+    The same as ``(h @ w + b).argmax(axis=1)`` (the first index on ties, the first NaN if any) without returning
+    the (N, V) scores.
+    """
+    _require_built()
+    return _decode.affine_argmax(*_decode_args(h, w, b))
+
+
+def affine_log_softmax_topk(h, w, b, k):
+    """Beam-search expansion: h (N, H), w (H, V), b (V,), k in [1, V] -> (logp (N, k), ids (N, k) int64).
+
+    Row n holds the k largest log-probabilities of ``log_softmax(h[n] @ w + b)`` in descending order and their word
+    ids (ties: the lower id first; NaN ranks last), i.e. the first k columns of a stable argsort of their negation.
+    """
+    _require_built()
+    h, w, b = _decode_args(h, w, b)
+    k = integer("k", k, maximum=w.shape[1])
+    return _decode.affine_log_softmax_topk(h, w, b, k)
