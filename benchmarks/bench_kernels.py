@@ -149,7 +149,7 @@ def profile_compiled(cell_type, N, repeats):
 
     def phase_adam():
         kernels.adam_update_many(list(p.values()), [grads[name] for name in p], [moments[name][0] for name in p],
-                                 [moments[name][1] for name in p], 1)
+                                 [moments[name][1] for name in p], 1, map_shards=parallel.map_shards)  # as the solver
 
     def phase_greedy():
         model.sample(features, max_length=MAX_LENGTH)
