@@ -209,21 +209,27 @@ def _greedy(model, features, max_length, start, end, null):
 
     def decode_rows(rows):
         fused = model.fused_greedy(features[rows], max_length)
-        return fused if fused is not None else _greedy_steps(model, features[rows], max_length, start, end, null)
+        if fused is not None:
+            return fused
+        return _word_by_word(model, features[rows], max_length, start, end, null, model.greedy_step)
 
     return np.concatenate(model.map_rows(features.shape[0], decode_rows))
 
 
-def _greedy_steps(model, features, max_length, start, end, null):
-    """The step loop of :func:`greedy` on features (N, D), N >= 1, checked."""
+def _word_by_word(model, features, max_length, start, end, null, next_words):
+    """The loop of greedy decoding and sampling: from the model's start state, ``next_words(words, state, context,
+    images) -> (words, state)`` picks every caption's next word; a caption's row keeps <NULL> after its <END>, and
+    the loop stops once every caption has ended -> captions (N, max_length) int32."""
     N = features.shape[0]
     captions = np.full((N, max_length), null, dtype=np.int32)
+    if N == 0:
+        return captions
     state, context = model.decoding_start(features)
     images = np.arange(N, dtype=np.int64)
     words = np.full(N, start, dtype=np.int64)
     alive = np.ones(N, dtype=bool)
     for t in range(max_length):
-        words, state = model.greedy_step(words, state, context, images)
+        words, state = next_words(words, state, context, images)
         captions[alive, t] = words[alive]
         if end is not None:
             alive &= words != end
@@ -274,26 +280,15 @@ def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rn
     temperature, top_k = check_sampling_args(temperature, top_k)
     features, start, end, null = _start_ids(model, features, max_length)
     rng = np.random.default_rng() if rng is None else rng
-    count = features.shape[0]
-    captions = np.full((count, max_length), null, dtype=np.int32)
-    state, context = model.decoding_start(features)
-    images = np.arange(count, dtype=np.int64)
-    words = np.full(count, start, dtype=np.int64)
-    alive = np.ones(count, dtype=bool)
     k = model.vocab_size if top_k is None else min(top_k, model.vocab_size)
-    for t in range(max_length):
-        if count == 0:
-            break
+
+    def draw(words, state, context, images):
         log_probs, ids, state = model.decoding_step(words, state, context, images, k)
         scaled = log_probs.astype(np.float64) / temperature
         weights = np.exp(scaled - scaled.max(axis=1, keepdims=True))
         cumulative = np.cumsum(weights, axis=1)
-        draws = rng.random(count)[:, None] * cumulative[:, -1:]
+        draws = rng.random(len(words))[:, None] * cumulative[:, -1:]
         choice = np.minimum((cumulative <= draws).sum(axis=1), k - 1)  # inverse transform sampling
-        words = ids[np.arange(count), choice].astype(np.int64)
-        captions[alive, t] = words[alive]
-        if end is not None:
-            alive &= words != end
-            if not alive.any():
-                break
-    return captions
+        return ids[np.arange(len(words)), choice].astype(np.int64), state
+
+    return _word_by_word(model, features, max_length, start, end, null, draw)
