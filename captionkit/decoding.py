@@ -85,8 +85,9 @@ def beam_search(step, initial_state, start, end, vocab_size, max_length=30, beam
     """Beam search from ``initial_state`` (a tuple of arrays with N rows, h first) -> :class:`BeamSearchResult`.
 
     ``step(words, state, k, images) -> (log_probs, word_ids, next_state)`` takes words (M,) int64, a state of M rows,
-    a count k and the image of each row (M,) int64 (hypotheses n * K to n * K + K - 1 are image n's), and returns for each row its k best next words: log-probabilities (M, k), best first, word ids (M, k)
-    (ties: the lower id first) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends
+    a count k and the image of each row (M,) int64 (hypotheses n * K to n * K + K - 1 are image n's), and returns
+    for each row its k best next words: log-probabilities (M, k), best first, word ids (M, k) (ties: the lower id
+    first) and the next state (M rows). ``start`` is the id fed first, ``end`` the id that ends
     a caption (None: captions only stop at ``max_length``), ``null`` the padding id, ``vocab_size`` V. See the
     module docstring for the search and ``length_penalty``. Raises ValueError for bad arguments and
     FloatingPointError when the model's log-probabilities are not finite.

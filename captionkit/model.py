@@ -1,7 +1,8 @@
 """CaptioningRNN: image features in, caption words out, with any registered recurrent cell.
 
 The model of the CS231n assignment, generic over cells: image features reach the cell through a conditioning part
-(:mod:`captionkit.conditioning`; today a projection to the initial hidden state), caption words are embedded, the cell runs over the sequence, and an affine layer scores the vocabulary at each step.
+(:mod:`captionkit.conditioning`; today a projection to the initial hidden state), caption words are embedded, the
+cell runs over the sequence, and an affine layer scores the vocabulary at each step.
 The model knows the Cell interface only; ``cell_type`` is looked up in the registry. Each computation (loss, greedy
 and beam decoding steps, caption likelihoods) is written once over the backend's layer functions
 (:func:`captionkit.backend.runtime`): the numpy reference or the compiled kernels, which on the compiled backend run
@@ -116,8 +117,9 @@ class CaptioningRNN:
         """An upper estimate of the memory one :meth:`loss` call holds for ``batch_size`` captions of
         ``caption_length`` ids, computed without allocating: per caption and time step six vocabulary-wide arrays
         (scores, probabilities and their gradients), six hidden-wide ones per block the cell names
-        (``Cell.step_blocks``: its state and gates, in its caches forward and backward) and three of word vectors; measured against real steps by
-        ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a training step")."""
+        (``Cell.step_blocks``: its state and gates, in its caches forward and backward) and three of word vectors;
+        measured against real steps by ``benchmarks/bench_step_memory.py`` (docs/benchmarks.md, "Memory of a
+        training step")."""
         W, H = self.wordvec_dim, self.hidden_dim
         steps = max(int(caption_length) - 1, 1)
         per_step = 6 * self.vocab_size + 6 * self.cell.step_blocks(self.cell_sizes) * H + 3 * W
