@@ -3,7 +3,12 @@
 Everything is read from the run directories (``config.json``, ``summary.json``, ``metrics.jsonl``); nothing is
 recomputed, so comparing runs of different machines or versions is fine. The best score of a run that predates
 ``best`` in its summary is taken from its validation records.
+
+Run directories may be shared or crafted: a value of the wrong kind in ``summary.json`` (a string or NaN where a
+number belongs) reads as absent, unusable metrics records are skipped and counted (:attr:`RunReport.skipped`), and
+option values are passed on as they are for the caller to print safely.
 """
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +30,14 @@ class RunReport:
     summary: dict
     train: list = field(default_factory=list)  # (iteration, loss)
     val: list = field(default_factory=list)  # validation records
+    skipped: int = 0  # unusable records of metrics.jsonl
 
     def best(self, metric):
         """``{"metric", "value", "iteration"}`` of the best validation by ``metric``, or None."""
         recorded = self.summary.get("best")
-        if recorded and recorded.get("metric") == metric:
-            return recorded
+        if (isinstance(recorded, dict) and recorded.get("metric") == metric and _is_number(recorded.get("value"))
+                and type(recorded.get("iteration")) is int):
+            return {"metric": metric, "value": recorded["value"], "iteration": recorded["iteration"]}
         scored = [r for r in self.val if isinstance(r.get(metric), (int, float))]
         if not scored:
             return None
@@ -39,8 +46,19 @@ class RunReport:
         return {"metric": metric, "value": record[metric], "iteration": record["iteration"]}
 
     def final(self):
-        """The last validation's scores."""
-        return self.summary.get("val_metrics") or (self.val[-1] if self.val else {})
+        """The last validation's scores (the numbers among them)."""
+        recorded = self.summary.get("val_metrics")
+        scores = recorded if isinstance(recorded, dict) and recorded else (self.val[-1] if self.val else {})
+        return {name: value for name, value in scores.items() if _is_number(value)}
+
+
+def _is_number(value):
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _summary_number(summary, key):
+    value = summary.get(key)
+    return value if _is_number(value) else None
 
 
 def read_run(path):
@@ -48,11 +66,11 @@ def read_run(path):
     run = RunDirectory(path)
     if not run.config.is_file():
         raise ValueError(f"{path}: not a run directory (no config.json)")
-    records = run.read_metrics()
+    records, skipped = run.read_metrics_counted()
     return RunReport(
         name=Path(path).name, path=Path(path), config=run.read_json(run.config), summary=run.read_json(run.summary),
-        train=[(r["iteration"], r["loss"]) for r in records if r.get("kind") == "train" and "loss" in r],
-        val=[r for r in records if r.get("kind") == "val"],
+        train=[(r["iteration"], r["loss"]) for r in records if r["kind"] == "train" and "loss" in r],
+        val=[r for r in records if r["kind"] == "val"], skipped=skipped,
     )
 
 
@@ -85,13 +103,14 @@ def compare_runs(reports, metric=None):
     """
     if not reports:
         raise ValueError("compare needs at least one run directory")
-    metric = metric or reports[0].config.get("monitor") or "CIDEr-D"
+    monitor = reports[0].config.get("monitor")
+    metric = metric or (monitor if isinstance(monitor, str) else None) or "CIDEr-D"
     if metric not in MONITORS:
         raise ValueError(f"unknown metric {metric!r}; one of {', '.join(MONITORS)}")
     names = [o.name for o in OPTIONS]
     differing = [name for name in names
                  if len({repr(r.config.get(name)) for r in reports}) > 1 and name not in ("cell", "data")]
-    if len({r.config.get("data") for r in reports}) > 1:
+    if len({repr(r.config.get("data")) for r in reports}) > 1:
         differing.insert(0, "data")
     rows = []
     for report in reports:
@@ -101,9 +120,11 @@ def compare_runs(reports, metric=None):
             "hidden_dim": report.config.get("hidden_dim"), "wordvec_dim": report.config.get("wordvec_dim"),
             "options": {name: report.config.get(name) for name in differing},
             "best": report.best(metric),
-            "final": {name: final.get(name) for name in SCORES if name in final},
-            "iteration": report.summary.get("iteration"), "num_iterations": report.summary.get("num_iterations"),
-            "elapsed": report.summary.get("elapsed"), "stopped_early": report.summary.get("stopped_early", False),
-            "interrupted": report.summary.get("interrupted"),
+            "final": {name: final[name] for name in SCORES if name in final},
+            "iteration": _summary_number(report.summary, "iteration"),
+            "num_iterations": _summary_number(report.summary, "num_iterations"),
+            "elapsed": _summary_number(report.summary, "elapsed"),
+            "stopped_early": report.summary.get("stopped_early") is True,
+            "interrupted": report.summary.get("interrupted"), "skipped_records": report.skipped,
         })
     return {"metric": metric, "differing": differing, "runs": rows}

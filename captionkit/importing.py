@@ -23,8 +23,10 @@ missing or unreadable (otherwise those are errors).
 """
 import collections
 import csv
+import functools
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +47,6 @@ IMPORT_REPORT = "import.json"
 DEFAULT_MIN_COUNT = 5
 DEFAULT_MAX_WORDS = 16
 _SPLIT_ALIASES = {"train": "train", "val": "val", "test": "test", "restval": "train"}
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # letters and digits, with inner apostrophes (don't, o'clock)
 _HELD_OUT = 0.1  # share of the pictures held out as val when the caption file gives no splits
 MAX_SPLIT_FILE_BYTES = 2**31  # a Karpathy split file; COCO's, the largest in use, is about 150 MB
 
@@ -91,9 +92,26 @@ class ImportReport:
                 "dropped": self.dropped}
 
 
+@functools.cache
+def _word_pattern():
+    """A word: a letter or digit, then letters, digits and the marks and joiners that are part of a word.
+
+    ``\\w`` alone leaves out combining marks (categories Mn, Mc, Me): the vowel signs and viramas of Devanagari,
+    Thai, Bengali and Tamil, Arabic's harakat, and the accents of decomposed Latin, so words of those scripts would
+    be cut into letters. The zero-width joiner and non-joiner stay inside a word too (Persian, Indic conjuncts).
+    Built once, from the Unicode database Python ships.
+    """
+    marks = [chr(code) for code in range(0x110000) if unicodedata.category(chr(code)) in ("Mn", "Mc", "Me")]
+    inner = re.escape("".join(marks) + "\u200c\u200d")
+    part = rf"[^\W_](?:[^\W_]|[{inner}])*"
+    return re.compile(rf"{part}(?:'{part})*")  # inner apostrophes kept: don't, o'clock
+
+
 def tokenize(text):
-    """Lowercased words of letters and digits (any script), keeping inner apostrophes; punctuation dropped."""
-    return _WORD.findall(str(text).lower())
+    """Lowercased words of letters and digits (any script, with their combining marks), keeping inner
+    apostrophes; punctuation dropped. Text is NFC-normalised first, so decomposed text (as macOS writes file
+    names and some editors text) gives the same words as composed text."""
+    return _word_pattern().findall(unicodedata.normalize("NFC", str(text)).lower())
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -103,7 +121,7 @@ def _karpathy_caption(path, where, sentence):
                                "'raw'")
     tokens = sentence.get("tokens")
     if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-        return [word for token in tokens for word in [token.strip().lower()] if word]
+        return [word for token in tokens for word in [unicodedata.normalize("NFC", token).strip().lower()] if word]
     if isinstance(sentence.get("raw"), str):
         return tokenize(sentence["raw"])
     raise CaptionFileError(f"{path}: {where} has neither 'tokens' (a list of words) nor 'raw' (text)")

@@ -20,14 +20,15 @@ A training run leaves everything in one directory::
 Config files are data: JSON (``.json``) or TOML (``.toml``, read with tomllib); nothing in them is evaluated.
 """
 import json
+import math
+import os
 import re
 import time
 from pathlib import Path
 
-from captionkit.atomicfile import atomic_write_text
 from captionkit.checkpoint_container import CheckpointError
 from captionkit.locking import DirectoryLock
-from captionkit.safeio import read_json
+from captionkit.safeio import TEMPORARY_NAME, atomic_write_text, parse_json, read_bounded, read_json, read_lines
 
 __all__ = ["DEFAULT_RUNS_DIR", "ConfigError", "RunDirectory", "claim_run_dir", "new_run_dir", "read_config_file",
            "resolve_checkpoint", "run_dir_of"]
@@ -35,9 +36,12 @@ __all__ = ["DEFAULT_RUNS_DIR", "ConfigError", "RunDirectory", "claim_run_dir", "
 DEFAULT_RUNS_DIR = "runs"
 
 _CHECKPOINT_NAME = re.compile(r"^ckpt-(\d{8,})\.npz$")
-_PARTIAL_FILE = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")  # atomicfile's temporary names
 LOCK_FILE = ".lock"
 _MAX_CONFIG_BYTES = 2**20  # config files are a few hundred bytes
+_MAX_RUN_RECORD_BYTES = 16 * 2**20  # config.json and summary.json hold options and a few results: a few KB
+# A record is about 150 bytes: 256 MiB is over a million iterations, whose records fit in memory.
+MAX_METRICS_BYTES = 256 * 2**20
+_MAX_METRICS_LINE = 2**16
 
 
 class ConfigError(ValueError):
@@ -81,12 +85,12 @@ class RunDirectory:
 
     def remove_partial_files(self):
         """Delete the temporary files of writes that a killed process never finished (checkpoints, config,
-        summary, pictures: :mod:`captionkit.atomicfile` names them ``.NAME.PID-XXXXXXXX.tmp``). Call it only while
-        owning the run (:meth:`lock`): another writer's file in progress would go too."""
+        summary, pictures: :func:`captionkit.safeio.temporary_path` names them ``.NAME.PID-XXXXXXXX.tmp``). Call it
+        only while owning the run (:meth:`lock`): another writer's file in progress would go too."""
         for folder in (self.root, self.checkpoints):
             if folder.is_dir():
                 for path in folder.iterdir():
-                    if _PARTIAL_FILE.match(path.name) and path.is_file():
+                    if TEMPORARY_NAME.match(path.name) and path.is_file():
                         path.unlink(missing_ok=True)
 
     def lock(self):
@@ -105,28 +109,40 @@ class RunDirectory:
 
     def read_json(self, path):
         """The JSON object in ``path`` (config.json, summary.json), or {} when it is missing or unreadable."""
-        limit = 16 * 2**20  # both hold options and a few results: a few KB
         try:
-            value = read_json(path, limit, "run record")
+            value = read_json(path, _MAX_RUN_RECORD_BYTES, "run record")
         except ValueError:  # a FIFO, an oversized or broken file reads as missing, as a crash mid-write would
             return {}
         return value if isinstance(value, dict) else {}
 
     # ------------------------------------------------------------------ metrics
     def read_metrics(self):
-        """The records of ``metrics.jsonl`` in order; a line cut short by a crash is skipped."""
-        if not self.metrics.is_file():
-            return []
-        records = []
-        with open(self.metrics, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-                    records.append(record)
-        return records
+        """The usable records of ``metrics.jsonl`` in order (:meth:`read_metrics_counted` without the count)."""
+        return self.read_metrics_counted()[0]
+
+    def read_metrics_counted(self):
+        """``(records, skipped)``: the usable records of ``metrics.jsonl`` in order, and how many lines were not.
+
+        A usable record is a JSON object with a ``kind`` ("train" or "val"), an integer ``iteration`` and finite
+        numbers for every other value, as training writes them; anything else (a line cut short by a crash, bad
+        UTF-8, NaN, a string or a list where a number belongs, nesting too deep to parse) is skipped and counted.
+        A metrics file that is not a regular file or is larger than :data:`MAX_METRICS_BYTES` is refused with a
+        ValueError naming it.
+        """
+        if not os.path.lexists(self.metrics):
+            return [], 0
+        records, skipped = [], 0
+        for _, line in read_lines(self.metrics, MAX_METRICS_BYTES, _MAX_METRICS_LINE, "metrics file"):
+            try:
+                record = parse_json(line, self.metrics, "metrics record")
+            except ValueError:
+                skipped += line.strip() != b""
+                continue
+            if _usable_record(record):
+                records.append(record)
+            else:
+                skipped += 1
+        return records, skipped
 
     def truncate_metrics(self, iteration, source=None):
         """Keep only the records up to ``iteration`` of ``source``'s metrics (default this run's own): a resumed run
@@ -138,6 +154,13 @@ class RunDirectory:
         """The metrics file opened for appending, line-buffered so each record reaches the OS when written."""
         self.root.mkdir(parents=True, exist_ok=True)
         return open(self.metrics, "a", encoding="utf-8", buffering=1)
+
+
+def _usable_record(record):
+    return (isinstance(record, dict) and record.get("kind") in ("train", "val")
+            and type(record.get("iteration")) is int
+            and all(key in ("kind", "iteration") or (type(value) in (int, float) and math.isfinite(value))
+                    for key, value in record.items()))
 
 
 def claim_run_dir(out, resumed_from=None, checkpoint_iteration=None, cell="run", runs_dir=DEFAULT_RUNS_DIR):
@@ -227,15 +250,7 @@ def read_config_file(path):
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         raise ConfigError(f"{path}: config files must be JSON (.json) or TOML (.toml), got {suffix or 'no suffix'!r}")
-    try:
-        if not path.is_file():  # a device or pipe (/dev/zero) would be read forever
-            raise ConfigError(f"{path}: not a regular file" if path.exists() else f"{path}: config file not found")
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from exc
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes; a config file holds a few options")
+    raw = read_bounded(path, _MAX_CONFIG_BYTES, "config file", ConfigError)
     try:
         text = raw.decode("utf-8")
         if suffix == ".json":
@@ -246,7 +261,9 @@ def read_config_file(path):
             options = tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from exc
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid {suffix[1:].upper()} (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise ConfigError(f"{path}: not valid {suffix[1:].upper()} ({exc})") from exc
     if not isinstance(options, dict):
         raise ConfigError(f"{path}: expected an object of option names to values, got {type(options).__name__}")

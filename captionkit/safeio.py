@@ -2,8 +2,9 @@
 
 Reading: a file given to captionkit may be anything (a FIFO that never ends, /dev/zero, a sparse file of
 terabytes, JSON nested a million deep, a truncated HDF5 file). :func:`read_bounded` reads only regular files and at
-most a stated size; :func:`parse_json` and :func:`read_json` turn every way JSON can fail into one error naming the
-file; :func:`check_format` checks a document's format header; :class:`hdf5_errors` names the file in h5py's errors.
+most a stated size (:func:`read_lines` the same, a line at a time); :func:`parse_json` and :func:`read_json` turn
+every way JSON can fail into one error naming the file; :func:`check_format` checks a document's format header;
+:class:`hdf5_errors` names the file in h5py's errors.
 
 Writing: nothing captionkit writes is ever seen half-written. :func:`atomic_write` replaces a file by renaming a
 complete temporary one over it, :func:`staged_directory` does the same for a whole folder, and both name their
@@ -21,7 +22,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["TEMPORARY_NAME", "atomic_write", "atomic_write_text", "check_format", "hdf5_errors", "parse_json",
-           "read_bounded", "read_json", "size_text", "staged_directory", "temporary_path"]
+           "read_bounded", "read_json", "read_lines", "size_text", "staged_directory", "temporary_path"]
 
 # ".NAME.PID-XXXXXXXX.tmp": hidden, the writer's pid, 8 random hex digits.
 TEMPORARY_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
@@ -47,14 +48,8 @@ def _file_kind(mode):
     return "not a regular file"
 
 
-def read_bounded(path, limit, what, error=ValueError):
-    """The bytes of the regular file ``path``, refused with ``error`` naming ``path`` when it is missing, is not
-    a regular file (a FIFO, a device, a directory) or holds more than ``limit`` bytes; ``what`` names the file in
-    the message ("vocabulary file", "caption file").
-
-    The file is opened without blocking and checked on the open descriptor, so a FIFO is refused rather than
-    waited on, and a file swapped after a check is not read unchecked.
-    """
+def _open_regular(path, what, error):
+    """A binary file object of the regular file ``path``, or ``error`` naming it (see :func:`read_bounded`)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
@@ -65,7 +60,18 @@ def read_bounded(path, limit, what, error=ValueError):
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise error(f"{path}: is {_file_kind(mode)}; {_a(what)} is read only from a regular file")
-    with os.fdopen(fd, "rb") as f:
+    return os.fdopen(fd, "rb")
+
+
+def read_bounded(path, limit, what, error=ValueError):
+    """The bytes of the regular file ``path``, refused with ``error`` naming ``path`` when it is missing, is not
+    a regular file (a FIFO, a device, a directory) or holds more than ``limit`` bytes; ``what`` names the file in
+    the message ("vocabulary file", "caption file").
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO is refused rather than
+    waited on, and a file swapped after a check is not read unchecked.
+    """
+    with _open_regular(path, what, error) as f:
         try:
             raw = f.read(limit + 1)
         except OSError as exc:
@@ -74,6 +80,27 @@ def read_bounded(path, limit, what, error=ValueError):
             raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes); this one has "
                         f"{os.fstat(f.fileno()).st_size}")
     return raw
+
+
+def read_lines(path, limit, line_limit, what, error=ValueError):
+    """``(number, bytes)`` of each line of the regular file ``path`` (numbered from 1, the newline kept), read one
+    line at a time: refused with ``error`` naming ``path`` as :func:`read_bounded` does, and when the file holds
+    more than ``limit`` bytes or a line more than ``line_limit`` (so a file of one endless line is not read whole).
+    """
+    with _open_regular(path, what, error) as f:
+        total = number = 0
+        try:
+            while line := f.readline(line_limit + 1):
+                number += 1
+                total += len(line)
+                if len(line) > line_limit:
+                    raise error(f"{path}: line {number} is longer than {size_text(line_limit)}; {_a(what)} holds "
+                                "shorter lines")
+                if total > limit:
+                    raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes)")
+                yield number, line
+        except OSError as exc:
+            raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
 
 
 def parse_json(raw, source, what, error=ValueError):

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from captionkit.cli.table import echo_table
+from captionkit.cli.terminal import quoted
 from captionkit.comparison import compare_runs, read_runs
 from captionkit.options import MONITORS
 from captionkit.plotting import plot_comparison
@@ -13,6 +14,11 @@ from captionkit.progress import format_duration
 
 def _number(value, digits=3):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _strict_json(table):
+    """``table`` as strict JSON: a non-finite number a run's files hold (NaN, Infinity) is written as null."""
+    return json.dumps(json.loads(json.dumps(table), parse_constant=lambda _: None), indent=2, allow_nan=False)
 
 
 @click.command("compare")
@@ -37,11 +43,15 @@ def compare(runs, metric, plot_path, no_plot, json_output):
       captionkit compare runs/a runs/b --metric BLEU-4 --plot ab.png
     """
     reports = read_runs(runs)
+    for report in reports:
+        if report.skipped:
+            click.echo(f"{quoted(report.path / 'metrics.jsonl')}: {report.skipped} unusable record(s) skipped",
+                       err=True)
     table = compare_runs(reports, metric)
     if not no_plot:
         plot_comparison(reports, table["metric"], plot_path)
     if json_output:
-        click.echo(json.dumps({**table, "plot": None if no_plot else str(plot_path)}, indent=2))
+        click.echo(_strict_json({**table, "plot": None if no_plot else str(plot_path)}))
         return
     metric = table["metric"]
     header = ["run", "cell", "hidden", "wordvec", *table["differing"], f"best {metric}", "at",
@@ -55,8 +65,8 @@ def compare(runs, metric, plot_path, no_plot, json_output):
                      *[row["options"][name] for name in table["differing"]],
                      _number(best.get("value"), 4), best.get("iteration", "-"),
                      *[_number(final.get(name)) for name in ("BLEU-4", "CIDEr-D", "ROUGE-L", "loss", "perplexity")],
-                     f"{row['iteration']}/{row['num_iterations']}",
+                     f"{_number(row['iteration'])}/{_number(row['num_iterations'])}",
                      format_duration(row["elapsed"]) if row["elapsed"] is not None else "-", ended])
     echo_table(header, rows)
     if not no_plot:
-        click.echo(f"\nCurves: {plot_path}")
+        click.echo(f"\nCurves: {quoted(plot_path)}")
