@@ -24,6 +24,7 @@ missing or unreadable (otherwise those are errors).
 import collections
 import csv
 import functools
+import io
 import json
 import re
 import unicodedata
@@ -37,7 +38,7 @@ from captionkit.bundle.writer import BundleFiles, encode_captions
 from captionkit.checks import integer
 from captionkit.encoders.pipeline import Pca, encode_files
 from captionkit.encoders.record import EncoderRecord
-from captionkit.safeio import parse_json, read_bounded, staged_directory
+from captionkit.safeio import parse_json, read_bounded, read_head, read_lines, staged_directory
 from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["IMPORT_REPORT", "CaptionFileError", "ImportReport", "Picture", "build_vocabulary", "import_dataset",
@@ -48,7 +49,10 @@ DEFAULT_MIN_COUNT = 5
 DEFAULT_MAX_WORDS = 16
 _SPLIT_ALIASES = {"train": "train", "val": "val", "test": "test", "restval": "train"}
 _HELD_OUT = 0.1  # share of the pictures held out as val when the caption file gives no splits
-MAX_SPLIT_FILE_BYTES = 2**31  # a Karpathy split file; COCO's, the largest in use, is about 150 MB
+MAX_SPLIT_FILE_BYTES = 2**29  # a Karpathy split file; COCO's, the largest in use, is about 150 MB
+MAX_TABLE_BYTES = 2**29  # a caption table: COCO's 600000 captions as CSV are about 40 MB
+_MAX_TABLE_LINE = 2**20
+_SNIFF_BYTES = 4096
 
 
 class CaptionFileError(ValueError):
@@ -64,6 +68,7 @@ class Picture:
     captions: list
     source: str  # e.g. "images[12]" or "line 5", for messages
     key: object = None  # the file's id for the picture (imgid), if any
+    name: str = ""  # the picture's name as the caption file gives it, relative to the images folder
 
 
 @dataclass
@@ -134,9 +139,20 @@ def _split_of(path, where, value):
     return _SPLIT_ALIASES[value]
 
 
+def _looks_like_json_object(path):
+    """Whether the file starts, after a byte-order mark and white space, with the ``{`` of a JSON object: a
+    picture or an archive given as a split file is refused from its first bytes rather than read whole."""
+    head = read_head(path, _SNIFF_BYTES, "caption file", CaptionFileError)
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return text.startswith(b"{")
+
+
 def _read_karpathy(path, images_dir):
-    document = parse_json(read_bounded(path, MAX_SPLIT_FILE_BYTES, "caption file", CaptionFileError), path, "file",
-                          CaptionFileError)
+    if not _looks_like_json_object(path):
+        raise CaptionFileError(f"{path}: expected a Karpathy split file: an object with an 'images' list (this file "
+                               "does not start with '{')")
+    raw = read_bounded(path, MAX_SPLIT_FILE_BYTES, "caption file", CaptionFileError)
+    document = parse_json(raw.removeprefix(b"\xef\xbb\xbf"), path, "file", CaptionFileError)
     if not isinstance(document, dict) or not isinstance(document.get("images"), list):
         raise CaptionFileError(f"{path}: expected a Karpathy split file: an object with an 'images' list")
     pictures = []
@@ -156,7 +172,8 @@ def _read_karpathy(path, images_dir):
             raise CaptionFileError(f"{path}: {where} has no 'sentences' list")
         captions = [_karpathy_caption(path, f"{where} sentences[{j}]", s) for j, s in enumerate(sentences)]
         split = _split_of(path, where, entry.get("split"))
-        pictures.append(Picture(Path(images_dir) / folder / filename, split, captions, where, entry.get("imgid")))
+        name = Path(folder) / filename
+        pictures.append(Picture(Path(images_dir) / name, split, captions, where, entry.get("imgid"), str(name)))
     return pictures
 
 
@@ -165,27 +182,30 @@ def _table_rows(path):
     text_path = Path(path)
     try:
         if text_path.suffix.lower() == ".csv":
-            with open(text_path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f)
-                columns = set(reader.fieldnames or [])
-                if not {"image", "caption"} <= columns:
-                    raise CaptionFileError(f"{path}: the header row must name the columns image and caption (and "
+            text = read_bounded(text_path, MAX_TABLE_BYTES, "caption table", CaptionFileError).decode("utf-8-sig")
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            columns = set(reader.fieldnames or [])
+            if not {"image", "caption"} <= columns:
+                raise CaptionFileError(f"{path}: the header row must name the columns image and caption (and "
                                        f"optionally split); it names {sorted(columns)}")
-                return [(f"line {reader.line_num}", row) for row in reader]
+            return [(f"line {reader.line_num}", row) for row in reader]
         rows = []
-        with open(text_path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CaptionFileError(f"{path}: line {number} is not JSON ({exc})") from None
-                if not isinstance(row, dict):
-                    raise CaptionFileError(f"{path}: line {number} is {type(row).__name__}, expected an object")
-                rows.append((f"line {number}", row))
+        for number, line in read_lines(text_path, MAX_TABLE_BYTES, _MAX_TABLE_LINE, "caption table",
+                                       CaptionFileError):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except json.JSONDecodeError as exc:
+                raise CaptionFileError(f"{path}: line {number} is not JSON ({exc})") from None
+            except RecursionError:
+                raise CaptionFileError(f"{path}: line {number} is not a readable JSON object (nested too "
+                                       "deeply)") from None
+            if not isinstance(row, dict):
+                raise CaptionFileError(f"{path}: line {number} is {type(row).__name__}, expected an object")
+            rows.append((f"line {number}", row))
         return rows
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise CaptionFileError(f"{path}: cannot read caption table ({exc})") from None
 
 
@@ -205,7 +225,7 @@ def _read_table(path, images_dir, seed):
         split = _split_of(path, f"{where} ({image})", split) if split is not None else None
         picture = by_name.get(image)
         if picture is None:
-            picture = by_name[image] = Picture(Path(images_dir) / image, split, [], f"{where} ({image})")
+            picture = by_name[image] = Picture(Path(images_dir) / image, split, [], f"{where} ({image})", name=image)
             pictures.append(picture)
         elif picture.split != split:
             raise CaptionFileError(f"{path}: {where} puts {image} in split {split}, but {picture.source} put it in "
@@ -223,11 +243,14 @@ def _read_table(path, images_dir, seed):
     return pictures
 
 
-def read_captions_file(path, images_dir=None, seed=0):
+def read_captions_file(path, images_dir=None, seed=0, allow_outside_images=False):
     """The pictures of a Karpathy split file (``.json``) or caption table (``.csv``, ``.jsonl``) -> [Picture].
 
     ``images_dir``: the folder image names are relative to (default: the caption file's folder). ``seed``: the
-    held-out split of a table without splits. Raises :class:`CaptionFileError` naming the file and entry.
+    held-out split of a table without splits. A name that is absolute or leads out of ``images_dir`` (``..``, a
+    symbolic link pointing elsewhere) is refused unless ``allow_outside_images``: a downloaded caption file must not
+    pull arbitrary readable pictures into a bundle that may be shared. Raises :class:`CaptionFileError` naming the
+    file and entry.
     """
     path = Path(path)
     if not path.is_file():
@@ -241,8 +264,24 @@ def read_captions_file(path, images_dir=None, seed=0):
     else:
         raise CaptionFileError(f"{path}: caption files are Karpathy split files (.json) or tables (.csv, .jsonl); got "
                            f"{suffix or 'no suffix'!r}")
+    if not allow_outside_images:
+        _refuse_outside(path, pictures, images_dir)
     _refuse_duplicates(path, pictures)
     return pictures
+
+
+def _refuse_outside(path, pictures, images_dir):
+    folder = images_dir.resolve()
+    for picture in pictures:
+        if Path(picture.name).is_absolute():
+            problem = "is an absolute path"
+        elif not picture.path.resolve().is_relative_to(folder):
+            problem = f"leads outside the images folder {images_dir} (to {picture.path.resolve()})"
+        else:
+            continue
+        raise CaptionFileError(f"{path}: {picture.source}: the picture name {picture.name!r} {problem}; names are "
+                               "relative to the images folder (--images). Pass --allow-outside-images to import "
+                               "pictures from elsewhere")
 
 
 def _refuse_duplicates(path, pictures):
@@ -297,17 +336,19 @@ def build_vocabulary(pictures, min_count):
 
 
 def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAULT_MIN_COUNT,
-                   max_words=DEFAULT_MAX_WORDS, pca_dim=None, skip_missing=False, seed=0, progress=None):
+                   max_words=DEFAULT_MAX_WORDS, pca_dim=None, skip_missing=False, seed=0, progress=None,
+                   allow_outside_images=False):
     """Write the bundle of ``captions_file``'s pictures and captions into ``out`` (must not exist, or be empty).
 
     ``encoder``: a built :class:`captionkit.encoders.Encoder`. ``pca_dim``: also write features reduced by a PCA
-    fitted on the training pictures (and ``pca.h5``). ``progress(stage, done, total)``. The bundle appears only
-    once complete. Returns an :class:`ImportReport`, also written as ``import.json``.
+    fitted on the training pictures (and ``pca.h5``). ``progress(stage, done, total)``. ``allow_outside_images``:
+    see :func:`read_captions_file`. The bundle appears only once complete. Returns an :class:`ImportReport`, also
+    written as ``import.json``.
     """
     integer("min_count", min_count)
     integer("max_words", max_words)
     dropped = []
-    pictures = read_captions_file(captions_file, images_dir, seed)
+    pictures = read_captions_file(captions_file, images_dir, seed, allow_outside_images)
     pictures = _drop_missing(_drop_empty(pictures, dropped), skip_missing, dropped)
     by_split = {split: [p for p in pictures if p.split == split] for split in SPLITS}
     for split in REQUIRED_SPLITS:

@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 
 __all__ = ["TEMPORARY_NAME", "atomic_write", "atomic_write_text", "check_format", "hdf5_errors", "parse_json",
-           "read_bounded", "read_json", "read_lines", "size_text", "staged_directory", "temporary_path"]
+           "read_bounded", "read_head", "read_json", "read_lines", "size_text", "staged_directory", "temporary_path"]
 
 # ".NAME.PID-XXXXXXXX.tmp": hidden, the writer's pid, 8 random hex digits.
 TEMPORARY_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
@@ -72,6 +72,9 @@ def read_bounded(path, limit, what, error=ValueError):
     waited on, and a file swapped after a check is not read unchecked.
     """
     with _open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:  # refused before reading: a file of gigabytes is not read only to be refused
+            raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes); this one has {size}")
         try:
             raw = f.read(limit + 1)
         except OSError as exc:
@@ -80,6 +83,16 @@ def read_bounded(path, limit, what, error=ValueError):
             raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes); this one has "
                         f"{os.fstat(f.fileno()).st_size}")
     return raw
+
+
+def read_head(path, count, what, error=ValueError):
+    """The first ``count`` bytes (or fewer) of the regular file ``path``, refused as :func:`read_bounded` does: to
+    recognise a file by its start before reading it whole."""
+    with _open_regular(path, what, error) as f:
+        try:
+            return f.read(count)
+        except OSError as exc:
+            raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
 
 
 def read_lines(path, limit, line_limit, what, error=ValueError):

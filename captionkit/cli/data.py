@@ -160,8 +160,11 @@ def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
               help="Leave out pictures that are missing or unreadable (reported) instead of stopping.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
               help="Seed choosing the held-out val pictures of a caption table without splits.")
+@click.option("--allow-outside-images", is_flag=True,
+              help="Import pictures whose names are absolute or lead out of --images (.., symbolic links); refused "
+                   "by default, so a downloaded caption file cannot pull other files into the bundle.")
 def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_options, min_count, max_words, pca_dim,
-                   skip_missing, seed):
+                   skip_missing, seed, allow_outside_images):
     """Make a dataset bundle in OUT from pictures and their captions, for `captionkit train --data OUT`.
 
     The captions come from a Karpathy split file (--karpathy; its train/val/test splits, restval as train) or a
@@ -193,7 +196,7 @@ def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_optio
     try:
         report = import_dataset(out, karpathy or table, encoder, images_dir=images_dir, min_count=min_count,
                                 max_words=max_words, pca_dim=pca_dim, skip_missing=skip_missing, seed=seed,
-                                progress=progress)
+                                progress=progress, allow_outside_images=allow_outside_images)
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)
