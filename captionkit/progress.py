@@ -110,6 +110,9 @@ class ProgressDisplay:
                    f"{event['validations']} validations (best {event['best']:.4f} at iteration "
                    f"{event['best_iteration']}).")
 
+    def _on_sample_skipped(self, event):
+        self._line(f"  samples.png: val image {event['image']} left out ({event['url']}: {event['reason']})")
+
     def _on_already_done(self, event):
         self._line(f"{event['run_dir']} is finished at iteration {event['iteration']}: {event['reason']}. "
                    "Nothing was changed.")

@@ -5,6 +5,7 @@ a run when its spec and vocabulary are the run's (:func:`check_fits`, the same c
 position lies within the run's iterations (:func:`check_fits_plan`); a run that is finished is reported as it is,
 without writing anything (:func:`finished`, :func:`already_done`).
 """
+import os
 from pathlib import Path
 
 from captionkit.checkpoint_schema import CheckpointError, read_checkpoint
@@ -71,11 +72,23 @@ def check_fits_plan(checkpoint, solver):
 
 
 def initial_checkpoint(init_from):
-    """The checkpoint ``--init-from`` names: a file, or a run's best checkpoint (else its latest)."""
+    """The checkpoint ``--init-from`` names: a file, or a run's best checkpoint (its latest when it has no best).
+
+    A best checkpoint that is present but unusable (corrupt, not a regular file, a dangling link) is refused rather
+    than passed over for the latest: the two hold different weights, and a run quietly started from the other would
+    look like the one asked for. The message names the latest for starting from it on purpose.
+    """
     path = Path(init_from)
-    if path.is_dir() and RunDirectory(path).best_checkpoint.is_file():
-        path = RunDirectory(path).best_checkpoint
-    return read_checkpoint(resolve_checkpoint(path))
+    run = RunDirectory(path)
+    if not path.is_dir() or not os.path.lexists(run.best_checkpoint):
+        return read_checkpoint(resolve_checkpoint(path))
+    try:
+        return read_checkpoint(run.best_checkpoint)
+    except CheckpointError as exc:
+        latest = run.latest_checkpoint()
+        instead = f"; to start from its latest checkpoint instead, pass --init-from {latest}" if latest else ""
+        raise CheckpointError(f"{exc} (--init-from {path} starts from the run's best checkpoint, best.npz, which "
+                              f"cannot be used{instead})") from exc
 
 
 def finished(checkpoint, cfg, solver):

@@ -314,7 +314,7 @@ class TrainingSession:
             self.emit({"event": "interrupted", "signal": interrupted, "iteration": solver.iteration,
                        "checkpoint": str(result.checkpoint)})
         else:
-            result.samples = _write_samples(run, self.cfg, self.bundle, self.validation, self.hypotheses)
+            result.samples = _write_samples(run, self.cfg, self.bundle, self.validation, self.hypotheses, self.emit)
         summary = result.summary(self.per_epoch)
         run.write_json(run.summary, summary)
         plot_training_curves(run.read_metrics(), run.loss_plot)
@@ -360,7 +360,7 @@ def _record_features(cfg, bundle, spec, run):
             raise BundleError(f"{bundle}: {exc}") from None
 
 
-def _write_samples(run, cfg, bundle, validation, hypotheses):
+def _write_samples(run, cfg, bundle, validation, hypotheses, emit):
     """samples.txt (and samples.png when the dataset has images) for the first ``num_samples`` validation images."""
     images = validation.images[:cfg.num_samples]
     samples = [
@@ -376,12 +376,35 @@ def _write_samples(run, cfg, bundle, validation, hypotheses):
             lines.append(f"  {'truth:' if k == 0 else '':<10} {reference}")
         lines.append("")
     atomic_write_text(run.samples_text, "\n".join(lines))
-    pixels = None
+    pixels, drawn = None, samples
     if samples:
         pixels = load_images(bundle, "val", images)
         if pixels is None:  # a bundle of picture files (captionkit data import) lists their paths
-            pixels = local_pictures(validation.urls[:len(samples)])
+            pixels, drawn = _sample_pictures(samples, emit)
     if pixels is not None:
-        plot_caption_grid(pixels, [s["generated"] for s in samples], [s["references"][0] for s in samples],
+        plot_caption_grid(pixels, [s["generated"] for s in drawn], [s["references"][0] for s in drawn],
                           run.samples_grid)
     return samples
+
+
+def _sample_pictures(samples, emit):
+    """(pictures, the samples they show) of samples whose urls are picture files, or (None, samples) when none is.
+
+    A picture that cannot be read now (changed or replaced since the import: a decompression bomb, a decoder's own
+    error) is left out of the grid with a ``sample_skipped`` event: the grid only illustrates the run, whose results
+    must be written whatever its pictures have become.
+    """
+    if not any(Path(sample["url"]).is_file() for sample in samples):
+        return None, samples  # URLs (the COCO bundle's): nothing local to draw
+    pictures, drawn = [], []
+    for sample in samples:
+        try:
+            picture, reason = local_pictures([sample["url"]]), "not a readable picture file"
+        except Exception as exc:  # noqa: BLE001 -- whatever reading a picture raises must not lose the run
+            picture, reason = None, f"{type(exc).__name__}: {exc}"
+        if picture is None:
+            emit({"event": "sample_skipped", "image": sample["image"], "url": sample["url"], "reason": reason})
+        else:
+            pictures.extend(picture)
+            drawn.append(sample)
+    return (pictures or None), drawn

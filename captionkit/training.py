@@ -71,8 +71,9 @@ def train(config=None, *, out=None, resume=None, callback=None, progress=True, h
     config, resumed_from), ``"iteration"`` (iteration, num_iterations, epoch, loss, learning_rate, elapsed, eta,
     iterations_per_second), ``"eval"`` (iteration, epoch, metrics, images, seconds, best), ``"checkpoint"``
     (iteration, path, seconds), ``"early_stop"`` (iteration, monitor, validations, best, best_iteration),
-    ``"interrupted"`` (signal, iteration, checkpoint), ``"already_done"`` (run_dir, iteration, reason) and
-    ``"done"`` (summary.json's fields).
+    ``"interrupted"`` (signal, iteration, checkpoint), ``"already_done"`` (run_dir, iteration, reason),
+    ``"sample_skipped"`` (image, url, reason: a sample picture left out of samples.png) and ``"done"`` (summary.json's
+    fields).
 
     With ``handle_signals`` (main thread only), SIGINT and SIGTERM stop training after the current iteration and
     save a checkpoint (the result has ``interrupted`` set); a second SIGINT aborts at once. A NaN or infinite loss
