@@ -51,7 +51,6 @@ __all__ = [
     "SPECIAL_TOKENS",
     "SPLITS",
     "BundleError",
-    "bundle_dir",
     "bundle_layout",
     "bundle_paths",
     "check_bundle",
@@ -62,8 +61,6 @@ __all__ = [
     "load_images",
     "sample_coco_minibatch",
 ]
-
-DATA_DIR_ENV = "CAPTIONKIT_DATA_DIR"
 
 # Bounds on what a file may make captionkit allocate (docs/dataset.md, "What bundle reading refuses").
 # A chunked (compressed) HDF5 dataset may declare at most MAX_INFLATION times the bytes the file stores for it, and no
@@ -79,19 +76,6 @@ URL_ARRAY_FLOOR = 64 * 2**20
 
 class BundleError(ValueError):
     """A dataset bundle is missing a file or key, or holds values that cannot be right."""
-
-
-def bundle_dir(base_dir=None, progress=None):
-    """The bundle directory meant by ``base_dir``: itself, or when None ``$CAPTIONKIT_DATA_DIR`` if set, else
-    captionkit's built-in dataset (generated and cached on first use; ``progress(stage, done, total)`` hears about
-    that first build)."""
-    if base_dir is not None:
-        return Path(base_dir)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    from captionkit.synthetic import builtin_dataset_dir  # the built-in dataset is written by the layer above
-
-    return builtin_dataset_dir(progress=progress)
 
 
 def _require_file(path):
@@ -338,13 +322,13 @@ def _read_urls(path, count, widest):
     raise BundleError(f"{path}: the file changed while being read")
 
 
-def load_coco_data(base_dir=None, max_train=None, pca_features=True):
+def load_coco_data(base_dir, max_train=None, pca_features=True):
     """Load a captioning bundle into the assignment's dictionary.
 
     Keys: train_captions (N, T) int32, train_image_idxs (N,) int32, val_captions, val_image_idxs, train_features
     (num_train_images, D), val_features, idx_to_word (list), word_to_idx (dict), train_urls, val_urls (arrays of
-    str), and the same test_* keys when the bundle has a test split. ``base_dir`` None means
-    ``$CAPTIONKIT_DATA_DIR`` or, when unset, captionkit's built-in dataset. ``pca_features``: the bundle's
+    str), and the same test_* keys when the bundle has a test split. ``base_dir``: the bundle directory
+    (:func:`captionkit.data.load_coco_data` also finds the default one). ``pca_features``: the bundle's
     PCA-reduced features, when it has them (see :func:`bundle_paths`).
     ``max_train`` keeps that many training captions drawn with replacement by ``np.random.randint``, as the
     assignment does (seed ``np.random`` for a reproducible subset). Raises :class:`BundleError` on bad data.
@@ -352,7 +336,7 @@ def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     The small files come first (vocabulary, URL lists, read with bounded memory), then every HDF5 dataset's
     metadata (:func:`checked_dataset`) and the sizes the files declare against each other; arrays are read last.
     """
-    data = _read_bundle(bundle_dir(base_dir), pca_features)
+    data = _read_bundle(Path(base_dir), pca_features)
     if max_train is not None:
         integer("max_train", max_train, optional=True)
         mask = np.random.randint(data["train_captions"].shape[0], size=max_train)
@@ -406,8 +390,7 @@ def load_images(base_dir, split, indices):
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    base = bundle_dir(base_dir)
-    path = images_path(base, split)
+    path = images_path(Path(base_dir), split)
     if not path.is_file():
         return None
     import h5py

@@ -19,9 +19,11 @@ from captionkit.encoders.base import EncoderError, check_features
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
 from captionkit.images import ImageFileError, read_image
-from captionkit.safeio import atomic_write
+from captionkit.safeio import atomic_write, hdf5_errors, read_bounded
 
 __all__ = ["EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
+
+MAX_PCA_BYTES = 2**30  # a PCA of 2048 features to 2048 values, float64, is 32 MiB: copied whole into each run
 
 
 def encode_files(encoder, paths, progress=None, skip_unreadable=False):
@@ -99,19 +101,14 @@ class Pca:
         path = Path(path)
         if not path.is_file():
             raise EncoderError(f"{path}: file not found (the PCA the features were reduced with)")
-        try:
-            with h5py.File(path, "r") as h5:
-                # Links, stored sizes and shapes are checked on the metadata, before any array is allocated.
-                mean = checked_dataset(path, h5, "mean", error=EncoderError)
-                components = checked_dataset(path, h5, "components", error=EncoderError)
-                if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
-                    raise EncoderError(f"{path}: 'mean' {mean.shape} and 'components' {components.shape} do not fit "
-                                       "(expected (D,) and (K, D))")
-                mean, components = mean[()], components[()]
-        except EncoderError:
-            raise
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise EncoderError(f"{path}: cannot read the PCA's 'mean' and 'components' ({exc})") from None
+        with hdf5_errors(path, EncoderError), h5py.File(path, "r") as h5:
+            # Links, stored sizes and shapes are checked on the metadata, before any array is allocated.
+            mean = checked_dataset(path, h5, "mean", error=EncoderError)
+            components = checked_dataset(path, h5, "components", error=EncoderError)
+            if mean.ndim != 1 or components.ndim != 2 or components.shape[1] != mean.shape[0]:
+                raise EncoderError(f"{path}: 'mean' {mean.shape} and 'components' {components.shape} do not fit "
+                                   "(expected (D,) and (K, D))")
+            mean, components = mean[()], components[()]
         return cls(mean, components)
 
 
@@ -183,8 +180,9 @@ def copy_record(bundle, pca_features, destination):
     if reduced and record.pca_dim is None:
         raise BundleError(f"{source}: the bundle has PCA-reduced features but its encoder record has no pca_dim")
     if reduced:
+        pca = read_bounded(bundle / PCA_FILE, MAX_PCA_BYTES, "PCA file", BundleError)
         with atomic_write(destination / PCA_FILE) as f:
-            f.write((bundle / PCA_FILE).read_bytes())
+            f.write(pca)
     else:
         (destination / PCA_FILE).unlink(missing_ok=True)
     record = record.with_pca(record.pca_dim if reduced else None)
