@@ -192,6 +192,9 @@ def _table_rows(path):
         rows = []
         for number, line in read_lines(text_path, MAX_TABLE_BYTES, _MAX_TABLE_LINE, "caption table",
                                        CaptionFileError):
+            if line is None:
+                raise CaptionFileError(f"{path}: line {number} is longer than {_MAX_TABLE_LINE} bytes; a row holds a "
+                                       "picture's name and captions")
             if not line.strip():
                 continue
             try:

@@ -125,7 +125,8 @@ class RunDirectory:
 
         A usable record is a JSON object with a ``kind`` ("train" or "val"), an integer ``iteration`` and finite
         numbers for every other value, as training writes them; anything else (a line cut short by a crash, bad
-        UTF-8, NaN, a string or a list where a number belongs, nesting too deep to parse) is skipped and counted.
+        UTF-8, NaN, a string or a list where a number belongs, nesting too deep to parse, a line of more than 64 KiB)
+        is skipped and counted.
         A metrics file that is not a regular file or is larger than :data:`MAX_METRICS_BYTES` is refused with a
         ValueError naming it.
         """
@@ -133,6 +134,9 @@ class RunDirectory:
             return [], 0
         records, skipped = [], 0
         for _, line in read_lines(self.metrics, MAX_METRICS_BYTES, _MAX_METRICS_LINE, "metrics file"):
+            if line is None:  # longer than any record training writes
+                skipped += 1
+                continue
             try:
                 record = parse_json(line, self.metrics, "metrics record")
             except ValueError:

@@ -97,21 +97,26 @@ def read_head(path, count, what, error=ValueError):
 
 def read_lines(path, limit, line_limit, what, error=ValueError):
     """``(number, bytes)`` of each line of the regular file ``path`` (numbered from 1, the newline kept), read one
-    line at a time: refused with ``error`` naming ``path`` as :func:`read_bounded` does, and when the file holds
-    more than ``limit`` bytes or a line more than ``line_limit`` (so a file of one endless line is not read whole).
+    line at a time and refused with ``error`` naming ``path`` as :func:`read_bounded` does, or when the file holds
+    more than ``limit`` bytes. A line longer than ``line_limit`` bytes comes as ``(number, None)``, read past and
+    not kept, for the caller to skip or refuse: a file of one endless line is never held whole.
     """
     with _open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes); this one has {size}")
         total = number = 0
         try:
             while line := f.readline(line_limit + 1):
                 number += 1
                 total += len(line)
-                if len(line) > line_limit:
-                    raise error(f"{path}: line {number} is longer than {size_text(line_limit)}; {_a(what)} holds "
-                                "shorter lines")
-                if total > limit:
+                overlong = len(line) > line_limit and not line.endswith(b"\n")
+                while overlong and (rest := f.readline(line_limit)):
+                    total += len(rest)
+                    overlong = not rest.endswith(b"\n") and total <= limit
+                if total > limit:  # the file grew while being read
                     raise error(f"{path}: {_a(what)} is at most {size_text(limit)} ({limit} bytes)")
-                yield number, line
+                yield number, None if len(line) > line_limit else line
         except OSError as exc:
             raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
 
