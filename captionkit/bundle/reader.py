@@ -41,7 +41,7 @@ from captionkit.bundle.layout import (
     bundle_paths,
     images_path,
 )
-from captionkit.safeio import hdf5_errors, read_json, size_text
+from captionkit.safeio import hdf5_errors, read_json, read_lines, size_text
 from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary, caption_text
 
 __all__ = [
@@ -73,6 +73,8 @@ MAX_URL_CHARS = 2**16  # one line of a URL list: a URL or an image file's path
 # the file's size (URL_ARRAY_FLOOR for small files), so one long line among many short ones cannot ask for gigabytes.
 URL_ARRAY_FACTOR = 32
 URL_ARRAY_FLOOR = 64 * 2**20
+MAX_URL_FILE_BYTES = 2**30  # a URL list; COCO's 83,000 training URLs take about 5 MB
+_MAX_UTF8_BYTES = 4  # bytes of one character in UTF-8, at most
 
 class BundleError(ValueError):
     """A dataset bundle is missing a file or key, or holds values that cannot be right."""
@@ -269,12 +271,16 @@ def _read_vocab(path):
     return vocabulary.idx_to_word, vocabulary.word_to_idx
 
 
-def _url_lines(f, path):
-    """The stripped lines of the open URL list ``f``, one at a time, none longer than MAX_URL_CHARS."""
-    number = 0
-    while line := f.readline(MAX_URL_CHARS + 1):
-        number += 1
-        if len(line) > MAX_URL_CHARS and not line.endswith("\n"):
+def _url_lines(path):
+    """The stripped lines of the URL list ``path``, read one at a time (:func:`captionkit.safeio.read_lines`), none
+    longer than MAX_URL_CHARS."""
+    for number, raw in read_lines(path, MAX_URL_FILE_BYTES, _MAX_UTF8_BYTES * MAX_URL_CHARS + 2, "URL list",
+                                  BundleError):
+        try:
+            line = None if raw is None else raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
+        if line is None or len(line.rstrip("\r\n")) > MAX_URL_CHARS:
             raise BundleError(f"{path}: line {number} is longer than {MAX_URL_CHARS} characters (a URL or an image "
                               "file's path is expected)")
         yield line.strip()
@@ -284,13 +290,9 @@ def _scan_urls(path):
     """(number of lines, longest stripped line) of a URL list, read one line at a time and nothing kept."""
     _require_file(path)
     count = widest = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for url in _url_lines(f, path):
-                count += 1
-                widest = max(widest, len(url))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
+    for url in _url_lines(path):
+        count += 1
+        widest = max(widest, len(url))
     return count, widest
 
 
@@ -307,18 +309,14 @@ def _read_urls(path, count, widest):
                           f"{size_text(URL_ARRAY_FLOOR)})")
     urls = np.empty(count, dtype=f"<U{width}")
     rows = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for url in _url_lines(f, path):
-                if rows >= count or len(url) > width:
-                    break
-                urls[rows] = url
-                rows += 1
-            else:
-                if rows == count:
-                    return urls
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: cannot read URL list ({exc})") from exc
+    for url in _url_lines(path):
+        if rows >= count or len(url) > width:
+            break
+        urls[rows] = url
+        rows += 1
+    else:
+        if rows == count:
+            return urls
     raise BundleError(f"{path}: the file changed while being read")
 
 
