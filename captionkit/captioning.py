@@ -20,17 +20,18 @@ __all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
 DEFAULT_MAX_LENGTH = 20  # words per caption, <END> included; the bundles captionkit writes hold at most 16 words
 
 
-def load_captioner(run):
-    """(model, info, pipeline) of a run directory (its latest checkpoint) or one of its checkpoint files.
+def load_captioner(run, checkpoint=None):
+    """(model, info, pipeline) of a run directory (its ``checkpoint``: None is its best when it has one, else its
+    latest; see :func:`captionkit.loading.load_model`) or one of its checkpoint files.
 
     Raises EncoderError when the run records no encoder (trained on a bundle whose features captionkit cannot
     make, e.g. the CS231n COCO bundle), when the recorded encoder no longer gives the same features, or when its
     output does not fit the model; EncoderLoadError when the encoder's plugin is not installed.
     """
-    checkpoint = resolve_checkpoint(run)
-    run_dir = run_dir_of(checkpoint)
+    chosen = resolve_checkpoint(run, checkpoint)
+    run_dir = run_dir_of(chosen)
     if run_dir is None:
-        raise EncoderError(f"{checkpoint}: not inside a run directory (RUN/checkpoints/ckpt-*.npz); captions need "
+        raise EncoderError(f"{chosen}: not inside a run directory (RUN/checkpoints/ckpt-*.npz); captions need "
                            f"the run's {ENCODER_FILE}")
     if not (run_dir / ENCODER_FILE).is_file():
         raise EncoderError(
@@ -39,7 +40,7 @@ def load_captioner(run):
             "not published). Train on a bundle from `captionkit data import` or the built-in dataset to caption "
             "pictures"
         )
-    model, info = load_model(checkpoint)
+    model, info = load_model(chosen)
     pipeline = FeaturePipeline.load(run_dir)
     try:
         model.spec.fits(feature_shape=(pipeline.dim,), features="the recorded encoder's features")
@@ -49,11 +50,13 @@ def load_captioner(run):
 
 
 def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
-                   batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False):
+                   batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False, checkpoint=None, loaded=None):
     """One caption for each picture file in ``paths`` (directories are walked for image files).
 
-    ``run_dir``: a run directory written by ``captionkit train`` (its latest checkpoint) or one of its checkpoint
-    files. Returns ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
+    ``run_dir``: a run directory written by ``captionkit train`` or one of its checkpoint files; ``checkpoint``
+    chooses among the run's checkpoints as in :func:`load_captioner` (default: its best), and ``loaded(info)``, if
+    given, hears which one was loaded (``info`` as :func:`captionkit.loading.load_model` returns it). Returns
+    ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
     ``progress(stage, done, total)`` with stages ``"encoding"`` and ``"captions"``. Raises ImageFileError naming a
     missing or unreadable file, and the errors of :func:`load_captioner`. With ``skip_unreadable``, such a file is
     kept in the list as ``{"image", "caption": None, "error": message}`` and the others are captioned.
@@ -61,7 +64,9 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = find_images(paths)
-    model, _, pipeline = load_captioner(run_dir)
+    model, info, pipeline = load_captioner(run_dir, checkpoint)
+    if loaded is not None:
+        loaded(info)
     encoding = None if progress is None else (lambda done, total: progress("encoding", done, total))
     if skip_unreadable:
         features, skipped = pipeline.encode_files(files, encoding, skip_unreadable=True)

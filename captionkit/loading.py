@@ -1,11 +1,12 @@
 """Trained models from checkpoints: where the checkpoint format (which knows a model only by its spec) meets the
-model. :func:`load_model` takes a checkpoint file or a run directory (its latest checkpoint)."""
+model. :func:`load_model` takes a checkpoint file or a run directory (its best checkpoint when it has one, else its
+latest; :func:`captionkit.runs.resolve_checkpoint` decides), and :func:`describe_checkpoint` says which was loaded."""
 from captionkit.cells import CellLoadError, UnknownCellError
 from captionkit.checkpoint_schema import CheckpointError, read_checkpoint
 from captionkit.model import CaptioningRNN
-from captionkit.runs import resolve_checkpoint, run_dir_of
+from captionkit.runs import RunDirectory, resolve_checkpoint, run_dir_of
 
-__all__ = ["build_model", "load_model", "new_model"]
+__all__ = ["build_model", "describe_checkpoint", "load_model", "new_model"]
 
 
 def new_model(spec, word_to_idx, backend=None, seed=None):
@@ -30,23 +31,58 @@ def build_model(checkpoint, backend=None):
     return model
 
 
-def load_model(run_or_checkpoint, backend=None):
-    """Load a trained model from a checkpoint file or a run directory (its latest checkpoint).
+def load_model(run_or_checkpoint, backend=None, checkpoint=None):
+    """Load a trained model from a checkpoint file or a run directory.
+
+    ``checkpoint`` chooses among a run directory's checkpoints (:func:`captionkit.runs.resolve_checkpoint`): None
+    (the default) is its best checkpoint, ``best.npz``, when it has one, else its latest; ``"best"``, ``"latest"``,
+    or one of its checkpoint files.
 
     Returns ``(model, info)``: the :class:`CaptioningRNN` and a dict with ``checkpoint`` (the file read),
     ``run_dir`` (the run it belongs to, or None), ``model`` (cell_type, input_dim, wordvec_dim, hidden_dim,
     dtype), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset directory, None for the
-    built-in one; ``pca``), ``epoch`` and ``iteration``. Raises :class:`CheckpointError`.
+    built-in one; ``pca``), ``epoch``, ``iteration`` and ``run_state`` (the run's bookkeeping when the checkpoint
+    was saved: ``monitor``, ``best``, ``best_iteration``, ...; empty for a model-only checkpoint). Raises
+    :class:`CheckpointError`.
     """
-    checkpoint = read_checkpoint(resolve_checkpoint(run_or_checkpoint))
-    model = build_model(checkpoint, backend)
+    path = resolve_checkpoint(run_or_checkpoint, checkpoint)
+    try:
+        loaded = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{_instead(run_or_checkpoint, path)}") from exc
+    model = build_model(loaded, backend)
     info = {
-        "checkpoint": checkpoint.path,
-        "run_dir": run_dir_of(checkpoint.path),
-        "model": checkpoint.model,
-        "idx_to_word": list(checkpoint.idx_to_word),
-        "config": dict(checkpoint.config),
-        "epoch": checkpoint.epoch,
-        "iteration": checkpoint.iteration,
+        "checkpoint": loaded.path,
+        "run_dir": run_dir_of(loaded.path),
+        "model": loaded.model,
+        "idx_to_word": list(loaded.idx_to_word),
+        "config": dict(loaded.config),
+        "epoch": loaded.epoch,
+        "iteration": loaded.iteration,
+        "run_state": dict(loaded.run_state),
     }
     return model, info
+
+
+def _instead(run_or_checkpoint, path):
+    """For an unusable best.npz chosen by default: how to use the run's latest checkpoint instead."""
+    run = RunDirectory(run_or_checkpoint)
+    latest = run.latest_checkpoint() if path == run.best_checkpoint else None
+    return f" (the run's best checkpoint; to use its latest, {latest.name}, choose checkpoint 'latest')" if latest \
+        else ""
+
+
+def describe_checkpoint(info):
+    """Which checkpoint :func:`load_model` read, in words, from its ``info``: ``RUN/checkpoints/best.npz (best val
+    CIDEr-D 3.3312 at iteration 2800)``, ``... (latest, iteration 3000; the run has no best checkpoint)``."""
+    path, state = info["checkpoint"], info["run_state"]
+    run = RunDirectory(info["run_dir"]) if info["run_dir"] is not None else None
+    if run is not None and path.resolve() == run.best_checkpoint.resolve() and state.get("best") is not None:
+        return (f"{path} (best val {state['monitor']} {state['best']:.4f} at iteration "
+                f"{state['best_iteration']})")
+    if run is None:
+        return f"{path} (iteration {info['iteration']})"
+    latest = run.latest_checkpoint()
+    which = "latest, " if latest is not None and path.resolve() == latest.resolve() else ""
+    no_best = "" if run.best_checkpoint.is_file() else "; the run has no best checkpoint"
+    return f"{path} ({which}iteration {info['iteration']}{no_best})"

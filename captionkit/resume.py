@@ -5,7 +5,6 @@ a run when its spec and vocabulary are the run's (:func:`check_fits`, the same c
 position lies within the run's iterations (:func:`check_fits_plan`); a run that is finished is reported as it is,
 without writing anything (:func:`finished`, :func:`already_done`).
 """
-import os
 from pathlib import Path
 
 from captionkit.checkpoint_schema import CheckpointError, read_checkpoint
@@ -80,11 +79,12 @@ def initial_checkpoint(init_from):
     """
     path = Path(init_from)
     run = RunDirectory(path)
-    if not path.is_dir() or not os.path.lexists(run.best_checkpoint):
-        return read_checkpoint(resolve_checkpoint(path))
+    chosen = resolve_checkpoint(path, None)
     try:
-        return read_checkpoint(run.best_checkpoint)
+        return read_checkpoint(chosen)
     except CheckpointError as exc:
+        if chosen != run.best_checkpoint:
+            raise
         latest = run.latest_checkpoint()
         instead = f"; to start from its latest checkpoint instead, pass --init-from {latest}" if latest else ""
         raise CheckpointError(f"{exc} (--init-from {path} starts from the run's best checkpoint, best.npz, which "

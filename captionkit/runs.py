@@ -217,16 +217,53 @@ def run_dir_of(checkpoint_path):
     return None
 
 
-def resolve_checkpoint(run_or_checkpoint):
-    """The checkpoint file meant by a path: the file itself, or the latest checkpoint of a run directory
-    (CheckpointError when it has none)."""
+def resolve_checkpoint(run_or_checkpoint, choice="latest"):
+    """The checkpoint file meant by a path and a choice -> Path; CheckpointError naming what is missing.
+
+    ``run_or_checkpoint`` is a run directory or a checkpoint file. For a run directory, ``choice`` is ``"latest"``
+    (the highest iteration: what ``--resume`` continues), ``"best"`` (``best.npz``), None (``best.npz`` when the run
+    has one, else the latest: what RUN means to caption, sample and evaluate, as Lightning's ``ckpt_path="best"``)
+    or a checkpoint file of that run (a path, or a bare name looked up in its checkpoints folder). A checkpoint file
+    is its own answer when ``choice`` is None or ``"latest"``; "best" or another file beside it is refused, as a
+    second answer to one question.
+
+    A ``best.npz`` that is present but unusable (corrupt, a dangling link) is still the answer for None: its reader
+    refuses it, rather than the latest, whose weights differ, being used in its place without a word.
+    """
     path = Path(run_or_checkpoint)
-    if path.is_dir():
-        latest = RunDirectory(path).latest_checkpoint()
+    if not path.is_dir():
+        if choice not in (None, "latest"):
+            raise CheckpointError(f"{path}: a checkpoint file; checkpoint {choice!r} chooses among the checkpoints of "
+                                  "a run directory, so give the run directory instead")
+        return path
+    run = RunDirectory(path)
+    if choice is None:
+        choice = "best" if os.path.lexists(run.best_checkpoint) else "latest"
+    if choice == "best":
+        if not os.path.lexists(run.best_checkpoint):
+            raise CheckpointError(f"{path}: has no best checkpoint ({run.best_checkpoint} is written at the run's "
+                                  "first validation); choose checkpoint 'latest'")
+        return run.best_checkpoint
+    if choice == "latest":
+        latest = run.latest_checkpoint()
         if latest is None:
-            raise CheckpointError(f"{path}: a directory with no checkpoints in {RunDirectory(path).checkpoints}")
+            raise CheckpointError(f"{path}: a directory with no checkpoints in {run.checkpoints}")
         return latest
-    return path
+    return _checkpoint_of_run(run, choice)
+
+
+def _checkpoint_of_run(run, name):
+    """The checkpoint file ``name`` (a path, or a bare name in ``run.checkpoints``) of ``run``."""
+    given = Path(name)
+    candidates = [given] if given.name != name or given.exists() else [given, run.checkpoints / name]
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if found is None:
+        looked = " nor ".join(str(candidate) for candidate in candidates)
+        raise CheckpointError(f"checkpoint {name!r}: not 'best', 'latest' or a checkpoint file (no file {looked})")
+    if run_dir_of(found) != run.root.resolve():
+        raise CheckpointError(f"{found}: not a checkpoint of {run.root} (not in {run.checkpoints}); give it in "
+                              "place of the run directory to use it")
+    return found
 
 
 def new_run_dir(base, cell):

@@ -54,8 +54,8 @@ def test_evaluate_json_equals_the_library(tiny_run):
     printed = json.loads(result.stdout)
     expected = library_evaluation(run, bundle, beam_size=2)
     assert {k: printed[k] for k in expected} == expected
-    # 60 training captions in batches of 8 make 7 iterations per epoch; the last checkpoint is the latest.
-    assert printed["iteration"] == 14 and printed["checkpoint"] == str(latest_checkpoint(run))
+    # 60 training captions in batches of 8 make 7 iterations per epoch; RUN means its best checkpoint, here the last.
+    assert printed["iteration"] == 14 and printed["checkpoint"] == str(run / "checkpoints" / "best.npz")
     assert (printed["images"], printed["captions"]) == (6, 18)
 
 
@@ -75,7 +75,7 @@ def test_evaluate_text_prints_cider_on_the_toolkit_scale(tiny_run):
 def test_a_checkpoint_file_works_like_its_run_directory(tiny_run):
     run, _ = tiny_run
     from_dir = run_cli("evaluate", run, "--json", "--split", "train", "--max-images", "5")
-    from_file = run_cli("evaluate", latest_checkpoint(run), "--json", "--split", "train",
+    from_file = run_cli("evaluate", run / "checkpoints" / "best.npz", "--json", "--split", "train",
                         "--max-images", "5")
     assert from_dir.exit_code == from_file.exit_code == 0, from_dir.output + from_file.output
     assert json.loads(from_dir.stdout) == json.loads(from_file.stdout)

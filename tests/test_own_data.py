@@ -119,7 +119,7 @@ def test_evaluate_scores_the_test_split(trained):
     root, _, _ = trained
     result = run_cli("evaluate", root / "run", "--split", "test", "--json")
     assert result.exit_code == 0, result.output
-    scores = json.loads(result.output)
+    scores = json.loads(result.stdout)
     assert scores["images"] == NUM_TEST and scores["BLEU-1"] > 0.5
 
 

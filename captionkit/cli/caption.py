@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from captionkit.captioning import DEFAULT_MAX_LENGTH, caption_images
+from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
 from captionkit.cli.params import FiniteFloat
 from captionkit.images import read_image
 from captionkit.plotting import plot_caption_grid
@@ -29,6 +30,7 @@ def _progress():
 @click.command("caption")
 @click.argument("run", type=click.Path(), metavar="RUN")
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
+@checkpoint_option
 @click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Beam width: 1 is greedy decoding; 3 to 5 usually gives more probable captions.")
 @click.option("--length-penalty", type=FiniteFloat(), default=0.0, show_default=True, metavar="ALPHA",
@@ -42,10 +44,10 @@ def _progress():
 @click.option("--skip-unreadable", is_flag=True,
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
-def caption(run, images, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable):
+def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
-    RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one of its checkpoint
+    RUN is a run directory written by `captionkit train` (its best checkpoint: --checkpoint) or one of its checkpoint
     files. The pictures go through the image encoder the run was trained with (recorded in RUN/encoder.json), so
     they get the same kind of features as its training pictures; a run without one is refused with the reason.
     Directories are walked for image files (.jpg, .png, ...); files named explicitly are read whatever their suffix.
@@ -55,8 +57,11 @@ def caption(run, images, beam_size, length_penalty, max_length, json_path, grid_
       captionkit caption runs/rnn-20260101-120000 photo.jpg
       captionkit caption runs/rnn-20260101-120000 holiday/ --beam 3 --out captions.json --grid captions.png
     """
+    loaded = []  # the checkpoint is named once the pictures are read, so that a failure is its one line alone
     results = caption_images(run, images, beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
-                             progress=_progress(), skip_unreadable=skip_unreadable)
+                             progress=_progress(), skip_unreadable=skip_unreadable, checkpoint=checkpoint,
+                             loaded=loaded.append)
+    say_checkpoint(loaded[0])
     captioned = [entry for entry in results if entry["caption"] is not None]
     for entry in results:
         if entry["caption"] is None:

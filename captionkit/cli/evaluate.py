@@ -6,6 +6,7 @@ import sys
 import click
 
 from captionkit.loading import load_model
+from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
 from captionkit.cli.params import FiniteFloat
 from captionkit.data import SPLITS, BundleError, load_coco_data
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, evaluate, sample_captions
@@ -18,6 +19,7 @@ def _decoding_options(command):
     """The options `sample` and `evaluate` share: which run, data and split, and how to decode."""
     options = [
         click.argument("run", type=click.Path(), metavar="RUN"),
+        checkpoint_option,
         click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True,
                      help="Dataset split whose images are captioned."),
         click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
@@ -36,9 +38,10 @@ def _decoding_options(command):
     return command
 
 
-def _load(run, data_dir):
-    """The run's model, load_model's info, and the dataset the run was trained on (or ``data_dir``)."""
-    model, info = load_model(run)
+def _load(run, checkpoint, data_dir):
+    """The model of RUN's chosen checkpoint, load_model's info, and the dataset the run was trained on (or
+    ``data_dir``); once both are read, the checkpoint is named on stderr (a failure is its one line alone)."""
+    model, info = load_model(run, checkpoint=checkpoint)
     config = info["config"]
     try:
         data = load_coco_data(data_dir if data_dir is not None else config.get("data"),
@@ -48,6 +51,7 @@ def _load(run, data_dir):
             raise
         raise click.ClickException(f"{exc}\n(This is the dataset {run} was trained on; if it has moved, give its "
                                    "new place with --data DIR.)") from None
+    say_checkpoint(info)
     return model, info, data
 
 
@@ -85,11 +89,13 @@ def _progress():
                    "instead of decoding greedily. Default when --top-k is given: 1.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
               help="Draw each word at random among the K most probable ones (with --temperature, or at 1).")
-def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output, temperature, top_k):
+def sample(run, checkpoint, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output,
+           temperature, top_k):
     """Caption N random images with a trained model and print them beside their ground-truth captions.
 
-    RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one checkpoint file
-    (RUN/checkpoints/ckpt-*.npz). The dataset is the one the run was trained on; COCO images also show their URL.
+    RUN is a run directory written by `captionkit train` (its best checkpoint is used, or its latest when it has
+    no best; see --checkpoint) or one checkpoint file (RUN/checkpoints/ckpt-*.npz). The dataset is the one the run
+    was trained on; COCO images also show their URL.
 
     \b
     Examples:
@@ -97,7 +103,7 @@ def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, see
       captionkit sample runs/rnn-20260101-120000 --n 4 --beam 3 --seed 7
       captionkit sample runs/rnn-20260101-120000/checkpoints/ckpt-00000500.npz --split train
     """
-    model, info, data = _load(run, data_dir)
+    model, info, data = _load(run, checkpoint, data_dir)
     if seed is None:
         seed = secrets.randbelow(2**32)
     random_words = temperature is not None or top_k is not None
@@ -130,11 +136,12 @@ def sample(run, split, beam_size, length_penalty, max_length, data_dir, num, see
               metavar="N", help="Images (or captions, for perplexity) processed at once; lower it to save memory.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print the results as one JSON object.")
-def evaluate_command(run, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
+def evaluate_command(run, checkpoint, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
                      json_output):
     """Score a trained model on a dataset split: BLEU-1..4, CIDEr-D, ROUGE-L and perplexity.
 
-    RUN is a run directory written by `captionkit train` (its latest checkpoint is used) or one checkpoint file.
+    RUN is a run directory written by `captionkit train` (its best checkpoint is used, or its latest when it has
+    no best; see --checkpoint) or one checkpoint file.
     Each image gets one generated caption, scored against all its ground-truth captions with corpus-level metrics
     computed as the COCO caption evaluation toolkit does (higher is better). Every captionkit command, log and
     file gives CIDEr-D on that toolkit's scale (papers often print it x100). Perplexity is per word of the
@@ -144,9 +151,10 @@ def evaluate_command(run, split, beam_size, length_penalty, max_length, data_dir
     Examples:
       captionkit evaluate runs/rnn-20260101-120000
       captionkit evaluate runs/rnn-20260101-120000 --beam 3 --max-images 500
+      captionkit evaluate runs/rnn-20260101-120000 --checkpoint latest
       captionkit evaluate runs/rnn-20260101-120000 --json > val-scores.json
     """
-    model, info, data = _load(run, data_dir)
+    model, info, data = _load(run, checkpoint, data_dir)
     result = evaluate(model, data, split, beam_size=beam_size, max_images=max_images, batch_size=batch_size,
                       max_length=max_length, length_penalty=length_penalty, progress=_progress())
     if json_output:
