@@ -13,6 +13,15 @@ from captionkit.atomicfile import atomic_write
 __all__ = ["plot_caption_grid", "plot_comparison", "plot_training_curves"]
 
 _CURVES = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")
+# Scores that lie in [0, 1] by definition (CIDEr-D runs up to 10, losses and perplexity have no top).
+_BOUNDED_BY_ONE = frozenset({"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L"})
+# The caption grid's layout, in inches: each picture is _GRID_PICTURE wide, its title lines above it, and cells are
+# _GRID_GAP apart, with _GRID_GAP of margin around the whole.
+_GRID_PICTURE = 3.0
+_GRID_GAP = 0.15
+_GRID_TITLE_POINTS = 7.5
+_GRID_LINE = _GRID_TITLE_POINTS * 1.25 / 72  # a title line at matplotlib's spacing (1.2) and a little more
+_GRID_TITLE_PAD = 4 / 72  # between a title and its picture
 
 
 def _figure(width, height):
@@ -49,6 +58,21 @@ def _loss_axes(axes, title):
     axes.grid(alpha=0.3, which="both")
 
 
+def _score_axis(axes, bounded):
+    """Plain tick labels on a score axis from 0: matplotlib would otherwise label scores that barely move (BLEU at
+    0.9999999999) with an offset such as ``1e-10+9.99999999e-1``; a score bounded by 1 shows all of [0, 1], so
+    runs and iterations read on one scale."""
+    from matplotlib.ticker import ScalarFormatter
+
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axes.yaxis.set_major_formatter(formatter)
+    if bounded:
+        axes.set_ylim(0, 1)
+    else:
+        axes.set_ylim(bottom=0)
+
+
 def _legend_below(axes, handles=None):
     """A legend under the axes, clear of the curves."""
     kwargs = {"handles": handles} if handles is not None else {}
@@ -67,7 +91,7 @@ def plot_training_curves(records, path):
     (right) against iterations into the PNG ``path``.
 
     ``records``: the dicts of ``metrics.jsonl`` (``kind`` "train" with ``loss``, ``kind`` "val" with scores and
-    ``loss``). CIDEr-D is on the COCO toolkit's scale and gets its own axis.
+    ``loss``). CIDEr-D is on the COCO toolkit's scale and gets its own axis. Returns the Figure drawn.
     """
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]
@@ -100,20 +124,23 @@ def plot_training_curves(records, path):
                 lines += axes.plot(iterations, [r[name] for r in val], marker="o", markersize=3, color=color,
                                    label=name)
         cider_axes.set_ylabel("CIDEr-D")
+        _score_axis(cider_axes, bounded=False)
         _legend_below(val_axes, lines)
     else:
         val_axes.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=val_axes.transAxes)
     val_axes.set_xlabel("Iteration")
     val_axes.set_ylabel("BLEU, ROUGE-L")
+    _score_axis(val_axes, bounded=True)
     val_axes.set_title("Validation (greedy captions)")
     val_axes.grid(alpha=0.3)
     figure.tight_layout()
     _save(figure, path)
+    return figure
 
 
 def plot_comparison(reports, metric, path):
     """Overlay runs (:class:`captionkit.comparison.RunReport`): training loss (running mean) and validation loss
-    (left), the validation ``metric`` (right), one colour per run, into the PNG ``path``."""
+    (left), the validation ``metric`` (right), one colour per run, into the PNG ``path``; returns the Figure."""
     figure = _figure(11, 4.8)
     loss_axes, metric_axes = figure.subplots(1, 2)
     colours = [f"C{k % 10}" for k in range(len(reports))]
@@ -134,11 +161,13 @@ def plot_comparison(reports, metric, path):
     _legend_below(loss_axes)
     metric_axes.set_xlabel("Iteration")
     metric_axes.set_ylabel(metric)
+    _score_axis(metric_axes, bounded=metric in _BOUNDED_BY_ONE)
     metric_axes.set_title(f"Validation {metric}")
     metric_axes.grid(alpha=0.3)
     _legend_below(metric_axes)
     figure.tight_layout()
     _save(figure, path)
+    return figure
 
 
 def _wrap(text, width=40):
@@ -147,22 +176,31 @@ def _wrap(text, width=40):
 
 def plot_caption_grid(images, generated, references, path, columns=4):
     """Draw each image ((H, W, 3) uint8, sizes may differ) with its generated caption and, unless ``references``
-    is None, one ground-truth caption under it."""
+    is None, one ground-truth caption under it, into the PNG ``path``; returns the Figure."""
     count = len(images)
     if count != len(generated) or (references is not None and count != len(references)):
         raise ValueError(
             f"need one caption (and one reference, if any) per image, got {count} images, {len(generated)} captions "
             f"and {'no' if references is None else len(references)} references"
         )
+    titles = [_wrap(caption) if references is None else f"{_wrap(caption)}\nGT: {_wrap(references[k])}"
+              for k, caption in enumerate(generated)]
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))
-    figure = _figure(3.2 * columns, (3.6 if references is None else 4.2) * rows)
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
-    for ax in axes:
+    # Cells are placed by hand, as tall as the tallest picture (capped at 1.5 times its width) under the longest
+    # title: a fixed height per row (and tight_layout's uniform spacing) left wide empty bands between the rows.
+    picture_height = _GRID_PICTURE * min(1.5, max((image.shape[0] / image.shape[1] for image in images), default=1))
+    title_height = max((title.count("\n") + 1 for title in titles), default=1) * _GRID_LINE + _GRID_TITLE_PAD
+    cell_width, cell_height = _GRID_PICTURE + _GRID_GAP, title_height + picture_height + _GRID_GAP
+    width, height = columns * cell_width + _GRID_GAP, rows * cell_height + _GRID_GAP
+    figure = _figure(width, height)
+    for k, (image, title) in enumerate(zip(images, titles)):
+        row, column = divmod(k, columns)
+        left = _GRID_GAP + column * cell_width
+        bottom = height - _GRID_GAP - row * cell_height - title_height - picture_height
+        ax = figure.add_axes((left / width, bottom / height, _GRID_PICTURE / width, picture_height / height))
         ax.axis("off")
-    for k, (ax, image, caption) in enumerate(zip(axes, images, generated)):
         ax.imshow(image, interpolation="nearest" if max(image.shape[:2]) <= 128 else "antialiased")
-        title = _wrap(caption) if references is None else f"{_wrap(caption)}\nGT: {_wrap(references[k])}"
-        ax.set_title(title, fontsize=7.5, loc="left")
-    figure.tight_layout()
+        ax.set_title(title, fontsize=_GRID_TITLE_POINTS, loc="left", pad=_GRID_TITLE_PAD * 72)
     _save(figure, path)
+    return figure
