@@ -66,6 +66,9 @@ class ProgressDisplay:
         if event["done"] == event["total"]:
             self._line(f"  {event['stage']}: {event['total']}/{event['total']}")
 
+    def _on_short_run(self, event):
+        self._line(f"Note: {event['message']}")
+
     def _on_start(self, event):
         config = event["config"]
         resumed = f", resumed from {event['resumed_from']}" if event["resumed_from"] else ""
