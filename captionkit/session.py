@@ -30,6 +30,7 @@ from captionkit.plotting import plot_caption_grid, plot_training_curves
 from captionkit.runs import run_dir_of
 from captionkit.solver import TrainingDivergedError
 from captionkit.spec import SpecMismatch
+from captionkit.undertraining import short_run
 
 __all__ = ["TrainResult", "TrainingSession", "follow_root"]
 
@@ -279,6 +280,9 @@ class TrainingSession:
                    "num_iterations": solver.num_iterations, "iterations_per_epoch": self.per_epoch,
                    "config": cfg.to_dict(),
                    "resumed_from": str(self.resumed_from) if self.resumed_from is not None else None})
+        short = short_run(solver.num_iterations, self.data["train_captions"].shape[0], cfg.batch_size)
+        if short is not None:
+            self.emit({"event": "short_run", **short})
         interrupted = None
         with run.open_metrics() as metrics_file, _StopSignals(handle_signals) as signals:
             solver.callback = lambda solver: self._after_iteration(metrics_file, signals)

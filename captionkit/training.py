@@ -30,7 +30,6 @@ from captionkit.runs import claim_run_dir, resolve_checkpoint
 from captionkit.session import TrainingSession, TrainResult, follow_root
 from captionkit.solver import CaptioningSolver
 from captionkit.spec import ModelSpec
-from captionkit.undertraining import short_run
 
 __all__ = ["RESUMABLE_OPTIONS", "TrainConfig", "TrainResult", "TrainingSession", "train"]
 
@@ -74,8 +73,8 @@ def train(config=None, *, out=None, resume=None, callback=None, progress=True, h
     (iteration, path, seconds), ``"early_stop"`` (iteration, monitor, validations, best, best_iteration),
     ``"interrupted"`` (signal, iteration, checkpoint), ``"already_done"`` (run_dir, iteration, reason),
     ``"sample_skipped"`` (image, url, reason: a sample picture left out of samples.png) and ``"done"`` (summary.json's
-    fields). Before ``"start"``, ``"short_run"`` (:func:`captionkit.undertraining.short_run`'s fields) says that the
-    run is planned too short to learn much.
+    fields). Right after ``"start"``, ``"short_run"`` (:func:`captionkit.undertraining.short_run`'s fields) says
+    that the run is planned too short to learn much.
 
     With ``handle_signals`` (main thread only), SIGINT and SIGTERM stop training after the current iteration and
     save a checkpoint (the result has ``interrupted`` set); a second SIGINT aborts at once. A NaN or infinite loss
@@ -142,9 +141,6 @@ def _train(job, config, out, resume, emit, handle_signals, options):
         if reason is not None:
             return resuming.already_done(checkpoint, cfg, solver, reason, emit)
 
-    short = short_run(solver.num_iterations, data["train_captions"].shape[0], cfg.batch_size)
-    if short is not None:
-        emit({"event": "short_run", **short})
     run, lock = claim_run_dir(out, resumed_from, checkpoint.iteration if checkpoint else None, cfg.cell)
     with lock:  # released on any exit; the OS releases it if the process is killed
         session = TrainingSession(cfg, bundle, data, model, solver, run, emit, resumed_from, checkpoint)

@@ -77,7 +77,7 @@ def _explicit_options(ctx, names):
                    "options given on the command line win. A run's config.json works here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress; print only the run directory at the end.")
 @click.option("--json", "json_output", is_flag=True,
-              help="Machine-readable progress: one JSON object per line on stdout (events dataset, short_run, start, "
+              help="Machine-readable progress: one JSON object per line on stdout (events dataset, start, short_run, "
                    "iteration, eval, checkpoint, early_stop, interrupted, already_done, done).")
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of an MPI job: `mpiexec -n K captionkit train --distributed ...` trains one model "
