@@ -298,7 +298,8 @@ def test_commands_name_crafted_checkpoints_in_one_line(tmp_path, finished):
     members, meta = _members(latest), _meta(latest)
     meta["config"]["data"] = {"x": 1}
     _write(latest, members, meta)
-    for command in (["sample", copy], ["evaluate", copy], ["train", "--resume", copy, "--epochs", 4]):
+    for command in (["sample", copy, "--checkpoint", "latest"], ["evaluate", copy, "--checkpoint", "latest"],
+                    ["train", "--resume", copy, "--epochs", 4]):
         result = run_cli(*command)
         assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
         assert "(stored config): option 'data'" in result.output and "unexpected" not in result.output
