@@ -26,7 +26,7 @@ import numpy as np
 from captionkit.data import load_images
 
 __all__ = ["IMAGE_SUFFIXES", "ImageFileError", "MAX_PICTURE_PIXELS", "PILLOW_HARD_LIMIT", "crop_to", "find_images",
-           "image_from_url", "local_pictures", "read_image", "resize"]
+           "image_from_url", "local_pictures", "read_image", "resize", "thumbnail"]
 
 # What a directory walk picks up; a file named explicitly is read whatever its suffix.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -115,20 +115,27 @@ def crop_to(image, height, width):
     return scaled[top:top + height, left:left + width]
 
 
+def thumbnail(path, max_side=256, max_pixels=MAX_PICTURE_PIXELS):
+    """The picture in the file ``path`` shrunk to at most ``max_side`` pixels a side (aspect kept), decoded at a
+    reduced scale where the format allows; raises :class:`ImageFileError` as :func:`read_image` does."""
+    picture = read_image(path, (max_side, max_side), max_pixels)
+    scale = max_side / max(picture.shape[:2])
+    if scale < 1:
+        picture = resize(picture, max(1, round(picture.shape[0] * scale)), max(1, round(picture.shape[1] * scale)))
+    return picture
+
+
 def local_pictures(urls, max_side=256):
     """The pictures of a bundle's image list when every entry is a readable local file (bundles made by
     ``captionkit data import`` list paths), shrunk to at most ``max_side`` pixels a side; else None."""
     pictures = []
     for url in urls:
         try:
-            picture = read_image(url, (max_side, max_side)) if Path(str(url)).is_file() else None
+            picture = thumbnail(url, max_side) if Path(str(url)).is_file() else None
         except ImageFileError:
             picture = None
         if picture is None:
             return None
-        scale = max_side / max(picture.shape[:2])
-        if scale < 1:
-            picture = resize(picture, max(1, round(picture.shape[0] * scale)), max(1, round(picture.shape[1] * scale)))
         pictures.append(picture)
     return pictures
 

@@ -33,6 +33,8 @@ def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixel
     ImageFileError naming it; with ``skip_unreadable`` it is reported instead: returns ``(features, skipped)``
     where ``skipped`` lists ``(index, message)`` and those rows are NaN. Without it, returns the features alone.
     """
+    # Any object with batch_size, dim and encode will do; an Encoder's reduce and decode_size are used when there.
+    reduce, decode_size = getattr(encoder, "reduce", None), getattr(encoder, "decode_size", None)
     total = len(paths)
     features = np.empty((total, encoder.dim), dtype=np.float32)
     skipped = []
@@ -40,7 +42,8 @@ def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixel
         pictures, rows = [], []
         for row in range(start, min(start + encoder.batch_size, total)):
             try:
-                pictures.append(encoder.reduce(read_image(paths[row], encoder.decode_size, max_pixels)))
+                picture = read_image(paths[row], decode_size, max_pixels)
+                pictures.append(picture if reduce is None else reduce(picture))
             except ImageFileError as exc:
                 if not skip_unreadable:
                     raise
