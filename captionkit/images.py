@@ -64,8 +64,9 @@ def read_image(path, decode_size=None, max_pixels=MAX_PICTURE_PIXELS):
     width = height = None
     try:
         with warnings.catch_warnings():
-            # Pillow warns between its two limits; captionkit's own limit (below) decides, with one clear message.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns between its two limits (captionkit's own limit, below, decides with one clear message) and
+            # about damaged metadata it skips (the picture is still read): neither is printed raw with its source line.
+            warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
