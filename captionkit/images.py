@@ -85,7 +85,7 @@ def read_image(path, decode_size=None, max_pixels=MAX_PICTURE_PIXELS):
         raise ImageFileError(f"{path}: picture too large ({exc})") from None
     except MemoryError:
         size = "" if width is None else f" of {width} x {height} ({width * height * 3 / 1e6:,.0f} MB as RGB)"
-        raise MemoryError(f"{path}: out of memory decoding the picture{size}; free memory or lower "
+        raise MemoryError(f"{path}: decoding the picture{size} failed; free memory or lower "
                           "--max-picture-pixels") from None
     except ImageFileError:
         raise

@@ -25,7 +25,7 @@ class _CommandFailed(click.ClickException):
         if isinstance(exc, MemoryError):
             # captionkit's own allocations for users' data (pictures, features) name themselves in the message.
             detail = str(exc) or "the allocation that failed did not say what it was for"
-            message = f"out of memory: {detail} (the command needs more memory than this process may use)"
+            message = f"out of memory: {detail}"
         elif not isinstance(exc, _EXPECTED):
             message = (f"unexpected {type(exc).__name__}: {message} (this is a bug in captionkit; rerun with "
                        "`captionkit --debug ...` and report the traceback)")
