@@ -36,7 +36,8 @@ import numpy as np
 from captionkit.encoders.base import Encoder, EncoderError
 from captionkit.images import crop_to, resize
 
-__all__ = ["OnnxEncoder"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_FEATURE_WIDTH", "MAX_OUTPUT_VALUES", "MAX_SIDE", "OnnxEncoder",
+           "external_data_locations"]
 
 _PIXEL_RANGES = {"NominalRange_0_255": (0.0, 255.0), "Normalized_0_1": (0.0, 1.0), "Normalized_1_1": (-1.0, 1.0)}
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}

@@ -166,3 +166,29 @@ def test_torchvision_weights_are_checked_against_the_digest_in_their_name(tmp_pa
     unnamed.write_bytes(content)
     with pytest.raises(EncoderError, match="carries no SHA-256 prefix"):
         plugin.weights_digest(unnamed)
+
+
+def test_every_external_data_file_is_found_as_onnx_itself_lists_them(tmp_path):
+    """The protobuf walk against the onnx package's own reading: initialisers in separate files, and a tensor
+    inside a subgraph (an If node's branch)."""
+    from captionkit.encoders.onnx_file import external_data_locations
+
+    branch_tensor = numpy_helper.from_array(np.ones(64, np.float32), "branch_value")
+    branch = helper.make_graph([helper.make_node("Identity", ["branch_value"], ["out"])], "branch", [],
+                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [64])], [branch_tensor])
+    nodes = [helper.make_node("If", ["flag"], ["chosen"], then_branch=branch, else_branch=branch),
+             helper.make_node("Add", ["chosen", "a"], ["sum"]), helper.make_node("Add", ["sum", "b"], ["result"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("result", TensorProto.FLOAT, [64])],
+                              [numpy_helper.from_array(np.full(64, 2, np.float32), "a"),
+                               numpy_helper.from_array(np.full(64, 3, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=0)
+    loaded = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    tensors = [*loaded.graph.initializer, *loaded.graph.node[0].attribute[0].g.initializer]
+    expected = sorted({entry.value for t in tensors for entry in t.external_data if entry.key == "location"})
+    assert len(expected) == 3
+    assert external_data_locations((tmp_path / "m.onnx").read_bytes()) == expected
+    with pytest.raises(ValueError):
+        external_data_locations(b"\x0f\xff\xff")
