@@ -2,8 +2,8 @@
 
 The ``captionkit`` group uses :class:`CaptionkitGroup`: an exception escaping any subcommand is printed as
 ``Error: <message>`` on stderr with exit status 1; running out of memory is the machine's limit, not a bug, and says
-what was being allocated when the code that ran out named it. ``captionkit --debug ...`` (or ``CAPTIONKIT_DEBUG=1``) lets the
-exception through with its traceback instead.
+what was being allocated when the code that ran out named it. ``captionkit --debug ...`` (or ``CAPTIONKIT_DEBUG=1``)
+lets the exception through with its traceback instead.
 """
 import os
 import sys
