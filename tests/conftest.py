@@ -8,7 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-DATA_DIR = Path(__file__).parent / "data"
+# The suite is grouped in folders (unit/, integration/, cli/, docs/) below this one; paths are taken from here.
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+DATA_DIR = TESTS_DIR / "data"
 
 
 def real_vocab():

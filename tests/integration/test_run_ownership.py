@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +23,9 @@ from captionkit.cli import main
 from captionkit.locking import DirectoryLock, is_locked
 from captionkit.runs import RunDirectory
 from training_helpers import TINY, tiny_bundle
+from conftest import TESTS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
+TESTS = TESTS_DIR
 PER_EPOCH = 6  # the tiny bundle's 48 training captions in batches of 8
 
 

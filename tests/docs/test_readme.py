@@ -1,8 +1,8 @@
 """The README's contract: two commands at the top, and .ci/run runs the second one verbatim."""
 import re
-from pathlib import Path
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def _readme_commands():

@@ -4,11 +4,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "seed_notebook.py"
+SCRIPT = REPO_ROOT / "examples" / "seed_notebook.py"
 
 # (printed label, occurrence, bound) for every error the notebook prints, in order: the notebook's own bounds.
 BOUNDS = [

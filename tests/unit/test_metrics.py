@@ -1,15 +1,15 @@
 """captionkit.metrics against pycocoevalcap (the COCO caption evaluation toolkit) as the oracle."""
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captionkit.metrics import score, tokenize
+from conftest import DATA_DIR
 
-COCO_REFS = Path(__file__).parent / "data" / "debug.ref.json"
+COCO_REFS = DATA_DIR / "debug.ref.json"
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L")
 TOLERANCE = 1e-6
 

@@ -18,9 +18,8 @@ from captionkit import distributed
 from captionkit.data import load_coco_data
 from captionkit.distributed import DistributedError, shard_bounds
 from captionkit.solver import CaptioningSolver
+import mpi_train_worker  # tests/ is on sys.path: conftest.py lives there
 
-sys.path.insert(0, str(Path(__file__).parent))
-import mpi_train_worker  # noqa: E402
 
 WORKER = Path(mpi_train_worker.__file__)
 JOB_TIMEOUT = 120  # seconds; a 2-rank job here takes a few

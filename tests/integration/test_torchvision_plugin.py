@@ -10,7 +10,6 @@ download function raises.
 import subprocess
 import sys
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,9 @@ from PIL import Image
 from captionkit.encoders import EncoderError, EncoderRegistry
 from captionkit.encoders.pipeline import EncoderRecord, FeaturePipeline
 from captionkit.plugins import PluginLoadError
+from conftest import REPO_ROOT
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "captionkit-torchvision"
+PLUGIN_DIR = REPO_ROOT / "plugins" / "captionkit-torchvision"
 sys.path.insert(0, str(PLUGIN_DIR))
 
 import captionkit_torchvision  # noqa: E402

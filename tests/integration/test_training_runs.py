@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +26,9 @@ from captionkit.options import OPTIONS, RESUMABLE_OPTIONS, TrainConfig, markdown
 from captionkit.progress import ProgressDisplay
 from captionkit.runs import RunDirectory
 from training_helpers import TINY, learnable_bundle, tiny_bundle
+from conftest import REPO_ROOT, TESTS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def run_cli(*args):
@@ -271,7 +271,7 @@ def test_progress_shows_rate_elapsed_eta_and_survives_a_stall(tmp_path, learnabl
 
 
 def test_the_python_api_shows_progress_by_default(tmp_path, learnable):
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+    code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r})\n"
             "from training_helpers import TINY\nfrom captionkit import train\n"
             f"train(data={str(learnable)!r}, out={str(tmp_path / 'a')!r}, **TINY)\n"
             f"train(data={str(learnable)!r}, out={str(tmp_path / 'b')!r}, progress=False, **TINY)\n")

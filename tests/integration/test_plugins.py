@@ -8,7 +8,6 @@ import importlib.metadata
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from captionkit import CaptioningRNN
 from captionkit.cells import CellRegistry, UnknownCellError, get_cell
 from captionkit.cells import registry as registry_module
 from captionkit.gradient_check import eval_numerical_gradient_array, rel_error
-from conftest import overfit_losses
+from conftest import REPO_ROOT, overfit_losses
 
 try:  # the suite tests the real plugins, so a missing one is an error, not a skip
     import captionkit_gru  # noqa: F401
@@ -25,7 +24,7 @@ try:  # the suite tests the real plugins, so a missing one is an error, not a sk
 except ImportError as exc:
     raise ImportError("the test suite needs both cell plugins installed: see the README's test command") from exc
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 
 # ------------------------------------------------------------------------------------------- installation

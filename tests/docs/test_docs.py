@@ -2,11 +2,11 @@
 and docs/ is executed here (Python blocks in a fresh namespace, in a temporary folder), so an example that stops
 working fails the suite."""
 import re
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 MARKER = "<!-- runs in tests/test_docs.py -->"
 _BLOCK = re.compile(re.escape(MARKER) + r"\n```(\w+)\n(.*?)\n```", re.S)
 
