@@ -142,3 +142,35 @@ def overfit_losses(tmp_path, cell_type, lr_decay, seeds=(231, 1, 2)):
         first.append(float(solver.loss_history[0]))
         final.append(float(solver.loss_history[-1]))
     return first, final
+
+
+BAD_PLUGIN_MODULE = """
+from captionkit.cells import ParamSpec
+from captionkit.cells.rnn import RNNCell
+
+
+class DeclaresWrongShapes(RNNCell):
+    name = "badshape"
+
+    def parameters(self, wordvec_dim, hidden_dim):
+        return {"Wx": ParamSpec((hidden_dim, wordvec_dim), wordvec_dim), "Wh": ParamSpec((hidden_dim, hidden_dim)),
+                "b": ParamSpec((hidden_dim,))}
+
+
+class ReturnsWrongShapes(RNNCell):
+    name = "badgrad"
+
+    def backward(self, dh, cache):
+        dx, dh0, grads = super().backward(dh, cache)
+        return dx, dh0, dict(grads, Wx=grads["Wx"].T)
+"""
+
+
+def install_bad_plugins(root):
+    """Four fake distributions, each broken in its own way, beside whatever is really installed."""
+    make_distribution(root, "ck-bad-import", "0.1", {"badimport": "ck_fake_bad_import:Cell"},
+                      {"ck_fake_bad_import": "raise RuntimeError('plugin exploded at import')\n"})
+    make_distribution(root, "ck-bad-target", "0.2", {"badtarget": "ck_fake_bad_cells:NoSuchCell"},
+                      {"ck_fake_bad_cells": BAD_PLUGIN_MODULE})
+    make_distribution(root, "ck-bad-shape", "0.3", {"badshape": "ck_fake_bad_cells:DeclaresWrongShapes"})
+    make_distribution(root, "ck-bad-grad", "0.4", {"badgrad": "ck_fake_bad_cells:ReturnsWrongShapes"})

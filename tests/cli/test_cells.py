@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from captionkit.cells import CellRegistry
 from captionkit.cells import registry as registry_module
 from captionkit.cli import main
-from test_conformance import install_bad_plugins
+from conftest import install_bad_plugins
 
 
 def run(*args):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from captionkit import load_model
 from captionkit.cli import main
 from captionkit.runs import RunDirectory
-from test_data import BAD_BUNDLES, _corrupt
+from bundle_damage import BAD_BUNDLES, corrupt
 from training_helpers import tiny_bundle
 
 TINY_ARGS = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "6",
@@ -94,7 +94,7 @@ def test_bad_config_file_names_the_file_and_option(tmp_path):
 
 @pytest.mark.parametrize("kind", BAD_BUNDLES)
 def test_bad_bundle_is_one_clean_error(kind, bundle_dir, tmp_path):
-    pattern = _corrupt(kind, bundle_dir)
+    pattern = corrupt(kind, bundle_dir)
     result = invoke("train", "--data", bundle_dir, "--out", tmp_path / "run", *TINY_ARGS)
     assert result.exit_code == 1
     assert "Traceback" not in result.output

@@ -19,7 +19,7 @@ from captionkit.cells.rnn import RNNCell
 from captionkit import testing as kit
 from captionkit.testing import ConformanceError, gradient_error, run_checks
 from captionkit.testing.pytest_plugin import check_cell  # noqa: F401  (the pytest plugin's fixture)
-from conftest import make_distribution
+from conftest import install_bad_plugins
 
 
 @pytest.mark.parametrize("cell_type", available_cells())
@@ -173,36 +173,6 @@ def test_gradient_error_is_relative_and_flags_a_wrong_gradient():
 
 
 # ------------------------------------------------------------------------------------------- bad plugins (issue 6)
-BAD_PLUGIN_MODULE = """
-from captionkit.cells import ParamSpec
-from captionkit.cells.rnn import RNNCell
-
-
-class DeclaresWrongShapes(RNNCell):
-    name = "badshape"
-
-    def parameters(self, wordvec_dim, hidden_dim):
-        return {"Wx": ParamSpec((hidden_dim, wordvec_dim), wordvec_dim), "Wh": ParamSpec((hidden_dim, hidden_dim)),
-                "b": ParamSpec((hidden_dim,))}
-
-
-class ReturnsWrongShapes(RNNCell):
-    name = "badgrad"
-
-    def backward(self, dh, cache):
-        dx, dh0, grads = super().backward(dh, cache)
-        return dx, dh0, dict(grads, Wx=grads["Wx"].T)
-"""
-
-
-def install_bad_plugins(root):
-    """Four fake distributions, each broken in its own way, beside whatever is really installed."""
-    make_distribution(root, "ck-bad-import", "0.1", {"badimport": "ck_fake_bad_import:Cell"},
-                      {"ck_fake_bad_import": "raise RuntimeError('plugin exploded at import')\n"})
-    make_distribution(root, "ck-bad-target", "0.2", {"badtarget": "ck_fake_bad_cells:NoSuchCell"},
-                      {"ck_fake_bad_cells": BAD_PLUGIN_MODULE})
-    make_distribution(root, "ck-bad-shape", "0.3", {"badshape": "ck_fake_bad_cells:DeclaresWrongShapes"})
-    make_distribution(root, "ck-bad-grad", "0.4", {"badgrad": "ck_fake_bad_cells:ReturnsWrongShapes"})
 
 
 def test_bad_plugins_are_named_by_distribution_and_others_keep_working(plugin_root, monkeypatch):  # noqa: F811
