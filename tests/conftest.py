@@ -174,3 +174,40 @@ def install_bad_plugins(root):
                       {"ck_fake_bad_cells": BAD_PLUGIN_MODULE})
     make_distribution(root, "ck-bad-shape", "0.3", {"badshape": "ck_fake_bad_cells:DeclaresWrongShapes"})
     make_distribution(root, "ck-bad-grad", "0.4", {"badgrad": "ck_fake_bad_cells:ReturnsWrongShapes"})
+
+
+# Runs trained once per session and shared read-only (a test that changes a run copies it first).
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A tiny bundle and a finished run on it (2 epochs of 6 iterations): (root, bundle, run)."""
+    from captionkit import train
+    from training_helpers import TINY, tiny_bundle
+
+    root = tmp_path_factory.mktemp("reliability")
+    bundle = tiny_bundle(root / "bundle")
+    train(data=str(bundle), out=root / "run", handle_signals=False, **TINY)
+    return root, bundle, root / "run"
+
+
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory):
+    """A bundle whose captions follow from the features (training_helpers.learnable_bundle)."""
+    from training_helpers import learnable_bundle
+
+    return learnable_bundle(tmp_path_factory.mktemp("learnable") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def three_runs(tmp_path_factory, learnable):
+    """Three runs differing in hidden size and learning rate, validated every 3 iterations."""
+    from captionkit import train
+    from training_helpers import TINY
+
+    root = tmp_path_factory.mktemp("three")
+    runs = []
+    for k, (hidden, lr) in enumerate(((12, 1e-2), (16, 1e-2), (12, 3e-2))):
+        out = root / f"run{k}"
+        train(data=str(learnable), out=out, progress=False, handle_signals=False,
+              **{**TINY, "hidden_dim": hidden, "lr": lr, "epochs": 6, "eval_every": 3})
+        runs.append(out)
+    return runs

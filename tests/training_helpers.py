@@ -1,7 +1,10 @@
-"""Small datasets and options shared by the training, checkpoint and `captionkit train` tests."""
+"""Small datasets, options and runs shared by the training, checkpoint and command-line tests."""
 import h5py
 import numpy as np
+from click.testing import CliRunner
 
+from captionkit.cli import main
+from captionkit.runs import RunDirectory
 from conftest import write_bundle
 
 # A model small enough that a whole run takes well under a second.
@@ -47,3 +50,13 @@ def learnable_bundle(directory, images=False, classes=4):
             codes = np.eye(dim)[np.arange(count) % classes] * 3 + rng.randn(count, dim) * 0.1
             f["features"][...] = codes.astype(np.float32)
     return path
+
+
+def run_cli(*args, **kwargs):
+    """``captionkit ARGS`` through click's runner (arguments converted with str), its result."""
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def val_records(run):
+    """The validation records of a run's metrics, in order."""
+    return [r for r in RunDirectory(run).read_metrics() if r["kind"] == "val"]

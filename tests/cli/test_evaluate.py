@@ -13,6 +13,7 @@ from captionkit.cli import main
 from captionkit.data import load_coco_data
 from captionkit.evaluation import evaluate, sample_captions
 from conftest import write_bundle
+from training_helpers import run_cli
 
 TINY_TRAIN = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "4",
               "--num-samples", "2", "--seed", "3"]
@@ -32,10 +33,6 @@ def tiny_run(tmp_path_factory):
     result = CliRunner().invoke(main, ["train", "--data", str(bundle), "--out", str(root / "run"), "-q", *TINY_TRAIN])
     assert result.exit_code == 0, result.output
     return root / "run", bundle
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def latest_checkpoint(run):

@@ -10,13 +10,11 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from captionkit import load_model
-from captionkit.cli import main
-from captionkit.runs import RunDirectory
 from bundle_damage import BAD_BUNDLES, corrupt
-from training_helpers import tiny_bundle
+from captionkit import load_model
+from captionkit.runs import RunDirectory
+from training_helpers import run_cli, tiny_bundle
 
 TINY_ARGS = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "6",
              "--num-samples", "3"]
@@ -27,12 +25,8 @@ def bundle(tmp_path_factory):
     return tiny_bundle(tmp_path_factory.mktemp("data") / "bundle")
 
 
-def invoke(*args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
 def test_help_documents_every_option():
-    result = invoke("train", "--help")
+    result = run_cli("train", "--help")
     assert result.exit_code == 0
     for option in ("--cell", "--data", "--pca / --no-pca", "--max-train", "--hidden-dim", "--wordvec-dim",
                    "--batch-size", "--epochs", "--update-rule", "--lr", "--lr-decay", "--seed", "--dtype",
@@ -41,12 +35,12 @@ def test_help_documents_every_option():
         assert option in result.output
     assert "captionkit train --resume" in result.output
     assert re.search(r"hidden state\.\s+\[default:\s+256", result.output)
-    assert "train " in invoke("--help").output
+    assert "train " in run_cli("--help").output
 
 
 def test_train_reports_progress_and_where_the_run_went(bundle, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", "--data", bundle, "--out", out, *TINY_ARGS)
+    result = run_cli("train", "--data", bundle, "--out", out, *TINY_ARGS)
     assert result.exit_code == 0, result.output
     assert f"Run saved in {out}" in result.output
     assert "iteration 12/12" in result.output and "val @ iteration 6 (6 images, " in result.output
@@ -56,12 +50,12 @@ def test_train_reports_progress_and_where_the_run_went(bundle, tmp_path):
 
 
 def test_quiet_prints_only_the_run_directory(bundle, tmp_path):
-    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS)
+    result = run_cli("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS)
     assert result.exit_code == 0 and result.output == f"{tmp_path / 'run'}\n"
 
 
 def test_json_progress_is_one_object_per_line(bundle, tmp_path):
-    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--json", *TINY_ARGS)
+    result = run_cli("train", "--data", bundle, "--out", tmp_path / "run", "--json", *TINY_ARGS)
     assert result.exit_code == 0
     events = [json.loads(line) for line in result.output.splitlines()]
     kinds = [e["event"] for e in events]
@@ -78,7 +72,7 @@ def test_config_file_with_command_line_override(bundle, tmp_path):
     config = tmp_path / "options.json"
     config.write_text(json.dumps({"data": str(bundle), "hidden-dim": 10, "wordvec_dim": 6, "epochs": 1,
                                   "batch_size": 8, "seed": 3, "out": str(tmp_path / "from-config")}))
-    result = invoke("train", "--config", config, "--hidden-dim", 11, "--quiet")
+    result = run_cli("train", "--config", config, "--hidden-dim", 11, "--quiet")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "from-config" / "config.json").read_text())
     assert (saved["hidden_dim"], saved["wordvec_dim"], saved["epochs"], saved["seed"]) == (11, 6, 1, 3)
@@ -87,7 +81,7 @@ def test_config_file_with_command_line_override(bundle, tmp_path):
 def test_bad_config_file_names_the_file_and_option(tmp_path):
     config = tmp_path / "options.toml"
     config.write_text("epochs = 0\n")
-    result = invoke("train", "--config", config)
+    result = run_cli("train", "--config", config)
     assert result.exit_code == 2
     assert "options.toml: option 'epochs' is 0, expected an integer >= 1" in result.output
 
@@ -95,7 +89,7 @@ def test_bad_config_file_names_the_file_and_option(tmp_path):
 @pytest.mark.parametrize("kind", BAD_BUNDLES)
 def test_bad_bundle_is_one_clean_error(kind, bundle_dir, tmp_path):
     pattern = corrupt(kind, bundle_dir)
-    result = invoke("train", "--data", bundle_dir, "--out", tmp_path / "run", *TINY_ARGS)
+    result = run_cli("train", "--data", bundle_dir, "--out", tmp_path / "run", *TINY_ARGS)
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
@@ -105,9 +99,9 @@ def test_bad_bundle_is_one_clean_error(kind, bundle_dir, tmp_path):
 
 
 def test_debug_shows_the_exception(tmp_path):
-    result = invoke("--debug", "train", "--data", tmp_path / "nowhere")
+    result = run_cli("--debug", "train", "--data", tmp_path / "nowhere")
     assert result.exit_code == 1 and type(result.exception).__name__ == "BundleError"
-    result = invoke("train", "--data", tmp_path / "nowhere", env={"CAPTIONKIT_DEBUG": "1"})
+    result = run_cli("train", "--data", tmp_path / "nowhere", env={"CAPTIONKIT_DEBUG": "1"})
     assert type(result.exception).__name__ == "BundleError"
 
 
@@ -116,7 +110,7 @@ def test_unexpected_exception_is_reported_as_a_bug(monkeypatch, tmp_path):
         raise KeyError("oops")
 
     monkeypatch.setattr("captionkit.cli.train.train", broken)
-    result = invoke("train", "--data", tmp_path)
+    result = run_cli("train", "--data", tmp_path)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "Error: unexpected KeyError: 'oops' (this is a bug in captionkit; rerun with `captionkit --debug" \
         in result.output
@@ -125,7 +119,7 @@ def test_unexpected_exception_is_reported_as_a_bug(monkeypatch, tmp_path):
 def test_divergence_is_a_clean_error_naming_the_iteration(bundle, tmp_path):
     # lr 1e38 overflows float32 parameters in the first update; smaller rates can leave every tanh saturated at
     # exactly +-1, where no gradient flows and the loss stays finite, however large.
-    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", "--update-rule", "sgd", "--lr", "1e38",
+    result = run_cli("train", "--data", bundle, "--out", tmp_path / "run", "--update-rule", "sgd", "--lr", "1e38",
                     "--checkpoint-every", 1, "--quiet", *TINY_ARGS)
     assert result.exit_code == 1 and "Traceback" not in result.output
     # Which goes first, the loss or a gradient, depends on how the batch was split over threads.
@@ -137,11 +131,11 @@ def test_divergence_is_a_clean_error_naming_the_iteration(bundle, tmp_path):
 
 
 def test_resume_with_a_conflicting_option(bundle, tmp_path):
-    assert invoke("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS).exit_code == 0
-    result = invoke("train", "--resume", tmp_path / "run", "--cell", "gru")
+    assert run_cli("train", "--data", bundle, "--out", tmp_path / "run", "--quiet", *TINY_ARGS).exit_code == 0
+    result = run_cli("train", "--resume", tmp_path / "run", "--cell", "gru")
     assert result.exit_code == 1
     assert "the checkpoint was made with cell='rnn', but cell='gru' was asked for" in result.output
-    result = invoke("train", "--resume", tmp_path / "run", "--epochs", 3, "--quiet")  # epochs may grow
+    result = run_cli("train", "--resume", tmp_path / "run", "--epochs", 3, "--quiet")  # epochs may grow
     assert result.exit_code == 0 and load_model(tmp_path / "run")[1]["iteration"] == 18
 
 
@@ -277,7 +271,7 @@ def _pickle_instead_of_vocabulary(bundle, marker):
 def test_bundle_carrying_a_pickle_is_refused_and_nothing_runs(craft, tmp_path):
     bundle, marker = tiny_bundle(tmp_path / "bundle"), tmp_path / "pwned"
     pattern = craft(bundle, marker)
-    result = invoke("train", "--data", bundle, "--out", tmp_path / "run", *TINY_ARGS)
+    result = run_cli("train", "--data", bundle, "--out", tmp_path / "run", *TINY_ARGS)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert re.search(pattern, result.output), result.output
     assert not marker.exists()
@@ -287,7 +281,7 @@ def test_bundle_carrying_a_pickle_is_refused_and_nothing_runs(craft, tmp_path):
 def test_config_file_carrying_a_pickle_is_refused_and_nothing_runs(name, tmp_path):
     config, marker = tmp_path / name, tmp_path / "pwned"
     config.write_bytes(pickle.dumps(_Payload(marker)))
-    result = invoke("train", "--config", config)
+    result = run_cli("train", "--config", config)
     assert result.exit_code == 2 and re.search(rf"{name}: not (UTF-8 text|valid (JSON|TOML))", result.output)
     assert not marker.exists()
 
@@ -298,7 +292,7 @@ def test_checkpoint_carrying_a_pickle_is_refused_by_resume(tmp_path):
     run.checkpoints.mkdir(parents=True)
     run.config.write_text("{}")
     np.savez(run.checkpoint_path(10), meta=np.zeros(3, np.uint8), **{"param/W_embed": np.array([_Payload(marker)])})
-    result = invoke("train", "--resume", run.root)
+    result = run_cli("train", "--resume", run.root)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "is an object array (pickled Python objects), which captionkit never loads" in result.output
     assert not marker.exists()
@@ -315,9 +309,41 @@ def test_first_use_of_the_builtin_dataset_is_announced(monkeypatch, tmp_path, bu
 
     monkeypatch.delenv("CAPTIONKIT_DATA_DIR", raising=False)
     monkeypatch.setattr(captionkit.synthetic, "builtin_dataset_dir", fake_builder)
-    result = invoke("train", "--out", tmp_path / "run", *TINY_ARGS)
+    result = run_cli("train", "--out", tmp_path / "run", *TINY_ARGS)
     assert result.exit_code == 0, result.output
     assert result.output.startswith(
         "Building the built-in dataset (first use only; it is cached for later runs)...\n"
         "  drawing train scenes: 8/8\nTraining the rnn cell"
     )
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(finished):
+    _, bundle, _ = finished
+    result = run_cli("train", "--data", bundle, "--hidden-dim", 10**9, "--out", bundle.parent / "huge")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "hidden_dim=1000000000" in result.output and "GiB of parameters" in result.output
+    assert "MemoryError" not in result.output
+
+
+def test_a_batch_too_large_for_the_machine_is_refused_before_anything_is_written(finished):
+    _, bundle, _ = finished
+    out = bundle.parent / "huge-batch"
+    result = run_cli("train", "--data", bundle, "--batch-size", 10**8, "--out", out)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "batch_size=100000000: one training step on captions of" in result.output
+    assert "GiB: more than half of this machine's" in result.output and not out.exists()
+
+
+def test_config_files_that_are_not_small_regular_files(tmp_path):
+    zero = tmp_path / "zero.json"
+    zero.symlink_to("/dev/zero")
+    result = run_cli("train", "--config", zero)
+    assert result.exit_code != 0 and "zero.json: not a regular file" in result.output
+    big = tmp_path / "big.json"
+    big.write_text("[" + " " * 2**21 + "]")
+    result = run_cli("train", "--config", big)
+    assert result.exit_code != 0 and "big.json: larger than 1048576 bytes" in result.output
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100000 + "]" * 100000)
+    result = run_cli("train", "--config", nested)
+    assert result.exit_code != 0 and "nested.json: not valid JSON" in result.output

@@ -12,17 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from captionkit import train
 from captionkit.captioning import caption_images
-from captionkit.cli import main
 from captionkit.data import load_coco_data
 from captionkit.encoders.base import EncoderError
 from captionkit.images import ImageFileError, read_image
 from captionkit.synthetic import extract_features, is_true
 from captionkit.synthetic.scenes import Scene
-from training_helpers import TINY, tiny_bundle
+from training_helpers import TINY, run_cli, tiny_bundle
 
 NUM_TRAIN, NUM_VAL, NUM_TEST = 4000, 50, 100
 # Measured when this test was written (4000 training pictures, 10 epochs, hidden 256): 71-75% of the test pictures'
@@ -30,10 +28,6 @@ NUM_TRAIN, NUM_VAL, NUM_TEST = 4000, 50, 100
 # were true 3-8% of the time. 50% ("most") leaves a margin of five binomial standard deviations (100 pictures).
 TRUE_AT_LEAST = 0.5
 CHANCE_AT_MOST = 0.25
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

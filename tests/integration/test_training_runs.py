@@ -13,11 +13,9 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from captionkit import load_model, train
 from captionkit.checkpoint import build_model, read_checkpoint
-from captionkit.cli import main
 from captionkit.comparison import compare_runs, read_run
 from captionkit.data import load_coco_data
 from captionkit.decoding import sample_words
@@ -25,36 +23,10 @@ from captionkit.evaluation import evaluate
 from captionkit.options import OPTIONS, RESUMABLE_OPTIONS, TrainConfig, markdown_table
 from captionkit.progress import ProgressDisplay
 from captionkit.runs import RunDirectory
-from training_helpers import TINY, learnable_bundle, tiny_bundle
 from conftest import REPO_ROOT, TESTS_DIR
+from training_helpers import TINY, run_cli, tiny_bundle, val_records
 
 ROOT = REPO_ROOT
-
-
-def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def val_records(run):
-    return [r for r in RunDirectory(run).read_metrics() if r["kind"] == "val"]
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    return learnable_bundle(tmp_path_factory.mktemp("learnable") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def three_runs(tmp_path_factory, learnable):
-    """Three runs differing in hidden size and learning rate, validated every 3 iterations."""
-    root = tmp_path_factory.mktemp("three")
-    runs = []
-    for k, (hidden, lr) in enumerate(((12, 1e-2), (16, 1e-2), (12, 3e-2))):
-        out = root / f"run{k}"
-        train(data=str(learnable), out=out, progress=False, handle_signals=False,
-              **{**TINY, "hidden_dim": hidden, "lr": lr, "epochs": 6, "eval_every": 3})
-        runs.append(out)
-    return runs
 
 
 # ---------------------------------------------------------------------------------------------- best and early stop

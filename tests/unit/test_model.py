@@ -127,3 +127,32 @@ def test_sample_needs_start_token():
     model = CaptioningRNN(TOY_VOCAB, input_dim=4, wordvec_dim=3, hidden_dim=5)
     with pytest.raises(ValueError, match="<START>"):
         model.sample(np.ones((1, 4)))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_the_step_estimate_bounds_what_a_step_allocates(backend):
+    """tracemalloc sees every numpy array a loss() call makes: their peak must stay below the model's estimate, for
+    every registered cell and shapes where the vocabulary, the hidden state or the batch dominates."""
+    import tracemalloc
+
+    from captionkit.cells import available_cells
+    from captionkit.model import CaptioningRNN
+
+    for cell in available_cells():
+        for N, T, V, D, W, H in [(64, 12, 40, 20, 16, 24), (32, 9, 300, 10, 8, 64), (100, 17, 1004, 64, 32, 128)]:
+            words = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(V - 3)}}
+            model = CaptioningRNN(words, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell, backend=backend,
+                                  seed=0)
+            rng = np.random.default_rng(0)
+            features = rng.standard_normal((N, D))
+            captions = rng.integers(3, V, size=(N, T))
+            model.loss(features, captions)  # first-call caches and thread pools are not the step's
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                model.loss(features, captions)
+                peak = tracemalloc.get_traced_memory()[1] - before
+            finally:
+                tracemalloc.stop()
+            estimate = model.training_step_bytes(N, T)
+            assert 0.1 * estimate < peak < estimate, (cell, N, T, V, H, peak, estimate)

@@ -141,3 +141,20 @@ def test_solver_uses_fused_adam_only_on_the_compiled_backend(bundle_dir):
             pytest.importorskip("captionkit._ext._optim")
         model = CaptioningRNN(data["word_to_idx"], input_dim=512, hidden_dim=8, wordvec_dim=4, backend=backend)
         assert CaptioningSolver(model, data, update_rule="adam").update_rule is rule
+
+
+def test_the_solver_refuses_a_batch_beyond_memory_naming_it(monkeypatch):
+    from captionkit import model as model_module
+    from captionkit.model import CaptioningRNN
+    from captionkit.solver import CaptioningSolver
+
+    words = {"<NULL>": 0, "<START>": 1, "<END>": 2, "a": 3}
+    model = CaptioningRNN(words, input_dim=4, wordvec_dim=4, hidden_dim=4, seed=0)
+    data = {"train_captions": np.ones((10, 17), np.int32), "train_image_idxs": np.zeros(10, np.int32),
+            "train_features": np.zeros((1, 4)), "train_urls": np.array(["x.jpg"])}
+    step = model.training_step_bytes(1000, 17)
+    monkeypatch.setattr(model_module, "_physical_memory", lambda: 2 * step + 2)  # 1000 captions just fit
+    CaptioningSolver(model, data, batch_size=1000)
+    with pytest.raises(ValueError, match=r"^batch_size=1001: one training step on captions of 17 ids would hold "
+                                         r"about .* GiB: more than half of this machine's 0 GiB of memory$"):
+        CaptioningSolver(model, data, batch_size=1001)
