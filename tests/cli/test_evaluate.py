@@ -3,6 +3,7 @@
 The oracle for the printed numbers is the library API (captionkit.evaluation) on the same checkpoint and data.
 """
 import json
+import re
 import shutil
 
 import pytest
@@ -13,7 +14,7 @@ from captionkit.cli import main
 from captionkit.data import load_coco_data
 from captionkit.evaluation import evaluate, sample_captions
 from conftest import write_bundle
-from training_helpers import run_cli
+from training_helpers import run_cli, val_records
 
 TINY_TRAIN = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "4",
               "--num-samples", "2", "--seed", "3"]
@@ -174,3 +175,16 @@ def test_help_explains_run_and_metrics():
     assert "CIDEr-D on that toolkit's scale" in evaluate_help and "captionkit evaluate runs/" in evaluate_help
     sample_help = " ".join(run_cli("sample", "--help").output.split())
     assert "beside their ground-truth captions" in sample_help and "--seed" in sample_help
+
+
+def test_cider_is_on_one_scale_everywhere(three_runs):
+    run = three_runs[0]
+    last = val_records(run)[-1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_metrics"]["CIDEr-D"] == last["CIDEr-D"]
+    evaluated = json.loads(run_cli("evaluate", run, "--json").output)
+    text = run_cli("evaluate", run).output
+    printed = float(re.search(r"^  CIDEr-D\s+([0-9.]+)$", text, re.M).group(1))
+    assert printed == pytest.approx(evaluated["CIDEr-D"], abs=1e-4)
+    assert "x100" not in text
+    assert {"loss", "perplexity"} <= set(last)

@@ -347,3 +347,13 @@ def test_config_files_that_are_not_small_regular_files(tmp_path):
     nested.write_text("[" * 100000 + "]" * 100000)
     result = run_cli("train", "--config", nested)
     assert result.exit_code != 0 and "nested.json: not valid JSON" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--cell", "lsmt"], "unknown cell_type 'lsmt' (did you mean 'lstm'?)"),
+    (["data", "import", "x", "--karpathy", "y.json", "--encoder", "shape"], "unknown encoder 'shape' (did you mean "
+                                                                            "'shapes'?)"),
+])
+def test_misspelt_names_get_a_suggestion(args, message):
+    result = run_cli(*args)
+    assert result.exit_code == 1 and message in result.output

@@ -66,10 +66,6 @@ def engine_cell(cell_type, kind):
     return cell
 
 
-
-
-
-
 def cell_inputs(rng, cell_type, N, T, W, H, dtype):
     """x (N, T, W), h0 (N, H) and {Wx, Wh, b} of a stable recurrence (weights of scale 1/sqrt(fan-in)), so the
     comparison measures the arithmetic and not chaos; and the upstream gradient dh."""

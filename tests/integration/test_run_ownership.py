@@ -141,11 +141,3 @@ def test_half_written_files_of_a_killed_run_are_removed_on_resume(tmp_path, fini
     kept.write_text("mine")
     train(resume=copy, handle_signals=False, epochs=3)
     assert [p for p in leftovers if p.exists()] == [] and kept.exists()
-
-
-# ---------------------------------------------------------------------------------------------- crafted checkpoints
-
-
-# ---------------------------------------------------------------------------------------------- options that cannot fit
-
-

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from captionkit import CaptioningRNN, layers, model as model_module
+from captionkit import CaptioningRNN, layers, load_model
+from captionkit import model as model_module
 from captionkit.cells import Cell, ParamSpec, get_cell
-from captionkit.decoding import beam_search, decode, length_normalizer
+from captionkit.decoding import beam_search, decode, length_normalizer, sample_words
 
 NULL, START, END = 0, 1, 2
 
@@ -301,3 +302,30 @@ def test_non_finite_scores_raise_instead_of_returning_garbage():
     model.params["W_vocab"][0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="not finite"):
         model.sample(np.ones((2, 6)), beam_size=2)
+
+
+def test_random_sampling_follows_the_models_distribution(three_runs):
+    model, _ = load_model(three_runs[0])
+    features = np.random.default_rng(0).standard_normal((1, model.input_dim)).astype(model.dtype)
+    # The oracle: the first word's distribution from the model's parameters with numpy alone.
+    p = {k: v.astype(np.float64) for k, v in model.params.items()}
+    h0 = features @ p["W_proj"] + p["b_proj"]
+    x = p["W_embed"][model.word_to_idx["<START>"]]
+    h1 = np.tanh(x @ p["Wx"] + h0 @ p["Wh"] + p["b"])
+    scores = (h1 @ p["W_vocab"] + p["b_vocab"])[0]
+    for temperature, top_k in ((1.0, None), (0.5, 3)):
+        expected = np.exp((scores - scores.max()) / temperature)
+        if top_k is not None:
+            expected[np.argsort(-scores)[top_k:]] = 0
+        expected /= expected.sum()
+        draws = 4000
+        words = sample_words(model, np.repeat(features, draws, axis=0), max_length=1, temperature=temperature,
+                             top_k=top_k, rng=np.random.default_rng(1))[:, 0]
+        observed = np.bincount(words, minlength=model.vocab_size) / draws
+        assert np.abs(observed - expected).max() < 4 * np.sqrt(expected.max() / draws) + 1e-3
+        if top_k is not None:
+            assert set(np.unique(words)) <= set(np.argsort(-scores)[:top_k])
+    greedy = model.sample(features, max_length=8)
+    assert np.array_equal(sample_words(model, features, 8, top_k=1, rng=np.random.default_rng(2)), greedy)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        sample_words(model, features, 8, temperature=0)

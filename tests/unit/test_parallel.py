@@ -23,10 +23,6 @@ pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled ker
 VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(17)}}
 
 
-
-
-
-
 # ---------------------------------------------------------------------- packed panels
 
 
