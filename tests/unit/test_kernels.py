@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from captionkit import CaptioningRNN, kernels, layers, optim
+from captionkit.cells import get_cell
 from captionkit.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array
 
 pytestmark = pytest.mark.skipif(not kernels.is_available(), reason="compiled kernels not built")
@@ -490,3 +491,47 @@ def test_sizes_beyond_32_bit_blas_are_refused_before_any_work():
     # An input of 2**31 ids (virtual memory, never touched) is refused before its values are read.
     with pytest.raises(ValueError, match="x would have shape"):
         kernels.word_embedding_forward(np.empty((1, 2**31), np.int8), np.ones((3, 2)))
+
+
+DECODING_VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range(17)}}
+
+
+@pytest.mark.parametrize("with_end", [True, False])
+def test_fused_greedy_decoding_equals_the_step_loop_on_numpy(step_products, threads, with_end):
+    threads(1)
+    vocab = DECODING_VOCAB if with_end else {w: i for w, i in DECODING_VOCAB.items() if w != "<END>"}
+    make = lambda backend: CaptioningRNN(vocab, input_dim=9, wordvec_dim=6, hidden_dim=35, dtype=np.float64,  # noqa
+                                         backend=backend, seed=8)
+    compiled, reference = make("cython"), make("numpy")
+    # Large weights make the captions vary and let some end early (the test checks that some do and some do not).
+    for m in (compiled, reference):
+        m.params = {name: value * 4 for name, value in make("numpy").params.items()}
+    features = np.random.default_rng(9).standard_normal((17, 9)) * 2
+    expected = reference.sample(features, max_length=12)
+    got = compiled.sample(features, max_length=12)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int32
+    if with_end:
+        ended = (expected == 2).any(axis=1)
+        assert ended.any() and not ended.all()
+
+
+def test_fused_greedy_decoding_names_bad_arguments():
+    rng = np.random.default_rng(10)
+    N, H, V, W = 3, 5, 7, 4
+    h0, W_embed, Wx, Wh, b = (rng.standard_normal(s) for s in ((N, H), (V, W), (W, H), (H, H), (H,)))
+    W_vocab, b_vocab = rng.standard_normal((H, V)), rng.standard_normal(V)
+    args = dict(h0=h0, W_embed=W_embed, Wx=Wx, Wh=Wh, b=b, W_vocab=W_vocab, b_vocab=b_vocab, start=1, end=2, null=0,
+                max_length=4, pointwise=get_cell("rnn")(backend="cython").pointwise)
+    assert kernels.gated_greedy_decode(**args).shape == (N, 4)
+    for change, message in [
+        (dict(start=V), r"start must be a word id in \[0, 7\)"),
+        (dict(end=-1), r"end must be a word id"),
+        (dict(null=1.0), r"null must be an integer word id"),
+        (dict(max_length=0), r"max_length must be in"),
+        (dict(W_vocab=W_vocab[:, :-1].copy()), r"W_vocab must have shape \(5, 7\)"),
+        (dict(Wh=Wh.astype(np.float32)), r"Wh"),
+        (dict(b_vocab=b_vocab[:-1]), r"b_vocab must have shape \(7,\)"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=message):
+            kernels.gated_greedy_decode(**{**args, **change})
