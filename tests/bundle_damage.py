@@ -5,7 +5,7 @@ import json
 import h5py
 import numpy as np
 
-from conftest import real_vocab
+from conftest import bundle_files, real_vocab
 
 
 def rewrite_dataset(path, key, value):
@@ -16,10 +16,10 @@ def rewrite_dataset(path, key, value):
 
 def corrupt(kind, root):
     """Apply one kind of damage to the bundle at ``root``; returns the regex the error must match."""
-    caps, vocab_path = root / "coco2014_captions.h5", root / "coco2014_vocab.json"
-    train_feats = root / "train2014_vgg16_fc7_pca.h5"
+    files = bundle_files(root)
+    caps, vocab_path, train_feats = files["captions"], files["vocab"], files["train_features"]
     if kind == "missing file":
-        (root / "val2014_urls.txt").unlink()
+        files["val_urls"].unlink()
         return r"val2014_urls\.txt: file not found"
     if kind == "missing key":
         with h5py.File(caps, "a") as f:
@@ -75,10 +75,10 @@ def corrupt(kind, root):
         vocab_path.write_text(json.dumps(vocab))
         return r"maps 'cat' to 4, but 'idx_to_word'\[4\] is 'a'"
     if kind == "feature widths differ":
-        rewrite_dataset(root / "val2014_vgg16_fc7_pca.h5", "features", np.ones((12, 256), dtype=np.float32))
+        rewrite_dataset(files["val_features"], "features", np.ones((12, 256), dtype=np.float32))
         return r"has features of width 512 but .*val2014_vgg16_fc7_pca\.h5 has width 256"
     if kind == "url count":
-        (root / "train2014_urls.txt").write_text("http://example.org/only-one.jpg\n")
+        files["train_urls"].write_text("http://example.org/only-one.jpg\n")
         return r"train2014_urls\.txt: 1 URLs for the 40 images"
     raise AssertionError(kind)
 

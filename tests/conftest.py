@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
+from captionkit.bundle.layout import REQUIRED_SPLITS, bundle_paths, images_path
+
 # The suite is grouped in folders (unit/, integration/, cli/, docs/) below this one; paths are taken from here.
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -35,28 +37,39 @@ def make_captions(rng, num, vocab_size, max_len=17):
     return captions
 
 
+def bundle_files(directory, pca=True):
+    """The files of a bundle that :func:`write_bundle` writes, by role (``captions``, ``vocab``,
+    ``{split}_features``, ``{split}_urls``, ``{split}_images``): the assignment's names, taken from
+    captionkit/bundle/layout.py so that no test spells them out."""
+    paths = bundle_paths(directory, pca_features=pca, layout="cs231n")
+    for split in REQUIRED_SPLITS:
+        paths[f"{split}_images"] = images_path(directory, split, layout="cs231n")
+    return paths
+
+
 def write_bundle(directory, num_train_images=40, num_val_images=12, captions_per_image=2, feature_dim=512, seed=0,
                  vocab=None, pca=True):
-    """Write a small, valid bundle to ``directory`` and return its path.
+    """Write a small, valid bundle to ``directory`` (in the assignment's layout, the one its COCO bundle uses) and
+    return its path.
 
     Features are Gaussian (one row per image); captions come from :func:`make_captions`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    files = bundle_files(directory, pca=pca)
     rng = np.random.RandomState(seed)
     vocab = real_vocab() if vocab is None else vocab
     V = len(vocab["idx_to_word"])
-    suffix = "_pca" if pca else ""
-    with h5py.File(directory / "coco2014_captions.h5", "w") as f:
+    with h5py.File(files["captions"], "w") as f:
         for split, num_images in (("train", num_train_images), ("val", num_val_images)):
             f[f"{split}_captions"] = make_captions(rng, num_images * captions_per_image, V)
             f[f"{split}_image_idxs"] = np.repeat(np.arange(num_images, dtype=np.int32), captions_per_image)
     for split, num_images in (("train", num_train_images), ("val", num_val_images)):
-        with h5py.File(directory / f"{split}2014_vgg16_fc7{suffix}.h5", "w") as f:
+        with h5py.File(files[f"{split}_features"], "w") as f:
             f["features"] = rng.randn(num_images, feature_dim).astype(np.float32)
-        with open(directory / f"{split}2014_urls.txt", "w", encoding="utf-8") as f:
+        with open(files[f"{split}_urls"], "w", encoding="utf-8") as f:
             f.writelines(f"http://example.org/{split}/{i}.jpg\n" for i in range(num_images))
-    with open(directory / "coco2014_vocab.json", "w", encoding="utf-8") as f:
+    with open(files["vocab"], "w", encoding="utf-8") as f:
         json.dump(vocab, f)
     return directory
 

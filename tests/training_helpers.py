@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from captionkit.cli import main
 from captionkit.runs import RunDirectory
-from conftest import write_bundle
+from conftest import bundle_files, write_bundle
 
 # A model small enough that a whole run takes well under a second.
 TINY = {"hidden_dim": 12, "wordvec_dim": 8, "batch_size": 8, "epochs": 2, "eval_images": 6, "num_samples": 3}
@@ -19,14 +19,14 @@ def small_vocab(num_words=40):
 
 def tiny_bundle(directory, images=False, **kwargs):
     """A small valid bundle (24 train images, 8 val images, 2 captions each, 16-d features, 44 words); with
-    ``images``, also ``{split}2014_images.h5`` holding random 64x64 RGB pixels."""
+    ``images``, also the pixels files (``bundle_files(...)["{split}_images"]``) holding random 64x64 RGB pixels."""
     options = {"num_train_images": 24, "num_val_images": 8, "feature_dim": 16, "vocab": small_vocab()}
     options.update(kwargs)
     path = write_bundle(directory, **options)
     if images:
         rng = np.random.RandomState(1)
         for split, count in (("train", options["num_train_images"]), ("val", options["num_val_images"])):
-            with h5py.File(path / f"{split}2014_images.h5", "w") as f:
+            with h5py.File(bundle_files(path)[f"{split}_images"], "w") as f:
                 f["images"] = rng.randint(0, 256, size=(count, 64, 64, 3)).astype(np.uint8)
     return path
 
@@ -38,14 +38,15 @@ def learnable_bundle(directory, images=False, classes=4):
     path = tiny_bundle(directory, images=images)
     rng = np.random.RandomState(0)
     sentences = np.array([[1, 4 + c, 10 + c, 20 + c, 30 + c, 2] for c in range(classes)], dtype=np.int32)
-    with h5py.File(path / "coco2014_captions.h5", "a") as f:
+    files = bundle_files(path)
+    with h5py.File(files["captions"], "a") as f:
         for split in ("train", "val"):
             labels = f[f"{split}_image_idxs"][()] % classes
             captions = np.zeros_like(f[f"{split}_captions"][()])
             captions[:, : sentences.shape[1]] = sentences[labels]
             f[f"{split}_captions"][...] = captions
     for split in ("train", "val"):
-        with h5py.File(path / f"{split}2014_vgg16_fc7_pca.h5", "a") as f:
+        with h5py.File(files[f"{split}_features"], "a") as f:
             count, dim = f["features"].shape
             codes = np.eye(dim)[np.arange(count) % classes] * 3 + rng.randn(count, dim) * 0.1
             f["features"][...] = codes.astype(np.float32)

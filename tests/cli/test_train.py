@@ -14,6 +14,7 @@ import pytest
 from bundle_damage import BAD_BUNDLES, corrupt
 from captionkit import load_model
 from captionkit.runs import RunDirectory
+from conftest import bundle_files
 from training_helpers import run_cli, tiny_bundle
 
 TINY_ARGS = ["--hidden-dim", "12", "--wordvec-dim", "8", "--batch-size", "8", "--epochs", "2", "--eval-images", "6",
@@ -241,14 +242,14 @@ class _Payload:
 
 def _pickled_into_hdf5_opaque(bundle, marker):
     blob = np.frombuffer(pickle.dumps(_Payload(marker)), dtype=np.uint8)
-    with h5py.File(bundle / "coco2014_captions.h5", "a") as f:
+    with h5py.File(bundle_files(bundle)["captions"], "a") as f:
         del f["train_captions"]
         f["train_captions"] = np.void(blob.tobytes())  # an opaque blob where integer ids belong
     return r"coco2014_captions\.h5: dataset 'train_captions' has dtype \|V\d+, expected numbers"
 
 
 def _pickled_into_hdf5_strings(bundle, marker):
-    with h5py.File(bundle / "train2014_vgg16_fc7_pca.h5", "a") as f:
+    with h5py.File(bundle_files(bundle)["train_features"], "a") as f:
         del f["features"]
         rows = np.empty(1, dtype=object)
         rows[0] = np.frombuffer(pickle.dumps(_Payload(marker)), dtype=np.uint8)
@@ -257,12 +258,12 @@ def _pickled_into_hdf5_strings(bundle, marker):
 
 
 def _pickle_instead_of_hdf5(bundle, marker):
-    (bundle / "val2014_vgg16_fc7_pca.h5").write_bytes(pickle.dumps(_Payload(marker)))
+    bundle_files(bundle)["val_features"].write_bytes(pickle.dumps(_Payload(marker)))
     return r"val2014_vgg16_fc7_pca\.h5: cannot read HDF5 file"
 
 
 def _pickle_instead_of_vocabulary(bundle, marker):
-    (bundle / "coco2014_vocab.json").write_bytes(pickle.dumps(_Payload(marker)))
+    bundle_files(bundle)["vocab"].write_bytes(pickle.dumps(_Payload(marker)))
     return r"coco2014_vocab\.json: not a readable JSON vocabulary"
 
 

@@ -11,10 +11,11 @@ import captionkit
 from captionkit import CaptioningRNN, load_model
 from captionkit.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from captionkit.data import BundleError, load_images
+from captionkit.evaluation import caption_text
 from captionkit.runs import ConfigError, RunDirectory
 from captionkit.solver import TrainingDivergedError
-from captionkit.evaluation import caption_text
 from captionkit.training import TrainConfig
+from conftest import bundle_files
 from training_helpers import TINY, learnable_bundle, small_vocab, tiny_bundle
 
 
@@ -160,7 +161,7 @@ def test_resume_refuses_a_changed_vocabulary(tmp_path):
     vocab = small_vocab()
     vocab["idx_to_word"][5] = "zebra"  # the dataset changed under the run
     vocab["word_to_idx"] = {w: i for i, w in enumerate(vocab["idx_to_word"])}
-    (bundle / "coco2014_vocab.json").write_text(json.dumps(vocab))
+    bundle_files(bundle)["vocab"].write_text(json.dumps(vocab))
     with pytest.raises(CheckpointError, match=r"ckpt-00000012\.npz: the dataset's vocabulary differs from the "
                                               r"checkpoint's \(word 5 is 'word1' in the checkpoint but 'zebra' in "
                                               r"the dataset\)"):
@@ -246,7 +247,7 @@ def test_bad_config_file(name, text, message, tmp_path):
 
 def test_bad_bundle_stops_before_training(bundle, tmp_path):
     broken = tiny_bundle(tmp_path / "broken")
-    with h5py.File(broken / "val2014_vgg16_fc7_pca.h5", "a") as f:
+    with h5py.File(bundle_files(broken)["val_features"], "a") as f:
         f["features"][1, 2] = np.inf
     with pytest.raises(BundleError, match=r"val2014_vgg16_fc7_pca\.h5: dataset 'features' holds a non-finite "
                                           r"value inf at \[1, 2\]"):
@@ -260,14 +261,14 @@ def test_bad_bundle_stops_before_training(bundle, tmp_path):
 ])
 def test_bad_image_file(key, value, message, tmp_path):
     path = tiny_bundle(tmp_path / "b")
-    with h5py.File(path / "val2014_images.h5", "w") as f:
+    with h5py.File(bundle_files(path)["val_images"], "w") as f:
         f[key] = value
     with pytest.raises(BundleError, match=r"val2014_images\.h5: " + message):
         load_images(path, "val", [0, 1])
 
 
 def test_load_images_keeps_the_requested_order(bundle):
-    with h5py.File(bundle / "val2014_images.h5") as f:
+    with h5py.File(bundle_files(bundle)["val_images"]) as f:
         everything = f["images"][()]
     assert np.array_equal(load_images(bundle, "val", [5, 1, 5, 0]), everything[[5, 1, 5, 0]])
     assert load_images(bundle.parent / "nowhere", "val", [0]) is None

@@ -13,13 +13,16 @@ import h5py
 import numpy as np
 import pytest
 
+from captionkit.bundle.layout import LAYOUTS
 from captionkit.data import MAX_INFLATION, MAX_URL_CHARS, MAX_VOCAB_BYTES, BundleError, load_coco_data, load_images
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.pipeline import EncoderRecord, Pca
 from training_helpers import tiny_bundle
 
-CAPTIONS, VOCAB, TRAIN_URLS = "coco2014_captions.h5", "coco2014_vocab.json", "train2014_urls.txt"
-FEATURES = "train2014_vgg16_fc7_pca.h5"  # 24 x 16 float32 in tiny_bundle; 44 words, 48 train captions
+NAMES = LAYOUTS["cs231n"]  # the layout tiny_bundle writes
+CAPTIONS, VOCAB, TRAIN_URLS = NAMES["captions"], NAMES["vocab"], NAMES["urls"].format(split="train")
+FEATURES = NAMES["features_pca"].format(split="train")  # 24 x 16 float32 in tiny_bundle; 44 words, 48 train captions
+VAL_IMAGES = NAMES["images"].format(split="val")
 MEMORY_LIMIT = 3 * 2**29  # 1.5 GiB of address space for the child: a tiny bundle needs about 0.2 GiB
 
 
@@ -287,12 +290,12 @@ def test_url_lists_are_bounded(tmp_path):
 def test_pixels_file_gets_the_same_checks(tmp_path):
     bundle = tiny_bundle(tmp_path / "b", images=True)
     assert load_images(bundle, "val", [1]).shape == (1, 64, 64, 3)
-    with h5py.File(bundle / "val2014_images.h5", "w") as f:
+    with h5py.File(bundle / VAL_IMAGES, "w") as f:
         f.create_dataset("images", shape=(100_000, 256, 256, 3), dtype=np.uint8, chunks=(1, 256, 256, 3))
     with pytest.raises(BundleError, match=r"val2014_images\.h5: dataset 'images' declares 100000 x 256 x 256 x 3 "
                                           r"uint8 values \(18\.3 GiB\) but the file stores 0 bytes of them"):
         load_images(bundle, "val", [0])
-    with h5py.File(bundle / "val2014_images.h5", "w") as f:
+    with h5py.File(bundle / VAL_IMAGES, "w") as f:
         f["images"] = h5py.ExternalLink(str(tmp_path / "pixels.h5"), "/images")
     with pytest.raises(BundleError, match=r"val2014_images\.h5: 'images' is an external link"):
         load_images(bundle, "val", [0])
