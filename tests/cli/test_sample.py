@@ -3,6 +3,8 @@ the pipe."""
 import subprocess
 import sys
 
+import pytest
+
 from training_helpers import run_cli
 
 
@@ -14,6 +16,7 @@ def test_sample_command_draws_reproducibly(three_runs):
     assert clash.exit_code == 2 and "use one or the other" in clash.output
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(three_runs):
     command = [sys.executable, "-c", "from captionkit.cli import main; main()", "sample", str(three_runs[0]),
                "--n", "6"]

@@ -153,6 +153,7 @@ def _env():
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variable, value, message", [
     ("CAPTIONKIT_NUM_THREADS", "0", "CAPTIONKIT_NUM_THREADS must be a positive integer, got '0'"),
     ("CAPTIONKIT_PIN_THREADS", "off",
@@ -202,6 +203,7 @@ def _resume_and_compare(out, reference):
     assert train_records == list(range(1, 901))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(signum, bundle, reference, tmp_path):
     out = tmp_path / "run"
@@ -218,6 +220,7 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(signum, bundle, r
     _resume_and_compare(out, reference)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bit_identical(bundle, reference, tmp_path):
     out = tmp_path / "run"
     process = _start(bundle, out)

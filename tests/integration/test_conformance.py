@@ -200,12 +200,14 @@ def test_bad_plugins_are_named_by_distribution_and_others_keep_working(plugin_ro
 
 
 # ------------------------------------------------------------------------------------------- kit as a library
+@pytest.mark.slow
 def test_kit_does_not_import_pytest():
     code = "import sys, captionkit.testing; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
 def test_pytest_plugin_fails_a_test_with_the_report(tmp_path):
     (tmp_path / "test_author.py").write_text(textwrap.dedent("""
         from captionkit.cells import register_cell

@@ -67,6 +67,7 @@ def _load_under_limit(path, limit_gib=1.5):
     return done.returncode, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_crafted_sizes_are_refused_before_allocating(tmp_path, finished):
     _, _, run = finished
     good = _latest(run)

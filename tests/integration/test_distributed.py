@@ -146,6 +146,7 @@ def test_a_process_started_by_mpiexec_must_ask_for_distributed_training(monkeypa
 
 
 # ---------------------------------------------------------------------------------------------- under mpiexec
+@pytest.mark.slow
 def test_two_ranks_end_with_the_parameters_of_one_process(bundle_dir, tmp_path):
     require_mpi()
     result = run_job(2, bundle_dir, tmp_path)
@@ -164,6 +165,7 @@ def test_two_ranks_end_with_the_parameters_of_one_process(bundle_dir, tmp_path):
     assert np.abs(initial.params["W_vocab"] - expected["W_vocab"]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_ranks_with_different_seeds_are_refused_before_training(bundle_dir, tmp_path):
     require_mpi()
     result = run_job(2, bundle_dir, tmp_path, "--seed-per-rank")
@@ -172,6 +174,7 @@ def test_ranks_with_different_seeds_are_refused_before_training(bundle_dir, tmp_
     assert not list(tmp_path.glob("rank*.npz"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["raise", "kill"])
 def test_a_failing_rank_ends_the_job_with_a_message(bundle_dir, tmp_path, mode):
     require_mpi()
@@ -215,6 +218,7 @@ def assert_matches_reference(run_dir, expected):
     np.testing.assert_allclose(checkpoint.training["loss_history"], losses, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_cli_two_ranks_train_and_resume_like_one_process(bundle_dir, tmp_path):
     require_mpi()
     run_dir = tmp_path / "run"
@@ -248,6 +252,7 @@ def rank_pid(job, rank):
     pytest.fail(f"no process of rank {rank} under mpiexec (pid {job.pid})")
 
 
+@pytest.mark.slow
 def test_cli_a_signal_to_one_rank_stops_every_rank_at_one_iteration_and_resume_completes(bundle_dir, tmp_path):
     """A signal that reaches one rank only (mpiexec forwards Ctrl-C to all, but never at the same instant) stops
     all of them after the same iteration, with a usable checkpoint; without agreement, rank 0 would wait forever."""

@@ -372,6 +372,7 @@ WRAPPER = ('__attribute__((used)) static void *real_{0};\n__attribute__((naked))
            '{{ __asm__("lock incq counted(%rip)\\n\\tjmp *real_{0}(%rip)"); }}\n')
 
 
+@pytest.mark.slow
 def test_a_compiled_model_makes_no_call_into_numpys_blas(tmp_path):
     """Every product of a compiled step goes through captionkit's BLAS (one thread pool per process). Checked by
     putting a library in front of numpy's BLAS (LD_PRELOAD) that counts its calls: training, greedy and beam

@@ -40,6 +40,7 @@ def test_plugin_registers_through_its_entry_point(cell_type, dist, target):
     assert get_cell(cell_type).name == cell_type
 
 
+@pytest.mark.slow
 def test_captionkit_never_imports_a_plugin():
     code = ("import sys, captionkit, captionkit.cli, captionkit.testing, captionkit.cells as c; c.available_cells(); "
             "print(sorted(m for m in sys.modules if m.startswith(('captionkit_lstm', 'captionkit_gru'))))")

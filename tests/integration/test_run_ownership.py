@@ -63,6 +63,7 @@ def _race(tmp_path, mode, bundle, target, epochs=(3, 3)):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(4))
 def test_two_new_runs_on_one_directory_one_is_refused(tmp_path, finished, attempt):
     _, bundle, _ = finished
@@ -80,6 +81,7 @@ def test_two_new_runs_on_one_directory_one_is_refused(tmp_path, finished, attemp
     assert read_checkpoint(_latest(target)).config == config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_resumes_of_one_run_one_is_refused(tmp_path, finished, attempt):
     import shutil
@@ -110,6 +112,7 @@ def test_readers_work_while_a_run_is_owned_and_writers_are_refused(finished):
     assert not is_locked(run)
 
 
+@pytest.mark.slow
 def test_a_killed_owner_releases_the_run(tmp_path, finished):
     _, _, run = finished
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

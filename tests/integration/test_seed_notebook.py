@@ -47,11 +47,13 @@ def _values(output, label):
     return [float(v) for v in re.findall(rf"^{re.escape(label)}:\s+(\S+)$", output, flags=re.M)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label, occurrence, bound", BOUNDS)
 def test_printed_error_within_the_notebooks_bound(notebook_output, label, occurrence, bound):
     assert _values(notebook_output[0], label)[occurrence] < bound
 
 
+@pytest.mark.slow
 def test_softmax_sanity_values_and_model_gradients(notebook_output):
     output = notebook_output[0]
     # check_loss draws from np.random exactly as the notebook does, so its values are the notebook's to the digit.
@@ -61,6 +63,7 @@ def test_softmax_sanity_values_and_model_gradients(notebook_output):
     assert all(float(e) < 1e-5 for e in grads.values()), grads
 
 
+@pytest.mark.slow
 def test_overfit_cell_trains_and_figures_are_drawn(notebook_output):
     output, work = notebook_output
     losses = [float(v) for v in re.findall(r"^\(Iteration \d+ / 100\) loss: (\S+)$", output, flags=re.M)]

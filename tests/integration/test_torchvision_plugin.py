@@ -74,6 +74,7 @@ def pictures():
 
 
 # ---------------------------------------------------------------------------------------------- without torch
+@pytest.mark.slow
 def test_importing_the_plugin_does_not_import_torch():
     code = (f"import sys; sys.path.insert(0, {str(PLUGIN_DIR)!r}); import captionkit_torchvision; "
             "print('torch' in sys.modules, 'torchvision' in sys.modules)")

@@ -106,6 +106,7 @@ def test_same_seed_same_parameters(straight_run, bundle, tmp_path):
                                                                         "ckpt-00000012.npz")["Wh"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_and_resume_is_bit_identical(signum, straight_run, bundle, tmp_path):
     """A signal at iteration 9 stops training with a checkpoint there; resuming ends exactly as the straight run."""

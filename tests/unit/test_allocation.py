@@ -7,6 +7,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 @pytest.mark.parametrize("env, kept", [({}, True), ({"CAPTIONKIT_KEEP_FREED_MEMORY": "0"}, False),
                                        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False)])

@@ -50,6 +50,7 @@ def test_panel_path_is_taken_where_the_cpu_allows_it():
     assert now == (has_avx512 and sys.platform == "linux",) * 2
 
 
+@pytest.mark.slow
 def test_other_products_go_to_the_panels_exactly_when_openblas_runs_narrower_kernels():
     """The rule captionkit binds its BLAS with: OpenBLAS's core name says whether its kernels have AVX-512."""
     from captionkit._ext import _blas

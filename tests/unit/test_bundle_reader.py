@@ -81,6 +81,7 @@ def _run_limited(cases):
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_crafted_sizes_are_refused_under_a_memory_limit(tmp_path):
     valid = tiny_bundle(tmp_path / "valid")
     unwritten = tiny_bundle(tmp_path / "unwritten")

@@ -374,6 +374,7 @@ def test_announced_size_beyond_max_size_is_refused_before_downloading(server, tm
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", [endless_trickle, header_trickle], ids=["body", "headers"])
 def test_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, route):
     url = server(f"/trickle-{route.__name__}.zip", route)
@@ -387,6 +388,7 @@ def test_trickling_server_is_cut_off_at_the_deadline(server, tmp_path, route):
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
 
+@pytest.mark.slow
 def test_trickling_tls_handshake_is_cut_off_at_the_deadline(tmp_path):
     """An https server that answers the TLS hello with a record header and then one byte every 0.2 s."""
     with socket.socket() as listener:
@@ -509,6 +511,7 @@ def folder_bytes(folder):
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != ".fetch.lock")
 
 
+@pytest.mark.slow
 def test_sigterm_during_cli_fetch_removes_the_partial_download(server, tmp_path):
     url = server("/slow-sigterm.zip", slow_large)
     parent = tmp_path / "parent"
@@ -524,6 +527,7 @@ def test_sigterm_during_cli_fetch_removes_the_partial_download(server, tmp_path)
     assert list(tmp_path.iterdir()) == []  # not even the parent folder, which the fetch had created
 
 
+@pytest.mark.slow
 def test_sigterm_in_process_raises_fetch_interrupted_and_restores_the_handler(server, tmp_path):
     url = server("/slow-sigterm-lib.zip", slow_large)
     received = []
@@ -544,6 +548,7 @@ def test_sigterm_in_process_raises_fetch_interrupted_and_restores_the_handler(se
     assert_nothing_left(tmp_path, tmp_path / "coco")
 
 
+@pytest.mark.slow
 def test_sigkill_leftovers_are_removed_by_the_next_fetch_but_live_ones_are_not(server, tmp_path):
     parent = tmp_path / "parent"
     process = start_cli_fetch(server("/slow-sigkill.zip", slow_large), parent / "coco")
@@ -575,6 +580,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_fetch_but_live_ones_are_not(s
     assert sorted(p.name for p in (parent / "coco").iterdir()) == BUNDLE_FILES
 
 
+@pytest.mark.slow
 def test_cli_reports_removed_partial_downloads(server, tmp_path):
     stale = tmp_path / ".coco.fetch-stale"
     stale.mkdir()
@@ -586,6 +592,7 @@ def test_cli_reports_removed_partial_downloads(server, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco"]
 
 
+@pytest.mark.slow
 def test_fetch_from_another_thread_works_without_a_signal_handler(server, tmp_path):
     url = server("/thread.zip", make_zip(bundle_entries()))
     before = signal.getsignal(signal.SIGTERM)

@@ -28,6 +28,7 @@ def test_shards_are_contiguous_near_equal_and_never_too_small(threads):
     assert parallel.shards(1000) == [slice(0, 1000)]
 
 
+@pytest.mark.slow
 def test_run_returns_results_in_order_and_raises_after_every_task_finished(threads):
     threads(3)
     assert parallel.run([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
@@ -53,6 +54,7 @@ def test_run_nested_inside_a_task_does_not_wait_for_the_busy_pool(threads):
     assert parallel.run([inner, inner]) == [["a", "b"], ["a", "b"]]
 
 
+@pytest.mark.slow
 def test_a_forked_child_gets_a_working_pool(threads):
     threads(2)
     parallel.run([lambda: 1, lambda: 2])  # the parent's pool exists now
@@ -73,6 +75,7 @@ def test_set_num_threads_refuses_non_positive_integers(threads, bad):
         parallel.set_num_threads(bad)
 
 
+@pytest.mark.slow
 def test_thread_count_comes_from_the_environment():
     code = "from captionkit import parallel; print(parallel.get_num_threads())"
     run = lambda env: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
@@ -113,6 +116,7 @@ def pinning_probe(threads, narrow=False, **env):
 needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
 
 
+@pytest.mark.slow
 @needs_affinity
 def test_shards_run_on_cores_of_their_own_when_there_is_a_thread_per_core():
     cores = sorted(os.sched_getaffinity(0))
@@ -124,6 +128,7 @@ def test_shards_run_on_cores_of_their_own_when_there_is_a_thread_per_core():
     assert restored  # the calling thread may run anywhere again once run() returns
 
 
+@pytest.mark.slow
 @needs_affinity
 def test_a_caller_that_narrowed_its_own_cores_is_left_on_them():
     cores = sorted(os.sched_getaffinity(0))
@@ -133,6 +138,7 @@ def test_a_caller_that_narrowed_its_own_cores_is_left_on_them():
     assert own == [cores[-1]] and seen[0] == [cores[-1]] and restored
 
 
+@pytest.mark.slow
 @needs_affinity
 @pytest.mark.parametrize("case", ["switched off", "more threads than cores"])
 def test_threads_are_left_to_the_scheduler_when_pinning_is_off_or_cores_do_not_match(case):
@@ -147,6 +153,7 @@ def test_threads_are_left_to_the_scheduler_when_pinning_is_off_or_cores_do_not_m
 # ---------------------------------------------------------------------- the allocator setting
 
 
+@pytest.mark.slow
 def test_parallel_works_without_the_compiled_kernels():
     # A numpy-only install: captionkit._ext cannot be imported (None in sys.modules makes the import fail). The thread
     # module is a leaf, so it still answers, on one thread, instead of raising through the kernels.

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from captionkit import train
 from captionkit.progress import ProgressDisplay
 from conftest import TESTS_DIR
@@ -58,6 +60,7 @@ def test_progress_shows_rate_elapsed_eta_and_survives_a_stall(tmp_path, learnabl
     assert "val @ iteration 6 (6 images, " in display_stream.text
 
 
+@pytest.mark.slow
 def test_the_python_api_shows_progress_by_default(tmp_path, learnable):
     code = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r})\n"
             "from training_helpers import TINY\nfrom captionkit import train\n"

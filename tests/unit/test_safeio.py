@@ -36,6 +36,7 @@ def test_read_bounded_reads_up_to_the_limit(tmp_path):
         read_bounded(tmp_path, 9, "index file", Refused)
 
 
+@pytest.mark.slow
 @needs_fifo
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
     path = tmp_path / "pipe.json"
@@ -138,6 +139,7 @@ def test_run_records_read_only_regular_files_of_bounded_size(tmp_path):
     assert run.read_json(summary) == {}
 
 
+@pytest.mark.slow
 @needs_fifo
 def test_a_fifo_in_place_of_a_run_record_reads_as_missing(tmp_path):
     summary = tmp_path / "summary.json"
@@ -151,6 +153,7 @@ def test_a_fifo_in_place_of_a_run_record_reads_as_missing(tmp_path):
     assert result["value"] == {}
 
 
+@pytest.mark.slow
 @needs_fifo
 def test_compare_reads_a_run_with_a_fifo_at_summary_json(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"cell_type": "rnn"}))

@@ -419,6 +419,7 @@ def test_losing_a_generation_race_keeps_the_winners_copy(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+@pytest.mark.slow
 def test_concurrent_first_use_by_two_processes(tmp_path):
     code = ("from captionkit.synthetic import builtin_dataset_dir; "
             "print(builtin_dataset_dir(seed=9, num_train=30, num_val=5))")
