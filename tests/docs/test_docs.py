@@ -1,13 +1,14 @@
-"""The documentation's examples run: every fenced block marked ``<!-- runs in tests/test_docs.py -->`` in the README
-and docs/ is executed here (Python blocks in a fresh namespace, in a temporary folder), so an example that stops
+"""The documentation's examples run: every fenced block marked ``<!-- runs in tests/docs/test_docs.py -->`` in the
+README and docs/ is executed here (Python blocks in a fresh namespace, in a temporary folder), so an example that stops
 working fails the suite."""
 import re
 
 import pytest
+
 from conftest import REPO_ROOT
 
 ROOT = REPO_ROOT
-MARKER = "<!-- runs in tests/test_docs.py -->"
+MARKER = "<!-- runs in tests/docs/test_docs.py -->"
 _BLOCK = re.compile(re.escape(MARKER) + r"\n```(\w+)\n(.*?)\n```", re.S)
 
 

@@ -1,5 +1,6 @@
 """The README's contract: two commands at the top, and .ci/run runs the second one verbatim."""
 import re
+
 from conftest import REPO_ROOT
 
 ROOT = REPO_ROOT

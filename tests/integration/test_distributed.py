@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mpi_train_worker  # tests/ is on sys.path: conftest.py lives there
 from captionkit import distributed
 from captionkit.data import load_coco_data
 from captionkit.distributed import DistributedError, shard_bounds
 from captionkit.solver import CaptioningSolver
-import mpi_train_worker  # tests/ is on sys.path: conftest.py lives there
-
 
 WORKER = Path(mpi_train_worker.__file__)
 JOB_TIMEOUT = 120  # seconds; a 2-rank job here takes a few

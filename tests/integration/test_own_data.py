@@ -92,7 +92,7 @@ def test_caption_command_prints_writes_json_and_a_grid(trained):
     assert json.loads((root / "captions.json").read_text()) == expected
     assert read_image(root / "grid.png").shape[2] == 3
     # Beam search through the same command: a caption per picture, at least as probable as greedy's (not checked
-    # here; tests/test_decoding.py does), and still judged by the truth check only loosely.
+    # here; tests/unit/test_decoding.py does), and still judged by the truth check only loosely.
     beam = run_cli("caption", root / "run", files[0], "--beam", 3)
     assert beam.exit_code == 0 and beam.output.count("\t") == 1
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from captionkit.data import BundleError, check_bundle, decode_captions, load_coco_data, sample_coco_minibatch
 from bundle_damage import BAD_BUNDLES, corrupt
+from captionkit.data import BundleError, check_bundle, decode_captions, load_coco_data, sample_coco_minibatch
 from conftest import write_bundle
 
 
