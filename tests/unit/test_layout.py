@@ -13,7 +13,8 @@ def test_the_assignments_names_are_the_cs231n_layout(tmp_path):
         "captions": "coco2014_captions.h5", "vocab": "coco2014_vocab.json",
         "train_features": "train2014_vgg16_fc7_pca.h5", "val_features": "val2014_vgg16_fc7_pca.h5",
         "train_urls": "train2014_urls.txt", "val_urls": "val2014_urls.txt"}
-    assert bundle_paths(tmp_path, pca_features=False, layout="cs231n")["train_features"].name == "train2014_vgg16_fc7.h5"
+    full = bundle_paths(tmp_path, pca_features=False, layout="cs231n")
+    assert full["train_features"].name == "train2014_vgg16_fc7.h5"
     assert images_path(tmp_path, "val", layout="cs231n") == tmp_path / "val2014_images.h5"
 
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from captionkit.checkpoint import CheckpointError
-from captionkit.runs import (ConfigError, RunDirectory, claim_run_dir, new_run_dir, read_config_file, resolve_checkpoint,
-                             run_dir_of)
+from captionkit.runs import (ConfigError, RunDirectory, claim_run_dir, new_run_dir, read_config_file,
+                             resolve_checkpoint, run_dir_of)
 
 
 def make_checkpoints(run, *iterations):
