@@ -1,4 +1,6 @@
 """Small datasets, options and runs shared by the training, checkpoint and command-line tests."""
+import json
+
 import h5py
 import numpy as np
 from click.testing import CliRunner
@@ -61,3 +63,12 @@ def run_cli(*args, **kwargs):
 def val_records(run):
     """The validation records of a run's metrics, in order."""
     return [r for r in RunDirectory(run).read_metrics() if r["kind"] == "val"]
+
+
+def write_run(path, config, summary, records):
+    """A run directory written by hand: config.json, summary.json and the metrics.jsonl ``records``."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path

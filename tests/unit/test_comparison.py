@@ -3,21 +3,12 @@
 Oracles: run directories written by hand here (config.json, summary.json, metrics.jsonl), so every expected value
 is the one the test wrote.
 """
-import json
-
 import pytest
 
 from captionkit.comparison import SCORES, compare_runs, read_run, read_runs
+from training_helpers import write_run
 
 BASE = {"cell": "rnn", "hidden_dim": 12, "wordvec_dim": 8, "lr": 0.01, "data": "bundle", "monitor": "CIDEr-D"}
-
-
-def write_run(path, config, summary, records):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(config))
-    (path / "summary.json").write_text(json.dumps(summary))
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def val(iteration, **scores):
