@@ -20,10 +20,6 @@ from captionkit.runs import RunDirectory
 from training_helpers import run_cli
 
 
-def _latest(run):
-    return RunDirectory(run).latest_checkpoint()
-
-
 def _members(path):
     with np.load(path) as archive:
         return {key: archive[key] for key in archive.files}
@@ -70,7 +66,7 @@ def _load_under_limit(path, limit_gib=1.5):
 @pytest.mark.slow
 def test_crafted_sizes_are_refused_before_allocating(tmp_path, finished):
     _, _, run = finished
-    good = _latest(run)
+    good = RunDirectory(run).latest_checkpoint()
     assert _load_under_limit(good) == (0, "loaded\n")  # the limit leaves room for a real load
 
     # 1. A model of hidden_dim 20000 declared in the metadata of a small file.
@@ -146,7 +142,7 @@ def _training(key, value):
 ])
 def test_crafted_training_state_is_named(tmp_path, finished, name, change, message):
     _, _, run = finished
-    path = _state_change(_latest(run), tmp_path, name, change)
+    path = _state_change(RunDirectory(run).latest_checkpoint(), tmp_path, name, change)
     with pytest.raises(CheckpointError, match=rf"{name}\.npz.*{message}"):
         read_checkpoint(path)
 
@@ -157,7 +153,7 @@ def test_commands_name_crafted_checkpoints_in_one_line(tmp_path, finished):
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    latest = _latest(copy)
+    latest = RunDirectory(copy).latest_checkpoint()
     members, meta = _members(latest), _meta(latest)
     meta["config"]["data"] = {"x": 1}
     _write(latest, members, meta)
@@ -176,7 +172,7 @@ def test_a_checkpoint_beyond_the_plan_or_out_of_step_is_refused(tmp_path, finish
     result = run_cli("train", "--resume", copy, "--epochs", 1)  # the checkpoint is at iteration 12, after 2 epochs
     assert result.exit_code == 1
     assert "the checkpoint is at iteration 12, beyond the 6 iterations of this run (1 epochs of 6)" in result.output
-    latest = _latest(copy)
+    latest = RunDirectory(copy).latest_checkpoint()
     members, meta = _members(latest), _meta(latest)
     meta["training"]["epoch"] = 1
     _write(latest, members, meta)

@@ -1,8 +1,7 @@
-"""Reliability, round two: one writer per run, crafted checkpoints refused before they allocate, training state and
-stored options range-checked, half-written files of killed runs removed.
+"""One writer per run: two processes started together on one run directory, one is refused; readers work while a
+run is owned; a killed owner releases it; and half-written files of killed runs are removed on resume.
 
-The concurrency tests race real processes on one directory; the allocation tests load crafted files in a child
-process under an address-space limit that a valid file of the same kind loads under, so they cannot pass by luck.
+The concurrency tests race real processes on one directory (crafted checkpoints are in test_crafted_checkpoints.py).
 """
 import json
 import os
@@ -21,7 +20,6 @@ from captionkit.runs import RunDirectory
 from conftest import TESTS_DIR
 from training_helpers import run_cli
 
-TESTS = TESTS_DIR
 PER_EPOCH = 6  # the tiny bundle's 48 training captions in batches of 8
 
 
@@ -53,7 +51,7 @@ RACER = textwrap.dedent("""
 
 def _race(tmp_path, mode, bundle, target, epochs=(3, 3)):
     script = tmp_path / "racer.py"
-    script.write_text(RACER.format(tests=str(TESTS)))
+    script.write_text(RACER.format(tests=str(TESTS_DIR)))
     go = tmp_path / f"go-{time.monotonic_ns()}"
     procs = [subprocess.Popen([sys.executable, str(script), str(go), mode, str(bundle), str(e), str(target)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for e in epochs]
