@@ -1,4 +1,5 @@
-"""Shared fixtures: small datasets written in the COCO captioning bundle layout."""
+"""Fixtures and helpers of the whole suite (tests/README.md): small bundles in the assignment's layout, runs trained
+once per session, fake plugin distributions and the kernels' product paths."""
 import json
 import sys
 import textwrap
