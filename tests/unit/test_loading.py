@@ -19,8 +19,8 @@ def test_new_model_is_the_model_of_its_spec():
     twin = CaptioningRNN(VOCAB, input_dim=4, wordvec_dim=3, hidden_dim=5, dtype=np.float64, seed=3)
     assert model.spec == spec
     assert all(np.array_equal(model.params[k], twin.params[k]) for k in twin.params)
-    with pytest.raises(ValueError, match="one feature vector per image, not a grid"):
-        new_model(ModelSpec("rnn", (2, 4), 3, 5, len(VOCAB)), VOCAB)
+    grid = ModelSpec("rnn", (2, 4), 3, 5, len(VOCAB), attention="soft", attention_dim=6)
+    assert new_model(grid, VOCAB, seed=3).spec == grid
 
 
 def test_build_model_restores_the_parameters_and_names_a_missing_cell(tmp_path):

@@ -131,7 +131,7 @@ def test_config_files_in_json_or_toml_with_dashes_or_underscores(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("c.yaml", "a: 1", r"c.yaml: config files must be JSON \(.json\) or TOML \(.toml\), got '.yaml'"),
-    ("missing.json", None, r"missing.json: config file not found"),
+    ("missing.json", None, r"missing.json: file not found"),
     ("list.json", "[1]", r"list.json: expected an object of option names to values, got list"),
     ("bad.toml", "x = = 1", r"bad.toml: not valid TOML"),
     ("latin.json", b'{"a": "\xe9"}', r"latin.json: not UTF-8 text"),
