@@ -126,3 +126,23 @@ def test_bad_attention_arguments_are_named():
         CaptioningRNN(VOCAB, input_dim=D, regions=L, attention="soft", attention_penalty=-1)
     with pytest.raises(ValueError, match=r"features must have shape \(N, 4, 5\)"):
         _model("rnn", attention="soft").loss(np.zeros((N, D)), np.ones((N, 3), dtype=int))
+
+
+def test_greedy_attention_gives_the_captions_and_the_weights_of_each_word():
+    from captionkit.decoding import greedy_attention
+
+    model = _model("lstm", attention="soft")
+    rng = np.random.RandomState(10)
+    model.params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in model.params.items()}
+    features = rng.standard_normal((N, L, D))
+    captions, weights = greedy_attention(model, features, max_length=6)
+    np.testing.assert_array_equal(captions, model.sample(features, max_length=6))
+    full = np.concatenate([np.full((N, 1), VOCAB["<START>"]), captions], axis=1)
+    cache = model._hidden_states(features, full[:, :-1])[3]
+    forward_weights = model.cell.attention_weights(cache)
+    for n in range(N):
+        length = next((t + 1 for t in range(6) if captions[n, t] == VOCAB["<END>"]), 6)
+        np.testing.assert_allclose(weights[n, :length], forward_weights[n, :length], rtol=1e-12, atol=1e-14)
+        assert not weights[n, length:].any()
+    with pytest.raises(ValueError, match="has no attention"):
+        greedy_attention(_model("rnn"), features)

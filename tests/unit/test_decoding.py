@@ -11,7 +11,7 @@ import pytest
 from scipy.special import logsumexp
 
 from captionkit import CaptioningRNN, layers, load_model
-from captionkit import model as model_module
+from captionkit import spec as spec_module
 from captionkit.cells import Cell, ParamSpec, get_cell
 from captionkit.decoding import beam_search, decode, length_normalizer, sample_words
 
@@ -95,7 +95,7 @@ class TwoStateCell(Cell):
 @pytest.fixture
 def two_state_cell(monkeypatch):
     """Let CaptioningRNN(cell_type='two-state') build TwoStateCell, for this test only."""
-    monkeypatch.setattr(model_module, "get_cell", lambda name: TwoStateCell if name == "two-state" else get_cell(name))
+    monkeypatch.setattr(spec_module, "get_cell", lambda name: TwoStateCell if name == "two-state" else get_cell(name))
     return "two-state"
 
 
