@@ -8,14 +8,14 @@ from captionkit.runs import resolve_checkpoint, run_dir_of
 __all__ = ["build_model", "load_model", "new_model"]
 
 
-def new_model(spec, word_to_idx, backend=None, seed=None):
+def new_model(spec, word_to_idx, backend=None, seed=None, attention_penalty=1.0):
     """A freshly initialised :class:`CaptioningRNN` of ``spec`` (a :class:`captionkit.spec.ModelSpec`) over the
-    vocabulary ``word_to_idx``."""
+    vocabulary ``word_to_idx``; ``attention_penalty`` is the training option of an attention model's loss."""
     regions = spec.feature_shape[0] if len(spec.feature_shape) == 2 else None
     return CaptioningRNN(word_to_idx, input_dim=spec.feature_dim, wordvec_dim=spec.wordvec_dim,
                          hidden_dim=spec.hidden_dim, cell_type=spec.cell_type, dtype=spec.numpy_dtype,
                          backend=backend, seed=seed, regions=regions, attention=spec.attention,
-                         attention_dim=spec.attention_dim)
+                         attention_dim=spec.attention_dim, attention_penalty=attention_penalty)
 
 
 def build_model(checkpoint, backend=None):

@@ -60,6 +60,8 @@ class Option:
             return int(value)
         if self.kind == "float":
             try:
+                if self.minimum is not None:
+                    return number(self.name, value, minimum=self.minimum)
                 return number(self.name, value, above=True)
             except ValueError:
                 raise ValueError(expected) from None
@@ -78,7 +80,7 @@ class Option:
     def _expected(self):
         text = {
             "int": f"an integer >= {self.minimum}" + (f" and <= {self.maximum}" if self.maximum is not None else ""),
-            "float": "a positive finite number",
+            "float": "a positive finite number" if self.minimum is None else f"a finite number >= {self.minimum}",
             "bool": "true or false",
             "choice": f"one of {', '.join(map(str, self.choices))}",
             "text": "a non-empty string",
@@ -103,6 +105,13 @@ OPTIONS = (
            minimum=1, optional=True, metavar="N"),
     Option("hidden_dim", "int", 256, "Size of the recurrent hidden state.", minimum=1, metavar="N"),
     Option("wordvec_dim", "int", 128, "Size of the word embeddings.", minimum=1, metavar="N"),
+    Option("attention", "text", None, "Read a grid of image regions through this attention mechanism at every word "
+           "('soft' is built in; docs/attention.md); needs a bundle of grid features. Default: none, the pooled "
+           "model (a grid is then averaged).", optional=True, metavar="NAME"),
+    Option("attention_dim", "int", None, "Size of the attention layer. Default: --hidden-dim.", minimum=1,
+           optional=True, metavar="N"),
+    Option("attention_penalty", "float", 1.0, "Weight of the doubly stochastic penalty, which asks every region to "
+           "be looked at over a caption (0: none).", minimum=0, metavar="WEIGHT"),
     Option("batch_size", "int", 100, "Captions per minibatch.", minimum=1, metavar="N"),
     Option("epochs", "int", 10, "Passes over the training captions (an epoch is captions / batch size iterations).",
            minimum=1, resumable=True, metavar="N"),

@@ -40,8 +40,13 @@ _STREAM_BATCHES, _STREAM_SUBSET = 1, 2
 
 def _run_spec(cfg, data):
     """The :class:`ModelSpec` a run of options ``cfg`` trains on ``data`` (its features' shape and vocabulary)."""
-    return ModelSpec(cell_type=cfg.cell, feature_shape=data["train_features"].shape[1:], wordvec_dim=cfg.wordvec_dim,
-                     hidden_dim=cfg.hidden_dim, vocab_size=len(data["idx_to_word"]), dtype=cfg.dtype)
+    feature_shape = data["train_features"].shape[1:]
+    if cfg.attention is not None and len(feature_shape) != 2:
+        raise ValueError(f"--attention {cfg.attention} reads a grid of image regions, but the dataset's features are "
+                         f"one vector of {feature_shape[-1]} values per image: train on a bundle of grid features")
+    return ModelSpec(cell_type=cfg.cell, feature_shape=feature_shape, wordvec_dim=cfg.wordvec_dim,
+                     hidden_dim=cfg.hidden_dim, vocab_size=len(data["idx_to_word"]), dtype=cfg.dtype,
+                     attention=cfg.attention, attention_dim=cfg.attention_dim)
 
 
 def _emitter(callback, progress):
@@ -121,7 +126,8 @@ def _train(job, config, out, resume, emit, handle_signals, options):
         resuming.check_fits(initial, spec, data["idx_to_word"],
                             f" (--init-from {cfg.init_from} starts from that model's weights: use its cell and sizes "
                             "and a dataset with its vocabulary)")
-    model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed)
+    model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed,
+                      attention_penalty=cfg.attention_penalty)
     solver = (DistributedSolver if job.comm is not None else CaptioningSolver)(
         model, data, update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
         batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
