@@ -185,13 +185,16 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 # ---------------------------------------------------------------------- the output layer, fused forms
 
 
-def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None, row_weights=None):
     """:func:`temporal_affine_forward`, :func:`temporal_softmax_loss` and :func:`temporal_affine_backward` in one:
     h (N, T, H), w (H, V), b (V,), y (N, T), mask (N, T) -> (loss, dh (N, T, H), dw (H, V), db (V,)).
 
-    ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch.
+    ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch. ``row_weights``
+    (N,) (default ones) multiply each caption's loss and gradients (self-critical training's advantages).
     """
     scores, cache = temporal_affine_forward(h, w, b)
+    if row_weights is not None:  # the mask already multiplies every position's loss and gradient
+        mask = mask * np.asarray(row_weights, dtype=scores.dtype)[:, None]
     loss, dscores = temporal_softmax_loss(scores, y, mask)
     dh, dw, db = temporal_affine_backward(dscores, cache)
     N = h.shape[0]

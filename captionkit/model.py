@@ -180,30 +180,35 @@ class CaptioningRNN:
         return conditioning_cache, embed_cache, self._contiguous(h), cell_cache
 
     # ------------------------------------------------------------------ training
-    def loss(self, features, captions):
+    def loss(self, features, captions, row_weights=None):
         """Loss and gradients for a minibatch.
 
         features (N, D) image features; captions (N, T) word ids, each starting with ``<START>``. The model reads
         ``captions[:, :-1]`` and predicts ``captions[:, 1:]``; ``<NULL>`` targets count for nothing. Returns
         ``(loss, grads)`` where loss is the masked softmax loss summed over time and averaged over N, and grads has
-        the keys of ``self.params``.
+        the keys of ``self.params``. ``row_weights`` (N,) multiply each caption's loss (default ones): with the
+        sampled captions and their advantages this is self-critical training's loss (:mod:`captionkit.scst`).
         """
         features = self._check_features(features)
         captions = self._check_captions(captions, features.shape[0])
         captions_in, captions_out, mask = self._teacher_forcing(captions)
         N = features.shape[0]
+        weights = None if row_weights is None else np.asarray(row_weights)
+        if weights is not None and weights.shape != (N,):
+            raise ValueError(f"row_weights must have shape ({N},), one weight per caption, got {weights.shape}")
         results = self._runtime.map_rows(
-            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N)
+            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N,
+                                            None if weights is None else weights[rows])
         )
         return _add_up(results, self._runtime)
 
-    def _loss_rows(self, features, captions_in, captions_out, mask, batch):
+    def _loss_rows(self, features, captions_in, captions_out, mask, batch, row_weights=None):
         """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
-        add up to the batch's."""
+        add up to the batch's; ``row_weights`` those rows' weights (None: ones)."""
         ops, p = self._runtime.ops, self.params
         conditioning_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
-                                                                         mask, batch=batch)
+                                                                         mask, batch=batch, row_weights=row_weights)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
         dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
         grads.update(cell_grads)

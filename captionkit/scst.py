@@ -1,0 +1,112 @@
+"""Self-critical sequence training (SCST, Rennie et al. 2017): fine-tuning a captioner on CIDEr-D itself.
+
+For each image the model draws K captions by sampling (temperature 1), each is scored against the image's reference
+captions with CIDEr-D (:class:`captionkit.metrics.CiderD`, document frequencies of the training references computed
+once), and its advantage is its reward minus a baseline: the score of the image's greedy caption (Rennie et al.,
+``"greedy"``) or the mean score of the image's other K - 1 samples (the "new self-critical" variant, ``"mean"``).
+The loss is ``-sum_n A_n sum_t log p(w_{n,t})`` over the sampled words up to and including ``<END>``, divided by the
+number of sampled captions.
+
+Its gradient is the model's own masked cross-entropy with the sampled words as targets, each caption weighted by
+its advantage, so SCST runs through :meth:`CaptioningRNN.loss` with ``row_weights``: the same forward and backward
+of every cell, on either backend (the compiled output layer multiplies each row's softmax gradient by its weight).
+"""
+import numpy as np
+
+from captionkit import decoding
+from captionkit.checks import integer
+from captionkit.metrics import CiderD
+
+__all__ = ["BASELINES", "SelfCritical", "advantages", "caption_tokens", "training_references"]
+
+BASELINES = ("greedy", "mean")
+
+
+def caption_tokens(row, start, end, null):
+    """The words of a caption of ids, as CIDEr-D reads them: up to its first ``<END>``, without ``<START>`` and
+    ``<NULL>`` -> tuple of ints."""
+    words = []
+    for word in np.asarray(row).tolist():
+        if word == end:
+            break
+        if word != start and word != null:
+            words.append(word)
+    return tuple(words)
+
+
+def training_references(captions, image_idxs, num_images, start, end, null):
+    """Per image 0..num_images-1, the token tuples of its captions (dataset layout: rows of ids, ``<START>`` first;
+    ``image_idxs`` the image of each row). An image without captions has an empty list."""
+    references = [[] for _ in range(num_images)]
+    for row, image in zip(np.asarray(captions), np.asarray(image_idxs).tolist()):
+        references[image].append(caption_tokens(row, start, end, null))
+    return references
+
+
+def check_options(samples, baseline):
+    """Validate SCST's options -> (samples as int >= 2 for the mean baseline, >= 1 otherwise; baseline)."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+    samples = integer("samples", samples)
+    least = 2 if baseline == "mean" else 1
+    if samples < least:
+        raise ValueError(f"samples must be at least {least} with baseline {baseline!r}, got {samples}")
+    return samples, baseline
+
+
+def advantages(rewards, baseline, greedy_rewards=None):
+    """Rewards (N, K) of K samples per image -> advantages (N, K) float64: minus the greedy caption's reward
+    ``greedy_rewards`` (N,) for ``"greedy"``, minus the mean of the image's other samples for ``"mean"``."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2:
+        raise ValueError(f"rewards must have shape (N, K), got {rewards.shape}")
+    if baseline == "greedy":
+        greedy_rewards = np.asarray(greedy_rewards, dtype=np.float64)
+        if greedy_rewards.shape != rewards.shape[:1]:
+            raise ValueError(f"greedy_rewards must have shape ({rewards.shape[0]},), got {greedy_rewards.shape}")
+        return rewards - greedy_rewards[:, None]
+    if baseline == "mean":
+        K = rewards.shape[1]
+        if K < 2:
+            raise ValueError("the mean baseline needs at least 2 samples per image")
+        return rewards - (rewards.sum(axis=1, keepdims=True) - rewards) / (K - 1)
+    raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
+
+
+class SelfCritical:
+    """The SCST objective of one model on one set of references.
+
+    ``references``: per image of the split, its reference token tuples (:func:`training_references`); CIDEr-D's
+    document frequencies come from them, once. ``samples`` K captions per image, ``baseline`` one of
+    :data:`BASELINES`, ``max_length`` the longest sampled caption.
+    """
+
+    def __init__(self, model, references, samples=5, baseline="greedy", max_length=16):
+        self.samples, self.baseline = check_options(samples, baseline)
+        self.max_length = integer("max_length", max_length)
+        self.model = model
+        ids = model.word_to_idx
+        self._ids = (ids.get("<START>"), ids.get("<END>"), ids["<NULL>"])
+        self.scorer = CiderD([refs if refs else [()] for refs in references])
+
+    def rewards(self, captions, images):
+        """CIDEr-D (N,) float64 of captions (N, L) of ids (decoding's layout) against images (N,)'s references."""
+        return np.array([self.scorer.score(image, caption_tokens(row, *self._ids))
+                         for row, image in zip(captions, np.asarray(images).tolist())])
+
+    def loss(self, features, images, rng):
+        """SCST loss and gradients for a minibatch: features (N, D) of images (N,) (rows of the references),
+        ``rng`` a numpy Generator -> (loss, grads, mean sampled reward, mean greedy reward or None)."""
+        model, K = self.model, self.samples
+        features = np.asarray(features)
+        images = np.asarray(images)
+        repeated = np.repeat(features, K, axis=0)
+        sampled = decoding.sample_words(model, repeated, self.max_length, temperature=1.0, rng=rng)
+        rewards = self.rewards(sampled, np.repeat(images, K)).reshape(-1, K)
+        greedy_rewards = None
+        if self.baseline == "greedy":
+            greedy_rewards = self.rewards(decoding.greedy(model, features, self.max_length), images)
+        weights = advantages(rewards, self.baseline, greedy_rewards).ravel()
+        start = np.full((sampled.shape[0], 1), self._ids[0], dtype=sampled.dtype)
+        loss, grads = model.loss(repeated, np.hstack([start, sampled]), row_weights=weights)
+        return loss, grads, float(rewards.mean()), None if greedy_rewards is None else float(greedy_rewards.mean())
