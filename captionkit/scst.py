@@ -13,13 +13,16 @@ of every cell, on either backend (the compiled output layer multiplies each row'
 """
 import numpy as np
 
-from captionkit import decoding
+from captionkit import decoding, optim
 from captionkit.checks import integer
 from captionkit.metrics import CiderD
+from captionkit.solver import CaptioningSolver
 
-__all__ = ["BASELINES", "SelfCritical", "advantages", "caption_tokens", "training_references"]
+__all__ = ["BASELINES", "SelfCritical", "SelfCriticalSolver", "advantages", "caption_tokens", "training_references"]
 
 BASELINES = ("greedy", "mean")
+# The first numbers of the seed of each iteration's sampling generator, apart from the run's other seeded streams.
+_SAMPLING_STREAM = 21
 
 
 def caption_tokens(row, start, end, null):
@@ -110,3 +113,32 @@ class SelfCritical:
         start = np.full((sampled.shape[0], 1), self._ids[0], dtype=sampled.dtype)
         loss, grads = model.loss(repeated, np.hstack([start, sampled]), row_weights=weights)
         return loss, grads, float(rewards.mean()), None if greedy_rewards is None else float(greedy_rewards.mean())
+
+
+class SelfCriticalSolver(CaptioningSolver):
+    """The solver of an SCST run: each iteration draws ``batch_size`` training images (with replacement, from the
+    solver's seeded stream, so a resumed run draws the same ones), samples ``samples`` captions per image from a
+    generator seeded by ``(seed, iteration)`` (nothing more to save for a bit-identical resume), and applies the
+    update rule to :meth:`SelfCritical.loss`'s gradients. The other arguments are :class:`CaptioningSolver`'s."""
+
+    def __init__(self, model, data, *, samples, baseline, seed, **kwargs):
+        super().__init__(model, data, **kwargs)
+        ids = model.word_to_idx
+        image_idxs = np.asarray(data["train_image_idxs"])
+        references = training_references(data["train_captions"], image_idxs, data["train_features"].shape[0],
+                                         ids.get("<START>"), ids.get("<END>"), ids["<NULL>"])
+        self.objective = SelfCritical(model, references, samples, baseline,
+                                      max_length=data["train_captions"].shape[1] - 1)
+        self._images = np.unique(image_idxs)  # the images that have references
+        self._seed = integer("seed", seed, minimum=0)
+        self.reward_history = []
+
+    def _step(self):
+        images = self._images[self._sampling_rng().randint(len(self._images), size=self.batch_size)]
+        sampling = np.random.default_rng([self._seed, _SAMPLING_STREAM, self.iteration])
+        loss, grads, reward, _ = self.objective.loss(self.data["train_features"][images], images, sampling)
+        self._check_finite(loss, grads)
+        self.loss_history.append(loss)
+        self.reward_history.append(reward)
+        optim.update_all(self.update_rule, self.model.params, grads, self.optim_configs)
+        return loss
