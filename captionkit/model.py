@@ -282,6 +282,25 @@ class CaptioningRNN:
                                                 self.params["b_vocab"])
         return words, next_state
 
+    def sampling_step(self, words, state, context, images, uniforms, temperature):
+        """One step of random sampling for M rows: their last words (M,), state, context and images as
+        :meth:`decoding_step` takes them, and uniforms (M,) in [0, 1) -> (the drawn words (M,) int64, the next
+        state): each row's word by inverse transform of its uniform under the softmax at ``temperature``, in O(V)
+        per row on the backend's shards."""
+        p = self.params
+
+        def draw(rows):
+            next_state = self._advance(words[rows], tuple(s[rows] for s in state), context, images[rows])
+            drawn, _ = self._runtime.ops.affine_sample(self._contiguous(next_state[0]), p["W_vocab"], p["b_vocab"],
+                                                       uniforms[rows], temperature)
+            return drawn, next_state
+
+        parts = self._runtime.map_rows(words.shape[0], draw)
+        if len(parts) == 1:
+            return parts[0]
+        state = tuple(np.concatenate([part[1][i] for part in parts]) for i in range(len(parts[0][1])))
+        return np.concatenate([part[0] for part in parts]), state
+
     def decoding_step(self, words, state, context, images, k):
         """One decoding step for M hypotheses: their last words (M,), their state (M rows), the per-image context
         and each row's image (M,) -> ``(log_probs (M, k), word_ids (M, k), next state)``, each row's k best next

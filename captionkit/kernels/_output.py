@@ -2,7 +2,7 @@
 decoding steps (greedy argmax, beam search's top k) that never return the (N, V) scores."""
 import numpy as np
 
-from captionkit.checks import integer
+from captionkit.checks import integer, number
 from captionkit.kernels._built import _require_built, is_available
 from captionkit.kernels._checks import _check_size, _expect_shape, _float_array, _ids, _mask
 from captionkit.kernels._layers import _affine_args
@@ -99,3 +99,26 @@ def affine_log_softmax_topk(h, w, b, k):
     h, w, b = _decode_args(h, w, b)
     k = integer("k", k, maximum=w.shape[1])
     return _decode.affine_log_softmax_topk(h, w, b, k)
+
+
+def affine_sample(h, w, b, uniforms, temperature=1.0):
+    """Random sampling's next word: h (N, H), w (H, V), b (V,), uniforms (N,) in [0, 1), temperature > 0 ->
+    (ids (N,) int64, log-probabilities (N,) float64 of those words under the tempered softmax).
+
+    Row n takes the first word whose cumulative probability ``softmax((h[n] @ w + b) / temperature)`` exceeds
+    ``uniforms[n]`` (inverse transform sampling), as :func:`captionkit.layers.affine_sample` does.
+    """
+    _require_built()
+    h, w, b = _decode_args(h, w, b)
+    uniforms = _uniforms(uniforms, h.shape[0])
+    temperature = number("temperature", temperature, above=True)
+    return _decode.affine_sample(h, w, b, uniforms, temperature)
+
+
+def _uniforms(uniforms, rows):
+    values = np.asarray(uniforms)
+    if values.shape != (rows,) or not np.issubdtype(values.dtype, np.floating) \
+            or not ((values >= 0) & (values < 1)).all():
+        raise ValueError(f"uniforms must be {rows} floats in [0, 1), one per row of h, got shape {values.shape} and "
+                         f"dtype {values.dtype}")
+    return np.ascontiguousarray(values, dtype=np.float64)

@@ -142,3 +142,33 @@ def test_row_weights_of_the_wrong_shape_are_refused():
     for backend in BACKENDS:
         with pytest.raises(ValueError, match=r"row_weights must have shape \(6,\)"):
             tiny_model(backend).loss(features, captions, row_weights=weights[:4])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampling_step_draws_by_inverse_transform(backend, temperature):
+    """Each drawn word v satisfies P(< v) <= u < P(<= v) under the tempered softmax, its log-probability is log p(v),
+    and the empirical frequencies of many draws follow p."""
+    from captionkit.backend import ops
+
+    rng = np.random.default_rng(9)
+    h, w, b = rng.standard_normal((4000, 5)), rng.standard_normal((5, 8)), rng.standard_normal(8)
+    uniforms = rng.random(4000)
+    ids, log_probs = ops(backend).affine_sample(h, w, b, uniforms, temperature)
+    scores = (h @ w + b) / temperature
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    upper = np.cumsum(p, axis=1)[np.arange(4000), ids]
+    assert np.all(upper - p[np.arange(4000), ids] <= uniforms + 1e-12) and np.all(uniforms < upper + 1e-12)
+    np.testing.assert_allclose(log_probs, np.log(p[np.arange(4000), ids]), rtol=1e-9)
+    same_h = ops(backend).affine_sample(np.repeat(h[:1], 4000, axis=0), w, b, uniforms, temperature)[0]
+    np.testing.assert_allclose(np.bincount(same_h, minlength=8) / 4000, p[0], atol=0.03)
+
+
+@pytest.mark.skipif(not kernels.is_available(), reason="the compiled kernels are not built")
+def test_compiled_sampling_refuses_bad_uniforms_and_temperature():
+    h, w, b = np.ones((2, 3)), np.ones((3, 4)), np.ones(4)
+    with pytest.raises(ValueError, match=r"uniforms must be 2 floats in \[0, 1\)"):
+        kernels.affine_sample(h, w, b, np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="temperature"):
+        kernels.affine_sample(h, w, b, np.array([0.5, 0.2]), temperature=0.0)
