@@ -31,9 +31,9 @@ IMPLEMENTATIONS = ("compiled", "torch")
 
 
 def references(rng):
-    """REFERENCES random captions of 8 to 14 words per image, as token tuples."""
-    return [[tuple(rng.randint(2, V, size=rng.randint(8, 15)).tolist()) for _ in range(REFERENCES)]
-            for _ in range(N)]
+    """``{image: REFERENCES random captions of 8 to 14 words}`` for N images, as token tuples."""
+    return {image: [tuple(rng.randint(2, V, size=rng.randint(8, 15)).tolist()) for _ in range(REFERENCES)]
+            for image in range(N)}
 
 
 def scorer_throughput(rounds=3):
@@ -41,7 +41,7 @@ def scorer_throughput(rounds=3):
     from captionkit.metrics import CiderD
 
     rng = np.random.RandomState(0)
-    scorer = CiderD(references(rng))
+    scorer = CiderD(list(references(rng).values()))
     captions = [tuple(rng.randint(2, V, size=T).tolist()) for _ in range(N * K)]
     best = float("inf")
     for _ in range(rounds):
@@ -81,7 +81,7 @@ def torch_runner(cell_type, threads):
     modules, initial = torch_model(cell_type, threads)
     embed, proj, recurrent, vocab = modules
     features = torch.from_numpy(make_batch(N, rng)[0])
-    scorer = CiderD(references(rng))
+    scorer = CiderD(list(references(rng).values()))
     optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(0)
 

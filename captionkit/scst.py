@@ -17,6 +17,7 @@ from captionkit import decoding, optim
 from captionkit.checks import integer
 from captionkit.metrics import CiderD
 from captionkit.solver import CaptioningSolver
+from captionkit.vocabulary import END, NULL, START
 
 __all__ = ["BASELINES", "SelfCritical", "SelfCriticalSolver", "advantages", "caption_tokens", "training_references"]
 
@@ -37,13 +38,13 @@ def caption_tokens(row, start, end, null):
     return tuple(words)
 
 
-def training_references(captions, image_idxs, num_images, start, end, null):
-    """Per image 0..num_images-1, the token tuples of its captions (dataset layout: rows of ids, ``<START>`` first;
-    ``image_idxs`` the image of each row). An image without captions has an empty list."""
-    references = [[] for _ in range(num_images)]
+def training_references(captions, image_idxs, start, end, null):
+    """``{image: [token tuple of each of its captions]}`` for the images that have captions (dataset layout: rows of
+    ids, ``<START>`` first; ``image_idxs`` the image of each row), in order of image."""
+    references = {}
     for row, image in zip(np.asarray(captions), np.asarray(image_idxs).tolist()):
-        references[image].append(caption_tokens(row, start, end, null))
-    return references
+        references.setdefault(image, []).append(caption_tokens(row, start, end, null))
+    return dict(sorted(references.items()))
 
 
 def check_options(samples, baseline):
@@ -79,8 +80,8 @@ def advantages(rewards, baseline, greedy_rewards=None):
 class SelfCritical:
     """The SCST objective of one model on one set of references.
 
-    ``references``: per image of the split, its reference token tuples (:func:`training_references`); CIDEr-D's
-    document frequencies come from them, once. ``samples`` K captions per image, ``baseline`` one of
+    ``references``: ``{image: its reference token tuples}`` (:func:`training_references`); CIDEr-D's document
+    frequencies come from them, once, over these images only. ``samples`` K captions per image, ``baseline`` one of
     :data:`BASELINES`, ``max_length`` the longest sampled caption.
     """
 
@@ -89,12 +90,13 @@ class SelfCritical:
         self.max_length = integer("max_length", max_length)
         self.model = model
         ids = model.word_to_idx
-        self._ids = (ids.get("<START>"), ids.get("<END>"), ids["<NULL>"])
-        self.scorer = CiderD([refs if refs else [()] for refs in references])
+        self._ids = (ids.get(START), ids.get(END), ids[NULL])
+        self._row = {image: row for row, image in enumerate(references)}  # image -> its row of the scorer
+        self.scorer = CiderD(list(references.values()))
 
     def rewards(self, captions, images):
         """CIDEr-D (N,) float64 of captions (N, L) of ids (decoding's layout) against images (N,)'s references."""
-        return np.array([self.scorer.score(image, caption_tokens(row, *self._ids))
+        return np.array([self.scorer.score(self._row[image], caption_tokens(row, *self._ids))
                          for row, image in zip(captions, np.asarray(images).tolist())])
 
     def loss(self, features, images, rng):
@@ -125,11 +127,10 @@ class SelfCriticalSolver(CaptioningSolver):
         super().__init__(model, data, **kwargs)
         ids = model.word_to_idx
         image_idxs = np.asarray(data["train_image_idxs"])
-        references = training_references(data["train_captions"], image_idxs, data["train_features"].shape[0],
-                                         ids.get("<START>"), ids.get("<END>"), ids["<NULL>"])
+        references = training_references(data["train_captions"], image_idxs, ids.get(START), ids.get(END), ids[NULL])
         self.objective = SelfCritical(model, references, samples, baseline,
                                       max_length=data["train_captions"].shape[1] - 1)
-        self._images = np.unique(image_idxs)  # the images that have references
+        self._images = np.array(list(references))  # the images that have references
         self._seed = integer("seed", seed, minimum=0)
         self.reward_history = []
 

@@ -103,8 +103,8 @@ def test_per_caption_cider_d_equals_pycocoevalcap():
 
 def test_caption_tokens_stop_at_end_and_drop_the_special_words():
     assert scst.caption_tokens([1, 3, 0, 4, 2, 5], start=1, end=2, null=0) == (3, 4)
-    refs = scst.training_references([[1, 3, 2, 0], [1, 4, 5, 2]], [1, 1], 2, start=1, end=2, null=0)
-    assert refs == [[], [(3,), (4, 5)]]
+    refs = scst.training_references([[1, 4, 5, 2], [1, 3, 2, 0], [1, 6, 2, 0]], [3, 3, 1], start=1, end=2, null=0)
+    assert refs == {1: [(6,)], 3: [(4, 5), (3,)]} and list(refs) == [1, 3]
 
 
 @pytest.mark.parametrize("baseline", scst.BASELINES)
@@ -113,7 +113,7 @@ def test_scst_raises_the_training_reward(baseline):
     rng = np.random.default_rng(7)
     model = tiny_model(BACKENDS[-1], seed=1)
     features = rng.standard_normal((4, 4))
-    references = [[(3, 4, 6)], [(3, 5, 7)], [(3, 4, 7)], [(3, 5, 6)]]
+    references = {0: [(3, 4, 6)], 1: [(3, 5, 7)], 2: [(3, 4, 7)], 3: [(3, 5, 6)]}
     objective = scst.SelfCritical(model, references, samples=8, baseline=baseline, max_length=5)
     configs, means = {}, []
     for _ in range(90):
@@ -134,7 +134,7 @@ def test_scst_raises_the_training_reward(baseline):
 ])
 def test_bad_options_are_refused(samples, baseline, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        scst.SelfCritical(tiny_model("numpy"), [[(3,)]], samples=samples, baseline=baseline)
+        scst.SelfCritical(tiny_model("numpy"), {0: [(3,)]}, samples=samples, baseline=baseline)
 
 
 def test_row_weights_of_the_wrong_shape_are_refused():
