@@ -4,8 +4,8 @@ These are the functions of the CS231n captioning assignment (``cs231n/rnn_layers
 shapes and conventions, written for reading: each forward returns ``(out, cache)`` and each backward takes the
 upstream gradient and that cache. Beyond the assignment, the gated recurrence engine (``gated_forward``,
 ``gated_backward``, ``gated_step``: any cell of captionkit.pointwise's form) and the output layer's fused forms
-(``temporal_softmax_affine_loss``, ``temporal_softmax_affine_nll``, ``affine_argmax``,
-``affine_log_softmax_topk``, ``affine_sample``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
+(``temporal_softmax_affine_loss``, ``temporal_softmax_affine_nll``, ``affine_argmax``, ``affine_log_softmax_topk``,
+``affine_sample``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
 These functions are the oracle that every compiled kernel is tested against.
 
 Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.

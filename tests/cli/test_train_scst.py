@@ -43,9 +43,9 @@ def test_scst_fine_tunes_a_run_records_its_objective_and_compares(trained, tmp_p
     assert (RunDirectory(tmp_path / "scst").checkpoints / "best.npz").is_file()
     xe_model = load_model(trained[1])[0]
     assert any(not np.array_equal(model.params[n], xe_model.params[n]) for n in model.params)
-    compared = invoke("compare", trained[1], tmp_path / "scst", "--json")
+    compared = invoke("compare", trained[1], tmp_path / "scst", "--json", "--plot", tmp_path / "compare.png")
     assert compared.exit_code == 0, compared.output
-    assert "scst" in json.dumps(json.loads(compared.output))
+    assert "scst" in json.dumps(json.loads(compared.output)) and (tmp_path / "compare.png").is_file()
 
 
 def test_resumed_scst_run_is_bit_identical(trained, tmp_path):
