@@ -10,6 +10,8 @@ backend:
   ``context`` it reads), each row's k best next words (ties: the lower id first) with their log-probabilities;
 - ``greedy_step(words, state, context, images) -> (best words (M,), next state)``: the same step ranked for its best
   word alone;
+- ``sampling_step(words, state, context, images, uniforms, temperature) -> (drawn words (M,), next state)``: the
+  same step with each row's word drawn from the whole softmax by inverse transform of its uniform (M,);
 - ``fused_greedy(features, max_length)``: a cell's compiled greedy loop in one call (the same captions as the step
   loop, faster), or None;
 - ``map_rows(rows, task)``: the model's sharding of independent rows, and ``_check_features``, its check of the
@@ -297,6 +299,11 @@ def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rn
     features, start, end, null = _start_ids(model, features, max_length)
     rng = np.random.default_rng() if rng is None else rng
     k = model.vocab_size if top_k is None else min(top_k, model.vocab_size)
+    if k == model.vocab_size:  # the whole vocabulary: one O(V) pass per row, no ranking of the words
+        def draw_any(words, state, context, images):
+            return model.sampling_step(words, state, context, images, rng.random(len(words)), temperature)
+
+        return _word_by_word(model, features, max_length, start, end, null, draw_any)
 
     def draw(words, state, context, images):
         log_probs, ids, state = model.decoding_step(words, state, context, images, k)

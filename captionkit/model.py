@@ -193,33 +193,42 @@ class CaptioningRNN:
         return conditioning_cache, embed_cache, self._contiguous(h), cell_cache
 
     # ------------------------------------------------------------------ training
-    def loss(self, features, captions):
+    def loss(self, features, captions, row_weights=None):
         """Loss and gradients for a minibatch.
 
         features (N, D) image features; captions (N, T) word ids, each starting with ``<START>``. The model reads
         ``captions[:, :-1]`` and predicts ``captions[:, 1:]``; ``<NULL>`` targets count for nothing. Returns
         ``(loss, grads)`` where loss is the masked softmax loss summed over time and averaged over N, and grads has
-        the keys of ``self.params``.
+        the keys of ``self.params``. ``row_weights`` (N,) multiply each caption's loss (default ones): with the
+        sampled captions and their advantages this is self-critical training's loss (:mod:`captionkit.scst`).
+        An attention model adds its doubly stochastic penalty to the unweighted loss only: with ``row_weights`` the
+        weighted loss is the whole objective.
         """
         features = self._check_features(features)
         captions = self._check_captions(captions, features.shape[0])
         captions_in, captions_out, mask = self._teacher_forcing(captions)
         N = features.shape[0]
+        weights = None if row_weights is None else np.asarray(row_weights)
+        if weights is not None and weights.shape != (N,):
+            raise ValueError(f"row_weights must have shape ({N},), one weight per caption, got {weights.shape}")
         results = self._runtime.map_rows(
-            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N)
+            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N,
+                                            None if weights is None else weights[rows])
         )
         return _add_up(results, self._runtime)
 
-    def _loss_rows(self, features, captions_in, captions_out, mask, batch):
+    def _loss_rows(self, features, captions_in, captions_out, mask, batch, row_weights=None):
         """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
-        add up to the batch's."""
+        add up to the batch's; ``row_weights`` those rows' weights (None: ones)."""
         ops, p = self._runtime.ops, self.params
         conditioning_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
-                                                                         mask, batch=batch)
+                                                                         mask, batch=batch, row_weights=row_weights)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
         if self.spec.attention is None:
             dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
+        elif row_weights is not None:  # a weighted objective (SCST) is the whole loss: no penalty on its samples
+            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, None)
         else:
             penalty, dalphas = doubly_stochastic_penalty(self.cell.attention_weights(cell_cache), mask,
                                                          self.attention_penalty, batch)
@@ -299,6 +308,25 @@ class CaptioningRNN:
         words = self._runtime.ops.affine_argmax(self._contiguous(next_state[0]), self.params["W_vocab"],
                                                 self.params["b_vocab"])
         return words, next_state
+
+    def sampling_step(self, words, state, context, images, uniforms, temperature):
+        """One step of random sampling for M rows: their last words (M,), state, context and images as
+        :meth:`decoding_step` takes them, and uniforms (M,) in [0, 1) -> (the drawn words (M,) int64, the next
+        state): each row's word by inverse transform of its uniform under the softmax at ``temperature``, in O(V)
+        per row on the backend's shards."""
+        p = self.params
+
+        def draw(rows):
+            next_state = self._advance(words[rows], tuple(s[rows] for s in state), context, images[rows])
+            drawn, _ = self._runtime.ops.affine_sample(self._contiguous(next_state[0]), p["W_vocab"], p["b_vocab"],
+                                                       uniforms[rows], temperature)
+            return drawn, next_state
+
+        parts = self._runtime.map_rows(words.shape[0], draw)
+        if len(parts) == 1:
+            return parts[0]
+        state = tuple(np.concatenate([part[1][i] for part in parts]) for i in range(len(parts[0][1])))
+        return np.concatenate([part[0] for part in parts]), state
 
     def decoding_step(self, words, state, context, images, k):
         """One decoding step for M hypotheses: their last words (M,), their state (M rows), the per-image context

@@ -101,6 +101,12 @@ OPTIONS = (
            "one checkpoint file: fine-tuning on new data or with a new learning rate; the optimiser and the "
            "iteration count start afresh. The cell, sizes and vocabulary must be the run's.", optional=True,
            metavar="RUN"),
+    Option("objective", "choice", "xe", "'xe': word-level cross-entropy; 'scst': self-critical sequence training on "
+           "CIDEr-D (fine-tunes a trained model: use with --init-from; docs/training.md).", choices=("xe", "scst")),
+    Option("scst_samples", "int", 5, "SCST: captions sampled per image (temperature 1).", minimum=1, maximum=100,
+           metavar="K"),
+    Option("scst_baseline", "choice", "greedy", "SCST: the reward baseline, the greedy caption's CIDEr-D (Rennie et "
+           "al.) or the mean of the image's other samples.", choices=("greedy", "mean")),
     Option("max_train", "int", None, "Train on N captions drawn (seeded) from the training split. Default: all.",
            minimum=1, optional=True, metavar="N"),
     Option("hidden_dim", "int", 256, "Size of the recurrent hidden state.", minimum=1, metavar="N"),

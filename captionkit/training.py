@@ -26,7 +26,8 @@ from captionkit.distributed import DistributedSolver, abort_on_error, local_worl
 from captionkit.loading import new_model
 from captionkit.options import RESUMABLE_OPTIONS, TrainConfig
 from captionkit.progress import ProgressDisplay
-from captionkit.runs import claim_run_dir, resolve_checkpoint
+from captionkit.runs import ConfigError, claim_run_dir, resolve_checkpoint
+from captionkit.scst import SelfCriticalSolver
 from captionkit.session import TrainingSession, TrainResult, follow_root
 from captionkit.solver import CaptioningSolver
 from captionkit.spec import ModelSpec
@@ -128,11 +129,15 @@ def _train(job, config, out, resume, emit, handle_signals, options):
                             "and a dataset with its vocabulary)")
     model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed,
                       attention_penalty=cfg.attention_penalty)
-    solver = (DistributedSolver if job.comm is not None else CaptioningSolver)(
-        model, data, update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
-        batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
-        rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]),
-    )
+    solver_args = dict(update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
+                       batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
+                       rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]))
+    if cfg.objective == "scst":
+        _check_scst(cfg, job)
+        solver = SelfCriticalSolver(model, data, samples=cfg.scst_samples, baseline=cfg.scst_baseline, seed=cfg.seed,
+                                    **solver_args)
+    else:
+        solver = (DistributedSolver if job.comm is not None else CaptioningSolver)(model, data, **solver_args)
     if checkpoint is not None:
         resuming.check_fits_plan(checkpoint, solver)
         model.params = {name: value.copy() for name, value in checkpoint.params.items()}
@@ -150,6 +155,14 @@ def _train(job, config, out, resume, emit, handle_signals, options):
     with lock:  # released on any exit; the OS releases it if the process is killed
         session = TrainingSession(cfg, bundle, data, model, solver, run, emit, resumed_from, checkpoint)
         return session.train(handle_signals)
+
+
+def _check_scst(cfg, job):
+    """ConfigError for SCST options that cannot go together (each option alone is checked by its table entry)."""
+    if job.comm is not None:
+        raise ConfigError("--objective scst runs in one process; it is not distributed yet")
+    if cfg.scst_baseline == "mean" and cfg.scst_samples < 2:
+        raise ConfigError(f"--scst-baseline mean needs --scst-samples of at least 2, got {cfg.scst_samples}")
 
 
 def _subset(data, max_train, seed):

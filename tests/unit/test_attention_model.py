@@ -146,3 +146,19 @@ def test_greedy_attention_gives_the_captions_and_the_weights_of_each_word():
         assert not weights[n, length:].any()
     with pytest.raises(ValueError, match="has no attention"):
         greedy_attention(_model("rnn"), features)
+
+
+def test_weighted_loss_of_an_attention_model_has_no_penalty_and_vanishes_with_zero_weights():
+    """SCST's loss (row_weights) through an attention model: zero weights give zero gradients, and weights of one
+    give the caption loss without the penalty (the penalty weight does not change it)."""
+    rng = np.random.RandomState(11)
+    features, captions = rng.standard_normal((N, L, D)), _captions(rng, N)
+    with_penalty = _model("lstm", attention="soft", attention_penalty=5.0)
+    without = _model("lstm", attention="soft", attention_penalty=0.0)
+    loss, grads = with_penalty.loss(features, captions, row_weights=np.zeros(N))
+    assert loss == 0 and all(not g.any() for g in grads.values())
+    weighted, weighted_grads = with_penalty.loss(features, captions, row_weights=np.ones(N))
+    plain, plain_grads = without.loss(features, captions)
+    assert weighted == pytest.approx(plain, rel=1e-12)
+    for name in plain_grads:
+        np.testing.assert_allclose(weighted_grads[name], plain_grads[name], rtol=1e-10, atol=1e-14)
