@@ -10,7 +10,7 @@ from captionkit.layout import ENCODER_FILE
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.pipeline import FeaturePipeline
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, caption_text, generate_captions
-from captionkit.images import find_images
+from captionkit.images import MAX_PICTURE_PIXELS, find_images
 from captionkit.loading import load_model
 from captionkit.runs import resolve_checkpoint, run_dir_of
 from captionkit.spec import SpecMismatch
@@ -50,7 +50,8 @@ def load_captioner(run, checkpoint=None):
 
 
 def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
-                   batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False, checkpoint=None, loaded=None):
+                   batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS,
+                   checkpoint=None, loaded=None):
     """One caption for each picture file in ``paths`` (directories are walked for image files).
 
     ``run_dir``: a run directory written by ``captionkit train`` or one of its checkpoint files; ``checkpoint``
@@ -59,7 +60,8 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
     ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
     ``progress(stage, done, total)`` with stages ``"encoding"`` and ``"captions"``. Raises ImageFileError naming a
     missing or unreadable file, and the errors of :func:`load_captioner`. With ``skip_unreadable``, such a file is
-    kept in the list as ``{"image", "caption": None, "error": message}`` and the others are captioned.
+    kept in the list as ``{"image", "caption": None, "error": message}`` and the others are captioned. A picture
+    of more than ``max_pixels`` pixels counts as unreadable (:func:`captionkit.images.read_image`).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -69,9 +71,9 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
         loaded(info)
     encoding = None if progress is None else (lambda done, total: progress("encoding", done, total))
     if skip_unreadable:
-        features, skipped = pipeline.encode_files(files, encoding, skip_unreadable=True)
+        features, skipped = pipeline.encode_files(files, encoding, skip_unreadable=True, max_pixels=max_pixels)
     else:
-        features, skipped = pipeline.encode_files(files, encoding), []
+        features, skipped = pipeline.encode_files(files, encoding, max_pixels=max_pixels), []
     errors = dict(skipped)
     readable = [row for row in range(len(files)) if row not in errors]
     ids = generate_captions(model, features[readable], max_length, beam_size=beam_size,

@@ -26,11 +26,11 @@ import numpy as np
 from captionkit import optim
 from captionkit._about import __version__
 from captionkit.atomicfile import atomic_write
-from captionkit.cells import CellLoadError, UnknownCellError, get_cell
 from captionkit.checkpoint_container import CheckpointError, member_headers, open_archive, read_member
 from captionkit.safeio import parse_json
 from captionkit.vocabulary import Vocabulary
 from captionkit.options import validate_options
+from captionkit.plugins import PluginLoadError, UnknownPluginError
 from captionkit.runs import ConfigError
 from captionkit.spec import ModelSpec
 
@@ -244,9 +244,9 @@ def _read_training(path, meta, members, params):
 def _expected_shapes(path, spec):
     """``{param name: shape}`` of the declared model, computed without building it."""
     try:
-        cell = get_cell(spec.cell_type)()
-    except (UnknownCellError, CellLoadError) as exc:
-        raise CheckpointError(f"{path}: the checkpoint was made with cell {spec.cell_type!r}: {exc}") from exc
+        cell = spec.build_cell()
+    except (UnknownPluginError, PluginLoadError) as exc:  # its cell's or its attention's
+        raise CheckpointError(f"{path}: the checkpoint was made with {spec.plugins()}: {exc}") from exc
     return spec.parameter_shapes(cell)
 
 

@@ -13,7 +13,7 @@ import abc
 
 from captionkit.cells.base import ParamSpec
 
-__all__ = ["Conditioning", "ImageProjection"]
+__all__ = ["Conditioning", "GridProjection", "ImageProjection"]
 
 
 class Conditioning(abc.ABC):
@@ -46,7 +46,7 @@ class Conditioning(abc.ABC):
     @abc.abstractmethod
     def backward(self, dh0, dcontext, cache):
         """Backward of :meth:`forward`: dh0 (N, H) and the context's gradient (None when it has none) ->
-        ``{name: gradient}`` for each of :meth:`parameters`."""
+        ``{name: gradient}`` for each of :meth:`parameters`. Features are data, so no gradient reaches them."""
 
 
 class ImageProjection(Conditioning):
@@ -67,4 +67,27 @@ class ImageProjection(Conditioning):
         if dcontext is not None:
             raise ValueError("ImageProjection has no context, so its backward takes dcontext=None")
         _, dW_proj, db_proj = self.ops.affine_backward(dh0, cache, input_grad=False)
+        return {"W_proj": dW_proj, "b_proj": db_proj}
+
+
+class GridProjection(ImageProjection):
+    """A grid of L regions per image, features (N, L, D): h0 = mean over L of the regions, projected as
+    :class:`ImageProjection` projects a pooled vector (the same W_proj, b_proj), and, when ``attends``, the grid
+    itself as the per-step context (``context_dim`` D) for a cell that attends over it. Without ``attends`` this is
+    a pooled model that takes grid features."""
+
+    def __init__(self, input_dim, hidden_dim, ops=None, attends=False):
+        super().__init__(input_dim, hidden_dim, ops)
+        self.attends = bool(attends)
+        self.context_dim = self.input_dim if self.attends else None
+
+    def forward(self, features, params):
+        h0, cache = self.ops.affine_forward(features.mean(axis=1), params["W_proj"], params["b_proj"])
+        return h0, (features if self.attends else None), (cache, features.shape[1])
+
+    def backward(self, dh0, dcontext, cache):
+        if (dcontext is None) == self.attends:
+            raise ValueError("GridProjection's backward takes the context's gradient exactly when it attends")
+        projection_cache, _ = cache
+        _, dW_proj, db_proj = self.ops.affine_backward(dh0, projection_cache, input_grad=False)
         return {"W_proj": dW_proj, "b_proj": db_proj}

@@ -10,6 +10,8 @@ backend:
   ``context`` it reads), each row's k best next words (ties: the lower id first) with their log-probabilities;
 - ``greedy_step(words, state, context, images) -> (best words (M,), next state)``: the same step ranked for its best
   word alone;
+- ``sampling_step(words, state, context, images, uniforms, temperature) -> (drawn words (M,), next state)``: the
+  same step with each row's word drawn from the whole softmax by inverse transform of its uniform (M,);
 - ``fused_greedy(features, max_length)``: a cell's compiled greedy loop in one call (the same captions as the step
   loop, faster), or None;
 - ``map_rows(rows, task)``: the model's sharding of independent rows, and ``_check_features``, its check of the
@@ -41,7 +43,7 @@ from captionkit.checks import integer, number
 from captionkit.vocabulary import END, NULL, START
 
 __all__ = ["BeamSearchResult", "beam_search", "captions", "check_beam_args", "check_sampling_args", "decode", "greedy",
-           "length_normalizer", "sample_words"]
+           "greedy_attention", "length_normalizer", "sample_words"]
 
 
 class BeamSearchResult(NamedTuple):
@@ -217,10 +219,11 @@ def _greedy(model, features, max_length, start, end, null):
     return np.concatenate(model.map_rows(features.shape[0], decode_rows))
 
 
-def _word_by_word(model, features, max_length, start, end, null, next_words):
+def _word_by_word(model, features, max_length, start, end, null, next_words, weights=None):
     """The loop of greedy decoding and sampling: from the model's start state, ``next_words(words, state, context,
     images) -> (words, state)`` picks every caption's next word; a caption's row keeps <NULL> after its <END>, and
-    the loop stops once every caption has ended -> captions (N, max_length) int32."""
+    the loop stops once every caption has ended -> captions (N, max_length) int32. ``weights`` (N, max_length, L),
+    zeros, receives each step's attention weights (of the captions still going) when given."""
     N = features.shape[0]
     captions = np.full((N, max_length), null, dtype=np.int32)
     if N == 0:
@@ -232,11 +235,25 @@ def _word_by_word(model, features, max_length, start, end, null, next_words):
     for t in range(max_length):
         words, state = next_words(words, state, context, images)
         captions[alive, t] = words[alive]
+        if weights is not None:
+            weights[alive, t] = model.attention_weights(state)[alive]
         if end is not None:
             alive &= words != end
             if not alive.any():
                 break
     return captions
+
+
+def greedy_attention(model, features, max_length=30):
+    """Greedy decoding of an attention model with where it looked: features (N, L, D) -> (captions as
+    :func:`greedy`'s, weights (N, max_length, L) float64: at step t the attention over the L regions that chose
+    word t, zeros after a caption's ``<END>``). ValueError for a model without attention."""
+    if model.spec.attention is None:
+        raise ValueError(f"the model ({model.spec.describe()}) has no attention, so no attention weights")
+    features, start, end, null = _start_ids(model, features, max_length)
+    weights = np.zeros((features.shape[0], max_length, model.spec.feature_shape[0]))
+    captions = _word_by_word(model, features, max_length, start, end, null, model.greedy_step, weights)
+    return captions, weights
 
 
 def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):
@@ -282,6 +299,11 @@ def sample_words(model, features, max_length=30, temperature=1.0, top_k=None, rn
     features, start, end, null = _start_ids(model, features, max_length)
     rng = np.random.default_rng() if rng is None else rng
     k = model.vocab_size if top_k is None else min(top_k, model.vocab_size)
+    if k == model.vocab_size:  # the whole vocabulary: one O(V) pass per row, no ranking of the words
+        def draw_any(words, state, context, images):
+            return model.sampling_step(words, state, context, images, rng.random(len(words)), temperature)
+
+        return _word_by_word(model, features, max_length, start, end, null, draw_any)
 
     def draw(words, state, context, images):
         log_probs, ids, state = model.decoding_step(words, state, context, images, k)

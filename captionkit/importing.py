@@ -38,7 +38,8 @@ from captionkit.bundle.writer import BundleFiles, encode_captions
 from captionkit.checks import integer
 from captionkit.encoders.pipeline import Pca, encode_files
 from captionkit.encoders.record import EncoderRecord
-from captionkit.safeio import parse_json, read_bounded, read_head, read_lines, staged_directory
+from captionkit.images import MAX_PICTURE_PIXELS
+from captionkit.safeio import check_new_directory, parse_json, read_bounded, read_head, read_lines, staged_directory
 from captionkit.vocabulary import SPECIAL_TOKENS, Vocabulary
 
 __all__ = ["IMPORT_REPORT", "CaptionFileError", "ImportReport", "Picture", "build_vocabulary", "import_dataset",
@@ -340,16 +341,19 @@ def build_vocabulary(pictures, min_count):
 
 def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAULT_MIN_COUNT,
                    max_words=DEFAULT_MAX_WORDS, pca_dim=None, skip_missing=False, seed=0, progress=None,
-                   allow_outside_images=False):
-    """Write the bundle of ``captions_file``'s pictures and captions into ``out`` (must not exist, or be empty).
+                   allow_outside_images=False, max_pixels=MAX_PICTURE_PIXELS):
+    """Write the bundle of ``captions_file``'s pictures and captions into ``out`` (must not exist, or be empty:
+    checked first, before any picture is encoded, and again as the bundle is put in place).
 
     ``encoder``: a built :class:`captionkit.encoders.Encoder`. ``pca_dim``: also write features reduced by a PCA
-    fitted on the training pictures (and ``pca.h5``). ``progress(stage, done, total)``. ``allow_outside_images``:
-    see :func:`read_captions_file`. The bundle appears only once complete. Returns an :class:`ImportReport`, also
+    fitted on the training pictures (and ``pca.h5``). ``allow_outside_images``: see :func:`read_captions_file`.
+    ``max_pixels``: larger pictures are unreadable (:func:`captionkit.images.read_image`).
+    ``progress(stage, done, total)``. The bundle appears only once complete. Returns an :class:`ImportReport`, also
     written as ``import.json``.
     """
     integer("min_count", min_count)
     integer("max_words", max_words)
+    check_new_directory(out)
     dropped = []
     pictures = read_captions_file(captions_file, images_dir, seed, allow_outside_images)
     pictures = _drop_missing(_drop_empty(pictures, dropped), skip_missing, dropped)
@@ -366,9 +370,9 @@ def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAU
                 progress(f"encoding {split} pictures", done, total)
         paths = [p.path for p in by_split[split]]
         if skip_missing:
-            encoded, unreadable = encode_files(encoder, paths, report, skip_unreadable=True)
+            encoded, unreadable = encode_files(encoder, paths, report, skip_unreadable=True, max_pixels=max_pixels)
         else:
-            encoded, unreadable = encode_files(encoder, paths, report), []
+            encoded, unreadable = encode_files(encoder, paths, report, max_pixels=max_pixels), []
         bad = {row for row, _ in unreadable}
         dropped.extend(f"{by_split[split][row].source}: {message}; picture dropped" for row, message in unreadable)
         by_split[split] = [p for row, p in enumerate(by_split[split]) if row not in bad]

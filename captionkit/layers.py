@@ -4,8 +4,8 @@ These are the functions of the CS231n captioning assignment (``cs231n/rnn_layers
 shapes and conventions, written for reading: each forward returns ``(out, cache)`` and each backward takes the
 upstream gradient and that cache. Beyond the assignment, the gated recurrence engine (``gated_forward``,
 ``gated_backward``, ``gated_step``: any cell of captionkit.pointwise's form) and the output layer's fused forms
-(``temporal_softmax_affine_loss``, ``temporal_softmax_affine_nll``, ``affine_argmax``,
-``affine_log_softmax_topk``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
+(``temporal_softmax_affine_loss``, ``temporal_softmax_affine_nll``, ``affine_argmax``, ``affine_log_softmax_topk``,
+``affine_sample``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
 These functions are the oracle that every compiled kernel is tested against.
 
 Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.
@@ -28,6 +28,7 @@ __all__ = [
     "temporal_softmax_affine_nll",
     "affine_argmax",
     "affine_log_softmax_topk",
+    "affine_sample",
     "gated_forward",
     "gated_backward",
     "gated_step",
@@ -185,13 +186,16 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 # ---------------------------------------------------------------------- the output layer, fused forms
 
 
-def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None, row_weights=None):
     """:func:`temporal_affine_forward`, :func:`temporal_softmax_loss` and :func:`temporal_affine_backward` in one:
     h (N, T, H), w (H, V), b (V,), y (N, T), mask (N, T) -> (loss, dh (N, T, H), dw (H, V), db (V,)).
 
-    ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch.
+    ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch. ``row_weights``
+    (N,) (default ones) multiply each caption's loss and gradients (self-critical training's advantages).
     """
     scores, cache = temporal_affine_forward(h, w, b)
+    if row_weights is not None:  # the mask already multiplies every position's loss and gradient
+        mask = mask * np.asarray(row_weights, dtype=scores.dtype)[:, None]
     loss, dscores = temporal_softmax_loss(scores, y, mask)
     dh, dw, db = temporal_affine_backward(dscores, cache)
     N = h.shape[0]
@@ -227,6 +231,16 @@ def affine_log_softmax_topk(h, w, b, k):
     scores = h @ w + b
     ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(_log_softmax(scores), ids, axis=1).astype(h.dtype), ids.astype(np.int64)
+
+
+def affine_sample(h, w, b, uniforms, temperature=1.0):
+    """Random sampling's next word: h (N, H), w (H, V), b (V,), uniforms (N,) in [0, 1), temperature > 0 ->
+    (ids (N,) int64, log-probabilities (N,) float64): row n's word is the first whose cumulative probability
+    ``softmax((h[n] @ w + b) / temperature)`` exceeds ``uniforms[n]`` (the last word when rounding leaves none)."""
+    log_probs = _log_softmax((h @ w + b) / temperature)
+    cumulative = np.cumsum(np.exp(log_probs), axis=1)
+    ids = np.minimum((cumulative <= np.asarray(uniforms)[:, None]).sum(axis=1), w.shape[1] - 1)
+    return ids.astype(np.int64), log_probs[np.arange(len(ids)), ids]
 
 
 # ---------------------------------------------------------------------- the gated recurrence engine

@@ -1,32 +1,31 @@
 """Trained models from checkpoints: where the checkpoint format (which knows a model only by its spec) meets the
 model. :func:`load_model` takes a checkpoint file or a run directory (its best checkpoint when it has one, else its
 latest; :func:`captionkit.runs.resolve_checkpoint` decides), and :func:`describe_checkpoint` says which was loaded."""
-from captionkit.cells import CellLoadError, UnknownCellError
 from captionkit.checkpoint_schema import CheckpointError, read_checkpoint
 from captionkit.model import CaptioningRNN
+from captionkit.plugins import PluginLoadError, UnknownPluginError
 from captionkit.runs import RunDirectory, resolve_checkpoint, run_dir_of
 
 __all__ = ["build_model", "describe_checkpoint", "load_model", "new_model"]
 
 
-def new_model(spec, word_to_idx, backend=None, seed=None):
-    """A freshly initialised :class:`CaptioningRNN` of ``spec`` (a :class:`captionkit.spec.ModelSpec` of pooled
-    ``(D,)`` features, the only kind the model takes today) over the vocabulary ``word_to_idx``."""
-    if len(spec.feature_shape) != 1:
-        raise ValueError(f"{spec.describe()}: CaptioningRNN takes one feature vector per image, not a grid")
+def new_model(spec, word_to_idx, backend=None, seed=None, attention_penalty=1.0):
+    """A freshly initialised :class:`CaptioningRNN` of ``spec`` (a :class:`captionkit.spec.ModelSpec`) over the
+    vocabulary ``word_to_idx``; ``attention_penalty`` is the training option of an attention model's loss."""
+    regions = spec.feature_shape[0] if len(spec.feature_shape) == 2 else None
     return CaptioningRNN(word_to_idx, input_dim=spec.feature_dim, wordvec_dim=spec.wordvec_dim,
                          hidden_dim=spec.hidden_dim, cell_type=spec.cell_type, dtype=spec.numpy_dtype,
-                         backend=backend, seed=seed)
+                         backend=backend, seed=seed, regions=regions, attention=spec.attention,
+                         attention_dim=spec.attention_dim, attention_penalty=attention_penalty)
 
 
 def build_model(checkpoint, backend=None):
     """A :class:`CaptioningRNN` with ``checkpoint``'s (a :class:`captionkit.checkpoint_schema.Checkpoint`) cell,
-    dimensions, vocabulary and parameters; CheckpointError when its cell cannot be loaded."""
+    dimensions, vocabulary and parameters; CheckpointError when its cell or attention cannot be loaded."""
     try:
         model = new_model(checkpoint.spec, checkpoint.word_to_idx, backend, seed=0)
-    except (UnknownCellError, CellLoadError) as exc:
-        raise CheckpointError(f"{checkpoint.path}: the checkpoint was made with cell "
-                              f"{checkpoint.spec.cell_type!r}: {exc}") from exc
+    except (UnknownPluginError, PluginLoadError) as exc:  # its cell's or its attention's
+        raise CheckpointError(f"{checkpoint.path}: the checkpoint was made with {checkpoint.spec.plugins()}: {exc}") from exc
     model.params = {name: value.copy() for name, value in checkpoint.params.items()}
     return model
 

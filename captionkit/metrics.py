@@ -122,34 +122,61 @@ def _bleu(hyps, refs, hyp_counts, ref_counts) -> list[float]:
 
 
 def _cider_d(hyps, refs, hyp_counts, ref_counts) -> float:
-    """Corpus CIDEr-D: mean over images of 10 * mean over n of the mean over references of the clipped,
-    length-penalised cosine similarity of tf-idf n-gram vectors."""
-    document_frequency = Counter()
-    for image_ref_counts in ref_counts:
-        document_frequency.update({g for rc in image_ref_counts for order in rc for g in order})
-    log_images = math.log(len(hyps))
-    idf = {g: log_images - math.log(df) for g, df in document_frequency.items()}
+    """Corpus CIDEr-D: mean over images of :class:`CiderD`'s score of each image's hypothesis, with document
+    frequencies from the evaluated images' references."""
+    scorer = CiderD(refs, ref_counts)
+    return sum(scorer.score(i, hyp, counts) for i, (hyp, counts) in enumerate(zip(hyps, hyp_counts))) / len(hyps)
 
-    def tfidf(order_counts: Counter) -> tuple[dict, float]:
+
+class CiderD:
+    """Per-caption CIDEr-D against fixed references, as self-critical training needs it: the document frequencies
+    and the references' tf-idf vectors are computed once, then each :meth:`score` costs one hypothesis's vectors.
+
+    ``references``: per image, a non-empty list of token sequences (words or word ids; any hashable tokens).
+    ``ref_counts``: their :func:`_ngram_counts`, when the caller has them already.
+    """
+
+    def __init__(self, references, ref_counts=None):
+        self._refs = [list(map(list, image_refs)) for image_refs in references]
+        if not self._refs or any(not image_refs for image_refs in self._refs):
+            raise ValueError("CIDEr-D needs at least one image and at least one reference caption per image")
+        if ref_counts is None:
+            ref_counts = [[_ngram_counts(r) for r in image_refs] for image_refs in self._refs]
+        document_frequency = Counter()
+        for image_ref_counts in ref_counts:
+            document_frequency.update({g for rc in image_ref_counts for order in rc for g in order})
+        self._log_images = math.log(len(self._refs))
+        self._idf = {g: self._log_images - math.log(df) for g, df in document_frequency.items()}
+        # per image, per reference: (its length, [(tf-idf vector, norm) for n = 1..4])
+        self._ref_vectors = [[(len(ref), [self._tfidf(c) for c in rc]) for ref, rc in zip(image_refs, counts)]
+                             for image_refs, counts in zip(self._refs, ref_counts)]
+
+    def __len__(self):
+        return len(self._refs)
+
+    def _tfidf(self, order_counts: Counter) -> tuple[dict, float]:
         # n-grams absent from every reference count as document frequency 1, i.e. the full idf log(number of images).
-        vector = {g: c * idf.get(g, log_images) for g, c in order_counts.items()}
+        vector = {g: c * self._idf.get(g, self._log_images) for g, c in order_counts.items()}
         return vector, math.sqrt(sum(w * w for w in vector.values()))
 
-    total = 0.0
-    for hyp, image_refs, counts, image_ref_counts in zip(hyps, refs, hyp_counts, ref_counts):
-        hyp_vectors = [tfidf(c) for c in counts]
+    def score(self, image: int, hypothesis, counts=None) -> float:
+        """CIDEr-D of ``hypothesis`` (a token sequence) against image ``image``'s references: 10 times the mean over
+        n and the references of the clipped, length-penalised cosine similarity of tf-idf n-gram vectors."""
+        if not 0 <= image < len(self._refs):
+            raise ValueError(f"image {image} is outside the {len(self._refs)} images CIDEr-D was given references for")
+        hypothesis = list(hypothesis)
+        hyp_vectors = [self._tfidf(c) for c in (_ngram_counts(hypothesis) if counts is None else counts)]
+        image_refs = self._ref_vectors[image]
         image_score = 0.0
-        for ref, rc in zip(image_refs, image_ref_counts):
-            penalty = math.exp(-((len(hyp) - len(ref)) ** 2) / (2.0 * CIDER_SIGMA ** 2))
-            for (hyp_vec, hyp_norm), order_counts in zip(hyp_vectors, rc):
-                ref_vec, ref_norm = tfidf(order_counts)
+        for ref_length, ref_vectors in image_refs:
+            penalty = math.exp(-((len(hypothesis) - ref_length) ** 2) / (2.0 * CIDER_SIGMA ** 2))
+            for (hyp_vec, hyp_norm), (ref_vec, ref_norm) in zip(hyp_vectors, ref_vectors):
                 if hyp_norm == 0.0 or ref_norm == 0.0:
                     continue  # a zero vector shares nothing: similarity 0
                 # CIDEr-D clips each hypothesis weight at the reference's so repeating a word earns nothing extra.
                 dot = sum(min(w, ref_vec[g]) * ref_vec[g] for g, w in hyp_vec.items() if g in ref_vec)
                 image_score += penalty * dot / (hyp_norm * ref_norm)
-        total += 10.0 * image_score / (MAX_ORDER * len(image_refs))
-    return total / len(hyps)
+        return 10.0 * image_score / (MAX_ORDER * len(image_refs))
 
 
 def _lcs_length(a: list[str], b: list[str]) -> int:

@@ -13,10 +13,9 @@ import os
 import numpy as np
 
 from captionkit import decoding
+from captionkit.attention import doubly_stochastic_penalty
 from captionkit.backend import resolve_backend, runtime
-from captionkit.cells import get_cell
-from captionkit.conditioning import ImageProjection
-from captionkit.checks import integer
+from captionkit.checks import integer, number
 from captionkit.spec import ModelSpec
 from captionkit.vocabulary import END, NULL, START
 
@@ -62,6 +61,11 @@ class CaptioningRNN:
     Initial values are drawn from ``np.random`` (so ``np.random.seed`` makes them reproducible, as in the notebook)
     unless ``seed`` is given, in the assignment's order: W_embed, W_proj, the cell's parameters, W_vocab.
     ``backend`` is ``"auto"``, ``"numpy"`` or ``"cython"`` (None: the ``CAPTIONKIT_BACKEND`` environment variable).
+
+    Grids of image regions: with ``regions`` L the features are (N, L, D) and, without ``attention``, pooled by
+    their mean; ``attention`` names a mechanism of :mod:`captionkit.attention` (``"soft"``) through which the cell
+    reads the grid at every step, of size ``attention_dim`` (default ``hidden_dim``), and the loss adds the doubly
+    stochastic penalty times ``attention_penalty`` (:mod:`captionkit.attention.penalty`). docs/attention.md.
     """
 
     def __init__(
@@ -74,18 +78,25 @@ class CaptioningRNN:
         dtype=np.float32,
         backend=None,
         seed=None,
+        regions=None,
+        attention=None,
+        attention_dim=None,
+        attention_penalty=1.0,
     ):
         integer("input_dim", input_dim)  # named as the caller spelled it; the spec checks the other arguments
         if not isinstance(word_to_idx, dict) or NULL not in word_to_idx:
             raise ValueError(f"word_to_idx must be a dict that maps {NULL!r} (and the other words) to integer ids")
-        self.spec = ModelSpec(cell_type=cell_type, feature_shape=(input_dim,), wordvec_dim=wordvec_dim,
-                              hidden_dim=hidden_dim, vocab_size=len(word_to_idx), dtype=dtype)
+        feature_shape = (input_dim,) if regions is None else (integer("regions", regions), input_dim)
+        self.spec = ModelSpec(cell_type=cell_type, feature_shape=feature_shape, wordvec_dim=wordvec_dim,
+                              hidden_dim=hidden_dim, vocab_size=len(word_to_idx), dtype=dtype, attention=attention,
+                              attention_dim=attention_dim)
+        self.attention_penalty = number("attention_penalty", attention_penalty, minimum=0)
 
         self.cell_type = cell_type
         self.backend = resolve_backend(backend)
         self._runtime = runtime(self.backend)
-        self.cell = get_cell(cell_type)(backend=self.backend)
-        self.conditioning = ImageProjection(self.spec.feature_dim, self.spec.hidden_dim, self._runtime.ops)
+        self.cell = self.spec.build_cell(self.backend)
+        self.conditioning = self.spec.conditioning(self._runtime.ops)
         self.cell_sizes = self.spec.cell_sizes(self.conditioning.context_dim)
         self.dtype = self.spec.numpy_dtype
         self.word_to_idx = word_to_idx
@@ -123,7 +134,9 @@ class CaptioningRNN:
         W, H = self.wordvec_dim, self.hidden_dim
         steps = max(int(caption_length) - 1, 1)
         per_step = 6 * self.vocab_size + 6 * self.cell.step_blocks(self.cell_sizes) * H + 3 * W
-        per_caption = steps * per_step + 3 * self.input_dim
+        if self.spec.attention is not None:  # the mechanism's (L, A) arrays per step: scores, tanh, their gradient
+            per_step += 3 * self.spec.feature_shape[0] * self.spec.attention_dim
+        per_caption = steps * per_step + 3 * int(np.prod(self.spec.feature_shape))
         return int(batch_size) * per_caption * np.dtype(self.dtype).itemsize
 
     def check_batch_fits(self, batch_size, caption_length):
@@ -180,32 +193,47 @@ class CaptioningRNN:
         return conditioning_cache, embed_cache, self._contiguous(h), cell_cache
 
     # ------------------------------------------------------------------ training
-    def loss(self, features, captions):
+    def loss(self, features, captions, row_weights=None):
         """Loss and gradients for a minibatch.
 
         features (N, D) image features; captions (N, T) word ids, each starting with ``<START>``. The model reads
         ``captions[:, :-1]`` and predicts ``captions[:, 1:]``; ``<NULL>`` targets count for nothing. Returns
         ``(loss, grads)`` where loss is the masked softmax loss summed over time and averaged over N, and grads has
-        the keys of ``self.params``.
+        the keys of ``self.params``. ``row_weights`` (N,) multiply each caption's loss (default ones): with the
+        sampled captions and their advantages this is self-critical training's loss (:mod:`captionkit.scst`).
+        An attention model adds its doubly stochastic penalty to the unweighted loss only: with ``row_weights`` the
+        weighted loss is the whole objective.
         """
         features = self._check_features(features)
         captions = self._check_captions(captions, features.shape[0])
         captions_in, captions_out, mask = self._teacher_forcing(captions)
         N = features.shape[0]
+        weights = None if row_weights is None else np.asarray(row_weights)
+        if weights is not None and weights.shape != (N,):
+            raise ValueError(f"row_weights must have shape ({N},), one weight per caption, got {weights.shape}")
         results = self._runtime.map_rows(
-            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N)
+            N, lambda rows: self._loss_rows(features[rows], captions_in[rows], captions_out[rows], mask[rows], N,
+                                            None if weights is None else weights[rows])
         )
         return _add_up(results, self._runtime)
 
-    def _loss_rows(self, features, captions_in, captions_out, mask, batch):
+    def _loss_rows(self, features, captions_in, captions_out, mask, batch, row_weights=None):
         """Loss and gradients of rows of a batch of ``batch`` rows, each divided by ``batch``, so that the shards'
-        add up to the batch's."""
+        add up to the batch's; ``row_weights`` those rows' weights (None: ones)."""
         ops, p = self._runtime.ops, self.params
         conditioning_cache, embed_cache, h, cell_cache = self._hidden_states(features, captions_in)
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
-                                                                         mask, batch=batch)
+                                                                         mask, batch=batch, row_weights=row_weights)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
-        dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
+        if self.spec.attention is None:
+            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
+        elif row_weights is not None:  # a weighted objective (SCST) is the whole loss: no penalty on its samples
+            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, None)
+        else:
+            penalty, dalphas = doubly_stochastic_penalty(self.cell.attention_weights(cell_cache), mask,
+                                                         self.attention_penalty, batch)
+            loss += penalty
+            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, dalphas)
         grads.update(cell_grads)
         grads["W_embed"] = ops.word_embedding_backward(self._contiguous(dx), embed_cache)
         grads.update(self.conditioning.backward(self._contiguous(dh0), dcontext, conditioning_cache))
@@ -263,7 +291,11 @@ class CaptioningRNN:
         if features.shape[0] == 0:
             return self.cell.initial_state(np.zeros((0, self.hidden_dim), dtype=self.dtype)), None
         h0, context = self.conditioning.decoding_inputs(features, self._conditioning_params())
-        return self.cell.initial_state(h0), context
+        return self.cell.decoding_inputs(h0, context, self._cell_params())
+
+    def attention_weights(self, state):
+        """The attention weights (M, L) of the step that gave decoding ``state``, or None without attention."""
+        return None if self.spec.attention is None else state[-1]
 
     def _advance(self, words, state, context, images):
         """The cell's next state (M rows) after reading words (M,); ``images`` (M,) the row of ``context`` each row
@@ -276,6 +308,25 @@ class CaptioningRNN:
         words = self._runtime.ops.affine_argmax(self._contiguous(next_state[0]), self.params["W_vocab"],
                                                 self.params["b_vocab"])
         return words, next_state
+
+    def sampling_step(self, words, state, context, images, uniforms, temperature):
+        """One step of random sampling for M rows: their last words (M,), state, context and images as
+        :meth:`decoding_step` takes them, and uniforms (M,) in [0, 1) -> (the drawn words (M,) int64, the next
+        state): each row's word by inverse transform of its uniform under the softmax at ``temperature``, in O(V)
+        per row on the backend's shards."""
+        p = self.params
+
+        def draw(rows):
+            next_state = self._advance(words[rows], tuple(s[rows] for s in state), context, images[rows])
+            drawn, _ = self._runtime.ops.affine_sample(self._contiguous(next_state[0]), p["W_vocab"], p["b_vocab"],
+                                                       uniforms[rows], temperature)
+            return drawn, next_state
+
+        parts = self._runtime.map_rows(words.shape[0], draw)
+        if len(parts) == 1:
+            return parts[0]
+        state = tuple(np.concatenate([part[1][i] for part in parts]) for i in range(len(parts[0][1])))
+        return np.concatenate([part[0] for part in parts]), state
 
     def decoding_step(self, words, state, context, images, k):
         """One decoding step for M hypotheses: their last words (M,), their state (M rows), the per-image context

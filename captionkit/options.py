@@ -60,6 +60,8 @@ class Option:
             return int(value)
         if self.kind == "float":
             try:
+                if self.minimum is not None:
+                    return number(self.name, value, minimum=self.minimum)
                 return number(self.name, value, above=True)
             except ValueError:
                 raise ValueError(expected) from None
@@ -78,7 +80,7 @@ class Option:
     def _expected(self):
         text = {
             "int": f"an integer >= {self.minimum}" + (f" and <= {self.maximum}" if self.maximum is not None else ""),
-            "float": "a positive finite number",
+            "float": "a positive finite number" if self.minimum is None else f"a finite number >= {self.minimum}",
             "bool": "true or false",
             "choice": f"one of {', '.join(map(str, self.choices))}",
             "text": "a non-empty string",
@@ -99,10 +101,23 @@ OPTIONS = (
            "one checkpoint file: fine-tuning on new data or with a new learning rate; the optimiser and the "
            "iteration count start afresh. The cell, sizes and vocabulary must be the run's.", optional=True,
            metavar="RUN"),
+    Option("objective", "choice", "xe", "'xe': word-level cross-entropy; 'scst': self-critical sequence training on "
+           "CIDEr-D (fine-tunes a trained model: use with --init-from; docs/training.md).", choices=("xe", "scst")),
+    Option("scst_samples", "int", 5, "SCST: captions sampled per image (temperature 1).", minimum=1, maximum=100,
+           metavar="K"),
+    Option("scst_baseline", "choice", "greedy", "SCST: the reward baseline, the greedy caption's CIDEr-D (Rennie et "
+           "al.) or the mean of the image's other samples.", choices=("greedy", "mean")),
     Option("max_train", "int", None, "Train on N captions drawn (seeded) from the training split. Default: all.",
            minimum=1, optional=True, metavar="N"),
     Option("hidden_dim", "int", 256, "Size of the recurrent hidden state.", minimum=1, metavar="N"),
     Option("wordvec_dim", "int", 128, "Size of the word embeddings.", minimum=1, metavar="N"),
+    Option("attention", "text", None, "Read a grid of image regions through this attention mechanism at every word "
+           "('soft' is built in; docs/attention.md); needs a bundle of grid features. Default: none, the pooled "
+           "model (a grid is then averaged).", optional=True, metavar="NAME"),
+    Option("attention_dim", "int", None, "Size of the attention layer. Default: --hidden-dim.", minimum=1,
+           optional=True, metavar="N"),
+    Option("attention_penalty", "float", 1.0, "Weight of the doubly stochastic penalty, which asks every region to "
+           "be looked at over a caption (0: none).", minimum=0, metavar="WEIGHT"),
     Option("batch_size", "int", 100, "Captions per minibatch.", minimum=1, metavar="N"),
     Option("epochs", "int", 10, "Passes over the training captions (an epoch is captions / batch size iterations).",
            minimum=1, resumable=True, metavar="N"),

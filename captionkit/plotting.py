@@ -10,7 +10,7 @@ import numpy as np
 
 from captionkit.atomicfile import atomic_write
 
-__all__ = ["plot_caption_grid", "plot_comparison", "plot_training_curves"]
+__all__ = ["attention_overlay", "plot_attention_maps", "plot_caption_grid", "plot_comparison", "plot_training_curves"]
 
 _CURVES = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")
 # Scores that lie in [0, 1] by definition (CIDEr-D runs up to 10, losses and perplexity have no top).
@@ -204,3 +204,41 @@ def plot_caption_grid(images, generated, references, path, columns=4):
         ax.set_title(title, fontsize=_GRID_TITLE_POINTS, loc="left", pad=_GRID_TITLE_PAD * 72)
     _save(figure, path)
     return figure
+
+
+def attention_overlay(picture, weights, grid):
+    """The picture ((H, W, 3) uint8) lit where the model looked: ``weights`` (L,) over a ``grid`` (rows, columns)
+    of regions, rows first (L = rows * columns), upsampled smoothly (bicubic) to the picture's size and scaled to
+    its largest value; each pixel keeps 25% of its brightness plus 75% times the attention there -> (H, W, 3)
+    uint8."""
+    from PIL import Image
+
+    rows, columns = grid
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (rows * columns,):
+        raise ValueError(f"weights must have shape ({rows * columns},) for a {rows} x {columns} grid, got "
+                         f"{weights.shape}")
+    height, width = picture.shape[:2]
+    smooth = Image.fromarray(weights.reshape(rows, columns), mode="F").resize((width, height), Image.BICUBIC)
+    light = np.clip(np.asarray(smooth), 0.0, None)
+    light /= max(float(light.max()), 1e-12)
+    return (picture.astype(np.float32) * (0.25 + 0.75 * light[:, :, None])).round().astype(np.uint8)
+
+
+def plot_attention_maps(picture, words, weights, grid, path, columns=5):
+    """One panel per generated word: the picture under that word's attention (:func:`attention_overlay`), the
+    word as its title. ``words`` (T,) strings, ``weights`` (T, L)."""
+    if len(words) == 0 or len(words) != len(weights):
+        raise ValueError(f"need one row of weights per word (and at least one word), got {len(words)} words and "
+                         f"{len(weights)} rows of weights")
+    columns = max(1, min(columns, len(words)))
+    rows = -(-len(words) // columns)
+    figure = _figure(2.4 * columns, 2.6 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).reshape(-1)
+    for ax in axes:
+        ax.axis("off")
+    for ax, word, row in zip(axes, words, weights):
+        ax.imshow(attention_overlay(picture, row, grid))
+        ax.set_title(word, fontsize=11)
+    figure.tight_layout(pad=1.0)
+    _save(figure, path)

@@ -21,8 +21,9 @@ import shutil
 import stat
 from pathlib import Path
 
-__all__ = ["TEMPORARY_NAME", "atomic_write", "atomic_write_text", "check_format", "hdf5_errors", "parse_json",
-           "read_bounded", "read_head", "read_json", "read_lines", "size_text", "staged_directory", "temporary_path"]
+__all__ = ["TEMPORARY_NAME", "atomic_write", "atomic_write_text", "check_format", "check_new_directory",
+           "hdf5_errors", "parse_json", "read_bounded", "read_head", "read_json", "read_lines", "size_text",
+           "staged_directory", "temporary_path"]
 
 # ".NAME.PID-XXXXXXXX.tmp": hidden, the writer's pid, 8 random hex digits.
 TEMPORARY_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
@@ -224,8 +225,11 @@ def atomic_write_text(path, text):
         f.write(text)
 
 
-def _is_empty_or_missing(directory):
-    return not directory.exists() or (directory.is_dir() and not any(directory.iterdir()))
+def check_new_directory(directory):
+    """FileExistsError unless ``directory`` is missing or an empty directory: checked before a long job writes it."""
+    directory = Path(directory)
+    if directory.exists() and not (directory.is_dir() and not any(directory.iterdir())):
+        raise FileExistsError(f"{directory}: already exists and is not an empty directory; choose a new one")
 
 
 @contextlib.contextmanager
@@ -236,8 +240,7 @@ def staged_directory(directory):
     the block runs). On any failure the temporary folder is removed and ``directory`` is left as it was.
     """
     directory = Path(directory)
-    if not _is_empty_or_missing(directory):
-        raise FileExistsError(f"{directory}: already exists and is not an empty directory; choose a new one")
+    check_new_directory(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_path(directory)
     staging.mkdir()

@@ -280,7 +280,10 @@ class TrainingSession:
                    "num_iterations": solver.num_iterations, "iterations_per_epoch": self.per_epoch,
                    "config": cfg.to_dict(),
                    "resumed_from": str(self.resumed_from) if self.resumed_from is not None else None})
-        short = short_run(solver.num_iterations, self.data["train_captions"].shape[0], cfg.batch_size)
+        # The rule is for models that start from scratch: fine-tuning from trained weights (--init-from, SCST) is
+        # often meant to be short.
+        short = None if cfg.init_from is not None else \
+            short_run(solver.num_iterations, self.data["train_captions"].shape[0], cfg.batch_size)
         if short is not None:
             self.emit({"event": "short_run", **short})
         interrupted = None

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from captionkit.cells import CellSizes
+from captionkit.attention import AttendedCell, get_attention
+from captionkit.cells import CellSizes, get_cell
 from captionkit.checks import integer
-from captionkit.conditioning import ImageProjection
+from captionkit.conditioning import GridProjection, ImageProjection
 
 __all__ = ["DTYPES", "ModelSpec", "SpecMismatch"]
 
@@ -39,7 +40,10 @@ class ModelSpec:
     """The architecture of a captioning model (immutable; two models with equal specs have equal shapes).
 
     ``feature_shape``: the shape of one image's features, ``(D,)`` or ``(L, D)``; ``dtype``: ``"float32"`` or
-    ``"float64"`` (a numpy dtype or type is accepted and stored by name). Raises ValueError naming the field.
+    ``"float64"`` (a numpy dtype or type is accepted and stored by name); ``attention``: the name of an attention
+    mechanism (:mod:`captionkit.attention`) the cell reads a grid through at every step, or None (a grid is then
+    pooled by its mean); ``attention_dim`` A, the mechanism's size (default: hidden_dim). Raises ValueError naming
+    the field.
     """
 
     cell_type: str
@@ -48,6 +52,8 @@ class ModelSpec:
     hidden_dim: int
     vocab_size: int
     dtype: str = "float32"
+    attention: str | None = None
+    attention_dim: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.cell_type, str) or not self.cell_type:
@@ -66,6 +72,17 @@ class ModelSpec:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         object.__setattr__(self, "dtype", dtype)
+        if self.attention is None:
+            if self.attention_dim is not None:
+                raise ValueError("attention_dim is given but attention is None")
+            return
+        if not isinstance(self.attention, str) or not self.attention:
+            raise ValueError(f"attention must be the name of an attention mechanism or None, got {self.attention!r}")
+        if len(shape) != 2:
+            raise ValueError(f"attention {self.attention!r} needs a grid of features, feature_shape (L, D), got "
+                             f"{shape}")
+        attention_dim = self.hidden_dim if self.attention_dim is None else self.attention_dim
+        object.__setattr__(self, "attention_dim", integer("attention_dim", attention_dim))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -78,18 +95,36 @@ class ModelSpec:
         """The numpy scalar type of the parameters (np.float32 or np.float64)."""
         return np.dtype(self.dtype).type
 
+    def conditioning(self, ops=None):
+        """The conditioning part of this spec's model (:mod:`captionkit.conditioning`) on the backend's ``ops``
+        (None: for its declaration only): a projection of the pooled vector, or of a grid's mean with the grid as
+        the context when the model attends."""
+        if len(self.feature_shape) == 1:
+            return ImageProjection(self.feature_dim, self.hidden_dim, ops)
+        return GridProjection(self.feature_dim, self.hidden_dim, ops, attends=self.attention is not None)
+
+    def build_cell(self, backend="numpy"):
+        """The model's cell: the registry's ``cell_type``, wrapped by the attention mechanism when there is one
+        (UnknownCellError / UnknownAttentionError name what is not registered)."""
+        cell = get_cell(self.cell_type)(backend=backend)
+        if self.attention is None:
+            return cell
+        return AttendedCell(cell, get_attention(self.attention)(), self.attention_dim)
+
     def parameter_shapes(self, cell):
         """``{name: shape}`` of every parameter of the model with ``cell`` (a Cell instance of this spec's
-        cell_type), in initialisation order, computed without allocating anything."""
-        D, W, H, V = self.feature_dim, self.wordvec_dim, self.hidden_dim, self.vocab_size
+        cell_type, as :meth:`build_cell` makes it), in initialisation order, computed without allocating."""
+        W, V = self.wordvec_dim, self.vocab_size
+        conditioning = self.conditioning()
         shapes = {"W_embed": (V, W)}
-        shapes.update({name: tuple(param.shape) for name, param in ImageProjection(D, H).parameters().items()})
-        cell_shapes = {name: tuple(param.shape) for name, param in cell.parameters_for(self.cell_sizes()).items()}
+        shapes.update({name: tuple(param.shape) for name, param in conditioning.parameters().items()})
+        sizes = self.cell_sizes(conditioning.context_dim)
+        cell_shapes = {name: tuple(param.shape) for name, param in cell.parameters_for(sizes).items()}
         clash = set(cell_shapes) & set(MODEL_PARAMS)
         if clash:
             raise ValueError(f"cell {cell.name!r} declares parameters that clash with the model's: {sorted(clash)}")
         shapes.update(cell_shapes)
-        shapes.update({"W_vocab": (H, V), "b_vocab": (V,)})
+        shapes.update({"W_vocab": (self.hidden_dim, V), "b_vocab": (V,)})
         return shapes
 
     def cell_sizes(self, context_dim=None):
@@ -97,12 +132,19 @@ class ModelSpec:
         per-step context width (None: no context)."""
         return CellSizes(self.wordvec_dim, self.hidden_dim, self.feature_dim, context_dim)
 
+    def plugins(self):
+        """The plugins this spec's model is made of, for messages: ``cell 'rnn'`` or ``cell 'rnn' and attention
+        'soft'``."""
+        return f"cell {self.cell_type!r}" + ("" if self.attention is None else f" and attention {self.attention!r}")
+
     def describe(self):
         """The spec in a sentence for messages: ``cell 'rnn' with input_dim=16, wordvec_dim=8, hidden_dim=12 and
         30 words`` (a grid spec names its feature_shape instead of input_dim)."""
         features = (f"input_dim={self.feature_dim}" if len(self.feature_shape) == 1
                     else f"feature_shape={self.feature_shape}")
-        return (f"cell {self.cell_type!r} with {features}, wordvec_dim={self.wordvec_dim}, "
+        attention = ("" if self.attention is None
+                     else f" and {self.attention!r} attention (attention_dim={self.attention_dim})")
+        return (f"cell {self.cell_type!r}{attention} with {features}, wordvec_dim={self.wordvec_dim}, "
                 f"hidden_dim={self.hidden_dim} and {self.vocab_size} words")
 
     # ------------------------------------------------------------------ the checkpoint record
@@ -113,6 +155,8 @@ class ModelSpec:
                 "hidden_dim": self.hidden_dim, "dtype": self.dtype}
         if len(self.feature_shape) > 1:
             meta["feature_shape"] = list(self.feature_shape)
+        if self.attention is not None:
+            meta.update(attention=self.attention, attention_dim=self.attention_dim)
         return meta
 
     @classmethod
@@ -133,9 +177,15 @@ class ModelSpec:
                 or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in shape)):
             raise ValueError(f"{where}: meta 'model.feature_shape' is {shape!r}, expected [D] or [L, D] with D the "
                              f"input_dim ({meta['input_dim']})")
+        attention, attention_dim = meta.get("attention"), meta.get("attention_dim")
+        if attention is not None and (not isinstance(attention, str) or not isinstance(attention_dim, int)
+                                      or isinstance(attention_dim, bool) or attention_dim < 1):
+            raise ValueError(f"{where}: meta 'model.attention' is {attention!r} with 'model.attention_dim' "
+                             f"{attention_dim!r}, expected a mechanism's name and an integer >= 1")
         try:
             return cls(cell_type=meta["cell_type"], feature_shape=tuple(shape), wordvec_dim=meta["wordvec_dim"],
-                       hidden_dim=meta["hidden_dim"], vocab_size=vocab_size, dtype=meta["dtype"])
+                       hidden_dim=meta["hidden_dim"], vocab_size=vocab_size, dtype=meta["dtype"],
+                       attention=attention, attention_dim=attention_dim)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
 
@@ -168,7 +218,9 @@ class ModelSpec:
                                        ("hidden_dim", self.hidden_dim, other.hidden_dim),
                                        ("dtype", self.dtype, other.dtype),
                                        ("input_dim", self.feature_dim, other.feature_dim),
-                                       ("feature_shape", self.feature_shape, other.feature_shape)):
+                                       ("feature_shape", self.feature_shape, other.feature_shape),
+                                       ("attention", self.attention, other.attention),
+                                       ("attention_dim", self.attention_dim, other.attention_dim)):
                 if mine != theirs:
                     raise SpecMismatch(f"{model} has {name}={mine!r}, but {wanted} needs {name}={theirs!r}",
                                        name, mine, theirs)

@@ -26,7 +26,8 @@ from captionkit.distributed import DistributedSolver, abort_on_error, local_worl
 from captionkit.loading import new_model
 from captionkit.options import RESUMABLE_OPTIONS, TrainConfig
 from captionkit.progress import ProgressDisplay
-from captionkit.runs import claim_run_dir, resolve_checkpoint
+from captionkit.runs import ConfigError, claim_run_dir, resolve_checkpoint
+from captionkit.scst import SelfCriticalSolver
 from captionkit.session import TrainingSession, TrainResult, follow_root
 from captionkit.solver import CaptioningSolver
 from captionkit.spec import ModelSpec
@@ -40,8 +41,13 @@ _STREAM_BATCHES, _STREAM_SUBSET = 1, 2
 
 def _run_spec(cfg, data):
     """The :class:`ModelSpec` a run of options ``cfg`` trains on ``data`` (its features' shape and vocabulary)."""
-    return ModelSpec(cell_type=cfg.cell, feature_shape=data["train_features"].shape[1:], wordvec_dim=cfg.wordvec_dim,
-                     hidden_dim=cfg.hidden_dim, vocab_size=len(data["idx_to_word"]), dtype=cfg.dtype)
+    feature_shape = data["train_features"].shape[1:]
+    if cfg.attention is not None and len(feature_shape) != 2:
+        raise ValueError(f"--attention {cfg.attention} reads a grid of image regions, but the dataset's features are "
+                         f"one vector of {feature_shape[-1]} values per image: train on a bundle of grid features")
+    return ModelSpec(cell_type=cfg.cell, feature_shape=feature_shape, wordvec_dim=cfg.wordvec_dim,
+                     hidden_dim=cfg.hidden_dim, vocab_size=len(data["idx_to_word"]), dtype=cfg.dtype,
+                     attention=cfg.attention, attention_dim=cfg.attention_dim)
 
 
 def _emitter(callback, progress):
@@ -122,12 +128,17 @@ def _train(job, config, out, resume, emit, handle_signals, options):
         resuming.check_fits(initial, spec, data["idx_to_word"],
                             f" (--init-from {cfg.init_from} starts from that model's weights: use its cell and sizes "
                             "and a dataset with its vocabulary)")
-    model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed)
-    solver = (DistributedSolver if job.comm is not None else CaptioningSolver)(
-        model, data, update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
-        batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
-        rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]),
-    )
+    model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed,
+                      attention_penalty=cfg.attention_penalty)
+    solver_args = dict(update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
+                       batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
+                       rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]))
+    if cfg.objective == "scst":
+        _check_scst(cfg, job)
+        solver = SelfCriticalSolver(model, data, samples=cfg.scst_samples, baseline=cfg.scst_baseline, seed=cfg.seed,
+                                    **solver_args)
+    else:
+        solver = (DistributedSolver if job.comm is not None else CaptioningSolver)(model, data, **solver_args)
     if checkpoint is not None:
         resuming.check_fits_plan(checkpoint, solver)
         model.params = {name: value.copy() for name, value in checkpoint.params.items()}
@@ -145,6 +156,14 @@ def _train(job, config, out, resume, emit, handle_signals, options):
     with lock:  # released on any exit; the OS releases it if the process is killed
         session = TrainingSession(cfg, bundle, data, model, solver, run, emit, resumed_from, checkpoint)
         return session.train(handle_signals)
+
+
+def _check_scst(cfg, job):
+    """ConfigError for SCST options that cannot go together (each option alone is checked by its table entry)."""
+    if job.comm is not None:
+        raise ConfigError("--objective scst runs in one process; it is not distributed yet")
+    if cfg.scst_baseline == "mean" and cfg.scst_samples < 2:
+        raise ConfigError(f"--scst-baseline mean needs --scst-samples of at least 2, got {cfg.scst_samples}")
 
 
 def _subset(data, max_train, seed):

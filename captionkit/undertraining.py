@@ -5,7 +5,8 @@ the default ten epochs are a few updates. Measured on the built-in dataset at th
 batch 100, hidden 256; `captionkit train --epochs 1 --eval-every 20`), the validation loss per caption falls from
 47 (guessing) to 27 after 20 updates, 12.7 after 100, 10.5 after 200 and 8.9 after 400: 200 updates make 96% of the
 first 400's fall (20 make 53%), and CIDEr-D reaches 2.26 of 400's 2.62. Below :data:`MIN_ITERATIONS` the run is
-named as short before it starts, with a batch size and a number of epochs that reach it.
+named as short before it starts, with a batch size and a number of epochs that reach it. The rule is for a model
+trained from scratch; a run that starts from trained weights (``--init-from``, SCST fine-tuning) is not judged by it.
 """
 __all__ = ["MIN_ITERATIONS", "short_run"]
 

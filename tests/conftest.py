@@ -1,4 +1,5 @@
-"""Shared fixtures: small datasets written in the COCO captioning bundle layout."""
+"""Fixtures and helpers of the whole suite (tests/README.md): small bundles in the assignment's layout, runs trained
+once per session, fake plugin distributions and the kernels' product paths."""
 import json
 import sys
 import textwrap
@@ -8,7 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-DATA_DIR = Path(__file__).parent / "data"
+from captionkit.bundle.layout import REQUIRED_SPLITS, bundle_paths, images_path
+
+# The suite is grouped in folders (unit/, integration/, cli/, docs/) below this one; paths are taken from here.
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+DATA_DIR = TESTS_DIR / "data"
 
 
 def real_vocab():
@@ -32,28 +38,39 @@ def make_captions(rng, num, vocab_size, max_len=17):
     return captions
 
 
+def bundle_files(directory, pca=True):
+    """The files of a bundle that :func:`write_bundle` writes, by role (``captions``, ``vocab``,
+    ``{split}_features``, ``{split}_urls``, ``{split}_images``): the assignment's names, taken from
+    captionkit/bundle/layout.py so that no test spells them out."""
+    paths = bundle_paths(directory, pca_features=pca, layout="cs231n")
+    for split in REQUIRED_SPLITS:
+        paths[f"{split}_images"] = images_path(directory, split, layout="cs231n")
+    return paths
+
+
 def write_bundle(directory, num_train_images=40, num_val_images=12, captions_per_image=2, feature_dim=512, seed=0,
                  vocab=None, pca=True):
-    """Write a small, valid bundle to ``directory`` and return its path.
+    """Write a small, valid bundle to ``directory`` (in the assignment's layout, the one its COCO bundle uses) and
+    return its path.
 
     Features are Gaussian (one row per image); captions come from :func:`make_captions`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    files = bundle_files(directory, pca=pca)
     rng = np.random.RandomState(seed)
     vocab = real_vocab() if vocab is None else vocab
     V = len(vocab["idx_to_word"])
-    suffix = "_pca" if pca else ""
-    with h5py.File(directory / "coco2014_captions.h5", "w") as f:
+    with h5py.File(files["captions"], "w") as f:
         for split, num_images in (("train", num_train_images), ("val", num_val_images)):
             f[f"{split}_captions"] = make_captions(rng, num_images * captions_per_image, V)
             f[f"{split}_image_idxs"] = np.repeat(np.arange(num_images, dtype=np.int32), captions_per_image)
     for split, num_images in (("train", num_train_images), ("val", num_val_images)):
-        with h5py.File(directory / f"{split}2014_vgg16_fc7{suffix}.h5", "w") as f:
+        with h5py.File(files[f"{split}_features"], "w") as f:
             f["features"] = rng.randn(num_images, feature_dim).astype(np.float32)
-        with open(directory / f"{split}2014_urls.txt", "w", encoding="utf-8") as f:
+        with open(files[f"{split}_urls"], "w", encoding="utf-8") as f:
             f.writelines(f"http://example.org/{split}/{i}.jpg\n" for i in range(num_images))
-    with open(directory / "coco2014_vocab.json", "w", encoding="utf-8") as f:
+    with open(files["vocab"], "w", encoding="utf-8") as f:
         json.dump(vocab, f)
     return directory
 
@@ -139,3 +156,72 @@ def overfit_losses(tmp_path, cell_type, lr_decay, seeds=(231, 1, 2)):
         first.append(float(solver.loss_history[0]))
         final.append(float(solver.loss_history[-1]))
     return first, final
+
+
+BAD_PLUGIN_MODULE = """
+from captionkit.cells import ParamSpec
+from captionkit.cells.rnn import RNNCell
+
+
+class DeclaresWrongShapes(RNNCell):
+    name = "badshape"
+
+    def parameters(self, wordvec_dim, hidden_dim):
+        return {"Wx": ParamSpec((hidden_dim, wordvec_dim), wordvec_dim), "Wh": ParamSpec((hidden_dim, hidden_dim)),
+                "b": ParamSpec((hidden_dim,))}
+
+
+class ReturnsWrongShapes(RNNCell):
+    name = "badgrad"
+
+    def backward(self, dh, cache):
+        dx, dh0, grads = super().backward(dh, cache)
+        return dx, dh0, dict(grads, Wx=grads["Wx"].T)
+"""
+
+
+def install_bad_plugins(root):
+    """Four fake distributions, each broken in its own way, beside whatever is really installed."""
+    make_distribution(root, "ck-bad-import", "0.1", {"badimport": "ck_fake_bad_import:Cell"},
+                      {"ck_fake_bad_import": "raise RuntimeError('plugin exploded at import')\n"})
+    make_distribution(root, "ck-bad-target", "0.2", {"badtarget": "ck_fake_bad_cells:NoSuchCell"},
+                      {"ck_fake_bad_cells": BAD_PLUGIN_MODULE})
+    make_distribution(root, "ck-bad-shape", "0.3", {"badshape": "ck_fake_bad_cells:DeclaresWrongShapes"})
+    make_distribution(root, "ck-bad-grad", "0.4", {"badgrad": "ck_fake_bad_cells:ReturnsWrongShapes"})
+
+
+# Runs trained once per session and shared read-only (a test that changes a run copies it first).
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A tiny bundle and a finished run on it (2 epochs of 6 iterations): (root, bundle, run)."""
+    from captionkit import train
+    from training_helpers import TINY, tiny_bundle
+
+    root = tmp_path_factory.mktemp("reliability")
+    bundle = tiny_bundle(root / "bundle")
+    train(data=str(bundle), out=root / "run", handle_signals=False, **TINY)
+    return root, bundle, root / "run"
+
+
+@pytest.fixture(scope="session")
+def learnable(tmp_path_factory):
+    """A bundle whose captions follow from the features (training_helpers.learnable_bundle)."""
+    from training_helpers import learnable_bundle
+
+    return learnable_bundle(tmp_path_factory.mktemp("learnable") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def three_runs(tmp_path_factory, learnable):
+    """Three runs differing in hidden size and learning rate, validated every 3 iterations."""
+    from captionkit import train
+    from training_helpers import TINY
+
+    root = tmp_path_factory.mktemp("three")
+    runs = []
+    for k, (hidden, lr) in enumerate(((12, 1e-2), (16, 1e-2), (12, 3e-2))):
+        out = root / f"run{k}"
+        train(data=str(learnable), out=out, progress=False, handle_signals=False,
+              **{**TINY, "hidden_dim": hidden, "lr": lr, "epochs": 6, "eval_every": 3})
+        runs.append(out)
+    return runs

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under ``mpiexec -n K``: train a tiny model with DistributedSolver.
+"""Run by tests/integration/test_distributed.py under ``mpiexec -n K``: train a tiny model with DistributedSolver.
 
 Every rank saves its final parameters and loss history to ``OUT_DIR/rank<r>.npz``. ``--fail-rank R --fail-at I``
 makes rank R fail at iteration I, by raising (``--fail-mode raise``) or by killing itself (``--fail-mode kill``);
@@ -15,7 +15,7 @@ from captionkit.data import load_coco_data
 from captionkit.distributed import DistributedSolver, abort_on_error, world
 from captionkit.model import CaptioningRNN
 
-# Shared with the single-process reference in tests/test_distributed.py.
+# Shared with the single-process reference in tests/integration/test_distributed.py.
 MODEL_OPTIONS = {"wordvec_dim": 16, "hidden_dim": 24, "cell_type": "rnn", "seed": 3}
 SOLVER_OPTIONS = {
     "update_rule": "adam",

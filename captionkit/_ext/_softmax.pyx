@@ -26,16 +26,19 @@ cdef Py_ssize_t _counted_targets(const int64_t[::1] y, const uint8_t[::1] mask, 
 
 
 def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b,
-                        const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t batch):
-    """h (R, H) rows of hidden states, W (H, V), b (V,), y (R,) targets in [0, V), mask (R,) 0/1, batch N.
+                        const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t batch,
+                        const floating[::1] weight):
+    """h (R, H) rows of hidden states, W (H, V), b (V,), y (R,) targets in [0, V), mask (R,) 0/1, batch N,
+    weight (R,) each row's factor (ones for plain cross-entropy; self-critical training's advantages).
 
-    Returns (loss, dh (R, H), dW (H, V), db (V,)) for loss = sum over rows with mask of -log softmax(h W + b)[y],
-    divided by batch (the caller's N, as layers.temporal_softmax_loss divides by N rather than by R).
+    Returns (loss, dh (R, H), dW (H, V), db (V,)) for loss = sum over rows with mask of
+    -weight * log softmax(h W + b)[y], divided by batch (the caller's N, as layers.temporal_softmax_loss divides by
+    N rather than by R).
     """
     cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
     cdef Py_ssize_t r, i
     if R < 1 or H < 1 or V < 1 or batch < 1 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
-            or mask.shape[0] != R:
+            or mask.shape[0] != R or weight.shape[0] != R:
         raise ValueError("affine_softmax_loss: inconsistent or empty shapes")
     cdef Py_ssize_t kept = _counted_targets(y, mask, V, "affine_softmax_loss")
     dtype = np.float32 if floating is float else np.float64
@@ -75,7 +78,7 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
                 memcpy(&packed[i, 0], &h[rows[i], 0], row_bytes)
         matmul(False, False, kept, V, H, &hk[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for i in range(kept):
-            loss += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], scale)
+            loss += weight[rows[i]] * softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], scale * weight[rows[i]])
             add(&db[0], &scores[i, 0], V)
         matmul(True, False, H, V, kept, &hk[0, 0], H, &scores[0, 0], V, False, &dW[0, 0], V)
         matmul(False, True, kept, H, V, &scores[0, 0], V, &W[0, 0], V, False, &dpacked[0, 0], H)

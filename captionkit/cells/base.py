@@ -134,6 +134,13 @@ class Cell(abc.ABC):
         """Recurrent state at t=0 from the projected image features h0 (N, H); by default just ``(h0,)``."""
         return (h0,)
 
+    def decoding_inputs(self, h0, context, params):
+        """What decoding's steps start from: (the state before the first word, the context :meth:`run_step`
+        reads). By default :meth:`initial_state` and the conditioning's context as it is; a cell that prepares its
+        context once per caption (an attention's projected regions) or starts further state from it overrides
+        this."""
+        return self.initial_state(h0), context
+
     @abc.abstractmethod
     def forward(self, x, h0, params):
         """Run the cell over a sequence: x (N, T, W), h0 (N, H) -> h (N, T, H), cache for :meth:`backward`."""

@@ -1,5 +1,6 @@
 """`captionkit caption`: captions for one's own pictures from a trained run."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -7,10 +8,14 @@ import click
 
 from captionkit.captioning import DEFAULT_MAX_LENGTH, caption_images
 from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
-from captionkit.cli.params import FiniteFloat
-from captionkit.images import read_image
+from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
+from captionkit.cli.terminal import quoted
+from captionkit.images import ImageFileError, find_images, thumbnail
 from captionkit.plotting import plot_caption_grid
 from captionkit.safeio import atomic_write_text
+
+GRID_LIMIT = 64  # pictures drawn in a --grid
+GRID_SIDE = 256  # pixels a side a picture is shrunk to for the grid
 
 _STAGES = {"encoding": "encoding pictures", "captions": "generating captions"}
 
@@ -27,6 +32,18 @@ def _progress():
     return show
 
 
+def _refuse_overwriting_inputs(outputs, files):
+    """A usage error when an output file (``--out``, ``--grid``) is one of the input pictures, by any name (the same
+    path, a symlink or a hard link to it): writing it would destroy the picture."""
+    for option, output in outputs.items():
+        if output is None or not output.exists():
+            continue
+        for path in files:
+            if os.path.samefile(output, path):
+                raise click.UsageError(f"{option} {quoted(output)} is one of the input pictures ({quoted(path)}); "
+                                       "choose another file name")
+
+
 @click.command("caption")
 @click.argument("run", type=click.Path(), metavar="RUN")
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
@@ -40,17 +57,21 @@ def _progress():
 @click.option("--out", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.json", help="Also write the captions as a JSON list of {image, caption}.")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="FILE.png", help="Also draw the pictures with their captions into a PNG grid (first 64).")
+              metavar="FILE.png",
+              help=f"Also draw the pictures with their captions into a PNG grid (first {GRID_LIMIT}).")
 @click.option("--skip-unreadable", is_flag=True,
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
-def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable):
+@max_picture_pixels_option
+def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable,
+            max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
     RUN is a run directory written by `captionkit train` (its best checkpoint: --checkpoint) or one of its checkpoint
     files. The pictures go through the image encoder the run was trained with (recorded in RUN/encoder.json), so
     they get the same kind of features as its training pictures; a run without one is refused with the reason.
     Directories are walked for image files (.jpg, .png, ...); files named explicitly are read whatever their suffix.
+    Names are printed with control characters escaped (as `ls -b` does), so each picture stays on one line.
 
     \b
     Examples:
@@ -58,26 +79,33 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
       captionkit caption runs/rnn-20260101-120000 holiday/ --beam 3 --out captions.json --grid captions.png
     """
     loaded = []  # the checkpoint is named once the pictures are read, so that a failure is its one line alone
-    results = caption_images(run, images, beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
-                             progress=_progress(), skip_unreadable=skip_unreadable, checkpoint=checkpoint,
-                             loaded=loaded.append)
+    try:
+        files = find_images(images)
+        _refuse_overwriting_inputs({"--out": json_path, "--grid": grid_path}, files)
+        results = caption_images(run, files, beam_size=beam_size, max_length=max_length,
+                                 length_penalty=length_penalty, progress=_progress(),
+                                 skip_unreadable=skip_unreadable, max_pixels=max_pixels, checkpoint=checkpoint,
+                                 loaded=loaded.append)
+    except ImageFileError as exc:
+        raise click.ClickException(quoted(exc)) from None
     say_checkpoint(loaded[0])
     captioned = [entry for entry in results if entry["caption"] is not None]
     for entry in results:
         if entry["caption"] is None:
-            click.echo(f"skipped {entry['error']}", err=True)
+            click.echo(f"skipped {quoted(entry['error'])}", err=True)
         else:
-            click.echo(f"{entry['image']}\t{entry['caption']}")
+            click.echo(f"{quoted(entry['image'])}\t{entry['caption']}")
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        click.echo(f"wrote {json_path}", err=True)
+        click.echo(f"wrote {quoted(json_path)}", err=True)
     if len(captioned) < len(results):
         click.echo(f"skipped {len(results) - len(captioned)} of {len(results)} pictures that could not be read",
                    err=True)
     if not captioned:
         raise click.ClickException("none of the pictures could be read")
     if grid_path is not None:
-        shown = captioned[:64]
-        plot_caption_grid([read_image(e["image"]) for e in shown], [e["caption"] for e in shown], None, grid_path)
-        click.echo(f"wrote {grid_path}" + (f" (the first 64 of {len(captioned)} pictures)" if len(captioned) > 64 else ""),
-                   err=True)
+        shown = captioned[:GRID_LIMIT]
+        pictures = [thumbnail(entry["image"], GRID_SIDE, max_pixels) for entry in shown]
+        plot_caption_grid(pictures, [entry["caption"] for entry in shown], None, grid_path)
+        more = f" (the first {GRID_LIMIT} of {len(captioned)} pictures)" if len(captioned) > GRID_LIMIT else ""
+        click.echo(f"wrote {quoted(grid_path)}{more}", err=True)

@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from captionkit import synthetic
-from captionkit.cli.params import FiniteFloat
+from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
 from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
 from captionkit.encoders.registry import make_encoder, parse_options
 from captionkit.fetch import BUNDLES, DEFAULT_DEADLINE, FetchError, FetchInterrupted, fetch_bundle, parse_size
@@ -163,8 +163,9 @@ def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
 @click.option("--allow-outside-images", is_flag=True,
               help="Import pictures whose names are absolute or lead out of --images (.., symbolic links); refused "
                    "by default, so a downloaded caption file cannot pull other files into the bundle.")
+@max_picture_pixels_option
 def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_options, min_count, max_words, pca_dim,
-                   skip_missing, seed, allow_outside_images):
+                   skip_missing, seed, allow_outside_images, max_pixels):
     """Make a dataset bundle in OUT from pictures and their captions, for `captionkit train --data OUT`.
 
     The captions come from a Karpathy split file (--karpathy; its train/val/test splits, restval as train) or a
@@ -196,7 +197,8 @@ def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_optio
     try:
         report = import_dataset(out, karpathy or table, encoder, images_dir=images_dir, min_count=min_count,
                                 max_words=max_words, pca_dim=pca_dim, skip_missing=skip_missing, seed=seed,
-                                progress=progress, allow_outside_images=allow_outside_images)
+                                progress=progress, allow_outside_images=allow_outside_images,
+                                max_pixels=max_pixels)
     finally:
         for bar in bars.values():
             bar.__exit__(None, None, None)

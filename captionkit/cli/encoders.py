@@ -14,6 +14,9 @@ def encoders():
     uses one, and `captionkit caption` uses the one a run was trained with. `shapes` and `onnx` are built in;
     plugins add more through the entry-point group `captionkit.encoders` (plugins/captionkit-torchvision:
     resnet50, vgg16). Listing imports each plugin once; CAPTIONKIT_DISABLE_PLUGIN_AUTOLOAD=1 ignores plugins.
+
+    `onnx:PATH` is recorded with PATH resolved to an absolute path, so that `captionkit caption` finds the model from
+    any working directory; the model's file and its external-data files are identified by their SHA-256.
     """
     infos = encoder_info()
     header = ("encoder", "distribution", "version", "output", "loads", "what it is")

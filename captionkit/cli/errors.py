@@ -1,8 +1,9 @@
 """One place where every command's failures become a one-line message and a non-zero exit, not a traceback.
 
 The ``captionkit`` group uses :class:`CaptionkitGroup`: an exception escaping any subcommand is printed as
-``Error: <message>`` on stderr with exit status 1. ``captionkit --debug ...`` (or ``CAPTIONKIT_DEBUG=1``) lets the
-exception through with its traceback instead.
+``Error: <message>`` on stderr with exit status 1; running out of memory is the machine's limit, not a bug, and says
+what was being allocated when the code that ran out named it. ``captionkit --debug ...`` (or ``CAPTIONKIT_DEBUG=1``)
+lets the exception through with its traceback instead.
 """
 import os
 import sys
@@ -21,7 +22,11 @@ _EXPECTED = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError)
 class _CommandFailed(click.ClickException):
     def __init__(self, exc):
         message = str(exc) or type(exc).__name__
-        if not isinstance(exc, _EXPECTED):
+        if isinstance(exc, MemoryError):
+            # captionkit's own allocations for users' data (pictures, features) name themselves in the message.
+            detail = str(exc) or "the allocation that failed did not say what it was for"
+            message = f"out of memory: {detail}"
+        elif not isinstance(exc, _EXPECTED):
             message = (f"unexpected {type(exc).__name__}: {message} (this is a bug in captionkit; rerun with "
                        "`captionkit --debug ...` and report the traceback)")
         super().__init__(message)

@@ -3,7 +3,9 @@ import math
 
 import click
 
-__all__ = ["FiniteFloat"]
+from captionkit.images import MAX_PICTURE_PIXELS, PILLOW_HARD_LIMIT
+
+__all__ = ["FiniteFloat", "max_picture_pixels_option"]
 
 
 class FiniteFloat(click.FloatRange):
@@ -20,3 +22,12 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{number} is not a finite number.", param, ctx)
         return number
+
+
+def max_picture_pixels_option(function):
+    """``--max-picture-pixels N``: the largest picture (width x height) read, checked before it is decoded."""
+    return click.option(
+        "--max-picture-pixels", "max_pixels", type=click.IntRange(1, PILLOW_HARD_LIMIT), default=MAX_PICTURE_PIXELS,
+        show_default=True, metavar="N",
+        help=f"Refuse pictures of more pixels (width x height) than this, before decoding them; at most "
+             f"{PILLOW_HARD_LIMIT} (Pillow's own limit).")(function)

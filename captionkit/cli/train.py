@@ -41,6 +41,8 @@ def _click_option(option):
         kind = click.IntRange(min=option.minimum, max=option.maximum)
     elif option.kind == "choice":
         kind = click.Choice(list(option.choices))
+    elif option.kind == "float" and option.minimum is not None:
+        kind = FiniteFloat(minimum=option.minimum)
     else:
         kind = _CLICK_TYPES[option.kind]
     return click.option(option.flag, type=kind, default=option.default, show_default=option.default is not None,

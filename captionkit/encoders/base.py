@@ -25,7 +25,11 @@ class Encoder:
     - ``argument``: how the text after ``NAME:`` reads in help (``"PATH[:OUTPUT]"``), None when it takes none;
     - ``option_help``: ``{option: help}`` of the ``KEY=VALUE`` options it accepts;
     - ``batch_size``: pictures per :meth:`encode` call;
-    - ``summary``: one line for ``captionkit encoders``.
+    - ``summary``: one line for ``captionkit encoders``;
+    - ``decode_size``: (height, width) the smallest picture :meth:`encode` needs, so that a JPEG file is decoded
+      at a reduced scale (None: at full size);
+
+    and may override :meth:`reduce`, which shrinks each picture as soon as it is read from its file.
     """
 
     output_dim = None
@@ -33,6 +37,7 @@ class Encoder:
     option_help = {}
     batch_size = 64
     summary = ""
+    decode_size = None
 
     def __init__(self, argument=None, options=None):
         options = dict(options or {})
@@ -66,6 +71,11 @@ class Encoder:
     def encode(self, images):
         """Feature vectors (len(images), dim) float32 of ``images``, a sequence of (H, W, 3) uint8 arrays."""
         raise NotImplementedError
+
+    def reduce(self, image):
+        """``image`` brought to the size :meth:`encode` brings it to, with the same features; picture files are
+        reduced one by one as they are read, so that a batch holds model-sized pictures only. Default: unchanged."""
+        return image
 
     def identity(self):
         """JSON-able facts that two encoders giving the same features share (a weights file's digest, an input

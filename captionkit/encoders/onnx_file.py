@@ -16,7 +16,15 @@ What the model needs is read from the file where it can be, and given as options
   averaged over its spatial positions (global average pooling).
 
 The model is run once on a blank picture when the encoder is built, so a size it cannot take fails at once, with
-the file named, before any picture is encoded.
+the file named, before any picture is encoded. Sizes are bounded before anything is allocated for them: an input
+side of at most :data:`MAX_SIDE` pixels, one run's input tensor of at most :data:`MAX_BATCH_BYTES` (a model taking
+any batch gets fewer pictures per run when they are large; a fixed batch over it is refused), and an output the
+model declares at most :data:`MAX_FEATURE_WIDTH` values wide (:data:`MAX_OUTPUT_VALUES` values per picture for a
+feature map).
+
+The encoder's identity is the SHA-256 of the .onnx file and of every external-data file its tensors name
+(weights kept beside the model, as models over 2 GB must be), so rewriting either is noticed. onnxruntime refuses
+external data outside the model's folder (from 1.24.1, the floor of the ``onnx`` extra).
 """
 import hashlib
 import importlib.util
@@ -28,11 +36,16 @@ import numpy as np
 from captionkit.encoders.base import Encoder, EncoderError
 from captionkit.images import crop_to, resize
 
-__all__ = ["OnnxEncoder"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_FEATURE_WIDTH", "MAX_OUTPUT_VALUES", "MAX_SIDE", "OnnxEncoder",
+           "external_data_locations"]
 
 _PIXEL_RANGES = {"NominalRange_0_255": (0.0, 255.0), "Normalized_0_1": (0.0, 1.0), "Normalized_1_1": (-1.0, 1.0)}
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 _DYNAMIC_BATCH = 32
+MAX_SIDE = 4096  # pixels a side of the model's input: ImageNet models take 224 to 600
+MAX_BATCH_BYTES = 256 << 20  # one run's input tensor
+MAX_FEATURE_WIDTH = 65536  # values per picture a model may output: ResNet-50 gives 2048, VGG-16's fc7 4096
+MAX_OUTPUT_VALUES = 1 << 24  # values per picture of a 4-D feature map before it is averaged (64 MB as float32)
 
 
 def _sha256(path):
@@ -65,6 +78,69 @@ def _size(text):
     if min(size) < 1:
         raise EncoderError(f"option size must be HEIGHT or HEIGHTxWIDTH in pixels, got {text!r}")
     return size
+
+
+# ------------------------------------------------------------------ external data, read from the protobuf wire format
+# Field numbers of onnx.proto that lead to tensors: each message kind maps a field to the kind of message it holds.
+_MESSAGE_FIELDS = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse_tensor"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse_tensor", 23: "sparse_tensor"},
+    "sparse_tensor": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+}
+_EXTERNAL_LOCATION_KEY = b"location"
+
+
+def _varint(data, position):
+    value = shift = 0
+    while True:
+        if position >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _fields(data):
+    """(field number, bytes) of each length-delimited field of the protobuf message ``data``; other kinds skipped."""
+    position = 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        kind = key & 7
+        if kind == 0:
+            _, position = _varint(data, position)
+        elif kind == 1:
+            position += 8
+        elif kind == 5:
+            position += 4
+        elif kind == 2:
+            length, position = _varint(data, position)
+            yield key >> 3, data[position:position + length]
+            position += length
+        else:
+            raise ValueError(f"wire type {kind}")
+
+
+def external_data_locations(model_bytes):
+    """The external-data file names (``location``) the tensors of the ONNX model ``model_bytes`` name, sorted;
+    ValueError when the bytes are not a protobuf message."""
+    locations, pending = set(), [("model", memoryview(model_bytes))]
+    while pending:
+        kind, data = pending.pop()
+        if kind == "entry":  # StringStringEntryProto: key 1, value 2
+            entry = dict(_fields(data))
+            if bytes(entry.get(1, b"")) == _EXTERNAL_LOCATION_KEY:
+                locations.add(bytes(entry.get(2, b"")).decode("utf-8", "replace"))
+            continue
+        children = _MESSAGE_FIELDS[kind]
+        pending.extend((children[number], value) for number, value in _fields(data) if number in children)
+    return sorted(locations)
 
 
 def _choice(options, key, choices, default):
@@ -106,11 +182,32 @@ class OnnxEncoder(Encoder):
             self.session = onnxruntime.InferenceSession(str(self.path), settings, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...) for bad files
             raise EncoderError(f"{self.path}: not an ONNX model onnxruntime can load ({_first_line(exc)})") from None
+        # Recorded resolved, so that a run captions from any working directory.
+        self.argument_value = str(self.path) if self.output is None else f"{self.path}:{self.output}"
         self.sha256 = _sha256(self.path)
+        self.external_data = self._external_data_digests()
         metadata = self.session.get_modelmeta().custom_metadata_map
         self._configure_input(metadata)
         self._configure_output()
         self._dim = self._run(np.zeros((1, *self.size, 3), dtype=np.uint8)).shape[1]
+        if self._dim > MAX_FEATURE_WIDTH:
+            raise EncoderError(f"{self.path}: output {self.output!r} gives {self._dim} values a picture, more than "
+                               f"the {MAX_FEATURE_WIDTH} captionkit takes")
+
+    def _external_data_digests(self):
+        """{location: SHA-256} of the external-data files the model names (onnxruntime has checked that each is
+        inside the model's folder as it loaded them)."""
+        try:
+            locations = external_data_locations(self.path.read_bytes())
+        except (ValueError, KeyError) as exc:
+            raise EncoderError(f"{self.path}: cannot read the model's external-data names ({exc})") from None
+        digests = {}
+        for location in locations:
+            data_file = self.path.parent / location
+            if not data_file.is_file():
+                raise EncoderError(f"{self.path}: its external data {location!r} is not a file beside it")
+            digests[location] = _sha256(data_file)
+        return digests
 
     # ------------------------------------------------------------------ configuration
     def _split_argument(self, argument):
@@ -151,6 +248,7 @@ class OnnxEncoder(Encoder):
             raise EncoderError(f"{where}: input {image_input.name!r} has shape {shape}, expected 4 dimensions "
                                "(batch, channels, height, width or batch, height, width, channels)")
         self.input_name, self.input_type = image_input.name, image_input.type
+        item_bytes = np.dtype(_FLOAT_TYPES.get(self.input_type, np.uint8)).itemsize
         self.layout = self._layout(shape, where)
         spatial = shape[2:4] if self.layout == "nchw" else shape[1:3]
         fixed = tuple(spatial) if all(isinstance(d, int) and d > 0 for d in spatial) else None
@@ -165,9 +263,17 @@ class OnnxEncoder(Encoder):
         else:
             raise EncoderError(f"{where}: input {image_input.name!r} takes pictures of any size ({shape}); give "
                                "one with --encoder-option size=HEIGHT[xWIDTH]")
+        if max(self.size) > MAX_SIDE:
+            raise EncoderError(f"{where}: input {image_input.name!r} would take pictures of {self.size[0]}x"
+                               f"{self.size[1]}, more than the {MAX_SIDE} pixels a side captionkit allows")
+        picture_bytes = self.size[0] * self.size[1] * 3 * item_bytes
         batch = shape[0]
-        self.batch_size = batch if isinstance(batch, int) and batch > 0 else _DYNAMIC_BATCH
         self.fixed_batch = isinstance(batch, int) and batch > 0
+        if self.fixed_batch and batch * picture_bytes > MAX_BATCH_BYTES:
+            raise EncoderError(f"{where}: input {image_input.name!r} takes batches of {batch} pictures of "
+                               f"{self.size[0]}x{self.size[1]}: {batch * picture_bytes / 2**20:,.0f} MiB a run, more "
+                               f"than the {MAX_BATCH_BYTES >> 20} MiB captionkit allows")
+        self.batch_size = batch if self.fixed_batch else max(1, min(_DYNAMIC_BATCH, MAX_BATCH_BYTES // picture_bytes))
         self.resize_mode = _choice(self.options, "resize", ("crop", "stretch"), "crop")
         nominal = metadata.get("Image.NominalPixelRange")
         default_range = ",".join(map(str, _PIXEL_RANGES.get(nominal, (0.0, 1.0))))
@@ -199,12 +305,30 @@ class OnnxEncoder(Encoder):
             self.output = names[0]
         elif self.output not in names:
             raise EncoderError(f"{self.path}: no output named {self.output!r} (outputs: {_describe_args(outputs)})")
+        # What the model declares is checked before the probe run allocates it.
+        shape = list(outputs[names.index(self.output)].shape)
+        known = [d for d in shape[1:] if isinstance(d, int) and d > 0]
+        feature_axis = {2: 1, 4: 1 if self.layout == "nchw" else 3}.get(len(shape))
+        width = None if feature_axis is None else shape[feature_axis]
+        if isinstance(width, int) and width > MAX_FEATURE_WIDTH:
+            raise EncoderError(f"{self.path}: output {self.output!r} ({shape}) is {width} values wide, more than the "
+                               f"{MAX_FEATURE_WIDTH} captionkit takes")
+        if int(np.prod(known, dtype=np.float64)) > MAX_OUTPUT_VALUES:
+            raise EncoderError(f"{self.path}: output {self.output!r} ({shape}) has more than the "
+                               f"{MAX_OUTPUT_VALUES:,} values a picture captionkit takes")
 
     # ------------------------------------------------------------------ running
-    def _prepare(self, images):
+    @property
+    def decode_size(self):
+        return self.size
+
+    def reduce(self, image):
         height, width = self.size
         fit = crop_to if self.resize_mode == "crop" else resize
-        pixels = np.stack([fit(image, height, width) for image in images])
+        return fit(image, height, width)
+
+    def _prepare(self, images):
+        pixels = np.stack([self.reduce(image) for image in images])
         if self.channels == "bgr":
             pixels = pixels[..., ::-1]
         if self.input_type == "tensor(uint8)":
@@ -252,9 +376,12 @@ class OnnxEncoder(Encoder):
                                for k in range(0, len(images), self.batch_size)])
 
     def identity(self):
-        return {"sha256": self.sha256, "input": self.input_name, "output": self.output, "size": list(self.size),
-                "layout": self.layout, "resize": self.resize_mode, "range": list(self.pixel_range),
-                "mean": list(self.mean), "std": list(self.std), "channels": self.channels}
+        identity = {"sha256": self.sha256, "input": self.input_name, "output": self.output, "size": list(self.size),
+                    "layout": self.layout, "resize": self.resize_mode, "range": list(self.pixel_range),
+                    "mean": list(self.mean), "std": list(self.std), "channels": self.channels}
+        if self.external_data:  # only then: the records of models without external data stay as they were
+            identity["external_data"] = self.external_data
+        return identity
 
     def describe(self):
         height, width = self.size

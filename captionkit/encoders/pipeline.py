@@ -18,7 +18,7 @@ from captionkit.bundle.reader import BundleError, checked_dataset
 from captionkit.encoders.base import EncoderError, check_features
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
-from captionkit.images import ImageFileError, read_image
+from captionkit.images import MAX_PICTURE_PIXELS, ImageFileError, read_image
 from captionkit.safeio import atomic_write, hdf5_errors, read_bounded
 
 __all__ = ["EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_files"]
@@ -26,13 +26,17 @@ __all__ = ["EncoderRecord", "FeaturePipeline", "Pca", "copy_record", "encode_fil
 MAX_PCA_BYTES = 2**30  # a PCA of 2048 features to 2048 values, float64, is 32 MiB: copied whole into each run
 
 
-def encode_files(encoder, paths, progress=None, skip_unreadable=False):
+def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS):
     """Features (len(paths), dim) float32 of the picture files ``paths``, read and encoded in batches.
 
-    ``progress(done, total)`` after each batch. A missing or unreadable file raises ImageFileError naming it; with
-    ``skip_unreadable`` it is reported instead: returns ``(features, skipped)`` where ``skipped`` lists
-    ``(index, message)`` and those rows are NaN. Without it, returns the features alone.
+    Each picture is reduced by the encoder (:meth:`Encoder.reduce`) as soon as it is read, so a batch's memory is
+    that of model-sized pictures plus the one being decoded; a picture declaring more than ``max_pixels`` pixels is
+    refused as unreadable. ``progress(done, total)`` after each batch. A missing or unreadable file raises
+    ImageFileError naming it; with ``skip_unreadable`` it is reported instead: returns ``(features, skipped)``
+    where ``skipped`` lists ``(index, message)`` and those rows are NaN. Without it, returns the features alone.
     """
+    # Any object with batch_size, dim and encode will do; an Encoder's reduce and decode_size are used when there.
+    reduce, decode_size = getattr(encoder, "reduce", None), getattr(encoder, "decode_size", None)
     total = len(paths)
     features = np.empty((total, encoder.dim), dtype=np.float32)
     skipped = []
@@ -40,7 +44,8 @@ def encode_files(encoder, paths, progress=None, skip_unreadable=False):
         pictures, rows = [], []
         for row in range(start, min(start + encoder.batch_size, total)):
             try:
-                pictures.append(read_image(paths[row]))
+                picture = read_image(paths[row], decode_size, max_pixels)
+                pictures.append(picture if reduce is None else reduce(picture))
             except ImageFileError as exc:
                 if not skip_unreadable:
                     raise
@@ -146,10 +151,10 @@ class FeaturePipeline:
     def dim(self):
         return self.record.feature_dim
 
-    def encode_files(self, paths, progress=None, skip_unreadable=False):
+    def encode_files(self, paths, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS):
         """Features (len(paths), dim) float32 of picture files, as the recorded bundle's were made; with
         ``skip_unreadable``, ``(features, skipped)`` as :func:`encode_files` returns them (skipped rows NaN)."""
-        encoded = encode_files(self.encoder, paths, progress, skip_unreadable)
+        encoded = encode_files(self.encoder, paths, progress, skip_unreadable, max_pixels)
         features, skipped = encoded if skip_unreadable else (encoded, None)
         if self.pca is not None:
             features = self.pca.transform(features)

@@ -21,9 +21,13 @@ class ShapesEncoder(Encoder):
     output_dim = FEATURE_DIM
     batch_size = 256
     summary = "the built-in dataset's weight-free features of coloured shapes (pictures resized to 64x64)"
+    decode_size = (SIZE, SIZE)
 
     def encode(self, images):
-        return extract_features(np.stack([resize(image, SIZE, SIZE) for image in images]))
+        return extract_features(np.stack([self.reduce(image) for image in images]))
+
+    def reduce(self, image):
+        return resize(image, SIZE, SIZE)
 
     def identity(self):
         return {"features_version": FEATURES_VERSION}

@@ -57,6 +57,7 @@ from captionkit.kernels._optim import adam_update, adam_update_many
 from captionkit.kernels._output import (
     affine_argmax,
     affine_log_softmax_topk,
+    affine_sample,
     temporal_softmax_affine_loss,
     temporal_softmax_affine_nll,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "affine_backward",
     "affine_forward",
     "affine_log_softmax_topk",
+    "affine_sample",
     "blas",
     "blas_threads",
     "capsule_problem",

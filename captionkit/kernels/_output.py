@@ -1,6 +1,8 @@
 """The output layer in C: the fused softmax loss and per-caption log-likelihood of training and scoring, and the
 decoding steps (greedy argmax, beam search's top k) that never return the (N, V) scores."""
-from captionkit.checks import integer
+import numpy as np
+
+from captionkit.checks import integer, number
 from captionkit.kernels._built import _require_built, is_available
 from captionkit.kernels._checks import _check_size, _expect_shape, _float_array, _ids, _mask
 from captionkit.kernels._layers import _affine_args
@@ -14,7 +16,7 @@ __all__ = ["affine_argmax", "affine_log_softmax_topk", "temporal_softmax_affine_
 # ---------------------------------------------------------------------- training and scoring
 
 
-def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None, row_weights=None):
     """The output layer of a captioning model, forward and backward in one call.
 
     h (N, T, H) hidden states, w (H, V), b (V,), y (N, T) integer targets in [0, V), mask (N, T) bool ->
@@ -23,13 +25,26 @@ def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None):
     then :func:`captionkit.layers.temporal_affine_backward`, computed for the unmasked positions only and without
     a second (N, T, V) array for the gradient of the scores. ``batch`` (default N) replaces N as the divisor, for
     h that is a shard of a larger batch: the shards' losses and gradients then add up to the whole batch's.
+    ``row_weights`` (N,) finite reals (default ones) multiply each caption's loss and gradients.
     """
     _require_built()
     h, w, b, targets, flat_mask = _output_layer_args(h, w, b, y, mask)
     N, T, H = h.shape
     batch = N if batch is None else integer("batch", batch)
-    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch)
+    weights = np.ones(N, dtype=h.dtype) if row_weights is None else _row_weights(row_weights, N, h.dtype)
+    loss, dh, dw, db = _softmax.affine_softmax_loss(h.reshape(N * T, H), w, b, targets, flat_mask, batch,
+                                                    np.repeat(weights, T))
     return loss, dh.reshape(N, T, H), dw, db
+
+
+def _row_weights(row_weights, rows, dtype):
+    """``row_weights`` as a contiguous (rows,) array of ``dtype``; ValueError naming it when its shape is not
+    (rows,) or a value is not finite."""
+    weights = np.asarray(row_weights)
+    if weights.shape != (rows,) or not np.issubdtype(weights.dtype, np.number) or not np.isfinite(weights).all():
+        raise ValueError(f"row_weights must be {rows} finite numbers, one per caption (shape ({rows},)), got "
+                         f"shape {weights.shape} and dtype {weights.dtype}")
+    return np.ascontiguousarray(weights, dtype=dtype)
 
 
 def _output_layer_args(h, w, b, y, mask):
@@ -84,3 +99,26 @@ def affine_log_softmax_topk(h, w, b, k):
     h, w, b = _decode_args(h, w, b)
     k = integer("k", k, maximum=w.shape[1])
     return _decode.affine_log_softmax_topk(h, w, b, k)
+
+
+def affine_sample(h, w, b, uniforms, temperature=1.0):
+    """Random sampling's next word: h (N, H), w (H, V), b (V,), uniforms (N,) in [0, 1), temperature > 0 ->
+    (ids (N,) int64, log-probabilities (N,) float64 of those words under the tempered softmax).
+
+    Row n takes the first word whose cumulative probability ``softmax((h[n] @ w + b) / temperature)`` exceeds
+    ``uniforms[n]`` (inverse transform sampling), as :func:`captionkit.layers.affine_sample` does.
+    """
+    _require_built()
+    h, w, b = _decode_args(h, w, b)
+    uniforms = _uniforms(uniforms, h.shape[0])
+    temperature = number("temperature", temperature, above=True)
+    return _decode.affine_sample(h, w, b, uniforms, temperature)
+
+
+def _uniforms(uniforms, rows):
+    values = np.asarray(uniforms)
+    if values.shape != (rows,) or not np.issubdtype(values.dtype, np.floating) \
+            or not ((values >= 0) & (values < 1)).all():
+        raise ValueError(f"uniforms must be {rows} floats in [0, 1), one per row of h, got shape {values.shape} and "
+                         f"dtype {values.dtype}")
+    return np.ascontiguousarray(values, dtype=np.float64)

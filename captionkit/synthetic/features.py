@@ -226,7 +226,8 @@ def _orientation_grid(images):
 def _describe_batch(images):
     maps, owners = colour_maps(images)
     per_channel = np.zeros((len(images) * NUM_CHANNELS, CHANNEL_RAW_DIM))  # an empty map describes to zeros
-    per_channel[owners] = _channel_descriptors(maps, owners, len(images))
+    if len(maps):  # a batch of blank pictures has no colour maps at all: every descriptor stays zero
+        per_channel[owners] = _channel_descriptors(maps, owners, len(images))
     orientations = _orientation_grid(images).reshape(len(images), -1)
     return np.concatenate([per_channel.reshape(len(images), -1), orientations], axis=-1).astype(np.float32)
 

@@ -29,6 +29,8 @@ __all__ = ["CheckResult", "ConformanceError", "ConformanceReport", "check_cell",
 # Sizes of the checks: N minibatch, T steps, W word-vector size, H hidden size (W != H so that transposed shapes
 # cannot pass), D image-feature size, and the vocabulary of the model check (with <NULL> so masking is exercised).
 N, T, W, H, D = 2, 3, 4, 5, 6
+# A gated cell is also checked reading a grid of L regions through soft attention of size A.
+L, A = 3, 4
 VOCAB = {"<NULL>": 0, "<START>": 1, "<END>": 2, "cat": 3, "dog": 4}
 
 # Limits. With gradient_error below, correct cells measure about 1e-8 (sequence) and 5e-7 (model) on these sizes,
@@ -328,6 +330,55 @@ def _model_gradients(cell_type, cell, seed):
     return _summarise_gradients(errors, MODEL_GRAD_LIMIT)
 
 
+def _check_attention_gradients(cell_type):
+    def check(cell, seed):
+        return _attention_gradients(cell_type, cell, seed)
+
+    return check
+
+
+def _attention_gradients(cell_type, cell, seed):
+    """The model's loss (with the doubly stochastic penalty) over a grid, with ``cell`` reading it through soft
+    attention: its gradients against finite differences, as :func:`_model_gradients` checks the pooled model."""
+    from captionkit.model import CaptioningRNN
+
+    model = CaptioningRNN(VOCAB, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type, dtype=np.float64,
+                          backend="numpy", seed=seed, regions=L, attention="soft", attention_dim=A)
+    model.cell.inner = cell
+    rng = np.random.RandomState(seed + 2)
+    model.params = {k: 0.5 * rng.standard_normal(v.shape) for k, v in model.params.items()}
+    features = rng.standard_normal((N, L, D))
+    captions = rng.randint(len(VOCAB), size=(N, T + 1))
+    captions[:, 0] = VOCAB["<START>"]
+    loss, grads = model.loss(features, captions)
+    if not np.isfinite(loss):
+        raise _CheckFailed(f"attention model loss is {loss}")
+    errors = {name: gradient_error(eval_numerical_gradient(lambda _: model.loss(features, captions)[0],
+                                                           model.params[name], verbose=False, h=1e-5), grads[name])
+              for name in sorted(model.params)}
+    return _summarise_gradients(errors, MODEL_GRAD_LIMIT)
+
+
+def _check_attention_step(cell, seed):
+    """Decoding's attention step, fed the training inputs word by word, gives the forward's h and weights."""
+    from captionkit.attention import AttendedCell, SoftAttention
+
+    attended = AttendedCell(cell, SoftAttention(), A)
+    rng = np.random.RandomState(seed + 3)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape)
+              for k, v in attended.init_params_for(CellSizes(W, H, D, D), rng).items()}
+    x, h0, V = rng.standard_normal((N, T, W)), rng.standard_normal((N, H)), rng.standard_normal((N, L, D))
+    h, cache = attended.run_forward(x, h0, params, V)
+    state, context = attended.decoding_inputs(h0, V, params)
+    for t in range(T):
+        state = attended.run_step(x[:, t], state, params, context, np.arange(N))
+        error = max(_scale_error(state[0], h[:, t]), _scale_error(state[-1], attended.attention_weights(cache)[:, t]))
+        if error > FLOAT64_MATCH_LIMIT:
+            raise _CheckFailed(f"attention step {t} differs from the forward by {error:.1e} (limit "
+                               f"{FLOAT64_MATCH_LIMIT:.0e})")
+    return f"{T} steps agree"
+
+
 def _summarise_gradients(errors, limit):
     worst = max(errors, key=errors.get)
     bad = {k: v for k, v in errors.items() if v > limit}
@@ -430,8 +481,9 @@ def _check_rejects_wrong_shapes(cell, seed):
     return f"forward rejects bad x, h0 and each of {len(params)} parameters; step rejects bad x"
 
 
-def _checks(cell_type, compiled_path):
-    """The checks of one path of a cell; ``compiled_path``: the cell runs compiled (vs its numpy reference)."""
+def _checks(cell_type, compiled_path, attention=False):
+    """The checks of one path of a cell; ``compiled_path``: the cell runs compiled (vs its numpy reference);
+    ``attention``: also check it reading a grid through soft attention (gated cells, on their numpy path)."""
     checks = [
         ("declares parameters", _check_declaration),
         ("parameters for the model's sizes", _check_model_sizes),
@@ -447,6 +499,9 @@ def _checks(cell_type, compiled_path):
     ]
     if compiled_path:
         checks.insert(8, ("compiled matches numpy", _check_matches_numpy))
+    if attention:
+        checks += [("attention step matches forward float64", _check_attention_step),
+                   ("attention model gradients float64", _check_attention_gradients(cell_type))]
     return checks
 
 
@@ -506,7 +561,7 @@ def run_checks(cell_type, backends=None, seed=0):
         except Exception as exc:  # plugin code may raise anything
             report.results.append(CheckResult("instantiates", label, False, f"{type(exc).__name__}: {exc}"))
             continue
-        checks = _checks(cell_type, compiled_path)
+        checks = _checks(cell_type, compiled_path, attention=issubclass(cls, GatedCell) and label == "numpy")
         # The compiled model runs every cell in shards on threads: a compiled path, or a cell with no other path.
         if compiled_path or not cls.compiled:
             checks.append(("shards on threads match the numpy model", _check_shards(cell_type)))

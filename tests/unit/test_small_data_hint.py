@@ -69,6 +69,13 @@ def test_a_run_of_the_minimum_gets_no_hint(tmp_path):
     assert "short_run" not in [event["event"] for event in events]
 
 
+def test_a_run_from_trained_weights_gets_no_hint(tmp_path):
+    first = events_of(tmp_path / "first")
+    assert "short_run" in [event["event"] for event in first]
+    again = events_of(tmp_path / "again", init_from=str(tmp_path / "first" / "run"))  # as short, but fine-tuning
+    assert "start" in [event["event"] for event in again] and "short_run" not in [e["event"] for e in again]
+
+
 def test_the_progress_display_prints_it_as_a_note():
     stream = io.StringIO()
     ProgressDisplay(stream)({"event": "short_run", "message": "Only 20 iterations planned."})

@@ -12,9 +12,13 @@ as PIL images, the way torchvision's reference evaluation (and the weights' publ
 torch and torchvision are imported only when an encoder is built, so that listing encoders stays quick and this
 module imports without them. The weights live where torchvision's loader keeps them, torch.hub's cache
 (:func:`weights_directory`); a missing file is downloaded once, and when that fails (offline) the encoder stops
-with one line naming the file, its URL and the folder to put it in (:func:`missing_weights_message`).
+with one line naming the file, its URL and the folder to put it in (:func:`missing_weights_message`). torch.hub
+checks a file's hash only as it downloads it, so a file already in the cache is checked here
+(:func:`weights_digest`: its SHA-256 must begin with the hex digits in its name, torch.hub's naming) and the
+digest is part of the encoder's identity.
 ``weights=none`` builds the network with seeded random weights instead: for tests and offline smoke runs.
 """
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -32,6 +36,7 @@ __all__ = [
     "missing_weights_message",
     "torch_hub_dir",
     "unreadable_weights_message",
+    "weights_digest",
     "weights_directory",
 ]
 
@@ -39,6 +44,8 @@ REQUIRED = ("torch", "torchvision")
 MIN_TORCHVISION = (0, 16)  # load_state_dict_from_url(weights_only=...) in the matching torch 2.1; the weights API
 REASON_LIMIT = 200  # characters of a failure's reason kept in a one-line message
 WEIGHT_CHOICES = ("imagenet", "none")
+# torch.hub's file names carry a prefix of the file's SHA-256: resnet50-11ad3fa6.pth
+_NAMED_DIGEST = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 
 
 # ---------------------------------------------------------------------------------------------- where weights live
@@ -82,6 +89,26 @@ def unreadable_weights_message(arch, file_name, url, directory, reason):
     path = Path(directory) / file_name
     return (f"encoder {arch}: the weights file {path} cannot be used ({_one_line(reason)}); delete it to have it "
             f"downloaded again, or replace it with {url}")
+
+
+def weights_digest(path):
+    """The SHA-256 (hex) of the weights file ``path``, checked against the digest prefix its name carries
+    (``NAME-<8 or more hex digits>.EXT``); EncoderError naming the file when the name carries none or the file's
+    digest does not begin with it."""
+    path = Path(path)
+    match = _NAMED_DIGEST.search(path.name)
+    if match is None:
+        raise EncoderError(f"{path}: the weights file's name carries no SHA-256 prefix (NAME-<hex digits>.pth)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    found = digest.hexdigest()
+    if not found.startswith(match.group(1)):
+        raise EncoderError(f"{path}: the file's SHA-256 is {found[:len(match.group(1))]}..., not the "
+                           f"{match.group(1)} its name says: it is not the published weights; delete it to have "
+                           "it downloaded again")
+    return found
 
 
 def _requirements_problem():
@@ -176,6 +203,9 @@ class _TorchvisionEncoder(Encoder):
 
     def _load_weights(self, torch, model):
         directory = weights_directory()
+        cached = directory / self.file_name
+        # A file already there is not checked by torch.hub: check it before it is loaded.
+        self.weights_sha256 = weights_digest(cached) if cached.is_file() else None
         try:
             state = torch.hub.load_state_dict_from_url(self.url, model_dir=str(directory), map_location="cpu",
                                                        progress=True, check_hash=True, weights_only=True)
@@ -186,6 +216,8 @@ class _TorchvisionEncoder(Encoder):
             else:  # offline, unreachable, a failed hash check (torch deletes the download then), no write access
                 message = missing_weights_message(self.arch, self.file_name, self.url, directory, exc)
             raise EncoderError(message) from None
+        if self.weights_sha256 is None:  # downloaded just now, its hash checked by torch.hub
+            self.weights_sha256 = weights_digest(cached)
 
     def _cut(self, torch, model):
         """Make ``model``'s output the features (in place)."""
@@ -214,7 +246,7 @@ class _TorchvisionEncoder(Encoder):
             # Random weights from a seed may also change with torch's random generators: record its version too.
             return {"weights": "none", "seed": self.seed, "torchvision": self.torchvision_version,
                     "torch": self.torch_version}
-        return {"weights": self.file_name, "torchvision": self.torchvision_version}
+        return {"weights": self.file_name, "sha256": self.weights_sha256, "torchvision": self.torchvision_version}
 
     def describe(self):
         t = self.transform

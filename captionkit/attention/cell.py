@@ -1,0 +1,169 @@
+"""AttendedCell: any gated cell reading, at every step, a glimpse of the image that an attention mechanism chose.
+
+The wrapped cell's step becomes (Xu et al. 2015, with the cell's own pointwise part unchanged)::
+
+    g_t, alpha_t = mechanism(h_{t-1}, V)                    g (N, D), alpha (N, L)
+    a_t = x_t Wx + b + g_t att_Wz                           (N, G*H): the input pre-activations, plus the glimpse
+    u_t = h_{t-1} Wh                                        (N, G*H)
+    state_t = cell.pointwise_forward(a_t (+ u_t), ...)
+
+h0 comes from the model's conditioning (the mean of V, projected); the cell's further state arrays (an LSTM's c)
+start from the same mean through their own projections att_W_init{s}, att_b_init{s}. This module is the numpy
+reference, written step by step; a gated cell's ``pointwise_forward``/``pointwise_backward`` are called as the
+engine calls them.
+
+Shapes: N rows, T steps, W word-vector size, H hidden size, G gate blocks, S state arrays, L regions, D feature
+size, A attention size.
+"""
+import numpy as np
+
+from captionkit.attention.base import AttentionSizes
+from captionkit.cells.base import Cell, ParamSpec
+from captionkit.cells.gated import GatedCell
+
+__all__ = ["AttendedCell"]
+
+
+class AttendedCell(Cell):
+    """``inner`` (a :class:`GatedCell` instance) with ``mechanism`` (an AttentionMechanism instance) of attention size
+    ``attention_dim``. Its context is the grid V (N, L, D); its decoding state is the inner cell's state followed by
+    the last step's attention weights (N, L), so beam search reorders the weights with their hypotheses."""
+
+    reads_context = True
+    compiled = False  # the numpy reference; the inner cell's backend is not used
+
+    def __init__(self, inner, mechanism, attention_dim, backend="numpy"):
+        if not isinstance(inner, GatedCell):
+            raise ValueError(f"attention wraps gated cells (captionkit.cells.GatedCell); cell {inner.name!r} is a "
+                             f"{type(inner).__name__}")
+        self.inner, self.mechanism, self.attention_dim = inner, mechanism, int(attention_dim)
+        self.name = f"{inner.name}+{mechanism.name}"
+        super().__init__("numpy")
+
+    # ------------------------------------------------------------------ parameters
+    def _attention_sizes(self, sizes):
+        if sizes.context_dim is None:
+            raise ValueError(f"cell {self.name!r} reads a grid of image features; the model gives it no context")
+        return AttentionSizes(sizes.context_dim, sizes.hidden_dim, self.attention_dim)
+
+    def parameters(self, wordvec_dim, hidden_dim):
+        raise TypeError(f"cell {self.name!r}'s parameters depend on the feature size: use parameters_for(sizes)")
+
+    def parameters_for(self, sizes):
+        D, H, G = sizes.context_dim, sizes.hidden_dim, self.inner.gates
+        params = dict(self.inner.parameters(sizes.wordvec_dim, H))
+        params.update(self.mechanism.parameters(self._attention_sizes(sizes)))
+        params["att_Wz"] = ParamSpec((D, G * H), fan_in=D)
+        for s in range(1, self.inner.states):
+            params[f"att_W_init{s}"] = ParamSpec((D, H), fan_in=D)
+            params[f"att_b_init{s}"] = ParamSpec((H,))
+        return params
+
+    def step_blocks(self, sizes):
+        return self.inner.step_blocks(sizes)
+
+    # ------------------------------------------------------------------ one step, shared by forward and step
+    def _step(self, x_part, prev, V, keys, params):
+        """x_part (N, G*H) = x_t Wx + b, prev the state tuple -> (next state, alpha (N, L), saved)."""
+        h_prev = prev[0]
+        g, alpha, attention_saved = self.mechanism.forward(h_prev, V, keys, params)
+        a = x_part + g @ params["att_Wz"]
+        u = h_prev @ params["Wh"]
+        if self.inner.summed:
+            state, pointwise_saved = self.inner.pointwise_forward(a + u, None, prev)
+        else:
+            state, pointwise_saved = self.inner.pointwise_forward(a, u, prev)
+        return tuple(state), alpha, (h_prev, g, attention_saved, pointwise_saved)
+
+    def _first_state(self, h0, V, params):
+        mean = V.mean(axis=1)
+        return (h0,) + tuple(mean @ params[f"att_W_init{s}"] + params[f"att_b_init{s}"]
+                             for s in range(1, self.inner.states))
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x, h0, params, context):
+        """x (N, T, W), h0 (N, H), context V (N, L, D) -> h (N, T, H), cache (alphas in
+        :meth:`attention_weights`)."""
+        V = np.asarray(context)
+        keys, prepare_cache = self.mechanism.prepare(V, params)
+        x_parts = x @ params["Wx"] + params["b"]
+        state = self._first_state(h0, V, params)
+        N, T = x.shape[:2]
+        h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0))
+        alphas = np.empty((N, T, V.shape[1]), dtype=h.dtype)
+        steps = []
+        for t in range(T):
+            state, alphas[:, t], saved = self._step(x_parts[:, t], state, V, keys, params)
+            h[:, t] = state[0]
+            steps.append(saved)
+        # params is the cell's own dict (the model passes only those), so backward's gradients are its keys.
+        return h, (x, V, params, keys, prepare_cache, steps, alphas)
+
+    @staticmethod
+    def attention_weights(cache):
+        """alpha (N, T, L) of a forward pass, from its cache."""
+        return cache[-1]
+
+    def run_backward(self, dh, cache, dalphas=None):
+        """:meth:`Cell.run_backward` with ``dalphas`` (N, T, L), the gradient of a penalty on the weights (None:
+        none) -> dx, dh0, dcontext (N, L, D), grads."""
+        dx, dh0, grads, dV = self.backward(dh, cache, dalphas)
+        return dx, dh0, dV, grads
+
+    def backward(self, dh, cache, dalphas=None):
+        """Backward of :meth:`forward` -> dx (N, T, W), dh0 (N, H), grads, dcontext (N, L, D)."""
+        x, V, params, keys, prepare_cache, steps, alphas = cache
+        if dalphas is None:
+            dalphas = np.zeros_like(alphas)
+        grads = {name: np.zeros_like(value) for name, value in params.items()}
+        N, T = x.shape[:2]
+        dx_parts = np.empty(x.shape[:2] + (params["Wx"].shape[1],), dtype=dh.dtype)
+        dV, dkeys = np.zeros_like(V, dtype=dh.dtype), np.zeros(np.shape(keys), dtype=dh.dtype)
+        dstate = [np.zeros_like(dh[:, 0])] + [np.zeros_like(dh[:, 0]) for _ in range(1, self.inner.states)]
+        for t in reversed(range(T)):
+            h_prev, g, attention_saved, pointwise_saved = steps[t]
+            dnext = (dh[:, t] + dstate[0],) + tuple(dstate[1:])
+            da, du, dprev = self.inner.pointwise_backward(dnext, pointwise_saved)
+            du = da if self.inner.summed else du
+            dx_parts[:, t] = da
+            grads["Wh"] += h_prev.T @ du
+            grads["att_Wz"] += g.T @ da
+            dh_att, dV_t, dkeys_t, step_grads = self.mechanism.backward(da @ params["att_Wz"].T, dalphas[:, t],
+                                                                        attention_saved)
+            for name, value in step_grads.items():
+                grads[name] += value
+            dV += dV_t
+            dkeys += dkeys_t
+            dstate = [du @ params["Wh"].T + dh_att] + [np.zeros_like(dh_att) for _ in range(1, self.inner.states)]
+            for s, d in enumerate(dprev):
+                if d is not None:
+                    dstate[s] = dstate[s] + d
+        mean = V.mean(axis=1)
+        for s in range(1, self.inner.states):
+            grads[f"att_W_init{s}"] = mean.T @ dstate[s]
+            grads[f"att_b_init{s}"] = dstate[s].sum(axis=0)
+            dV += (dstate[s] @ params[f"att_W_init{s}"].T)[:, None, :] / V.shape[1]
+        dV_prepare, prepare_grads = self.mechanism.prepare_backward(dkeys, prepare_cache)
+        dV += dV_prepare
+        grads.update(prepare_grads)
+        flat_x, flat_dparts = x.reshape(N * T, -1), dx_parts.reshape(N * T, -1)
+        grads["Wx"] = flat_x.T @ flat_dparts
+        grads["b"] = flat_dparts.sum(axis=0)
+        dx = dx_parts @ params["Wx"].T
+        return dx, dstate[0], grads, dV
+
+    # ------------------------------------------------------------------ decoding
+    def decoding_inputs(self, h0, context, params):
+        """(the state before the first word: the inner cell's, then zero weights (N, L); the context the steps
+        read: V and the mechanism's keys, computed once)."""
+        V = np.asarray(context)
+        keys, _ = self.mechanism.prepare(V, params)
+        return self._first_state(h0, V, params) + (np.zeros(V.shape[:2], dtype=h0.dtype),), (V, keys)
+
+    def step(self, x, state, params, context, images):
+        """x (M, W), state (the inner state then the weights), context (V, keys) of every image, images (M,) ->
+        the next state, its last element this step's weights alpha (M, L)."""
+        V, keys = context
+        x_part = x @ params["Wx"] + params["b"]
+        next_state, alpha, _ = self._step(x_part, state[:-1], V[images], keys[images], params)
+        return next_state + (alpha,)

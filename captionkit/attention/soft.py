@@ -1,0 +1,82 @@
+"""Soft attention with a gate ("Show, Attend and Tell", Xu et al. 2015, as its common PyTorch tutorial writes it).
+
+Per step, with the regions V (N, L, D) and the previous hidden state h (N, H)::
+
+    keys  = V Ua                                   (N, L, A)   once per sequence
+    q     = h Wa + ba                              (N, A)
+    s     = tanh(keys + q[:, None, :])             (N, L, A)
+    e     = s wa                                   (N, L)      a score per region
+    alpha = softmax over L of e                    (N, L)
+    z     = sum_l alpha[:, l, None] V[:, l]        (N, D)      the attended features
+    beta  = sigmoid(h Wbeta + bbeta)               (N, D)      a gate: how much of z to read at this step
+    g     = beta * z                               (N, D)
+
+The gate is D wide, as in the tutorial (Xu et al. write a scalar); the cell adds ``g Wz`` to its input
+pre-activations.
+"""
+import numpy as np
+
+from captionkit.attention.base import AttentionMechanism
+from captionkit.cells.base import ParamSpec
+
+__all__ = ["SoftAttention"]
+
+
+def _sigmoid(x):
+    # Written on |x| so neither branch overflows: exp(-|x|) is at most 1.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class SoftAttention(AttentionMechanism):
+    """Additive soft attention with a sigmoid gate on the glimpse. Parameters: att_Ua (D, A), att_Wa (H, A),
+    att_ba (A,), att_wa (A,), att_Wbeta (H, D), att_bbeta (D,)."""
+
+    name = "soft"
+
+    def parameters(self, sizes):
+        D, H, A = sizes.feature_dim, sizes.hidden_dim, sizes.attention_dim
+        return {
+            "att_Ua": ParamSpec((D, A), fan_in=D),
+            "att_Wa": ParamSpec((H, A), fan_in=H),
+            "att_ba": ParamSpec((A,)),
+            "att_wa": ParamSpec((A,), fan_in=A),
+            "att_Wbeta": ParamSpec((H, D), fan_in=H),
+            "att_bbeta": ParamSpec((D,)),
+        }
+
+    def prepare(self, V, params):
+        return V @ params["att_Ua"], (V, params["att_Ua"])
+
+    def prepare_backward(self, dkeys, cache):
+        V, Ua = cache
+        N, L, D = V.shape
+        return dkeys @ Ua.T, {"att_Ua": V.reshape(N * L, D).T @ dkeys.reshape(N * L, -1)}
+
+    def forward(self, h, V, keys, params):
+        q = h @ params["att_Wa"] + params["att_ba"]                      # (N, A)
+        s = np.tanh(keys + q[:, None, :])                                # (N, L, A)
+        e = s @ params["att_wa"]                                         # (N, L)
+        e = np.exp(e - e.max(axis=1, keepdims=True))
+        alpha = e / e.sum(axis=1, keepdims=True)                         # (N, L)
+        z = np.einsum("nl,nld->nd", alpha, V)                            # (N, D)
+        beta = _sigmoid(h @ params["att_Wbeta"] + params["att_bbeta"])   # (N, D)
+        saved = (h, V, s, alpha, z, beta, params)
+        return beta * z, alpha, saved
+
+    def backward(self, dg, dalpha, saved):
+        h, V, s, alpha, z, beta, params = saved
+        dz = dg * beta                                                   # (N, D)
+        dbeta_in = dg * z * beta * (1.0 - beta)                          # through the sigmoid
+        dalpha = dalpha + np.einsum("nd,nld->nl", dz, V)                 # z = sum_l alpha_l V_l
+        dV = alpha[:, :, None] * dz[:, None, :]                          # (N, L, D)
+        de = alpha * (dalpha - (alpha * dalpha).sum(axis=1, keepdims=True))  # softmax backward
+        grads = {"att_wa": np.einsum("nl,nla->a", de, s)}
+        ds = de[:, :, None] * params["att_wa"] * (1.0 - s**2)            # (N, L, A), through tanh
+        dq = ds.sum(axis=1)                                              # (N, A)
+        grads["att_Wa"] = h.T @ dq
+        grads["att_ba"] = dq.sum(axis=0)
+        grads["att_Wbeta"] = h.T @ dbeta_in
+        grads["att_bbeta"] = dbeta_in.sum(axis=0)
+        dh = dq @ params["att_Wa"].T + dbeta_in @ params["att_Wbeta"].T
+        return dh, dV, ds, grads
