@@ -9,11 +9,13 @@ from pathlib import Path
 from captionkit.layout import ENCODER_FILE
 from captionkit.encoders.base import EncoderError
 from captionkit.encoders.pipeline import FeaturePipeline
+from captionkit.decoding import greedy_attention
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, caption_text, generate_captions
 from captionkit.images import MAX_PICTURE_PIXELS, find_images
 from captionkit.loading import load_model
 from captionkit.runs import resolve_checkpoint, run_dir_of
 from captionkit.spec import SpecMismatch
+from captionkit.vocabulary import END, NULL, START
 
 __all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
 
@@ -51,7 +53,7 @@ def load_captioner(run, checkpoint=None):
 
 def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
                    batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS,
-                   checkpoint=None, loaded=None):
+                   return_attention=False, checkpoint=None, loaded=None):
     """One caption for each picture file in ``paths`` (directories are walked for image files).
 
     ``run_dir``: a run directory written by ``captionkit train`` or one of its checkpoint files; ``checkpoint``
@@ -62,7 +64,11 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
     missing or unreadable file, and the errors of :func:`load_captioner`. With ``skip_unreadable``, such a file is
     kept in the list as ``{"image", "caption": None, "error": message}`` and the others are captioned. A picture
     of more than ``max_pixels`` pixels counts as unreadable (:func:`captionkit.images.read_image`).
+    ``return_attention`` (an attention model, greedy decoding): each captioned entry also has ``words``, the
+    caption's words, and ``attention``, an array (len(words), L) of where the model looked for each.
     """
+    if return_attention and beam_size != 1:
+        raise ValueError("attention weights come from greedy decoding: use beam_size=1 with return_attention")
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = find_images(paths)
@@ -76,8 +82,35 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
         features, skipped = pipeline.encode_files(files, encoding, max_pixels=max_pixels), []
     errors = dict(skipped)
     readable = [row for row in range(len(files)) if row not in errors]
-    ids = generate_captions(model, features[readable], max_length, beam_size=beam_size,
-                            length_penalty=length_penalty, batch_size=batch_size, progress=progress)
-    captions = dict(zip(readable, (caption_text(row, model.idx_to_word) for row in ids)))
-    return [{"image": str(path), "caption": captions[row]} if row in captions else
+    if return_attention:
+        entries = _attended_captions(model, features[readable], max_length, batch_size, progress)
+    else:
+        ids = generate_captions(model, features[readable], max_length, beam_size=beam_size,
+                                length_penalty=length_penalty, batch_size=batch_size, progress=progress)
+        entries = [{"caption": caption_text(row, model.idx_to_word)} for row in ids]
+    captioned = dict(zip(readable, entries))
+    return [{"image": str(path), **captioned[row]} if row in captioned else
             {"image": str(path), "caption": None, "error": errors[row]} for row, path in enumerate(files)]
+
+
+def _attended_captions(model, features, max_length, batch_size, progress):
+    """[{caption, words, attention (len(words), L)}] of greedy decoding with its weights, batch by batch."""
+    if model.spec.attention is None:
+        raise ValueError(f"the run's model ({model.spec.describe()}) has no attention, so no attention maps")
+    skipped = {model.word_to_idx.get(token) for token in (NULL, START)}
+    end = model.word_to_idx.get(END)
+    entries = []
+    for start in range(0, features.shape[0], batch_size):
+        ids, weights = greedy_attention(model, features[start:start + batch_size], max_length)
+        for row_ids, row_weights in zip(ids, weights):
+            steps = []
+            for t, idx in enumerate(row_ids):
+                if idx == end:
+                    break
+                if idx not in skipped:
+                    steps.append(t)
+            words = [model.idx_to_word[int(row_ids[t])] for t in steps]
+            entries.append({"caption": " ".join(words), "words": words, "attention": row_weights[steps]})
+        if progress is not None:
+            progress("captions", min(start + batch_size, features.shape[0]), features.shape[0])
+    return entries

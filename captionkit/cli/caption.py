@@ -1,5 +1,6 @@
 """`captionkit caption`: captions for one's own pictures from a trained run."""
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
 from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
 from captionkit.cli.terminal import quoted
 from captionkit.images import ImageFileError, find_images, thumbnail
-from captionkit.plotting import plot_caption_grid
+from captionkit.plotting import plot_attention_maps, plot_caption_grid
 from captionkit.safeio import atomic_write_text
 
 GRID_LIMIT = 64  # pictures drawn in a --grid
@@ -59,12 +60,16 @@ def _refuse_overwriting_inputs(outputs, files):
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.png",
               help=f"Also draw the pictures with their captions into a PNG grid (first {GRID_LIMIT}).")
+@click.option("--attention-maps", "maps_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE.png",
+              help="Draw where an attention model looked for each word of the caption of one picture (greedy "
+                   "decoding): a panel per word, the picture lit under that word's attention.")
 @click.option("--skip-unreadable", is_flag=True,
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
 @max_picture_pixels_option
-def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, skip_unreadable,
-            max_pixels):
+def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, maps_path,
+            skip_unreadable, max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
     RUN is a run directory written by `captionkit train` (its best checkpoint: --checkpoint) or one of its checkpoint
@@ -77,14 +82,19 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
     Examples:
       captionkit caption runs/rnn-20260101-120000 photo.jpg
       captionkit caption runs/rnn-20260101-120000 holiday/ --beam 3 --out captions.json --grid captions.png
+      captionkit caption runs/lstm-soft-20260101-120000 photo.jpg --attention-maps photo-attention.png
     """
     loaded = []  # the checkpoint is named once the pictures are read, so that a failure is its one line alone
     try:
         files = find_images(images)
-        _refuse_overwriting_inputs({"--out": json_path, "--grid": grid_path}, files)
+        _refuse_overwriting_inputs({"--out": json_path, "--grid": grid_path, "--attention-maps": maps_path}, files)
+        if maps_path is not None and (len(files) != 1 or beam_size != 1):
+            raise click.UsageError("--attention-maps draws the greedy caption of one picture: give one picture and "
+                                   "no --beam")
         results = caption_images(run, files, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty, progress=_progress(),
-                                 skip_unreadable=skip_unreadable, max_pixels=max_pixels, checkpoint=checkpoint,
+                                 skip_unreadable=skip_unreadable, max_pixels=max_pixels,
+                                 return_attention=maps_path is not None, checkpoint=checkpoint,
                                  loaded=loaded.append)
     except ImageFileError as exc:
         raise click.ClickException(quoted(exc)) from None
@@ -96,7 +106,8 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
         else:
             click.echo(f"{quoted(entry['image'])}\t{entry['caption']}")
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        listed = [{k: v for k, v in entry.items() if k not in ("words", "attention")} for entry in results]
+        atomic_write_text(json_path, json.dumps(listed, indent=2, ensure_ascii=False) + "\n")
         click.echo(f"wrote {quoted(json_path)}", err=True)
     if len(captioned) < len(results):
         click.echo(f"skipped {len(results) - len(captioned)} of {len(results)} pictures that could not be read",
@@ -109,3 +120,19 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
         plot_caption_grid(pictures, [entry["caption"] for entry in shown], None, grid_path)
         more = f" (the first {GRID_LIMIT} of {len(captioned)} pictures)" if len(captioned) > GRID_LIMIT else ""
         click.echo(f"wrote {quoted(grid_path)}{more}", err=True)
+    if maps_path is not None:
+        _draw_attention_maps(captioned[0], maps_path, max_pixels)
+
+
+def _draw_attention_maps(entry, path, max_pixels):
+    """The --attention-maps figure of one captioned picture; its L regions are a square grid, rows first."""
+    regions = entry["attention"].shape[1]
+    side = math.isqrt(regions)
+    if side * side != regions:
+        raise click.ClickException(f"the model attends over {regions} regions, not a square grid, so they cannot be "
+                                   "placed on the picture")
+    if not entry["words"]:
+        raise click.ClickException(f"the caption of {quoted(entry['image'])} is empty: no word to draw")
+    plot_attention_maps(thumbnail(entry["image"], GRID_SIDE, max_pixels), entry["words"], entry["attention"],
+                        (side, side), path)
+    click.echo(f"wrote {quoted(path)}", err=True)
