@@ -15,6 +15,9 @@ from captionkit.encoders import EncoderError, make_encoder
 from captionkit.encoders.pipeline import encode_files
 from captionkit.encoders.shapes import MAX_GRID
 from captionkit.images import resize
+from captionkit.synthetic.features import CHANNEL_POOLED_DIM, NUM_CHANNELS, POOLED_GRID, colour_maps
+from captionkit.synthetic.generate import generate_split
+from captionkit.synthetic.scenes import COLOURS, IMAGE_SIZE
 from conftest import REPO_ROOT
 
 CELL = 64  # the pixels a side of one region of the shapes encoder's grid
@@ -55,6 +58,39 @@ def test_shapes_grid_gives_each_region_the_pooled_descriptor_of_its_cell():
     np.testing.assert_allclose(grid[0, blank], np.broadcast_to(empty, (7, 512)), atol=1e-6)
     assert np.abs(grid[0, 0] - empty).max() > 0.5 and np.abs(grid[0, 7] - empty).max() > 0.5
     assert np.abs(grid[0, 0] - grid[0, 7]).max() > 0.5  # a red square and a blue disc read differently
+
+
+def test_shapes_grid_regions_of_synthetic_scenes_hold_the_colours_of_the_shapes_drawn_there():
+    """Oracle: the scenes' geometry. Each object's colour is present (its channel's mass profile is non-zero) in the
+    region holding its centre, and a region shows only colours of objects whose box (widened by 2 pixels for
+    anti-aliasing and resampling) reaches into its cell."""
+    cells, cell_side = 4, IMAGE_SIZE / 4
+    split = generate_split(np.random.default_rng(7), 40)
+    grid = make_encoder("shapes", {"grid": str(cells)}).encode(split.images)
+    # Channel c's pooled features start with its column and row mass profiles (2 * POOLED_GRID values).
+    profiles = grid[..., :NUM_CHANNELS * CHANNEL_POOLED_DIM].reshape(40, cells * cells, NUM_CHANNELS, -1)
+    present = profiles[..., :2 * POOLED_GRID].sum(axis=-1) > 0
+    checked = 0
+    for image, scene in enumerate(split.scenes):
+        for region in range(cells * cells):
+            top, left = (region // cells) * cell_side, (region % cells) * cell_side
+            reaching = {channel_of(obj.colour) for obj in scene.objects
+                        if obj.box[0] - 2 < left + cell_side and obj.box[2] + 2 > left
+                        and obj.box[1] - 2 < top + cell_side and obj.box[3] + 2 > top}
+            assert set(np.flatnonzero(present[image, region])) <= reaching, (image, region)
+        for obj in scene.objects:
+            x, y = obj.centre
+            region = int(y // cell_side) * cells + int(x // cell_side)
+            assert present[image, region, channel_of(obj.colour)], (image, obj)
+            checked += 1
+    assert checked >= 60  # one to three objects a scene
+
+
+def channel_of(colour):
+    """The colour channel of the feature extractor that a colour word's pixels belong to."""
+    _, owners = colour_maps(np.full((1, 8, 8, 3), COLOURS[colour], np.uint8))
+    assert len(owners) == 1
+    return int(owners[0])
 
 
 def test_shapes_grid_resizes_other_sizes_as_a_whole():
