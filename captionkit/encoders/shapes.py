@@ -43,14 +43,18 @@ class ShapesEncoder(Encoder):
         return (side, side)
 
     def encode(self, images):
-        pictures = np.stack([self.reduce(image) for image in images])
         if self.grid is None:
-            return extract_features(pictures)
-        count, cells = len(pictures), self.grid
-        # (N, K*64, K*64, 3) -> (N, K, K, 64, 64, 3): cell (row, column) of each picture, then one batch of cells.
-        blocks = pictures.reshape(count, cells, SIZE, cells, SIZE, 3).transpose(0, 1, 3, 2, 4, 5)
-        features = extract_features(blocks.reshape(-1, SIZE, SIZE, 3))
-        return features.reshape(count, self.regions, FEATURE_DIM)
+            return extract_features(np.stack([self.reduce(image) for image in images]))
+        features = np.empty((len(images), self.regions, FEATURE_DIM), dtype=np.float32)
+        # A batch of pictures at a time: enlarged to (64 K)^2 pixels, a whole split at once would take gigabytes.
+        for start in range(0, len(images), self.batch_size):
+            pictures = np.stack([self.reduce(image) for image in images[start:start + self.batch_size]])
+            count, cells = len(pictures), self.grid
+            # (n, K*64, K*64, 3) -> (n, K, K, 64, 64, 3): cell (row, column) of each picture, then one batch of cells.
+            blocks = pictures.reshape(count, cells, SIZE, cells, SIZE, 3).transpose(0, 1, 3, 2, 4, 5)
+            cell_features = extract_features(blocks.reshape(-1, SIZE, SIZE, 3))
+            features[start:start + count] = cell_features.reshape(count, self.regions, FEATURE_DIM)
+        return features
 
     def reduce(self, image):
         side = SIZE * (self.grid or 1)

@@ -53,6 +53,26 @@ def test_synth_grid_is_refused_with_pictures_and_out_of_range(tmp_path):
     assert not (tmp_path / "p").exists() and not (tmp_path / "z").exists()
 
 
+def test_import_with_a_grid_encoder_and_pca_reduces_each_region_as_captioning_will(tmp_path):
+    pictures = tmp_path / "pictures"
+    result = run_cli("data", "synth", pictures, "--pictures", "--num-train", 6, "--num-val", 2, "--seed", 2)
+    assert result.exit_code == 0, result.output
+    bundle = tmp_path / "bundle"
+    result = run_cli("data", "import", bundle, "--karpathy", pictures / "dataset_shapes.json", "--images",
+                     pictures / "images", "--encoder", "shapes", "--encoder-option", "grid=2", "--pca", 5)
+    assert result.exit_code == 0, result.output
+    assert "features: a grid of 4 regions x 512 values, PCA to 5" in result.output
+    reduced, full = load_coco_data(bundle), load_coco_data(bundle, pca_features=False)
+    assert reduced["val_features"].shape == (2, 4, 5) and full["val_features"].shape == (2, 4, 512)
+    # The oracle: the PCA's own arrays applied to every region's full vector with numpy.
+    with h5py.File(bundle / "pca.h5") as f:
+        mean, components = f["mean"][()], f["components"][()]
+    np.testing.assert_allclose(reduced["val_features"], (full["val_features"] - mean) @ components.T, atol=1e-4)
+    pipeline = FeaturePipeline.load(bundle)
+    assert pipeline.feature_shape == (4, 5)
+    np.testing.assert_allclose(pipeline.encode_files(list(reduced["val_urls"])), reduced["val_features"], atol=1e-5)
+
+
 def test_import_with_a_grid_encoder_writes_grids(tmp_path):
     pictures = tmp_path / "pictures"
     result = run_cli("data", "synth", pictures, "--pictures", "--num-train", 4, "--num-val", 2, "--seed", 1)

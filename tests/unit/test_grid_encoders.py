@@ -86,6 +86,14 @@ def test_shapes_grid_regions_of_synthetic_scenes_hold_the_colours_of_the_shapes_
     assert checked >= 60  # one to three objects a scene
 
 
+def test_shapes_grid_encodes_many_pictures_as_it_encodes_each_alone():
+    images = generate_split(np.random.default_rng(8), 20).images
+    encoder = make_encoder("shapes", {"grid": "4"})
+    assert encoder.batch_size < len(images)  # the pictures go through in several batches
+    alone = np.concatenate([encoder.encode([image]) for image in images])
+    np.testing.assert_array_equal(encoder.encode(images), alone)
+
+
 def channel_of(colour):
     """The colour channel of the feature extractor that a colour word's pixels belong to."""
     _, owners = colour_maps(np.full((1, 8, 8, 3), COLOURS[colour], np.uint8))
