@@ -342,8 +342,9 @@ def load_coco_data(base_dir, max_train=None, pca_features=True):
     """Load a captioning bundle into the assignment's dictionary.
 
     Keys: train_captions (N, T) int32, train_image_idxs (N,) int32, val_captions, val_image_idxs, train_features
-    (num_train_images, D), or (num_train_images, L, D) in a bundle of grids, val_features, idx_to_word (list), word_to_idx (dict), train_urls, val_urls (arrays of
-    str), and the same test_* keys when the bundle has a test split. ``base_dir``: the bundle directory
+    (num_train_images, D), or (num_train_images, L, D) in a bundle of grids, val_features, idx_to_word (list),
+    word_to_idx (dict), train_urls, val_urls (arrays of str), and the same test_* keys when the bundle has a test
+    split. ``base_dir``: the bundle directory
     (:func:`captionkit.data.load_coco_data` also finds the default one). ``pca_features``: the bundle's
     PCA-reduced features, when it has them (see :func:`bundle_paths`).
     ``max_train`` keeps that many training captions drawn with replacement by ``np.random.randint``, as the

@@ -3,8 +3,9 @@
 ``{"format": "captionkit-encoder", "format_version": 1, "encoder": NAME, "argument": ..., "options": {...},
 "output_dim": D, "identity": {...}, "distribution": ..., "version": ..., "description": ..., "pca_dim": K or null}``,
 plus ``"regions": L`` for an encoder giving a grid of L region vectors of width D (absent for one vector a picture,
-so the records of vector encoders stay as they were): what :func:`captionkit.encoders.make_encoder` builds the encoder from, and the facts (:meth:`Encoder.identity`, e.g.
-an ONNX file's SHA-256) that a rebuilt encoder must share. Writers of bundles (the built-in dataset, ``data import``)
+so the records of vector encoders stay as they were): what :func:`captionkit.encoders.make_encoder` builds the
+encoder from, and the facts (:meth:`Encoder.identity`, e.g. an ONNX file's SHA-256) that a rebuilt encoder must
+share. Writers of bundles (the built-in dataset, ``data import``)
 use only this module; :mod:`captionkit.encoders.pipeline` reads it back.
 """
 import json
