@@ -45,7 +45,7 @@ def load_captioner(run, checkpoint=None):
     model, info = load_model(chosen)
     pipeline = FeaturePipeline.load(run_dir)
     try:
-        model.spec.fits(feature_shape=(pipeline.dim,), features="the recorded encoder's features")
+        model.spec.fits(feature_shape=pipeline.feature_shape, features="the recorded encoder's features")
     except SpecMismatch as exc:
         raise EncoderError(f"{run_dir / ENCODER_FILE}: {exc}") from None
     return model, info, pipeline

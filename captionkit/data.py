@@ -32,8 +32,8 @@ from captionkit.bundle.reader import (  # noqa: F401 -- the limits are imported 
 )
 
 __all__ = ["ENCODER_FILE", "PCA_FILE", "REQUIRED_SPLITS", "SPECIAL_TOKENS", "SPLITS", "BundleError", "bundle_dir",
-           "bundle_layout", "bundle_paths", "check_bundle", "checked_dataset", "decode_captions", "images_path",
-           "load_coco_data", "load_images", "sample_coco_minibatch"]
+           "bundle_layout", "bundle_paths", "check_bundle", "checked_dataset", "decode_captions", "feature_shape",
+           "images_path", "load_coco_data", "load_images", "sample_coco_minibatch"]
 
 DATA_DIR_ENV = "CAPTIONKIT_DATA_DIR"
 
@@ -54,6 +54,11 @@ def bundle_dir(base_dir=None, progress=None):
 def load_coco_data(base_dir=None, max_train=None, pca_features=True):
     """:func:`captionkit.bundle.reader.load_coco_data` of the bundle :func:`bundle_dir` finds for ``base_dir``."""
     return reader.load_coco_data(bundle_dir(base_dir), max_train=max_train, pca_features=pca_features)
+
+
+def feature_shape(base_dir=None, pca_features=True):
+    """:func:`captionkit.bundle.reader.feature_shape` of the bundle :func:`bundle_dir` finds for ``base_dir``."""
+    return reader.feature_shape(bundle_dir(base_dir), pca_features=pca_features)
 
 
 def load_images(base_dir, split, indices):

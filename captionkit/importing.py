@@ -89,13 +89,14 @@ class ImportReport:
     unknown_words: int = 0  # word occurrences turned into <UNK>
     cut_captions: int = 0  # captions longer than max_words
     dropped: list = field(default_factory=list)  # one sentence per dropped caption or picture
+    regions: int | None = None  # L for features on a grid of L image regions
 
     def to_dict(self):
         return {"directory": str(self.directory), "source": self.source, "encoder": self.encoder,
                 "feature_dim": self.feature_dim, "pca_dim": self.pca_dim, "vocabulary_size": self.vocabulary_size,
                 "min_count": self.min_count, "max_words": self.max_words, "images": self.images,
                 "captions": self.captions, "unknown_words": self.unknown_words, "cut_captions": self.cut_captions,
-                "dropped": self.dropped}
+                "dropped": self.dropped, **({} if self.regions is None else {"regions": self.regions})}
 
 
 @functools.cache
@@ -387,7 +388,7 @@ def import_dataset(out, captions_file, encoder, images_dir=None, min_count=DEFAU
         pca = Pca.fit(features["train"], pca_dim)
     record = EncoderRecord.of(encoder, None if pca is None else pca.dim)
     report = ImportReport(Path(out), str(captions_file), record.spec, record.output_dim, record.pca_dim,
-                          len(idx_to_word), int(min_count), int(max_words), dropped=dropped)
+                          len(idx_to_word), int(min_count), int(max_words), dropped=dropped, regions=record.regions)
 
     with staged_directory(out) as staging:
         files = BundleFiles(staging, splits)

@@ -361,7 +361,7 @@ def _record_features(cfg, bundle, spec, run):
     record = copy_record(bundle, cfg.pca, run.root)
     if record is not None:
         try:
-            spec.fits(feature_shape=(record.feature_dim,), features="the features of its encoder record",
+            spec.fits(feature_shape=record.feature_shape, features="the features of its encoder record",
                       model="the model")
         except SpecMismatch as exc:
             raise BundleError(f"{bundle}: {exc}") from None

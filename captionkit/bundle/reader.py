@@ -7,7 +7,8 @@ read):
   ``val_captions``, ``val_image_idxs``, and optionally ``test_captions``, ``test_image_idxs``; each caption row is
   ``<START>`` words ``<END>`` then ``<NULL>`` padding;
 - ``{split}_features.h5`` [``{split}2014_vgg16_fc7.h5``]: dataset ``features`` (num_images, D) float, the image
-  encoder's output; ``{split}_features_pca.h5`` [``{split}2014_vgg16_fc7_pca.h5``]: the same reduced by PCA;
+  encoder's output, or (num_images, L, D) for a grid of L image regions (an attention model's input; every split
+  the same L and D); ``{split}_features_pca.h5`` [``{split}2014_vgg16_fc7_pca.h5``]: the same reduced by PCA;
 - ``vocab.json`` [``coco2014_vocab.json``]: ``{"idx_to_word": [...], "word_to_idx": {...}}`` with ``<NULL>``=0,
   ``<START>``=1, ``<END>``=2, ``<UNK>``=3;
 - ``{split}_urls.txt`` [``{split}2014_urls.txt``]: one image per line: a URL, or the image file's path;
@@ -56,6 +57,7 @@ __all__ = [
     "check_bundle",
     "checked_dataset",
     "decode_captions",
+    "feature_shape",
     "images_path",
     "load_coco_data",
     "load_images",
@@ -203,20 +205,30 @@ def _feature_dataset(path, h5file):
         node = checked_dataset(path, h5file, "features")
     if node.dtype.kind != "f":
         raise BundleError(f"{path}: dataset 'features' has dtype {node.dtype}, expected floating point")
-    if node.ndim != 2:
-        raise BundleError(f"{path}: dataset 'features' has shape {node.shape}, expected (num_images, D)")
+    if node.ndim not in (2, 3):
+        raise BundleError(f"{path}: dataset 'features' has shape {node.shape}, expected (num_images, D) vectors or "
+                          "(num_images, L, D) grids of L regions")
+    if node.ndim == 3 and 0 in node.shape[1:]:
+        raise BundleError(f"{path}: dataset 'features' has shape {node.shape}: a grid needs at least one region "
+                          "(L) of at least one value (D)")
     return node
 
 
 def _check_shapes(paths, splits, features, url_counts):
     """The declared sizes of the bundle's files against each other, before any array is read."""
     for split in splits[1:]:
-        train_width, width = features["train"].shape[1], features[split].shape[1]
-        if width != train_width:
+        train_shape, shape = features["train"].shape[1:], features[split].shape[1:]
+        if shape == train_shape:
+            continue
+        if len(shape) == len(train_shape) == 1:
             raise BundleError(
-                f"{paths['train_features']} has features of width {train_width} but {paths[f'{split}_features']} "
-                f"has width {width}"
+                f"{paths['train_features']} has features of width {train_shape[0]} but "
+                f"{paths[f'{split}_features']} has width {shape[0]}"
             )
+        raise BundleError(
+            f"{paths['train_features']}: dataset 'features' holds {_per_image(train_shape)} per image but "
+            f"{paths[f'{split}_features']}'s holds {_per_image(shape)}"
+        )
     for split in splits:
         num_images, num_urls = features[split].shape[0], url_counts[split][0]
         if num_urls != num_images:
@@ -226,6 +238,11 @@ def _check_shapes(paths, splits, features, url_counts):
             )
         if num_images > np.iinfo(np.int32).max:  # image ids are int32 once loaded
             raise BundleError(f"{paths[f'{split}_features']}: {num_images} images, more than int32 image ids hold")
+
+
+def _per_image(shape):
+    """One image's features' shape in words: "512 values" or "a grid of 49 regions x 512 values"."""
+    return f"{shape[0]} values" if len(shape) == 1 else f"a grid of {shape[0]} regions x {shape[1]} values"
 
 
 def _read_captions(paths, split, datasets, vocab_size, num_images):
@@ -257,9 +274,10 @@ def _read_features(path, node):
         features = node[()]
     finite = np.isfinite(features)
     if not finite.all():
-        row, col = np.argwhere(~finite)[0]
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise BundleError(
-            f"{path}: dataset 'features' holds a non-finite value {features[row, col]} at [{row}, {col}]"
+            f"{path}: dataset 'features' holds a non-finite value {features[where]} at "
+            f"[{', '.join(map(str, where))}]"
         )
     return features
 
@@ -324,8 +342,9 @@ def load_coco_data(base_dir, max_train=None, pca_features=True):
     """Load a captioning bundle into the assignment's dictionary.
 
     Keys: train_captions (N, T) int32, train_image_idxs (N,) int32, val_captions, val_image_idxs, train_features
-    (num_train_images, D), val_features, idx_to_word (list), word_to_idx (dict), train_urls, val_urls (arrays of
-    str), and the same test_* keys when the bundle has a test split. ``base_dir``: the bundle directory
+    (num_train_images, D), or (num_train_images, L, D) in a bundle of grids, val_features, idx_to_word (list),
+    word_to_idx (dict), train_urls, val_urls (arrays of str), and the same test_* keys when the bundle has a test
+    split. ``base_dir``: the bundle directory
     (:func:`captionkit.data.load_coco_data` also finds the default one). ``pca_features``: the bundle's
     PCA-reduced features, when it has them (see :func:`bundle_paths`).
     ``max_train`` keeps that many training captions drawn with replacement by ``np.random.randint``, as the
@@ -380,6 +399,15 @@ def _read_bundle(base, pca_features):
     return data
 
 
+def feature_shape(base_dir, pca_features=True):
+    """One image's features' shape in the bundle ``base_dir``: ``(D,)``, or ``(L, D)`` for grids of L regions; what
+    a model's ``spec.fits(feature_shape=...)`` takes. Read from the training features' metadata only (checked as
+    :func:`load_coco_data` checks them; the splits' agreement is checked when the bundle is loaded)."""
+    path = bundle_paths(Path(base_dir), pca_features)["train_features"]
+    with ExitStack() as stack:
+        return tuple(_feature_dataset(path, _open_h5(stack, path)).shape[1:])
+
+
 def load_images(base_dir, split, indices):
     """Pixels of some images of ``split`` from ``{split}_images.h5`` (dataset ``images``, (num_images, H, W, 3)
     uint8), or None when the bundle has no such file (COCO bundles carry URLs, not pixels).
@@ -410,7 +438,8 @@ def load_images(base_dir, split, indices):
 
 
 def sample_coco_minibatch(data, batch_size=100, split="train", rng=None):
-    """Draw ``batch_size`` captions of ``split`` with replacement -> (captions (B, T), features (B, D), urls (B,)).
+    """Draw ``batch_size`` captions of ``split`` with replacement -> (captions (B, T), features (B, D) or (B, L, D),
+    urls (B,)).
 
     ``rng`` (a ``np.random.RandomState``) defaults to the global ``np.random``, as in the assignment.
     """

@@ -10,6 +10,7 @@ from captionkit import synthetic
 from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
 from captionkit.data import SPLITS, BundleError, decode_captions, load_coco_data
 from captionkit.encoders.registry import make_encoder, parse_options
+from captionkit.encoders.shapes import MAX_GRID
 from captionkit.fetch import BUNDLES, DEFAULT_DEADLINE, FetchError, FetchInterrupted, fetch_bundle, parse_size
 from captionkit.importing import DEFAULT_MAX_WORDS, DEFAULT_MIN_COUNT, import_dataset
 from captionkit.vocabulary import END, NULL, SPECIAL_TOKENS, START, UNK
@@ -109,7 +110,11 @@ class _DownloadProgress:
               help="With --pictures: number of test images, different from the others.")
 @click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
               help="With --pictures: enlarge each 64x64 picture this many times.")
-def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
+@click.option("--grid", type=click.IntRange(min=1, max=MAX_GRID), default=None, metavar="K",
+              help="Features on a K x K grid of image regions, (images, K*K, 512), for attention models: the "
+                   "shapes encoder's grid=K, recorded in encoder.json. 4 gives each 16x16 pixel cell its own "
+                   "descriptor (a 9000-image bundle then takes 300 MB).")
+def synth(directory, seed, num_train, num_val, pictures, num_test, scale, grid):
     """Generate captionkit's synthetic shapes dataset into DIRECTORY, as a bundle in the COCO captioning layout
     (or, with --pictures, as picture files with their captions).
 
@@ -118,6 +123,9 @@ def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
     """
     if not pictures and (num_test or scale != 1):
         raise click.UsageError("--num-test and --scale apply to --pictures only")
+    if pictures and grid is not None:
+        raise click.UsageError("--grid applies to bundles; picture files get their features from `captionkit data "
+                               "import --encoder shapes --encoder-option grid=K`")
 
     def progress(stage, done, total):
         click.echo(f"  {stage}: {done}/{total}")
@@ -128,11 +136,12 @@ def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
                                               num_test=num_test, scale=scale, progress=progress)
         else:
             result = synthetic.write_bundle(directory, seed=seed, num_train=num_train, num_val=num_val,
-                                            progress=progress)
+                                            progress=progress, grid=grid)
     except (FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     sizes = f"{num_train} train, {num_val} val" + (f" and {num_test} test" if num_test else "")
-    click.echo(f"wrote {sizes} images, five captions each, to {result}")
+    regions = "" if grid is None else f", features on a {grid}x{grid} grid"
+    click.echo(f"wrote {sizes} images, five captions each{regions}, to {result}")
 
 
 @data.command("import")
@@ -148,7 +157,9 @@ def synth(directory, seed, num_train, num_val, pictures, num_test, scale):
               help="Image encoder giving the features (see `captionkit encoders`): shapes, onnx:MODEL.onnx, "
                    "resnet50, ...")
 @click.option("--encoder-option", "encoder_options", multiple=True, metavar="KEY=VALUE",
-              help="An option of the encoder, e.g. size=224 or mean=0.485,0.456,0.406 for onnx (repeatable).")
+              help="An option of the encoder, e.g. size=224 or mean=0.485,0.456,0.406 for onnx, grid=4 for shapes "
+                   "(a 4x4 grid of region features), grid=yes for onnx (keep a feature map's positions as "
+                   "regions) (repeatable).")
 @click.option("--min-count", type=click.IntRange(min=1), default=DEFAULT_MIN_COUNT, show_default=True,
               help="Words seen fewer times in the training captions become <UNK>.")
 @click.option("--max-words", type=click.IntRange(min=1), default=DEFAULT_MAX_WORDS, show_default=True,
@@ -183,7 +194,9 @@ def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_optio
     if (karpathy is None) == (table is None):
         raise click.UsageError("give exactly one caption file: --karpathy FILE.json or --captions FILE")
     encoder = make_encoder(encoder_spec, parse_options(encoder_options))
-    click.echo(f"encoder {encoder_spec}: {encoder.dim} values per picture; {encoder.describe()}")
+    per_picture = (f"{encoder.dim} values" if encoder.regions is None else
+                   f"a grid of {encoder.regions} regions x {encoder.dim} values")
+    click.echo(f"encoder {encoder_spec}: {per_picture} per picture; {encoder.describe()}")
     bars = {}
 
     def progress(stage, done, total):
@@ -210,6 +223,8 @@ def import_command(out, karpathy, table, images_dir, encoder_spec, encoder_optio
     if report.cut_captions:
         click.echo(f"  {report.cut_captions} captions were cut to {max_words} words")
     features = f"{report.feature_dim} values" + (f", PCA to {report.pca_dim}" if report.pca_dim else "")
+    if report.regions is not None:
+        features = f"a grid of {report.regions} regions x {features}"
     click.echo(f"  features: {features}")
     if report.dropped:
         click.echo(f"  dropped ({len(report.dropped)}; all listed in {out / 'import.json'}):")

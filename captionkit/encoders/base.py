@@ -1,4 +1,4 @@
-"""What an image encoder is: a named, configured function from RGB pictures to feature vectors.
+"""What an image encoder is: a named, configured function from RGB pictures to feature vectors (or grids of them).
 
 An encoder plugin subclasses :class:`Encoder` and is listed in the entry-point group ``captionkit.encoders``
 (docs/own-data.md). captionkit builds it from the text a user gives, ``NAME`` or ``NAME:ARGUMENT`` plus
@@ -16,12 +16,15 @@ class EncoderError(ValueError):
 
 
 class Encoder:
-    """Turns pictures (uint8 RGB arrays of any size) into feature vectors of a fixed width.
+    """Turns pictures (uint8 RGB arrays of any size) into feature vectors of a fixed width, or into grids of them:
+    one vector per image region (an attention model's input).
 
     Subclasses set the class attributes and implement :meth:`encode`:
 
     - ``output_dim``: the feature width when it is fixed (``None`` when it depends on the argument; then the
       instance's :attr:`dim` gives it);
+    - ``regions``: None for one vector a picture, else the number L of regions of its grid (an instance sets it
+      when an option or the model decides);
     - ``argument``: how the text after ``NAME:`` reads in help (``"PATH[:OUTPUT]"``), None when it takes none;
     - ``option_help``: ``{option: help}`` of the ``KEY=VALUE`` options it accepts;
     - ``batch_size``: pictures per :meth:`encode` call;
@@ -33,6 +36,7 @@ class Encoder:
     """
 
     output_dim = None
+    regions = None
     argument = None
     option_help = {}
     batch_size = 64
@@ -68,8 +72,13 @@ class Encoder:
             raise NotImplementedError(f"{type(self).__name__} must set output_dim or override dim")
         return self.output_dim
 
+    @property
+    def output_shape(self):
+        """The shape of one picture's features: ``(dim,)``, or ``(regions, dim)`` for a grid."""
+        return (self.dim,) if self.regions is None else (self.regions, self.dim)
+
     def encode(self, images):
-        """Feature vectors (len(images), dim) float32 of ``images``, a sequence of (H, W, 3) uint8 arrays."""
+        """Features (len(images), *output_shape) float32 of ``images``, a sequence of (H, W, 3) uint8 arrays."""
         raise NotImplementedError
 
     def reduce(self, image):
@@ -87,12 +96,20 @@ class Encoder:
         return self.summary
 
 
+def feature_shape(encoder):
+    """One picture's features' shape for ``encoder``: its :attr:`Encoder.output_shape`, or ``(dim,)`` for an object
+    that is not an :class:`Encoder` but has ``dim`` and ``encode`` (which the pipeline also takes)."""
+    return tuple(getattr(encoder, "output_shape", (encoder.dim,)))
+
+
 def check_features(encoder, features, count):
-    """``features`` as float32 (count, dim), or EncoderError naming the encoder when it returned something else."""
+    """``features`` as float32 (count, *output_shape), or EncoderError naming the encoder when it returned something
+    else."""
     features = np.asarray(features)
-    if features.shape != (count, encoder.dim) or features.dtype.kind != "f":
+    expected = (count, *feature_shape(encoder))
+    if features.shape != expected or features.dtype.kind != "f":
         raise EncoderError(f"encoder {encoder.name()!r} returned {features.dtype} {features.shape} for {count} "
-                           f"images, expected floats of shape ({count}, {encoder.dim})")
+                           f"images, expected floats of shape {expected}")
     if not np.isfinite(features).all():
         raise EncoderError(f"encoder {encoder.name()!r} returned non-finite features")
     return features.astype(np.float32, copy=False)

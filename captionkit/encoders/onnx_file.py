@@ -13,7 +13,8 @@ What the model needs is read from the file where it can be, and given as options
 - pictures are scaled to cover the input size with their aspect kept and cut at the centre (``resize=crop``, the
   usual ImageNet evaluation transform) or resized as a whole (``resize=stretch``);
 - the features: the output named ``OUTPUT`` (default: the first), a 2-D (N, D) output as it is, a 4-D feature map
-  averaged over its spatial positions (global average pooling).
+  averaged over its spatial positions (global average pooling), or with ``grid=yes`` kept as a grid of regions for
+  attention models: (N, C, H, W) (or (N, H, W, C) for an NHWC model) becomes (N, H*W, C), positions row by row.
 
 The model is run once on a blank picture when the encoder is built, so a size it cannot take fails at once, with
 the file named, before any picture is encoded. Sizes are bounded before anything is allocated for them: an input
@@ -161,6 +162,8 @@ class OnnxEncoder(Encoder):
         "std": "per-channel divisor (three numbers; default: from the file, else 1)",
         "channels": "rgb or bgr (default: from the file, else rgb)",
         "layout": "nchw or nhwc, when the input's shape does not tell",
+        "grid": "yes: keep a feature map's H x W positions as H*W regions (N, H*W, C), for attention; no (default): "
+                "average them",
     }
     summary = "an image model in an ONNX file, run with onnxruntime (output size: the model's)"
 
@@ -188,8 +191,12 @@ class OnnxEncoder(Encoder):
         self.external_data = self._external_data_digests()
         metadata = self.session.get_modelmeta().custom_metadata_map
         self._configure_input(metadata)
+        self.grid = _choice(self.options, "grid", ("no", "yes"), "no") == "yes"
         self._configure_output()
-        self._dim = self._run(np.zeros((1, *self.size, 3), dtype=np.uint8)).shape[1]
+        probe = self._run(np.zeros((1, *self.size, 3), dtype=np.uint8))
+        self._dim = probe.shape[-1]
+        if self.grid:
+            self.regions = probe.shape[1]
         if self._dim > MAX_FEATURE_WIDTH:
             raise EncoderError(f"{self.path}: output {self.output!r} gives {self._dim} values a picture, more than "
                                f"the {MAX_FEATURE_WIDTH} captionkit takes")
@@ -316,6 +323,9 @@ class OnnxEncoder(Encoder):
         if int(np.prod(known, dtype=np.float64)) > MAX_OUTPUT_VALUES:
             raise EncoderError(f"{self.path}: output {self.output!r} ({shape}) has more than the "
                                f"{MAX_OUTPUT_VALUES:,} values a picture captionkit takes")
+        if self.grid and len(shape) != 4:
+            raise EncoderError(f"{self.path}: grid=yes needs a feature map (N, C, H, W), but output {self.output!r} "
+                               f"has shape {shape}; name another output with onnx:PATH:OUTPUT")
 
     # ------------------------------------------------------------------ running
     @property
@@ -343,7 +353,8 @@ class OnnxEncoder(Encoder):
         return np.ascontiguousarray(batch)
 
     def _run(self, pixels):
-        """Features (N, D) float32 of ``pixels`` (N, H, W, 3) uint8 already at the input size."""
+        """Features (N, D), or (N, L, D) with ``grid=yes``, float32 of ``pixels`` (N, H, W, 3) uint8 already at the
+        input size."""
         count = len(pixels)
         batch = self._prepare(pixels)
         if self.fixed_batch and count != self.batch_size:
@@ -355,13 +366,19 @@ class OnnxEncoder(Encoder):
             raise EncoderError(f"{self.path}: running the model on {len(batch)} pictures of {height}x{width} failed "
                                f"({_first_line(exc)})") from None
         out = np.asarray(out)[:count]
-        if out.ndim == 4:
+        if self.grid and out.ndim != 4:
+            raise EncoderError(f"{self.path}: grid=yes needs a feature map (N, C, H, W), but output {self.output!r} "
+                               f"has shape {out.shape}; name another output with onnx:PATH:OUTPUT")
+        if out.ndim == 4 and self.grid:
+            channels_last = out if self.layout == "nhwc" else out.transpose(0, 2, 3, 1)
+            out = channels_last.reshape(count, -1, channels_last.shape[-1])
+        elif out.ndim == 4:
             out = out.mean(axis=(2, 3) if self.layout == "nchw" else (1, 2))
         elif out.ndim != 2:
             raise EncoderError(f"{self.path}: output {self.output!r} has shape {out.shape}; captionkit takes (N, D) "
                                "vectors and averages (N, C, H, W) feature maps; name another output with "
                                "onnx:PATH:OUTPUT")
-        return out.astype(np.float32)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
     @property
     def dim(self):
@@ -388,8 +405,9 @@ class OnnxEncoder(Encoder):
         scaling = ("uint8 pixels" if self.input_type == "tensor(uint8)" else
                    f"pixels scaled to [{self.pixel_range[0]:g}, {self.pixel_range[1]:g}], mean "
                    f"{', '.join(f'{m:g}' for m in self.mean)}, std {', '.join(f'{s:g}' for s in self.std)}")
+        regions = f" as a grid of {self.regions} regions" if self.grid else ""
         return (f"input {self.input_name!r} {height}x{width} {self.layout.upper()} {self.channels.upper()} "
-                f"({self.resize_mode}), {scaling}; output {self.output!r}")
+                f"({self.resize_mode}), {scaling}; output {self.output!r}{regions}")
 
 
 def _is_image_input(arg):

@@ -15,7 +15,7 @@ import numpy as np
 
 from captionkit.bundle.layout import ENCODER_FILE, PCA_FILE, bundle_paths
 from captionkit.bundle.reader import BundleError, checked_dataset
-from captionkit.encoders.base import EncoderError, check_features
+from captionkit.encoders.base import EncoderError, check_features, feature_shape
 from captionkit.encoders.record import EncoderRecord
 from captionkit.encoders.registry import make_encoder
 from captionkit.images import MAX_PICTURE_PIXELS, ImageFileError, read_image
@@ -27,7 +27,7 @@ MAX_PCA_BYTES = 2**30  # a PCA of 2048 features to 2048 values, float64, is 32 M
 
 
 def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS):
-    """Features (len(paths), dim) float32 of the picture files ``paths``, read and encoded in batches.
+    """Features (len(paths), *output_shape) float32 of the picture files ``paths``, read and encoded in batches.
 
     Each picture is reduced by the encoder (:meth:`Encoder.reduce`) as soon as it is read, so a batch's memory is
     that of model-sized pictures plus the one being decoded; a picture declaring more than ``max_pixels`` pixels is
@@ -38,7 +38,7 @@ def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixel
     # Any object with batch_size, dim and encode will do; an Encoder's reduce and decode_size are used when there.
     reduce, decode_size = getattr(encoder, "reduce", None), getattr(encoder, "decode_size", None)
     total = len(paths)
-    features = np.empty((total, encoder.dim), dtype=np.float32)
+    features = np.empty((total, *feature_shape(encoder)), dtype=np.float32)
     skipped = []
     for start in range(0, total, encoder.batch_size):
         pictures, rows = [], []
@@ -61,7 +61,8 @@ def encode_files(encoder, paths, progress=None, skip_unreadable=False, max_pixel
 
 
 class Pca:
-    """A fixed linear reduction of features: ``(x - mean) @ components.T``; fitted once, on training features."""
+    """A fixed linear reduction of features: ``(x - mean) @ components.T``; fitted once, on training features. On
+    grids (N, L, D) each region's vector is reduced alike (N, L, K), the regions counting as samples of the fit."""
 
     def __init__(self, mean, components):
         self.mean = np.asarray(mean, dtype=np.float64)
@@ -73,9 +74,10 @@ class Pca:
 
     @classmethod
     def fit(cls, features, dim):
-        """The ``dim`` principal directions of ``features`` (N, D); each direction's sign makes its largest entry
-        positive, so the same features always give the same reduction."""
+        """The ``dim`` principal directions of ``features`` (N, D) or (N, L, D); each direction's sign makes its
+        largest entry positive, so the same features always give the same reduction."""
         features = np.asarray(features, dtype=np.float64)
+        features = features.reshape(-1, features.shape[-1])
         count, width = features.shape
         if not 1 <= dim <= min(count, width):
             raise ValueError(f"--pca {dim}: PCA reduces to at most min(number of training images, feature width) "
@@ -134,7 +136,7 @@ class FeaturePipeline:
         record = EncoderRecord.load(directory / encoder_file)
         encoder = make_encoder(record.spec, record.options)
         rebuilt = EncoderRecord.of(encoder, record.pca_dim)
-        for key in ("output_dim", "identity"):
+        for key in ("output_dim", "regions", "identity"):
             old, new = getattr(record, key), getattr(rebuilt, key)
             if old != new:
                 raise EncoderError(f"{directory / encoder_file}: encoder {record.spec!r} no longer gives the features "
@@ -151,8 +153,14 @@ class FeaturePipeline:
     def dim(self):
         return self.record.feature_dim
 
+    @property
+    def feature_shape(self):
+        """One picture's features' shape, what a model's ``spec.fits(feature_shape=...)`` checks: ``(D,)`` or
+        ``(L, D)``."""
+        return self.record.feature_shape
+
     def encode_files(self, paths, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS):
-        """Features (len(paths), dim) float32 of picture files, as the recorded bundle's were made; with
+        """Features (len(paths), *feature_shape) float32 of picture files, as the recorded bundle's were made; with
         ``skip_unreadable``, ``(features, skipped)`` as :func:`encode_files` returns them (skipped rows NaN)."""
         encoded = encode_files(self.encoder, paths, progress, skip_unreadable, max_pixels)
         features, skipped = encoded if skip_unreadable else (encoded, None)
@@ -164,9 +172,15 @@ class FeaturePipeline:
 def _difference(key, old, new):
     if key == "output_dim":
         return f"it was {old} values wide, it is now {new}"
+    if key == "regions":
+        return f"it gave {_grid_text(old)}, it now gives {_grid_text(new)}"
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     first = changed[0]
     return f"{first} was {old.get(first)!r}, it is now {new.get(first)!r}"
+
+
+def _grid_text(regions):
+    return "one vector a picture" if regions is None else f"a grid of {regions} regions"
 
 
 def copy_record(bundle, pca_features, destination):

@@ -5,7 +5,8 @@ Files written (captionkit's bundle names, `captionkit.data`), plus the pixels an
 - ``captions.h5``: ``train_captions`` / ``val_captions`` (N, 17) int32, ``train_image_idxs`` / ``val_image_idxs``
   (N,) int32; five captions per image, in image order;
 - ``vocab.json``: ``<NULL>``, ``<START>``, ``<END>``, ``<UNK>`` as ids 0-3, then the grammar's words sorted;
-- ``{split}_features.h5``: ``features`` (num_images, 512) float32, from the ``shapes`` encoder;
+- ``{split}_features.h5``: ``features`` (num_images, 512) float32, from the ``shapes`` encoder; with ``grid=K``,
+  (num_images, K*K, 512): one vector per cell of a K x K grid (the encoder's ``grid`` option), for attention;
 - ``encoder.json``: the ``shapes`` encoder's record, so new pictures get the same features
   (`captionkit.encoders.pipeline`);
 - ``{split}_urls.txt``: ``synthetic://{split}/000123``, one line per image;
@@ -51,7 +52,14 @@ def _check_arguments(seed, num_train, num_val):
         integer(name, value, minimum)
 
 
-def _write_files(directory, seed, num_train, num_val, progress):
+def _features_encoder(grid):
+    """The ``shapes`` encoder, on a ``grid`` x ``grid`` grid of regions unless ``grid`` is None."""
+    if grid is None:
+        return make_encoder("shapes")
+    return make_encoder("shapes", {"grid": str(integer("grid", grid, 1))})
+
+
+def _write_files(directory, seed, num_train, num_val, progress, encoder):
     """Generate both splits and write every bundle file into the existing, empty directory."""
     train_rng, val_rng = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(2))
     train = generate_split(train_rng, num_train, "train", progress=progress)
@@ -64,10 +72,9 @@ def _write_files(directory, seed, num_train, num_val, progress):
                           for name, split in splits.items()})
     files.write_vocabulary(idx_to_word)
 
-    encoder = make_encoder("shapes")
     total_images, done = num_train + num_val, 0
     for name, split in splits.items():
-        features = np.empty((len(split.images), encoder.dim), dtype=np.float32)
+        features = np.empty((len(split.images), *encoder.output_shape), dtype=np.float32)
         for start in range(0, len(split.images), FEATURE_BATCH):
             batch = split.images[start:start + FEATURE_BATCH]
             features[start:start + len(batch)] = encoder.encode(batch)
@@ -84,17 +91,21 @@ def _write_files(directory, seed, num_train, num_val, progress):
     (Path(directory) / SCENES_FILE).write_text(json.dumps(scenes))
 
 
-def write_bundle(directory, seed=DEFAULT_SEED, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL, progress=None):
+def write_bundle(directory, seed=DEFAULT_SEED, num_train=DEFAULT_NUM_TRAIN, num_val=DEFAULT_NUM_VAL, progress=None,
+                 grid=None):
     """Generate the synthetic dataset and write it as a bundle into directory (must not exist, or be empty).
 
-    Deterministic: the same (seed, num_train, num_val) give byte-identical files. The directory appears, by one
-    rename, only once every file is written. progress: optional callable(stage, done, total).
-    Returns the directory as a Path; raises FileExistsError if it holds anything, ValueError on bad arguments.
+    Deterministic: the same (seed, num_train, num_val, grid) give byte-identical files. The directory appears, by
+    one rename, only once every file is written. progress: optional callable(stage, done, total). grid: K for
+    features on a K x K grid of regions (num_images, K*K, 512), recorded in ``encoder.json``; None for one vector
+    an image. Returns the directory as a Path; raises FileExistsError if it holds anything, ValueError on bad
+    arguments.
     """
     _check_arguments(seed, num_train, num_val)
+    encoder = _features_encoder(grid)  # a bad grid is refused before anything is drawn
     directory = Path(directory)
     with staged_directory(directory) as staging:
-        _write_files(staging, int(seed), int(num_train), int(num_val), progress)
+        _write_files(staging, int(seed), int(num_train), int(num_val), progress, encoder)
     return directory
 
 

@@ -164,7 +164,7 @@ def test_the_encoder_classes_say_what_they_give():
     assert (ResNet50Encoder.output_dim, VGG16Encoder.output_dim) == (2048, 4096)
     for encoder in (ResNet50Encoder, VGG16Encoder):
         assert encoder.batch_size == 16 and encoder.argument is None
-        assert set(encoder.option_help) == {"weights", "seed"}
+        assert set(encoder.option_help) == {"weights", "seed", "grid"}
         assert "imagenet" in encoder.option_help["weights"] and "none" in encoder.option_help["weights"]
     assert "resnet50-11ad3fa6.pth" in ResNet50Encoder.summary and "vgg16-397923af.pth" in VGG16Encoder.summary
     assert captionkit_torchvision.__version__ == "0.1.0"
@@ -175,7 +175,7 @@ def test_the_encoder_classes_say_what_they_give():
     ({"seed": "3"}, "option seed applies only with weights=none"),
     ({"weights": "none", "seed": "x"}, "option seed must be a non-negative integer, got 'x'"),
     ({"weights": "none", "seed": "-1"}, "option seed must be a non-negative integer, got '-1'"),
-    ({"size": "224"}, r"has no option 'size' \(its options: seed, weights\)"),
+    ({"size": "224"}, r"has no option 'size' \(its options: grid, seed, weights\)"),
 ])
 def test_bad_options_are_refused_before_torch_is_needed(options, message):
     with pytest.raises(EncoderError, match=message):

@@ -100,7 +100,7 @@ def test_an_encoder_plugin_not_installed_says_how_to_get_it():
     ("shapes:extra", {}, "encoder 'shapes' takes no argument, got 'extra'"),
     ("onnx", {}, r"encoder 'onnx' needs an argument: onnx:PATH\[:OUTPUT\]"),
     ("onnx:", {}, "nothing after ':'"),
-    ("shapes", {"size": "3"}, r"encoder 'shapes' has no option 'size' \(its options: none\)"),
+    ("shapes", {"size": "3"}, r"encoder 'shapes' has no option 'size' \(its options: grid\)"),
     ("", {}, "an encoder is named NAME or NAME:ARGUMENT"),
     ("nope", {}, "unknown encoder 'nope'; registered encoders: .*onnx.*shapes"),
 ])

@@ -5,6 +5,11 @@
 - ``vgg16``: VGG-16 with ``VGG16_Weights.IMAGENET1K_V1`` (``vgg16-397923af.pth``); fc7 after its ReLU
   (``classifier[:5]``): 4096 values, the features of the CS231n assignment's COCO bundle.
 
+With ``grid=yes`` either gives a grid of image regions instead, for attention models (the feature maps "Show,
+Attend and Tell" attends over): ResNet-50's ``layer4`` output, 7 x 7 regions of 2048 values, and VGG-16's conv5_3
+after its ReLU (``features[:-1]``, before the last max pooling), 14 x 14 regions of 512 values, at the 224 x 224
+crop; (N, C, H, W) becomes (N, H*W, C), positions row by row.
+
 Pictures go through the weights' own evaluation transform (``weights.transforms()``: shorter side resized to its
 ``resize_size``, bilinear and antialiased, centre crop of ``crop_size``, scaled to [0, 1], ImageNet mean/std), fed
 as PIL images, the way torchvision's reference evaluation (and the weights' published accuracy) feeds them.
@@ -44,6 +49,7 @@ REQUIRED = ("torch", "torchvision")
 MIN_TORCHVISION = (0, 16)  # load_state_dict_from_url(weights_only=...) in the matching torch 2.1; the weights API
 REASON_LIMIT = 200  # characters of a failure's reason kept in a one-line message
 WEIGHT_CHOICES = ("imagenet", "none")
+GRID_CHOICES = ("no", "yes")
 # torch.hub's file names carry a prefix of the file's SHA-256: resnet50-11ad3fa6.pth
 _NAMED_DIGEST = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 
@@ -137,6 +143,8 @@ class _TorchvisionEncoder(Encoder):
     weights_enum = None  # e.g. "ResNet50_Weights"
     weights_member = None  # e.g. "IMAGENET1K_V2"
     features_text = None  # what the features are, in describe()
+    grid_text = None  # what the grid features are, in describe()
+    grid_shape = None  # (regions, values) of the grid at the weights' 224 x 224 crop
     pretrained_kwargs = {}  # builder arguments when the weights are loaded over the built network
     argument = None
     batch_size = 16
@@ -144,6 +152,8 @@ class _TorchvisionEncoder(Encoder):
         "weights": "imagenet (torchvision's ImageNet weights, downloaded once into torch's cache; default) or none "
                    "(random weights from option seed: for tests and offline smoke runs, not for real captions)",
         "seed": "with weights=none: the torch seed of the random weights (an integer, default 0)",
+        "grid": "yes: a grid of region features for attention (resnet50: layer4, 49 regions x 2048; vgg16: conv5_3, "
+                "196 regions x 512); no (default): one vector a picture",
     }
 
     @classmethod
@@ -153,6 +163,9 @@ class _TorchvisionEncoder(Encoder):
     def __init__(self, argument=None, options=None):
         super().__init__(argument, options)
         self.weights_choice, self.seed = self._parse_options(self.options)
+        self.grid = _grid_choice(self.options)
+        if self.grid:
+            self.regions, self.output_dim = self.grid_shape
         import torch
         import torchvision
         from torchvision import models
@@ -176,7 +189,7 @@ class _TorchvisionEncoder(Encoder):
             # one the error message names (and the same one torchvision's loader would use).
             model = builder(weights=None, **self.pretrained_kwargs)
             self._load_weights(torch, model)
-        self._cut(torch, model)
+        model = self._cut_grid(torch, model) if self.grid else self._cut(torch, model)
         # Channels-last memory (NHWC) lets torch's CPU convolutions (oneDNN) run without reordering every layer:
         # measured 1.5x faster for both networks on a batch of 16, the same features to float rounding (1e-6).
         self.model = model.eval().to(memory_format=torch.channels_last)
@@ -220,7 +233,11 @@ class _TorchvisionEncoder(Encoder):
             self.weights_sha256 = weights_digest(cached)
 
     def _cut(self, torch, model):
-        """Make ``model``'s output the features (in place)."""
+        """``model`` with its output made the feature vectors."""
+        raise NotImplementedError
+
+    def _cut_grid(self, torch, model):
+        """The part of ``model`` whose output is the feature map (N, C, H, W) of the grid."""
         raise NotImplementedError
 
     def encode(self, images):
@@ -229,7 +246,7 @@ class _TorchvisionEncoder(Encoder):
 
         images = list(images)
         if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, *self.output_shape), dtype=np.float32)
         features = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
@@ -238,7 +255,10 @@ class _TorchvisionEncoder(Encoder):
                 # weights' reference evaluation and accuracy are with PIL images.
                 batch = torch.stack([self.transform(Image.fromarray(_rgb(image)))
                                      for image in images[start:start + self.batch_size]])
-                features.append(self.model(batch.contiguous(memory_format=torch.channels_last)).numpy())
+                out = self.model(batch.contiguous(memory_format=torch.channels_last))
+                if self.grid:  # (B, C, H, W) -> (B, H*W, C): one row per position
+                    out = out.flatten(2).transpose(1, 2)
+                features.append(np.ascontiguousarray(out.numpy()))
         return np.concatenate(features).astype(np.float32, copy=False)
 
     def identity(self):
@@ -258,7 +278,15 @@ class _TorchvisionEncoder(Encoder):
         numbers = lambda values: ", ".join(f"{v:g}" for v in values)  # noqa: E731
         return (f"{self.title} (torchvision {self.torchvision_version}), {weights}: {resize}, centre {crop[0]}x"
                 f"{crop[1]}, scaled to [0, 1], mean {numbers(t.mean)}, std {numbers(t.std)}; "
-                f"{self.features_text}, {self.dim} values")
+                + (f"{self.grid_text}, {self.regions} regions x {self.dim} values" if self.grid
+                   else f"{self.features_text}, {self.dim} values"))
+
+
+def _grid_choice(options):
+    choice = str(options.get("grid", "no")).strip().lower()
+    if choice not in GRID_CHOICES:
+        raise EncoderError(f"option grid must be one of {', '.join(GRID_CHOICES)}, got {options['grid']!r}")
+    return choice == "yes"
 
 
 def _rgb(image):
@@ -275,11 +303,18 @@ class ResNet50Encoder(_TorchvisionEncoder):
     weights_enum = "ResNet50_Weights"
     weights_member = "IMAGENET1K_V2"
     features_text = "global average pooled features before fc"
+    grid_text = "layer4's feature map"
+    grid_shape = (49, 2048)
     summary = ("ResNet-50's pooled features, torchvision's IMAGENET1K_V2 weights (resnet50-11ad3fa6.pth; "
                "needs torch, torchvision)")
 
     def _cut(self, torch, model):
         model.fc = torch.nn.Identity()
+        return model
+
+    def _cut_grid(self, torch, model):
+        # Everything up to layer4: the children after it are the global average pooling and fc.
+        return torch.nn.Sequential(*list(model.children())[:-2])
 
 
 class VGG16Encoder(_TorchvisionEncoder):
@@ -289,9 +324,15 @@ class VGG16Encoder(_TorchvisionEncoder):
     weights_enum = "VGG16_Weights"
     weights_member = "IMAGENET1K_V1"
     features_text = "fc7 after its ReLU"
+    grid_text = "conv5_3's feature map after its ReLU"
+    grid_shape = (196, 512)
     pretrained_kwargs = {"init_weights": False}  # as torchvision's builder does: the loaded weights replace them
     summary = ("VGG-16's fc7 (the CS231n COCO bundle's features), torchvision's IMAGENET1K_V1 weights "
                "(vgg16-397923af.pth; needs torch, torchvision)")
 
     def _cut(self, torch, model):
         model.classifier = model.classifier[:5]  # fc6, ReLU, Dropout, fc7, ReLU
+        return model
+
+    def _cut_grid(self, torch, model):
+        return model.features[:-1]  # the convolutions up to conv5_3's ReLU, without the last max pooling
