@@ -1,4 +1,6 @@
 """`captionkit caption`: captions for one's own pictures from a trained run."""
+import csv
+import io
 import json
 import math
 import os
@@ -15,6 +17,7 @@ from captionkit.images import ImageFileError, find_images, thumbnail
 from captionkit.plotting import plot_attention_maps, plot_caption_grid
 from captionkit.safeio import atomic_write_text
 
+OUT_FORMATS = (".json", ".jsonl", ".csv")  # what --out writes, by the file's suffix
 GRID_LIMIT = 64  # pictures drawn in a --grid
 GRID_SIDE = 256  # pixels a side a picture is shrunk to for the grid
 
@@ -55,8 +58,11 @@ def _refuse_overwriting_inputs(outputs, files):
               help="GNMT length normalisation for beam search (0: plain log-probabilities).")
 @click.option("--max-length", type=click.IntRange(min=1), default=DEFAULT_MAX_LENGTH, show_default=True,
               metavar="N", help="Most words per caption, <END> included.")
-@click.option("--out", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="FILE.json", help="Also write the captions as a JSON list of {image, caption}.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Also write the captions to FILE, in the format its suffix names: .json (a list of "
+                                   "{image, caption}), .jsonl (one such object a line) or .csv (columns image, "
+                                   "caption, error). Unreadable pictures skipped with --skip-unreadable are listed "
+                                   "with their error.")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.png",
               help=f"Also draw the pictures with their captions into a PNG grid (first {GRID_LIMIT}).")
@@ -68,7 +74,7 @@ def _refuse_overwriting_inputs(outputs, files):
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
 @max_picture_pixels_option
-def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json_path, grid_path, maps_path,
+def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_path, grid_path, maps_path,
             skip_unreadable, max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
@@ -87,7 +93,10 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
     loaded = []  # the checkpoint is named once the pictures are read, so that a failure is its one line alone
     try:
         files = find_images(images)
-        _refuse_overwriting_inputs({"--out": json_path, "--grid": grid_path, "--attention-maps": maps_path}, files)
+        _refuse_overwriting_inputs({"--out": out_path, "--grid": grid_path, "--attention-maps": maps_path}, files)
+        if out_path is not None and out_path.suffix.lower() not in OUT_FORMATS:
+            raise click.BadParameter(f"{quoted(out_path)}: the suffix must be one of {', '.join(OUT_FORMATS)}, which "
+                                     "name the format written", param_hint="'--out'")
         if maps_path is not None and (len(files) != 1 or beam_size != 1):
             raise click.UsageError("--attention-maps draws the greedy caption of one picture: give one picture and "
                                    "no --beam")
@@ -105,10 +114,9 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, json
             click.echo(f"skipped {quoted(entry['error'])}", err=True)
         else:
             click.echo(f"{quoted(entry['image'])}\t{entry['caption']}")
-    if json_path is not None:
-        listed = [{k: v for k, v in entry.items() if k not in ("words", "attention")} for entry in results]
-        atomic_write_text(json_path, json.dumps(listed, indent=2, ensure_ascii=False) + "\n")
-        click.echo(f"wrote {quoted(json_path)}", err=True)
+    if out_path is not None:
+        atomic_write_text(out_path, _captions_file_text(results, out_path.suffix.lower()))
+        click.echo(f"wrote {quoted(out_path)}", err=True)
     if len(captioned) < len(results):
         click.echo(f"skipped {len(results) - len(captioned)} of {len(results)} pictures that could not be read",
                    err=True)
@@ -136,3 +144,18 @@ def _draw_attention_maps(entry, path, max_pixels):
     plot_attention_maps(thumbnail(entry["image"], GRID_SIDE, max_pixels), entry["words"], entry["attention"],
                         (side, side), path)
     click.echo(f"wrote {quoted(path)}", err=True)
+
+
+def _captions_file_text(results, suffix):
+    """The --out file's text in the format of ``suffix`` (one of OUT_FORMATS): an entry per picture, its image,
+    caption and, for a picture that could not be read, its error."""
+    entries = [{k: v for k, v in entry.items() if k in ("image", "caption", "error")} for entry in results]
+    if suffix == ".json":
+        return json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+    if suffix == ".jsonl":
+        return "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", "caption", "error"])
+    writer.writerows([entry["image"], entry["caption"] or "", entry.get("error", "")] for entry in entries)
+    return text.getvalue()

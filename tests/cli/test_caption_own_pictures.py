@@ -162,3 +162,43 @@ def test_running_out_of_memory_names_the_picture_not_a_bug(run, tmp_path):
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == (f"Error: out of memory: {big}: decoding the picture of 9000 x 7000 (189 MB as "
                                      "RGB) failed; free memory or lower --max-picture-pixels")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+def test_out_writes_the_format_its_suffix_names(run, tmp_path, suffix):
+    """Each format read back with its own parser gives the same entries as the printed lines, the unreadable
+    picture with its error."""
+    import csv
+    import json
+
+    _, run_dir, images = run
+    album = tmp_path / "album"
+    album.mkdir()
+    for name in ("test_000000.png", "test_000001.png"):
+        (album / name).write_bytes((images / name).read_bytes())
+    (album / "broken, \"quoted\".png").write_bytes(b"not a picture")
+    out = tmp_path / f"captions{suffix}"
+    result = run_cli("caption", run_dir, album, "--skip-unreadable", "--out", out)
+    assert result.exit_code == 0, result.output
+    printed = dict(line.split("\t") for line in result.stdout.splitlines())
+    text = out.read_text(encoding="utf-8")
+    if suffix == ".json":
+        entries = json.loads(text)
+    elif suffix == ".jsonl":
+        entries = [json.loads(line) for line in text.splitlines()]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+        entries = [{"image": r["image"], "caption": r["caption"] or None, **({"error": r["error"]} if r["error"]
+                                                                             else {})} for r in rows]
+    assert len(entries) == 3
+    assert {e["image"]: e["caption"] for e in entries if e["caption"] is not None} == printed
+    [broken] = [e for e in entries if e["caption"] is None]
+    assert broken["image"].endswith("broken, \"quoted\".png") and "broken" in broken["error"]
+
+
+def test_out_with_an_unknown_suffix_is_refused_before_any_picture_is_read(run, tmp_path):
+    _, run_dir, images = run
+    result = run_cli("caption", run_dir, images / "test_000000.png", "--out", tmp_path / "captions.txt")
+    assert result.exit_code == 2
+    assert "the suffix must be one of .json, .jsonl, .csv" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "captions.txt").exists()
