@@ -15,7 +15,7 @@ from captionkit.images import MAX_PICTURE_PIXELS, find_images
 from captionkit.loading import load_model
 from captionkit.runs import resolve_checkpoint, run_dir_of
 from captionkit.spec import SpecMismatch
-from captionkit.vocabulary import END, NULL, START
+from captionkit.vocabulary import caption_words
 
 __all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
 
@@ -97,20 +97,14 @@ def _attended_captions(model, features, max_length, batch_size, progress):
     """[{caption, words, attention (len(words), L)}] of greedy decoding with its weights, batch by batch."""
     if model.spec.attention is None:
         raise ValueError(f"the run's model ({model.spec.describe()}) has no attention, so no attention maps")
-    skipped = {model.word_to_idx.get(token) for token in (NULL, START)}
-    end = model.word_to_idx.get(END)
     entries = []
     for start in range(0, features.shape[0], batch_size):
         ids, weights = greedy_attention(model, features[start:start + batch_size], max_length)
         for row_ids, row_weights in zip(ids, weights):
-            steps = []
-            for t, idx in enumerate(row_ids):
-                if idx == end:
-                    break
-                if idx not in skipped:
-                    steps.append(t)
-            words = [model.idx_to_word[int(row_ids[t])] for t in steps]
-            entries.append({"caption": " ".join(words), "words": words, "attention": row_weights[steps]})
+            read = caption_words(row_ids, model.idx_to_word)
+            words = [word for _, word in read]
+            entries.append({"caption": " ".join(words), "words": words,
+                            "attention": row_weights[[t for t, _ in read]]})
         if progress is not None:
             progress("captions", min(start + batch_size, features.shape[0]), features.shape[0])
     return entries

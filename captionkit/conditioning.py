@@ -83,11 +83,10 @@ class GridProjection(ImageProjection):
 
     def forward(self, features, params):
         h0, cache = self.ops.affine_forward(features.mean(axis=1), params["W_proj"], params["b_proj"])
-        return h0, (features if self.attends else None), (cache, features.shape[1])
+        return h0, (features if self.attends else None), cache
 
     def backward(self, dh0, dcontext, cache):
         if (dcontext is None) == self.attends:
             raise ValueError("GridProjection's backward takes the context's gradient exactly when it attends")
-        projection_cache, _ = cache
-        _, dW_proj, db_proj = self.ops.affine_backward(dh0, projection_cache, input_grad=False)
+        _, dW_proj, db_proj = self.ops.affine_backward(dh0, cache, input_grad=False)
         return {"W_proj": dW_proj, "b_proj": db_proj}

@@ -225,10 +225,9 @@ class CaptioningRNN:
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
                                                                          mask, batch=batch, row_weights=row_weights)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
-        if self.spec.attention is None:
+        # A weighted objective (SCST) is the whole loss: the attention penalty is added to the unweighted one only.
+        if self.spec.attention is None or row_weights is not None:
             dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
-        elif row_weights is not None:  # a weighted objective (SCST) is the whole loss: no penalty on its samples
-            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, None)
         else:
             penalty, dalphas = doubly_stochastic_penalty(self.cell.attention_weights(cell_cache), mask,
                                                          self.attention_penalty, batch)

@@ -8,7 +8,7 @@ written by ``data import`` or the built-in dataset) starts with the special toke
 import json
 import types
 
-__all__ = ["END", "NULL", "SPECIAL_TOKENS", "START", "UNK", "Vocabulary", "caption_text"]
+__all__ = ["END", "NULL", "SPECIAL_TOKENS", "START", "UNK", "Vocabulary", "caption_text", "caption_words"]
 
 NULL, START, END, UNK = "<NULL>", "<START>", "<END>", "<UNK>"
 # A read-only mapping, so that no caller can renumber the tokens for everyone else.
@@ -16,8 +16,9 @@ SPECIAL_TOKENS = types.MappingProxyType({NULL: 0, START: 1, END: 2, UNK: 3})
 _SPECIAL_WORDS = tuple(SPECIAL_TOKENS)  # in id order
 
 
-def caption_text(ids, idx_to_word, keep_boundaries=False):
-    """Word ids of one caption (T,) -> its words joined by spaces, read up to the first ``<END>``.
+def caption_words(ids, idx_to_word, keep_boundaries=False):
+    """Word ids of one caption (T,) -> ``[(t, word), ...]``: each word read up to the first ``<END>`` with its
+    position t in ``ids`` (the decoding step that chose it).
 
     ``<NULL>`` is always dropped. ``keep_boundaries=False`` (evaluation's rule: the text that is scored) drops
     ``<START>`` and ``<END>`` as well; ``keep_boundaries=True`` (the assignment's ``decode_captions``) keeps them.
@@ -25,16 +26,21 @@ def caption_text(ids, idx_to_word, keep_boundaries=False):
     assignment's function keeps accepting whatever vocabulary it is given.
     """
     words = []
-    for idx in ids:
+    for t, idx in enumerate(ids):
         word = idx_to_word[int(idx)]
         if word == END:
             if keep_boundaries:
-                words.append(word)
+                words.append((t, word))
             break
         if word == NULL or (word == START and not keep_boundaries):
             continue
-        words.append(word)
-    return " ".join(words)
+        words.append((t, word))
+    return words
+
+
+def caption_text(ids, idx_to_word, keep_boundaries=False):
+    """The words of :func:`caption_words` joined by spaces."""
+    return " ".join(word for _, word in caption_words(ids, idx_to_word, keep_boundaries))
 
 
 class Vocabulary:

@@ -93,3 +93,13 @@ def test_decode_captions_and_caption_text_keep_their_rules():
     assert [scored_text(row, WORDS) for row in rows] == ["a cat", "sits"]
     # decode_captions checks nothing of the vocabulary it is given, as in the assignment
     assert decode_captions([0, 1, 2], ["<NULL>", "x", "<END>"]) == "x <END>"
+
+
+def test_caption_words_give_each_word_its_decoding_step():
+    from captionkit.vocabulary import caption_words
+
+    words = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "cat"]
+    ids = [4, 0, 1, 5, 2, 4]
+    assert caption_words(ids, words) == [(0, "a"), (3, "cat")]
+    assert caption_words(ids, words, keep_boundaries=True) == [(0, "a"), (2, "<START>"), (3, "cat"), (4, "<END>")]
+    assert caption_words([], words) == []
