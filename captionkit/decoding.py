@@ -12,8 +12,8 @@ backend:
   word alone;
 - ``sampling_step(words, state, context, images, uniforms, temperature) -> (drawn words (M,), next state)``: the
   same step with each row's word drawn from the whole softmax by inverse transform of its uniform (M,);
-- ``fused_greedy(features, max_length)``: a cell's compiled greedy loop in one call (the same captions as the step
-  loop, faster), or None;
+- ``fused_greedy(features, max_length, with_weights=False)``: a cell's compiled greedy loop in one call (the same
+  captions as the step loop, faster; with the attention weights of each step for ``with_weights``), or None;
 - ``map_rows(rows, task)``: the model's sharding of independent rows, and ``_check_features``, its check of the
   features, which every loop here makes once.
 
@@ -251,9 +251,20 @@ def greedy_attention(model, features, max_length=30):
     if model.spec.attention is None:
         raise ValueError(f"the model ({model.spec.describe()}) has no attention, so no attention weights")
     features, start, end, null = _start_ids(model, features, max_length)
-    weights = np.zeros((features.shape[0], max_length, model.spec.feature_shape[0]))
-    captions = _word_by_word(model, features, max_length, start, end, null, model.greedy_step, weights)
-    return captions, weights
+    regions = model.spec.feature_shape[0]
+    if features.shape[0] == 0:
+        return np.full((0, max_length), null, dtype=np.int32), np.zeros((0, max_length, regions))
+
+    def decode_rows(rows):
+        fused = model.fused_greedy(features[rows], max_length, with_weights=True)
+        if fused is not None:
+            return fused[0], fused[1].astype(np.float64)
+        weights = np.zeros((rows.stop - rows.start, max_length, regions))
+        captions = _word_by_word(model, features[rows], max_length, start, end, null, model.greedy_step, weights)
+        return captions, weights
+
+    parts = model.map_rows(features.shape[0], decode_rows)
+    return np.concatenate([c for c, _ in parts]), np.concatenate([w for _, w in parts])
 
 
 def decode(model, features, max_length=30, beam_size=1, length_penalty=0.0):

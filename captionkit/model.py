@@ -274,15 +274,18 @@ class CaptioningRNN:
         """``[task(rows_slice), ...]`` over slices covering ``range(rows)``, on the backend's shards."""
         return self._runtime.map_rows(rows, task)
 
-    def fused_greedy(self, features, max_length):
+    def fused_greedy(self, features, max_length, with_weights=False):
         """Greedy captions (N, max_length) of checked features (N, D), N >= 1, in one call of the cell when it
-        decodes whole captions itself (the numbers of decoding's step loop), else None."""
+        decodes whole captions itself (the numbers of decoding's step loop), else None. ``with_weights`` (attention
+        models): (captions, the weights (N, max_length, L) of the step that chose each word)."""
         p = self.params
         h0, context = self.conditioning.decoding_inputs(features, self._conditioning_params())
-        if context is not None:
-            return None  # the fused loops take no context yet
-        return self.cell.greedy_decode(h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"],
-                                       self._start, self._end, self._null, max_length)
+        arguments = (h0, self._cell_params(), p["W_embed"], p["W_vocab"], p["b_vocab"], self._start, self._end,
+                     self._null, max_length)
+        if context is None:
+            return self.cell.greedy_decode(*arguments)
+        decoded = self.cell.greedy_decode(*arguments, context=context)
+        return decoded if decoded is None or with_weights else decoded[0]
 
     def decoding_start(self, features):
         """For checked features (N, D): (the cell's state before the first word, a tuple of arrays with N rows, h

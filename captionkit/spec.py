@@ -109,7 +109,7 @@ class ModelSpec:
         cell = get_cell(self.cell_type)(backend=backend)
         if self.attention is None:
             return cell
-        return AttendedCell(cell, get_attention(self.attention)(), self.attention_dim)
+        return AttendedCell(cell, get_attention(self.attention)(), self.attention_dim, backend=backend)
 
     def parameter_shapes(self, cell):
         """``{name: shape}`` of every parameter of the model with ``cell`` (a Cell instance of this spec's

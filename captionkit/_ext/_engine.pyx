@@ -3,7 +3,7 @@ form "input pre-activations a = x_t Wx + b, recurrent pre-activations u = h_{t-1
 the state" (pointwise.pxd says what the pointwise part receives).
 
 Private: call these through captionkit.kernels, which checks every array first. Sequence forward, single step and
-greedy decoding run each time step through one function, _step_rows (the recurrent product and the pointwise
+greedy decoding run each time step through one function, step_rows (the recurrent product and the pointwise
 part); they differ only in where the input part x_t Wx + b comes from. The engine does every matrix
 product: x Wx + b for all steps at once before the loop, h_{t-1} Wh at each step on Wh packed once per call
 (_panel.h, CPUs with AVX-512; BLAS elsewhere), and after the backward loop dx, dWx, dWh and db as single large
@@ -27,10 +27,6 @@ from captionkit._ext._vecmath cimport add, argmax_bias
 from captionkit._ext.pointwise cimport backward_d, backward_f, forward_d, forward_f
 
 from captionkit._ext.pointwise import capsule_names
-
-cdef enum:
-    MAX_STATES = 8  # the row functions get their state pointers in arrays of this size on the stack
-
 
 def capsule_problem(capsules):
     """None when ``capsules`` maps each key of pointwise.pxd's ``pointwise_capsules`` to a capsule of the name that
@@ -58,15 +54,6 @@ cdef class CellCode:
     its pointwise part takes a + u summed, and that part as compiled functions (``capsules``, the dict of
     pointwise.pxd's ``pointwise_capsules``) or, when ``capsules`` is None, as numpy callables:
     ``numpy_forward(a, u, prev) -> (next, saved)`` and ``numpy_backward(dnext, saved) -> (da, du, dprev)``."""
-
-    cdef readonly Py_ssize_t gates, states, kept
-    cdef readonly bint summed
-    cdef void *forward_f32
-    cdef void *backward_f32
-    cdef void *forward_f64
-    cdef void *backward_f64
-    cdef readonly object numpy_forward, numpy_backward
-    cdef object capsules  # owns the function pointers' capsules while this object lives
 
     def __init__(self, Py_ssize_t gates, Py_ssize_t states, Py_ssize_t kept, bint summed, numpy_forward,
                  numpy_backward, capsules):
@@ -97,7 +84,7 @@ cdef class CellCode:
 # ---------------------------------------------------------------------- the pointwise part, row by row
 
 
-cdef void _forward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, floating *a, Py_ssize_t lda,
+cdef void forward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, floating *a, Py_ssize_t lda,
                         const floating *u, Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s,
                         Py_ssize_t prev_n, floating *nxt, Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil:
     """The compiled forward ``fn`` on N rows; state array s of row n starts at prev + s*prev_s + n*prev_n (next
@@ -118,7 +105,7 @@ cdef void _forward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, floa
             (<forward_d> fn)(H, a + n * lda, u_row, prev_rows, next_rows)
 
 
-cdef void _backward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, const floating *a, Py_ssize_t lda,
+cdef void backward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, const floating *a, Py_ssize_t lda,
                          const floating *u, Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s,
                          Py_ssize_t prev_n, const floating *nxt, Py_ssize_t next_s, Py_ssize_t next_n,
                          floating *dstate, floating *da, floating *du, Py_ssize_t ldd) noexcept nogil:
@@ -150,7 +137,7 @@ def _read_only(array):
     return view
 
 
-cdef object _numpy_forward(CellCode code, a, u, prev, nxt):
+cdef object numpy_forward_step(CellCode code, a, u, prev, nxt):
     """The numpy forward on views of one step's rows: writes the next state into the S arrays ``nxt`` and returns
     what the function saved for its backward."""
     next_state, saved = code.numpy_forward(_read_only(a), None if u is None else _read_only(u),
@@ -160,7 +147,7 @@ cdef object _numpy_forward(CellCode code, a, u, prev, nxt):
     return saved
 
 
-cdef void _numpy_backward(CellCode code, dstate, saved, da, du):
+cdef void numpy_backward_step(CellCode code, dstate, saved, da, du):
     """The numpy backward of one step: dstate (S, N, H) holds the state's gradient on entry and the previous
     state's on return; da (and du, None for summed cells) are views of the step's rows."""
     d_a, d_u, dprev = code.numpy_backward(tuple(_read_only(d) for d in dstate), saved)
@@ -174,7 +161,7 @@ cdef void _numpy_backward(CellCode code, dstate, saved, da, du):
             dstate[s] = dprev[s]
 
 
-cdef void _step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
+cdef void step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
                      const floating *Wh, floating *packed_Wh, floating *a, Py_ssize_t lda, floating *u,
                      Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt,
                      Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil:
@@ -185,27 +172,10 @@ cdef void _step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssiz
     if summed:
         product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, a, lda)
     else:
-        _zero_rows(u, N, GH, ldu)
+        zero_rows(u, N, GH, ldu)
         product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, u, ldu)
     if fn != NULL:
-        _forward_rows(fn, N, H, S, a, lda, NULL if summed else u, ldu, prev, prev_s, prev_n, nxt, next_s, next_n)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-cdef inline void _bias_rows(floating *a, const floating *b, Py_ssize_t rows, Py_ssize_t n,
-                            Py_ssize_t lda) noexcept nogil:
-    """Rows [0, rows) of a (row stride lda) start as b (n values), for the products that add onto them."""
-    cdef Py_ssize_t r
-    for r in range(rows):
-        memcpy(a + r * lda, b, n * sizeof(floating))
-
-
-cdef inline void _zero_rows(floating *a, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t lda) noexcept nogil:
-    cdef Py_ssize_t r
-    for r in range(rows):
-        memset(a + r * lda, 0, n * sizeof(floating))
+        forward_rows(fn, N, H, S, a, lda, NULL if summed else u, ldu, prev, prev_s, prev_n, nxt, next_s, next_n)
 
 
 cdef bint _weights_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, const floating[:, ::1] Wx,
@@ -213,11 +183,6 @@ cdef bint _weights_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, const floating
     """Wx (W, G*H) and Wh (H, G*H) for the cell's G gates, and W, H >= 1."""
     cdef Py_ssize_t GH = code.gates * H
     return W >= 1 and H >= 1 and Wx.shape[0] == W and Wx.shape[1] == GH and Wh.shape[0] == H and Wh.shape[1] == GH
-
-
-cdef inline void *_forward_function(CellCode code, floating kind) noexcept:
-    """The cell's compiled forward for this precision, or NULL: its numpy part is called back."""
-    return code.forward_f32 if floating is float else code.forward_f64
 
 
 # ---------------------------------------------------------------------- sequence forward and backward
@@ -239,7 +204,7 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
         raise ValueError("gated_forward: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
-    cdef void *fn = _forward_function(code, kind)
+    cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     A_arr = np.empty((N, T, width), dtype=dtype)
@@ -261,7 +226,7 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
             if panel_enabled():
                 packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
             # Every step's x_t Wx + b in one product, written where the step's pre-activations go.
-            _bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
+            bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
             matmul(False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True, &A[0, 0, 0], width)
         for t in range(T):
             with nogil:
@@ -271,11 +236,11 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
                     prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
                 if not summed:
                     u = &U[0, t, 0]
-                _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, t, 0], T * width, u, T * GH, prev,
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, t, 0], T * width, u, T * GH, prev,
                            prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
             if fn == NULL:
                 prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
-                saved[t] = _numpy_forward(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
+                saved[t] = numpy_forward_step(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
                                           states_arr[:, :, t])
     finally:
         free(packed)
@@ -291,7 +256,8 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
     (not counting the recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t GH = code.gates * H, t, n
-    cdef void *fn = code.backward_f32 if floating is float else code.backward_f64
+    cdef floating kind = 0
+    cdef void *fn = backward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H
     cdef bint summed = code.summed
     if N < 1 or T < 1 or s0.shape[0] != S or s0.shape[1] != N or not _weights_fit(code, W, H, Wx, Wh) \
@@ -344,11 +310,11 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
                         prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
                     if not summed:
                         u = &U[0, t, 0]
-                    _backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
+                    backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
                                    &states[0, 0, t, 0], N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0],
                                    NULL if summed else &dU[0, t, 0], T * GH)
             if fn == NULL:
-                _numpy_backward(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
+                numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
             with nogil:
                 # What step t sends back to h_{t-1} through Wh.
                 product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, packed, &dstate[0, 0, 0], H)
@@ -383,7 +349,7 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
         raise ValueError("gated_step: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
-    cdef void *fn = _forward_function(code, kind)
+    cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     A_arr = np.empty((N, width), dtype=dtype)
@@ -400,16 +366,16 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
         u = &U[0, 0]
     try:
         with nogil:
-            _bias_rows(&A[0, 0], &b[0], N, GH, width)
+            bias_rows(&A[0, 0], &b[0], N, GH, width)
             matmul(False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
             if large_on_panels():  # as matmul would for this one product
                 packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
-            _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H,
+            step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H,
                        H, &nxt[0, 0, 0], N * H, H)
     finally:
         free(packed)
     if fn == NULL:
-        _numpy_forward(code, A_arr, U_arr, np.asarray(state), next_arr)
+        numpy_forward_step(code, A_arr, U_arr, np.asarray(state), next_arr)
     return next_arr
 
 
@@ -432,7 +398,7 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
         raise ValueError("gated_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
-    cdef void *fn = _forward_function(code, kind)
+    cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
     captions_arr = np.full((N, max_length), null, dtype=np.int32)
@@ -470,12 +436,12 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
             with nogil:
                 for n in range(N):
                     memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
-                _bias_rows(&A[0, 0], &b[0], N, GH, width)
+                bias_rows(&A[0, 0], &b[0], N, GH, width)
                 product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, packed_Wx, &A[0, 0], width)
-                _step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed_Wh, &A[0, 0], width, u, GH,
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed_Wh, &A[0, 0], width, u, GH,
                            &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
             if fn == NULL:
-                _numpy_forward(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
+                numpy_forward_step(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
             with nogil:
                 cur = 1 - cur
                 memset(&scores[0, 0], 0, N * V * sizeof(floating))

@@ -54,6 +54,11 @@ class AttentionMechanism(abc.ABC):
     def forward(self, h, V, keys, params):
         """One step: h (N, H) the previous hidden state -> (g (N, D), alpha (N, L), saved for :meth:`backward`)."""
 
+    def runs_on_engine(self):
+        """Whether captionkit's compiled engine runs this mechanism's equations in place of its numpy methods; only
+        soft attention's are compiled (captionkit/_ext/_attend.pyx), every other mechanism runs on its numpy methods."""
+        return False
+
     @abc.abstractmethod
     def backward(self, dg, dalpha, saved):
         """Backward of :meth:`forward`: dg (N, D) and dalpha (N, L) (the penalty's gradient, or zeros) ->

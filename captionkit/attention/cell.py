@@ -10,7 +10,9 @@ The wrapped cell's step becomes (Xu et al. 2015, with the cell's own pointwise p
 h0 comes from the model's conditioning (the mean of V, projected); the cell's further state arrays (an LSTM's c)
 start from the same mean through their own projections att_W_init{s}, att_b_init{s}. This module is the numpy
 reference, written step by step; a gated cell's ``pointwise_forward``/``pointwise_backward`` are called as the
-engine calls them.
+engine calls them. On the ``cython`` backend a mechanism the engine runs (soft attention:
+``mechanism.runs_on_engine()``) takes the compiled path instead, :mod:`captionkit.kernels`'s ``soft_attended_*``
+functions, which follow this reference equation for equation; any other mechanism runs here.
 
 Shapes: N rows, T steps, W word-vector size, H hidden size, G gate blocks, S state arrays, L regions, D feature
 size, A attention size.
@@ -18,6 +20,7 @@ size, A attention size.
 import numpy as np
 
 from captionkit.attention.base import AttentionSizes
+from captionkit.backend import ops
 from captionkit.cells.base import Cell, ParamSpec
 from captionkit.cells.gated import GatedCell
 
@@ -30,7 +33,6 @@ class AttendedCell(Cell):
     the last step's attention weights (N, L), so beam search reorders the weights with their hypotheses."""
 
     reads_context = True
-    compiled = False  # the numpy reference; the inner cell's backend is not used
 
     def __init__(self, inner, mechanism, attention_dim, backend="numpy"):
         if not isinstance(inner, GatedCell):
@@ -38,7 +40,13 @@ class AttendedCell(Cell):
                              f"{type(inner).__name__}")
         self.inner, self.mechanism, self.attention_dim = inner, mechanism, int(attention_dim)
         self.name = f"{inner.name}+{mechanism.name}"
-        super().__init__("numpy")
+        self.compiled = mechanism.runs_on_engine() and inner.backend == backend  # Cell.__init__ reads it
+        super().__init__(backend)
+        self._ops = ops(self.backend)
+        if self.backend == "cython":
+            from captionkit import kernels
+
+            self._engine = kernels
 
     # ------------------------------------------------------------------ parameters
     def _attention_sizes(self, sizes):
@@ -76,18 +84,34 @@ class AttendedCell(Cell):
         return tuple(state), alpha, (h_prev, g, attention_saved, pointwise_saved)
 
     def _first_state(self, h0, V, params):
+        """(the state before the first word, the caches of the further state arrays' projections)."""
         mean = V.mean(axis=1)
-        return (h0,) + tuple(mean @ params[f"att_W_init{s}"] + params[f"att_b_init{s}"]
-                             for s in range(1, self.inner.states))
+        projected = [self._ops.affine_forward(mean, params[f"att_W_init{s}"], params[f"att_b_init{s}"])
+                     for s in range(1, self.inner.states)]
+        return (h0,) + tuple(out for out, _ in projected), [cache for _, cache in projected]
+
+    def _first_state_backward(self, dstate, caches, grads, dV):
+        """Adds the gradient of the further state arrays' start (dstate[1:]) to grads and dV (N, L, D)."""
+        L = dV.shape[1]
+        for s, cache in enumerate(caches, start=1):
+            dmean, grads[f"att_W_init{s}"], grads[f"att_b_init{s}"] = self._ops.affine_backward(dstate[s], cache)
+            dV += dmean[:, None, :] / L
+
+    def _engine_params(self, params, names):
+        return {name: params[name] for name in names}
 
     # ------------------------------------------------------------------ training
     def forward(self, x, h0, params, context):
         """x (N, T, W), h0 (N, H), context V (N, L, D) -> h (N, T, H), cache (alphas in
         :meth:`attention_weights`)."""
         V = np.asarray(context)
+        state, init_caches = self._first_state(h0, V, params)
+        if self.backend == "cython":
+            h, cache = self._engine.soft_attended_forward(
+                x, state, V, self._engine_params(params, self._engine.SOFT_PARAMETERS), self.inner.pointwise)
+            return h, (cache, init_caches, cache.alphas)
         keys, prepare_cache = self.mechanism.prepare(V, params)
         x_parts = x @ params["Wx"] + params["b"]
-        state = self._first_state(h0, V, params)
         N, T = x.shape[:2]
         h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0))
         alphas = np.empty((N, T, V.shape[1]), dtype=h.dtype)
@@ -97,7 +121,7 @@ class AttendedCell(Cell):
             h[:, t] = state[0]
             steps.append(saved)
         # params is the cell's own dict (the model passes only those), so backward's gradients are its keys.
-        return h, (x, V, params, keys, prepare_cache, steps, alphas)
+        return h, (x, V, params, keys, prepare_cache, steps, init_caches, alphas)
 
     @staticmethod
     def attention_weights(cache):
@@ -112,7 +136,12 @@ class AttendedCell(Cell):
 
     def backward(self, dh, cache, dalphas=None):
         """Backward of :meth:`forward` -> dx (N, T, W), dh0 (N, H), grads, dcontext (N, L, D)."""
-        x, V, params, keys, prepare_cache, steps, alphas = cache
+        if self.backend == "cython":
+            engine_cache, init_caches, _ = cache
+            dx, dstate, dV, grads = self._engine.soft_attended_backward(dh, engine_cache, dalphas)
+            self._first_state_backward(dstate, init_caches, grads, dV)
+            return dx, dstate[0], grads, dV
+        x, V, params, keys, prepare_cache, steps, init_caches, alphas = cache
         if dalphas is None:
             dalphas = np.zeros_like(alphas)
         grads = {name: np.zeros_like(value) for name, value in params.items()}
@@ -138,11 +167,7 @@ class AttendedCell(Cell):
             for s, d in enumerate(dprev):
                 if d is not None:
                     dstate[s] = dstate[s] + d
-        mean = V.mean(axis=1)
-        for s in range(1, self.inner.states):
-            grads[f"att_W_init{s}"] = mean.T @ dstate[s]
-            grads[f"att_b_init{s}"] = dstate[s].sum(axis=0)
-            dV += (dstate[s] @ params[f"att_W_init{s}"].T)[:, None, :] / V.shape[1]
+        self._first_state_backward(dstate, init_caches, grads, dV)
         dV_prepare, prepare_grads = self.mechanism.prepare_backward(dkeys, prepare_cache)
         dV += dV_prepare
         grads.update(prepare_grads)
@@ -157,13 +182,33 @@ class AttendedCell(Cell):
         """(the state before the first word: the inner cell's, then zero weights (N, L); the context the steps
         read: V and the mechanism's keys, computed once)."""
         V = np.asarray(context)
-        keys, _ = self.mechanism.prepare(V, params)
-        return self._first_state(h0, V, params) + (np.zeros(V.shape[:2], dtype=h0.dtype),), (V, keys)
+        if self.backend == "cython":
+            keys = self._engine.soft_attention_keys(V, params["att_Ua"])
+        else:
+            keys, _ = self.mechanism.prepare(V, params)
+        state, _ = self._first_state(h0, V, params)
+        return state + (np.zeros(V.shape[:2], dtype=h0.dtype),), (V, keys)
 
     def step(self, x, state, params, context, images):
         """x (M, W), state (the inner state then the weights), context (V, keys) of every image, images (M,) ->
         the next state, its last element this step's weights alpha (M, L)."""
         V, keys = context
+        if self.backend == "cython":
+            next_state, alpha = self._engine.soft_attended_step(
+                x, tuple(state[:-1]), V, keys, images, self._engine_params(params, self._engine.SOFT_STEP_PARAMETERS),
+                self.inner.pointwise)
+            return next_state + (alpha,)
         x_part = x @ params["Wx"] + params["b"]
         next_state, alpha, _ = self._step(x_part, state[:-1], V[images], keys[images], params)
         return next_state + (alpha,)
+
+    def greedy_decode(self, h0, params, W_embed, W_vocab, b_vocab, start, end, null, max_length, context=None):
+        """:meth:`Cell.greedy_decode` reading the grid ``context`` (N, L, D), in one compiled loop on the engine
+        -> (captions (N, max_length) int32, the weights (N, max_length, L) of the step that chose each word); None
+        on the numpy reference, whose step loop the model runs."""
+        if self.backend != "cython":
+            return None
+        state, (V, keys) = self.decoding_inputs(h0, context, params)
+        return self._engine.soft_attended_greedy_decode(
+            state[:-1], V, keys, W_embed, self._engine_params(params, self._engine.SOFT_STEP_PARAMETERS), W_vocab,
+            b_vocab, start, end, null, max_length, self.inner.pointwise)

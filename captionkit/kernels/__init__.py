@@ -41,6 +41,16 @@ the vanilla RNN), ``_recurrence`` (the gated engine), ``_output`` (output layer 
 :mod:`captionkit.pointwise` and :mod:`captionkit.checks`; threads are the caller's (:mod:`captionkit.backend`).
 """
 
+from captionkit.kernels._attention import (
+    SOFT_PARAMETERS,
+    SOFT_STEP_PARAMETERS,
+    SoftAttendedCache,
+    soft_attended_backward,
+    soft_attended_forward,
+    soft_attended_greedy_decode,
+    soft_attended_step,
+    soft_attention_keys,
+)
 from captionkit.kernels._built import blas, blas_threads, is_available
 from captionkit.kernels._layers import (
     affine_backward,
@@ -72,6 +82,9 @@ from captionkit.kernels._recurrence import (
 
 __all__ = [
     "GatedCache",
+    "SOFT_PARAMETERS",
+    "SOFT_STEP_PARAMETERS",
+    "SoftAttendedCache",
     "adam_update",
     "adam_update_many",
     "affine_argmax",
@@ -91,6 +104,11 @@ __all__ = [
     "rnn_forward",
     "rnn_step_forward",
     "sigmoid",
+    "soft_attended_backward",
+    "soft_attended_forward",
+    "soft_attended_greedy_decode",
+    "soft_attended_step",
+    "soft_attention_keys",
     "tanh",
     "temporal_softmax_affine_loss",
     "temporal_softmax_affine_nll",

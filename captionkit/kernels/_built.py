@@ -2,7 +2,9 @@
 try:
     from captionkit import _ext
     # Every extension module, so that is_available() means each kernel's module imports.
-    from captionkit._ext import _affine, _blas, _decode, _embedding, _engine, _optim, _rnn, _softmax, pointwise  # noqa: F401
+    from captionkit._ext import (  # noqa: F401
+        _affine, _attend, _blas, _decode, _embedding, _engine, _optim, _rnn, _softmax, pointwise,
+    )
 except ImportError as exc:  # not built: the numpy reference still works
     _IMPORT_ERROR = exc
 else:

@@ -379,6 +379,83 @@ def _check_attention_step(cell, seed):
     return f"{T} steps agree"
 
 
+def _check_attention_matches_numpy(cell_type):
+    def check(cell, seed):
+        return _attention_matches_numpy(cell_type, cell, seed)
+
+    return check
+
+
+def _attention_matches_numpy(cell_type, cell, seed):
+    """On the engine, soft attention over ``cell`` gives the numpy reference's numbers: forward, weights, backward
+    (with a penalty's gradient of the weights) and steps of rows reading any image, float64 and float32; and a model
+    of it cut into shards on threads gives the numpy model's loss, gradients, greedy and beam captions."""
+    from captionkit import parallel
+    from captionkit.attention import AttendedCell, SoftAttention
+    from captionkit.model import CaptioningRNN
+
+    compiled = AttendedCell(cell, SoftAttention(), A, backend="cython")
+    reference = AttendedCell(type(cell)(backend="numpy"), SoftAttention(), A, backend="numpy")
+    if not compiled.compiled:
+        raise _CheckFailed("soft attention over this cell does not run on the engine")
+    rng = np.random.RandomState(seed + 4)
+    base = {k: v + 0.1 * rng.standard_normal(v.shape)
+            for k, v in reference.init_params_for(CellSizes(W, H, D, D), rng).items()}
+    inputs = (rng.standard_normal((N, T, W)), rng.standard_normal((N, H)), rng.standard_normal((N, L, D)),
+              rng.standard_normal((N, T, H)), rng.standard_normal((N, T, L)))
+    images = np.arange(N + 1, dtype=np.int64)[::-1] % N  # rows reading images out of order, one image twice
+    worst = 0.0
+    for dtype, limit in ((np.float64, FLOAT64_MATCH_LIMIT), (np.float32, FLOAT32_MATCH_LIMIT)):
+        params = {k: v.astype(dtype) for k, v in base.items()}
+        x, h0, V, dh, dalphas = (a.astype(dtype) for a in inputs)
+        pairs = {}
+        for label, attended in (("got", compiled), ("want", reference)):
+            h, cache = attended.run_forward(x, h0, params, V)
+            dx, dh0, dV, grads = attended.run_backward(dh, cache, dalphas)
+            state, context = attended.decoding_inputs(h0, V, params)
+            stepped = attended.run_step(x[images, 0], tuple(s[images] for s in state), params, context, images)
+            values = {"h": h, "alpha": attended.attention_weights(cache), "dx": dx, "dh0": dh0, "dV": dV,
+                      "step h": stepped[0], "step alpha": stepped[-1], **{f"d{k}": v for k, v in grads.items()}}
+            for what, value in values.items():
+                pairs.setdefault(what, {})[label] = value
+        for what, pair in pairs.items():
+            error = _scale_error(pair["got"], pair["want"])
+            if error > limit:
+                raise _CheckFailed(f"{np.dtype(dtype)} {what} with attention differs from the numpy reference by "
+                                   f"{error:.2e} (limit {limit:.0e})")
+            if dtype == np.float64:
+                worst = max(worst, error)
+    rows, threads = 12, 3
+    models = [CaptioningRNN(VOCAB, input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type, dtype=np.float64,
+                            backend=backend, seed=seed, regions=L, attention="soft", attention_dim=A)
+              for backend in ("cython", "numpy")]
+    models[0].cell = compiled
+    params = {k: 0.5 * rng.standard_normal(v.shape) for k, v in models[0].params.items()}
+    features = rng.standard_normal((rows, L, D))
+    captions = rng.randint(len(VOCAB), size=(rows, T + 1))
+    captions[:, 0] = VOCAB["<START>"]
+    results = []
+    previous = parallel.set_num_threads(threads)
+    try:
+        for model in models:
+            model.params = dict(params)
+            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),
+                                                              model.sample(features, max_length=T + 2, beam_size=2)))
+    finally:
+        parallel.set_num_threads(previous)
+    (loss, grads, greedy, beam), (loss_ref, grads_ref, greedy_ref, beam_ref) = results
+    errors = {"loss": _scale_error(np.array(loss), np.array(loss_ref)),
+              **{f"d{k}": _scale_error(grads[k], grads_ref[k]) for k in grads_ref}}
+    name = max(errors, key=errors.get)
+    if errors[name] > FLOAT64_MATCH_LIMIT:
+        raise _CheckFailed(f"with attention in {threads} shards the model's {name} differs from the numpy model's by "
+                           f"{errors[name]:.2e} (limit {FLOAT64_MATCH_LIMIT:.0e})")
+    if not (np.array_equal(greedy, greedy_ref) and np.array_equal(beam, beam_ref)):
+        raise _CheckFailed(f"with attention in {threads} shards greedy or beam captions differ from the numpy model's")
+    return (f"float64 max difference {max(worst, errors[name]):.1e} (limit {FLOAT64_MATCH_LIMIT:.0e}); float32 "
+            f"within {FLOAT32_MATCH_LIMIT:.0e}; {threads} shards: greedy and beam captions equal")
+
+
 def _summarise_gradients(errors, limit):
     worst = max(errors, key=errors.get)
     bad = {k: v for k, v in errors.items() if v > limit}
@@ -483,7 +560,8 @@ def _check_rejects_wrong_shapes(cell, seed):
 
 def _checks(cell_type, compiled_path, attention=False):
     """The checks of one path of a cell; ``compiled_path``: the cell runs compiled (vs its numpy reference);
-    ``attention``: also check it reading a grid through soft attention (gated cells, on their numpy path)."""
+    ``attention``: also check it reading a grid through soft attention (gated cells: its gradients on the numpy
+    path, the engine against the numpy reference on a compiled one)."""
     checks = [
         ("declares parameters", _check_declaration),
         ("parameters for the model's sizes", _check_model_sizes),
@@ -499,7 +577,9 @@ def _checks(cell_type, compiled_path, attention=False):
     ]
     if compiled_path:
         checks.insert(8, ("compiled matches numpy", _check_matches_numpy))
-    if attention:
+    if attention and compiled_path:
+        checks.append(("attention on the engine matches numpy", _check_attention_matches_numpy(cell_type)))
+    elif attention:
         checks += [("attention step matches forward float64", _check_attention_step),
                    ("attention model gradients float64", _check_attention_gradients(cell_type))]
     return checks
@@ -561,7 +641,7 @@ def run_checks(cell_type, backends=None, seed=0):
         except Exception as exc:  # plugin code may raise anything
             report.results.append(CheckResult("instantiates", label, False, f"{type(exc).__name__}: {exc}"))
             continue
-        checks = _checks(cell_type, compiled_path, attention=issubclass(cls, GatedCell) and label == "numpy")
+        checks = _checks(cell_type, compiled_path, attention=issubclass(cls, GatedCell))
         # The compiled model runs every cell in shards on threads: a compiled path, or a cell with no other path.
         if compiled_path or not cls.compiled:
             checks.append(("shards on threads match the numpy model", _check_shards(cell_type)))

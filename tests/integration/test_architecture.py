@@ -150,13 +150,18 @@ def test_the_kernels_package_keeps_its_public_names_and_imports_only_the_compile
     from captionkit import kernels
 
     # The names captionkit.kernels had as one module (before its split by concern), which callers import, and
-    # affine_sample (self-critical training's sampling) added since.
+    # those added since: affine_sample (self-critical training's sampling) and soft attention on the engine.
     public = {"GatedCache", "adam_update", "adam_update_many", "affine_argmax", "affine_backward", "affine_forward",
               "affine_log_softmax_topk", "blas", "blas_threads", "capsule_problem", "gated_backward", "gated_forward",
               "gated_greedy_decode", "gated_step", "is_available", "rnn_backward", "rnn_forward", "rnn_step_forward",
               "sigmoid", "tanh", "temporal_softmax_affine_loss", "temporal_softmax_affine_nll",
-              "word_embedding_backward", "word_embedding_forward", "affine_sample"}
-    assert set(kernels.__all__) == public and all(callable(getattr(kernels, name)) for name in public)
+              "word_embedding_backward", "word_embedding_forward", "affine_sample", "SoftAttendedCache",
+              "soft_attended_backward", "soft_attended_forward", "soft_attended_greedy_decode", "soft_attended_step",
+              "soft_attention_keys"}
+    constants = {"SOFT_PARAMETERS", "SOFT_STEP_PARAMETERS"}
+    assert set(kernels.__all__) == public | constants
+    assert all(callable(getattr(kernels, name)) for name in public)
+    assert all(isinstance(getattr(kernels, name), tuple) for name in constants)
     allowed = ("captionkit._ext", "captionkit.pointwise", "captionkit.checks", "captionkit.kernels")
     outside = {f"{name} imports {target}" for name, imports in import_graph().items()
                if name.startswith("captionkit.kernels") for target in imports if not target.startswith(allowed)}

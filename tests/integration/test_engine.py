@@ -339,14 +339,18 @@ vocab = {"<NULL>": 0, "<START>": 1, "<END>": 2, **{f"w{i}": i + 3 for i in range
 rng = np.random.default_rng(0)
 features, captions = rng.standard_normal((24, 16)), rng.integers(0, 33, size=(24, 9))
 captions[:, 0] = 1
+grids = rng.standard_normal((24, 4, 16))
 for cell_type in sys.argv[2:]:
-    model = CaptioningRNN(vocab, input_dim=16, wordvec_dim=12, hidden_dim=20, cell_type=cell_type, backend="cython")
-    before = calls()
-    model.loss(features, captions)
-    model.sample(features, max_length=6)
-    decode(model, features, 6, beam_size=3)
-    model.caption_nll(features, captions)
-    print(cell_type, calls() - before)
+    for name, inputs, attention in ((cell_type, features, {}),
+                                    (cell_type + "+soft", grids, {"regions": 4, "attention": "soft"})):
+        model = CaptioningRNN(vocab, input_dim=16, wordvec_dim=12, hidden_dim=20, cell_type=cell_type,
+                              backend="cython", **attention)
+        before = calls()
+        model.loss(inputs, captions)
+        model.sample(inputs, max_length=6)
+        decode(model, inputs, 6, beam_size=3)
+        model.caption_nll(inputs, captions)
+        print(name, calls() - before)
 before = calls()
 np.ones((3, 3)) @ np.ones((3, 3))  # the control: numpy's own matmul is counted
 print("control", calls() - before)
@@ -376,8 +380,8 @@ WRAPPER = ('__attribute__((used)) static void *real_{0};\n__attribute__((naked))
 def test_a_compiled_model_makes_no_call_into_numpys_blas(tmp_path):
     """Every product of a compiled step goes through captionkit's BLAS (one thread pool per process). Checked by
     putting a library in front of numpy's BLAS (LD_PRELOAD) that counts its calls: training, greedy and beam
-    decoding and caption likelihoods of every gated cell leave the count where it was, and one numpy matmul
-    afterwards raises it."""
+    decoding and caption likelihoods of every gated cell, pooled and with soft attention, leave the count where it
+    was, and one numpy matmul afterwards raises it."""
     if not (sys.platform.startswith("linux") and platform.machine() == "x86_64" and shutil.which("gcc")
             and shutil.which("nm")):
         pytest.skip("needs x86-64 Linux, gcc and nm to put a counting library in front of numpy's BLAS")
@@ -401,4 +405,5 @@ def test_a_compiled_model_makes_no_call_into_numpys_blas(tmp_path):
                           capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stderr
     counts = {cell: int(count) for cell, count in (line.split() for line in done.stdout.splitlines())}
-    assert counts == {**{cell: 0 for cell in cells}, "control": counts["control"]} and counts["control"] > 0
+    expected = {**{cell: 0 for cell in cells}, **{f"{cell}+soft": 0 for cell in cells}, "control": counts["control"]}
+    assert counts == expected and counts["control"] > 0

@@ -1,0 +1,485 @@
+"""Soft attention on the gated recurrence engine: sequence forward and backward, one step, and greedy decoding of
+any gated cell reading, at every step, a glimpse g_t of the image's regions (captionkit/attention/soft.py and
+cell.py are the numpy reference these follow, equation for equation).
+
+Private: call these through captionkit.kernels, which checks every array first. Step t of every function is the
+same four pieces, in the order the reference runs them:
+
+    q_t = h_{t-1} Wa + ba, beta's pre-activations h_{t-1} Wbeta + bbeta      two products over the N rows
+    s, alpha_t, z_t, beta_t, g_t                                             _attend.h, row by row
+    a_t = x_t Wx + b + g_t Wz                                                a product added onto the input part
+    the cell's step (_engine.pxd's step_rows: h_{t-1} Wh, then its pointwise part)
+
+The regions' keys V Ua are one product per call (per sequence), as in the reference. Every matrix is packed once per
+call when the panel products are on (_panel.h), like the engine's Wh. Backward undoes the steps in reverse with the
+products that carry gradient to h_{t-1} (through Wh, Wa and Wbeta) inside the loop, and computes every parameter's
+gradient after it as one large product. A cell's pointwise part runs compiled, or as numpy callbacks with the GIL,
+exactly as in _engine.pyx.
+
+Shapes: N rows, T steps, W word-vector size, H hidden size, G gate blocks (GH = G*H), S state arrays, L regions,
+D feature size, P attention size. Arrays are C-contiguous; a step's rows of an (N, T, ...) array sit T * width apart.
+"""
+import numpy as np
+from cython cimport floating
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
+
+from captionkit._ext._blas cimport large_on_panels, panel_enabled
+from captionkit._ext._engine cimport (CellCode, backward_function, backward_rows, bias_rows, forward_function,
+                                      numpy_backward_step, numpy_forward_step, step_rows, zero_rows)
+from captionkit._ext._panel cimport matmul, packed_copy, product
+from captionkit._ext._vecmath cimport add, argmax_bias
+
+
+cdef extern from "_attend.h" nogil:
+    void ck_soft_forward_row_f(Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, const float *V, const float *keys,
+                               const float *q, const float *wa, float *s, float *alpha, float *z, float *beta,
+                               float *g)
+    void ck_soft_forward_row_d(Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, const double *V, const double *keys,
+                               const double *q, const double *wa, double *s, double *alpha, double *z,
+                               double *beta, double *g)
+    void ck_soft_backward_row_f(Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, const float *V, const float *wa,
+                                const float *s, const float *alpha, const float *z, const float *beta,
+                                const float *dg, float *dalpha, float *dbeta, float *dq, float *dV, float *dkeys,
+                                float *dwa, float *dz)
+    void ck_soft_backward_row_d(Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, const double *V, const double *wa,
+                                const double *s, const double *alpha, const double *z, const double *beta,
+                                const double *dg, double *dalpha, double *dbeta, double *dq, double *dV,
+                                double *dkeys, double *dwa, double *dz)
+
+
+cdef class Weights:
+    """The cell's and the mechanism's parameters as one call reads them: numpy arrays of one dtype, C-contiguous,
+    checked by captionkit.kernels (a holder, so that the calls below take one argument for nine)."""
+
+    cdef readonly object Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta
+
+    def __init__(self, Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta):
+        self.Wx, self.Wh, self.b, self.Wz, self.Wa, self.ba, self.wa, self.Wbeta, self.bbeta = \
+            Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta
+
+
+cdef void _pack_forward(const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[:, ::1] Wz,
+                        const floating[:, ::1] Wa, const floating[:, ::1] Wbeta, void **packed,
+                        bint with_Wx) noexcept nogil:
+    """packed[0..4] = Wx (when with_Wx), Wh, Wz, Wa, Wbeta in the panels' layout; a NULL (memory short) makes that
+    product run on BLAS."""
+    if with_Wx:
+        packed[0] = packed_copy(&Wx[0, 0], Wx.shape[0], Wx.shape[1], Wx.shape[1], False)
+    packed[1] = packed_copy(&Wh[0, 0], Wh.shape[0], Wh.shape[1], Wh.shape[1], False)
+    packed[2] = packed_copy(&Wz[0, 0], Wz.shape[0], Wz.shape[1], Wz.shape[1], False)
+    packed[3] = packed_copy(&Wa[0, 0], Wa.shape[0], Wa.shape[1], Wa.shape[1], False)
+    packed[4] = packed_copy(&Wbeta[0, 0], Wbeta.shape[0], Wbeta.shape[1], Wbeta.shape[1], False)
+
+
+cdef void _free_all(void **packed, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        free(packed[i])
+        packed[i] = NULL
+
+
+cdef void _attend_rows(Py_ssize_t N, Py_ssize_t H, Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, Py_ssize_t GH,
+                       const floating *h, Py_ssize_t ldh, const floating *V, const floating *keys,
+                       const int64_t *images, const floating *Wa, const floating *ba, const floating *wa,
+                       const floating *Wbeta, const floating *bbeta, const floating *Wz, void **packed,
+                       floating *q, floating *s, Py_ssize_t lds, floating *alpha, Py_ssize_t ldal, floating *z,
+                       floating *beta, floating *g, Py_ssize_t ldd, floating *a, Py_ssize_t lda) noexcept nogil:
+    """The mechanism's step for N rows of h_{t-1} (row stride ldh) and the glimpse's share of the input
+    pre-activations: row n reads image images[n] (NULL: image n) of V (., L, D) and keys (., L, P); writes its tanh
+    values s (L*P, row stride lds), alpha (L, stride ldal), z, beta and g (D each, stride ldd), and adds g Wz onto a
+    (GH, stride lda). q (N, P) is work space. ``packed`` as _pack_forward fills it."""
+    cdef Py_ssize_t n, image
+    bias_rows(q, ba, N, P, P)
+    product(N, P, H, h, ldh, Wa, False, <floating *> packed[3], q, P)
+    bias_rows(beta, bbeta, N, D, ldd)
+    product(N, D, H, h, ldh, Wbeta, False, <floating *> packed[4], beta, ldd)
+    for n in range(N):
+        image = n if images == NULL else images[n]
+        if floating is float:
+            ck_soft_forward_row_f(L, D, P, V + image * L * D, keys + image * L * P, q + n * P, wa, s + n * lds,
+                                  alpha + n * ldal, z + n * ldd, beta + n * ldd, g + n * ldd)
+        else:
+            ck_soft_forward_row_d(L, D, P, V + image * L * D, keys + image * L * P, q + n * P, wa, s + n * lds,
+                                  alpha + n * ldal, z + n * ldd, beta + n * ldd, g + n * ldd)
+    product(N, GH, D, g, ldd, Wz, False, <floating *> packed[2], a, lda)
+
+
+def _sizes_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, Py_ssize_t D, Py_ssize_t P, Weights weights):
+    """Every matrix of ``weights`` fits W, H, D, P and the cell's G gates (captionkit.kernels has said which does
+    not; this guards the compiled loops)."""
+    GH = code.gates * H
+    return W >= 1 and H >= 1 and D >= 1 and P >= 1 and weights.Wx.shape == (W, GH) and \
+        weights.Wh.shape == (H, GH) and weights.b.shape == (GH,) and weights.Wz.shape == (D, GH) and \
+        weights.Wa.shape == (H, P) and weights.ba.shape == (P,) and weights.wa.shape == (P,) and \
+        weights.Wbeta.shape == (H, D) and weights.bbeta.shape == (D,)
+
+
+def _fits(array, shape):
+    return np.asarray(array).shape == shape
+
+
+def soft_keys(const floating[:, :, ::1] V, const floating[:, ::1] Ua):
+    """The regions' keys V Ua: V (N, L, D), Ua (D, P) -> (N, L, P), one product."""
+    cdef Py_ssize_t N = V.shape[0], L = V.shape[1], D = V.shape[2], P = Ua.shape[1]
+    if N < 1 or L < 1 or D < 1 or P < 1 or Ua.shape[0] != D:
+        raise ValueError("soft_keys: inconsistent or empty shapes")
+    keys_arr = np.empty((N, L, P), dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, :, ::1] keys = keys_arr
+    with nogil:
+        matmul(False, False, N * L, P, D, &V[0, 0, 0], D, &Ua[0, 0], P, False, &keys[0, 0, 0], P)
+    return keys_arr
+
+
+# ---------------------------------------------------------------------- sequence forward and backward
+
+
+def soft_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, const floating[:, :, ::1] V,
+                 const floating[:, :, ::1] keys, Weights weights, CellCode code):
+    """x (N, T, W), s0 (S, N, H) the initial state, V (N, L, D), keys (N, L, P) = V Ua ->
+    (states (S, N, T, H), A, U, saved as _engine.gated_forward gives them; then s (N, T, L, P) the tanh values,
+    alpha (N, T, L), z (N, T, D), beta (N, T, D), g (N, T, D), what the backward reads)."""
+    cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
+    cdef Py_ssize_t L = V.shape[1], D = V.shape[2], P = keys.shape[2], GH = code.gates * H, t
+    if N < 1 or T < 1 or L < 1 or s0.shape[0] != S or s0.shape[1] != N or V.shape[0] != N \
+            or keys.shape[0] != N or keys.shape[1] != L or not _sizes_fit(code, W, H, D, P, weights):
+        raise ValueError("soft_forward: inconsistent or empty shapes")
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating kind = 0
+    cdef void *fn = forward_function(code, kind)
+    cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
+    cdef bint summed = code.summed
+    cdef const floating[:, ::1] Wx = weights.Wx, Wh = weights.Wh, Wz = weights.Wz, Wa = weights.Wa
+    cdef const floating[:, ::1] Wbeta = weights.Wbeta
+    cdef const floating[::1] b = weights.b, ba = weights.ba, wa = weights.wa, bbeta = weights.bbeta
+    A_arr = np.empty((N, T, width), dtype=dtype)
+    U_arr = None if summed else np.empty((N, T, GH), dtype=dtype)
+    states_arr = np.empty((S, N, T, H), dtype=dtype)
+    s_arr = np.empty((N, T, L, P), dtype=dtype)
+    alpha_arr = np.empty((N, T, L), dtype=dtype)
+    z_arr, beta_arr, g_arr = [np.empty((N, T, D), dtype=dtype) for _ in range(3)]
+    q_arr = np.empty((N, P), dtype=dtype)
+    s0_arr = np.asarray(s0)
+    saved = None if fn != NULL else [None] * T
+    cdef floating[:, :, ::1] A = A_arr, alpha = alpha_arr, z = z_arr, beta = beta_arr, g = g_arr
+    cdef floating[:, :, :, ::1] s = s_arr, states = states_arr
+    cdef floating[:, ::1] q = q_arr
+    cdef floating[:, :, ::1] U
+    if not summed:
+        U = U_arr
+    cdef void *packed[8]
+    memset(packed, 0, sizeof(packed))
+    cdef floating *u = NULL
+    cdef const floating *prev
+    cdef Py_ssize_t prev_s, prev_n
+    try:
+        with nogil:
+            if panel_enabled():
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False)
+            bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
+            matmul(False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True, &A[0, 0, 0], width)
+        for t in range(T):
+            with nogil:
+                if t == 0:
+                    prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
+                else:
+                    prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
+                _attend_rows(N, H, L, D, P, GH, prev, prev_n, &V[0, 0, 0], &keys[0, 0, 0], NULL, &Wa[0, 0], &ba[0],
+                             &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0], &s[0, t, 0, 0],
+                             T * L * P, &alpha[0, t, 0], T * L, &z[0, t, 0], &beta[0, t, 0], &g[0, t, 0], T * D,
+                             &A[0, t, 0], T * width)
+                if not summed:
+                    u = &U[0, t, 0]
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, t, 0], T * width, u,
+                          T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
+            if fn == NULL:
+                prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
+                saved[t] = numpy_forward_step(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
+                                              states_arr[:, :, t])
+    finally:
+        _free_all(packed, 8)
+    if fn == NULL:
+        A_arr = U_arr = None
+    return states_arr, A_arr, U_arr, saved, s_arr, alpha_arr, z_arr, beta_arr, g_arr
+
+
+def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalphas, const floating[:, :, ::1] x,
+                  const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const floating[:, ::1] Ua,
+                  Weights weights, const floating[:, :, :, ::1] states, A_arr, U_arr, saved,
+                  const floating[:, :, :, ::1] s, const floating[:, :, ::1] alpha, const floating[:, :, ::1] z,
+                  const floating[:, :, ::1] beta, const floating[:, :, ::1] g, CellCode code):
+    """Backward of soft_forward given its inputs and outputs; dh (N, T, H) the loss's gradient of every h_t (not
+    counting the recurrence), dalphas (N, T, L) a penalty's gradient of the weights -> (dx (N, T, W), dstate
+    (S, N, H) the gradient of s0, dV (N, L, D), and the gradients of Wx, Wh, b, Wz, Ua, Wa, ba, wa, Wbeta, bbeta)."""
+    cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
+    cdef Py_ssize_t L = V.shape[1], D = V.shape[2], P = Ua.shape[1], GH = code.gates * H, t, n
+    cdef floating kind = 0
+    cdef void *fn = backward_function(code, kind)
+    cdef Py_ssize_t width = code.kept * H
+    cdef bint summed = code.summed
+    if N < 1 or T < 1 or L < 1 or s0.shape[0] != S or s0.shape[1] != N or V.shape[0] != N or Ua.shape[0] != D \
+            or not _sizes_fit(code, W, H, D, P, weights) \
+            or not _fits(dh, (N, T, H)) or not _fits(dalphas, (N, T, L)) or not _fits(states, (S, N, T, H)) \
+            or not _fits(s, (N, T, L, P)) or not _fits(alpha, (N, T, L)) or not _fits(z, (N, T, D)) \
+            or not _fits(beta, (N, T, D)) or not _fits(g, (N, T, D)) \
+            or (fn == NULL and (saved is None or len(saved) != T)) \
+            or (fn != NULL and (A_arr is None or (U_arr is None) != summed)):
+        raise ValueError("soft_backward: inconsistent or empty shapes, or a cache of another cell")
+    dtype = np.float32 if floating is float else np.float64
+    cdef const floating[:, ::1] Wx = weights.Wx, Wh = weights.Wh, Wz = weights.Wz, Wa = weights.Wa
+    cdef const floating[:, ::1] Wbeta = weights.Wbeta
+    cdef const floating[::1] wa = weights.wa
+    cdef const floating[:, :, ::1] A
+    cdef const floating[:, :, ::1] U
+    if fn != NULL:
+        A = A_arr
+        if A.shape[0] != N or A.shape[1] != T or A.shape[2] != width:
+            raise ValueError("soft_backward: A has the wrong shape")
+        if not summed:
+            U = U_arr
+            if U.shape[0] != N or U.shape[1] != T or U.shape[2] != GH:
+                raise ValueError("soft_backward: U has the wrong shape")
+    dA_arr = np.empty((N, T, GH), dtype=dtype)
+    dU_arr = dA_arr if summed else np.empty((N, T, GH), dtype=dtype)  # a summed cell's u gradient is a's
+    dstate_arr = np.zeros((S, N, H), dtype=dtype)  # the gradient of the state at the step being undone
+    hprev_arr = np.empty((N, T, H), dtype=dtype)  # the h each step read: h0, then h shifted one step
+    dq_arr = np.empty((N, T, P), dtype=dtype)
+    dbeta_arr = np.empty((N, T, D), dtype=dtype)
+    dg_arr = np.empty((N, D), dtype=dtype)
+    dV_arr = np.zeros((N, L, D), dtype=dtype)
+    dkeys_arr = np.zeros((N, L, P), dtype=dtype)
+    dalpha_arr = np.empty(L, dtype=dtype)  # one row's, work space of the row backward
+    dz_arr = np.empty(D, dtype=dtype)
+    grads = {"dx": (N, T, W), "Wx": (W, GH), "Wh": (H, GH), "b": (GH,), "Wz": (D, GH), "Ua": (D, P),
+             "Wa": (H, P), "ba": (P,), "wa": (P,), "Wbeta": (H, D), "bbeta": (D,)}
+    grads = {name: np.zeros(shape, dtype=dtype) for name, shape in grads.items()}
+    cdef floating[:, :, ::1] dA = dA_arr, dU = dU_arr, hprev = hprev_arr, dstate = dstate_arr
+    cdef floating[:, :, ::1] dq = dq_arr, dbeta = dbeta_arr, dV = dV_arr, dkeys = dkeys_arr, dx = grads["dx"]
+    cdef floating[:, ::1] dg = dg_arr, dWx = grads["Wx"], dWh = grads["Wh"], dWz = grads["Wz"]
+    cdef floating[:, ::1] dUa = grads["Ua"], dWa = grads["Wa"], dWbeta = grads["Wbeta"]
+    cdef floating[::1] db = grads["b"], dba = grads["ba"], dwa = grads["wa"], dbbeta = grads["bbeta"]
+    cdef floating[::1] dalpha = dalpha_arr, dz = dz_arr
+    cdef void *packed[8]  # Wh^T, Wa^T, Wbeta^T, Wz^T
+    memset(packed, 0, sizeof(packed))
+    cdef const floating *u = NULL
+    cdef const floating *prev
+    cdef Py_ssize_t prev_s, prev_n
+    cdef size_t row_bytes = H * sizeof(floating)
+    try:
+        with nogil:
+            if panel_enabled():
+                packed[0] = packed_copy(&Wh[0, 0], GH, H, GH, True)
+                packed[1] = packed_copy(&Wa[0, 0], P, H, P, True)
+                packed[2] = packed_copy(&Wbeta[0, 0], D, H, D, True)
+                packed[3] = packed_copy(&Wz[0, 0], GH, D, GH, True)
+        for t in range(T - 1, -1, -1):
+            with nogil:
+                for n in range(N):
+                    add(&dstate[0, n, 0], &dh[n, t, 0], H)  # the loss's own gradient of h_t
+                if fn != NULL:
+                    if t == 0:
+                        prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
+                    else:
+                        prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
+                    if not summed:
+                        u = &U[0, t, 0]
+                    backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
+                                  &states[0, 0, t, 0], N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0],
+                                  NULL if summed else &dU[0, t, 0], T * GH)
+            if fn == NULL:
+                numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
+            with nogil:
+                # The glimpse's gradient through Wz, then the mechanism's step undone row by row.
+                zero_rows(&dg[0, 0], N, D, D)
+                product(N, D, GH, &dA[0, t, 0], T * GH, &Wz[0, 0], True, <floating *> packed[3], &dg[0, 0], D)
+                for n in range(N):
+                    memcpy(&dalpha[0], &dalphas[n, t, 0], L * sizeof(floating))
+                    if floating is float:
+                        ck_soft_backward_row_f(L, D, P, &V[n, 0, 0], &wa[0], &s[n, t, 0, 0], &alpha[n, t, 0],
+                                               &z[n, t, 0], &beta[n, t, 0], &dg[n, 0], &dalpha[0], &dbeta[n, t, 0],
+                                               &dq[n, t, 0], &dV[n, 0, 0], &dkeys[n, 0, 0], &dwa[0], &dz[0])
+                    else:
+                        ck_soft_backward_row_d(L, D, P, &V[n, 0, 0], &wa[0], &s[n, t, 0, 0], &alpha[n, t, 0],
+                                               &z[n, t, 0], &beta[n, t, 0], &dg[n, 0], &dalpha[0], &dbeta[n, t, 0],
+                                               &dq[n, t, 0], &dV[n, 0, 0], &dkeys[n, 0, 0], &dwa[0], &dz[0])
+                # What step t sends back to h_{t-1}: through Wh, and through the mechanism's Wa and Wbeta.
+                product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, <floating *> packed[0], &dstate[0, 0, 0],
+                        H)
+                product(N, H, P, &dq[0, t, 0], T * P, &Wa[0, 0], True, <floating *> packed[1], &dstate[0, 0, 0], H)
+                product(N, H, D, &dbeta[0, t, 0], T * D, &Wbeta[0, 0], True, <floating *> packed[2],
+                        &dstate[0, 0, 0], H)
+    finally:
+        _free_all(packed, 8)
+
+    with nogil:
+        for n in range(N):
+            memcpy(&hprev[n, 0, 0], &s0[0, n, 0], row_bytes)
+            for t in range(1, T):
+                memcpy(&hprev[n, t, 0], &states[0, n, t - 1, 0], row_bytes)
+        matmul(False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
+        matmul(True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False, &dWx[0, 0], GH)
+        matmul(True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False, &dWh[0, 0], GH)
+        matmul(True, False, D, GH, N * T, &g[0, 0, 0], D, &dA[0, 0, 0], GH, False, &dWz[0, 0], GH)
+        matmul(True, False, H, P, N * T, &hprev[0, 0, 0], H, &dq[0, 0, 0], P, False, &dWa[0, 0], P)
+        matmul(True, False, H, D, N * T, &hprev[0, 0, 0], H, &dbeta[0, 0, 0], D, False, &dWbeta[0, 0], D)
+        # The keys V Ua: their gradient, summed over the steps, reaches Ua and V once.
+        matmul(True, False, D, P, N * L, &V[0, 0, 0], D, &dkeys[0, 0, 0], P, False, &dUa[0, 0], P)
+        matmul(False, True, N * L, D, P, &dkeys[0, 0, 0], P, &Ua[0, 0], P, True, &dV[0, 0, 0], D)
+        for n in range(N):
+            for t in range(T):
+                add(&db[0], &dA[n, t, 0], GH)
+                add(&dba[0], &dq[n, t, 0], P)
+                add(&dbbeta[0], &dbeta[n, t, 0], D)
+    dx_arr = grads.pop("dx")
+    return dx_arr, dstate_arr, dV_arr, grads
+
+
+# ---------------------------------------------------------------------- one step, and greedy decoding
+
+
+def soft_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const floating[:, :, ::1] V,
+              const floating[:, :, ::1] keys, const int64_t[::1] images, Weights weights, CellCode code):
+    """One step for M rows: x (M, W), state (S, M, H), the regions V (I, L, D) and keys (I, L, P) of I images, and
+    images (M,) the image of each row (each in [0, I)) -> (the next state (S, M, H), alpha (M, L))."""
+    cdef Py_ssize_t M = x.shape[0], W = x.shape[1], S = code.states, H = state.shape[2]
+    cdef Py_ssize_t I = V.shape[0], L = V.shape[1], D = V.shape[2], P = keys.shape[2], GH = code.gates * H, n
+    if M < 1 or L < 1 or state.shape[0] != S or state.shape[1] != M or images.shape[0] != M \
+            or keys.shape[0] != I or keys.shape[1] != L or not _sizes_fit(code, W, H, D, P, weights):
+        raise ValueError("soft_step: inconsistent or empty shapes")
+    for n in range(M):
+        if not 0 <= images[n] < I:
+            raise ValueError(f"soft_step: images[{n}] = {images[n]} is not an image row in [0, {I})")
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating kind = 0
+    cdef void *fn = forward_function(code, kind)
+    cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
+    cdef bint summed = code.summed
+    cdef const floating[:, ::1] Wx = weights.Wx, Wh = weights.Wh, Wz = weights.Wz, Wa = weights.Wa
+    cdef const floating[:, ::1] Wbeta = weights.Wbeta
+    cdef const floating[::1] b = weights.b, ba = weights.ba, wa = weights.wa, bbeta = weights.bbeta
+    A_arr = np.empty((M, width), dtype=dtype)
+    U_arr = None if summed else np.empty((M, GH), dtype=dtype)
+    next_arr = np.empty((S, M, H), dtype=dtype)
+    alpha_arr = np.empty((M, L), dtype=dtype)
+    s_arr = np.empty((M, L * P), dtype=dtype)
+    q_arr = np.empty((M, P), dtype=dtype)
+    z_arr, beta_arr, g_arr = [np.empty((M, D), dtype=dtype) for _ in range(3)]
+    cdef floating[:, ::1] A = A_arr, alpha = alpha_arr, s = s_arr, q = q_arr, z = z_arr, beta = beta_arr
+    cdef floating[:, ::1] g = g_arr
+    cdef floating[:, ::1] U
+    cdef floating[:, :, ::1] nxt = next_arr
+    cdef floating *u = NULL
+    if not summed:
+        U = U_arr
+        u = &U[0, 0]
+    cdef void *packed[8]
+    memset(packed, 0, sizeof(packed))
+    try:
+        with nogil:
+            if large_on_panels():  # as matmul would for these single products
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False)
+            bias_rows(&A[0, 0], &b[0], M, GH, width)
+            matmul(False, False, M, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
+            _attend_rows(M, H, L, D, P, GH, &state[0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], &images[0], &Wa[0, 0],
+                         &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0], &s[0, 0], L * P,
+                         &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
+            step_rows(fn, M, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, 0], width, u, GH,
+                      &state[0, 0, 0], M * H, H, &nxt[0, 0, 0], M * H, H)
+    finally:
+        _free_all(packed, 8)
+    if fn == NULL:
+        numpy_forward_step(code, A_arr, U_arr, np.asarray(state), next_arr)
+    return next_arr, alpha_arr
+
+
+def soft_greedy(const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const floating[:, :, ::1] keys,
+                const floating[:, ::1] W_embed, Weights weights, const floating[:, ::1] W_vocab,
+                const floating[::1] b_vocab, int64_t start, int64_t end, int32_t null, Py_ssize_t max_length,
+                CellCode code):
+    """Greedy decoding from the state s0 (S, N, H) over the regions V (N, L, D) with keys (N, L, P), word vectors
+    W_embed (V, W) and the output layer W_vocab (H, V), b_vocab (V,) -> (captions (N, max_length) int32, alphas
+    (N, max_length, L): the weights of the step that chose each word, zeros after the caption's end), as
+    _engine.gated_greedy with the attention step of soft_step."""
+    cdef Py_ssize_t S = code.states, N = s0.shape[1], H = s0.shape[2], NV = W_embed.shape[0], W = W_embed.shape[1]
+    cdef Py_ssize_t L = V.shape[1], D = V.shape[2], P = keys.shape[2], GH = code.gates * H
+    if N < 1 or NV < 1 or L < 1 or max_length < 1 or s0.shape[0] != S or V.shape[0] != N or keys.shape[0] != N \
+            or keys.shape[1] != L or not _sizes_fit(code, W, H, D, P, weights) or W_vocab.shape[0] != H \
+            or W_vocab.shape[1] != NV or b_vocab.shape[0] != NV or not 0 <= start < NV or end >= NV:
+        raise ValueError("soft_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating kind = 0
+    cdef void *fn = forward_function(code, kind)
+    cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
+    cdef bint summed = code.summed
+    cdef const floating[:, ::1] Wx = weights.Wx, Wh = weights.Wh, Wz = weights.Wz, Wa = weights.Wa
+    cdef const floating[:, ::1] Wbeta = weights.Wbeta
+    cdef const floating[::1] b = weights.b, ba = weights.ba, wa = weights.wa, bbeta = weights.bbeta
+    captions_arr = np.full((N, max_length), null, dtype=np.int32)
+    alphas_arr = np.zeros((N, max_length, L), dtype=dtype)
+    state_arr = np.empty((2, S, N, H), dtype=dtype)  # this step's state and the next, in turn
+    x_arr = np.empty((N, W), dtype=dtype)
+    A_arr = np.empty((N, width), dtype=dtype)
+    U_arr = None if summed else np.empty((N, GH), dtype=dtype)
+    scores_arr = np.empty((N, NV), dtype=dtype)
+    alpha_arr = np.empty((N, L), dtype=dtype)
+    s_arr = np.empty((N, L * P), dtype=dtype)
+    q_arr = np.empty((N, P), dtype=dtype)
+    z_arr, beta_arr, g_arr = [np.empty((N, D), dtype=dtype) for _ in range(3)]
+    words_arr = np.full(N, start, dtype=np.int64)
+    alive_arr = np.ones(N, dtype=np.uint8)
+    cdef int32_t[:, ::1] captions = captions_arr
+    cdef floating[:, :, ::1] alphas = alphas_arr
+    cdef floating[:, :, :, ::1] state = state_arr
+    cdef floating[:, ::1] x = x_arr, A = A_arr, scores = scores_arr, alpha = alpha_arr, s = s_arr, q = q_arr
+    cdef floating[:, ::1] z = z_arr, beta = beta_arr, g = g_arr
+    cdef floating[:, ::1] U
+    cdef int64_t[::1] words = words_arr
+    cdef unsigned char[::1] alive = alive_arr
+    cdef floating *u = NULL
+    if not summed:
+        U = U_arr
+        u = &U[0, 0]
+    cdef void *packed[8]
+    memset(packed, 0, sizeof(packed))
+    cdef floating *packed_vocab = NULL
+    cdef Py_ssize_t t, n, cur = 0
+    cdef bint any_alive = True
+    try:
+        with nogil:
+            if panel_enabled():
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, True)
+                packed_vocab = packed_copy(&W_vocab[0, 0], H, NV, NV, False)
+            memcpy(&state[0, 0, 0, 0], &s0[0, 0, 0], S * N * H * sizeof(floating))
+        for t in range(max_length):
+            with nogil:
+                for n in range(N):
+                    memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
+                bias_rows(&A[0, 0], &b[0], N, GH, width)
+                product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, <floating *> packed[0], &A[0, 0], width)
+                _attend_rows(N, H, L, D, P, GH, &state[cur, 0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], NULL,
+                             &Wa[0, 0], &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0],
+                             &s[0, 0], L * P, &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, 0], width, u, GH,
+                          &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
+            if fn == NULL:
+                numpy_forward_step(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
+            with nogil:
+                cur = 1 - cur
+                memset(&scores[0, 0], 0, N * NV * sizeof(floating))
+                product(N, NV, H, &state[cur, 0, 0, 0], H, &W_vocab[0, 0], False, packed_vocab, &scores[0, 0], NV)
+                any_alive = False
+                for n in range(N):
+                    words[n] = argmax_bias(&scores[n, 0], &b_vocab[0], NV)
+                    if alive[n]:
+                        captions[n, t] = <int32_t> words[n]
+                        memcpy(&alphas[n, t, 0], &alpha[n, 0], L * sizeof(floating))
+                        if words[n] == end:
+                            alive[n] = 0
+                    any_alive = any_alive or alive[n]
+            if end >= 0 and not any_alive:
+                break
+    finally:
+        _free_all(packed, 8)
+        free(packed_vocab)
+    return captions_arr, alphas_arr
