@@ -22,6 +22,7 @@ class Conditioning(abc.ABC):
     ``ops`` only the declaration (:meth:`parameters`) is usable, which is all a spec needs for its shapes."""
 
     context_dim = None
+    context_grad = False  # whether backward needs the context's gradient (not when the context is the features)
 
     def __init__(self, input_dim, hidden_dim, ops=None):
         self.input_dim, self.hidden_dim, self.ops = int(input_dim), int(hidden_dim), ops
@@ -45,8 +46,9 @@ class Conditioning(abc.ABC):
 
     @abc.abstractmethod
     def backward(self, dh0, dcontext, cache):
-        """Backward of :meth:`forward`: dh0 (N, H) and the context's gradient (None when it has none) ->
-        ``{name: gradient}`` for each of :meth:`parameters`. Features are data, so no gradient reaches them."""
+        """Backward of :meth:`forward`: dh0 (N, H) and the context's gradient (None when it has none, or when
+        ``context_grad`` is False: the model then does not compute it) -> ``{name: gradient}`` for each of
+        :meth:`parameters`. Features are data, so no gradient reaches them."""
 
 
 class ImageProjection(Conditioning):
@@ -74,7 +76,8 @@ class GridProjection(ImageProjection):
     """A grid of L regions per image, features (N, L, D): h0 = mean over L of the regions, projected as
     :class:`ImageProjection` projects a pooled vector (the same W_proj, b_proj), and, when ``attends``, the grid
     itself as the per-step context (``context_dim`` D) for a cell that attends over it. Without ``attends`` this is
-    a pooled model that takes grid features."""
+    a pooled model that takes grid features. The context is the features, data, so its gradient is never needed
+    (``context_grad`` False)."""
 
     def __init__(self, input_dim, hidden_dim, ops=None, attends=False):
         super().__init__(input_dim, hidden_dim, ops)
@@ -86,7 +89,7 @@ class GridProjection(ImageProjection):
         return h0, (features if self.attends else None), cache
 
     def backward(self, dh0, dcontext, cache):
-        if (dcontext is None) == self.attends:
-            raise ValueError("GridProjection's backward takes the context's gradient exactly when it attends")
+        if dcontext is not None and not self.attends:
+            raise ValueError("GridProjection gives no context unless it attends, so its backward takes dcontext=None")
         _, dW_proj, db_proj = self.ops.affine_backward(dh0, cache, input_grad=False)
         return {"W_proj": dW_proj, "b_proj": db_proj}

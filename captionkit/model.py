@@ -225,14 +225,16 @@ class CaptioningRNN:
         loss, dh, dW_vocab, db_vocab = ops.temporal_softmax_affine_loss(h, p["W_vocab"], p["b_vocab"], captions_out,
                                                                          mask, batch=batch, row_weights=row_weights)
         grads = {"W_vocab": dW_vocab, "b_vocab": db_vocab}
-        # A weighted objective (SCST) is the whole loss: the attention penalty is added to the unweighted one only.
-        if self.spec.attention is None or row_weights is not None:
+        if self.spec.attention is None:
             dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache)
         else:
-            penalty, dalphas = doubly_stochastic_penalty(self.cell.attention_weights(cell_cache), mask,
-                                                         self.attention_penalty, batch)
-            loss += penalty
-            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, dalphas)
+            dalphas = None  # a weighted objective (SCST) is the whole loss: the penalty joins the unweighted one only
+            if row_weights is None:
+                penalty, dalphas = doubly_stochastic_penalty(self.cell.attention_weights(cell_cache), mask,
+                                                             self.attention_penalty, batch)
+                loss += penalty
+            dx, dh0, dcontext, cell_grads = self.cell.run_backward(dh, cell_cache, dalphas,
+                                                                   context_grad=self.conditioning.context_grad)
         grads.update(cell_grads)
         grads["W_embed"] = ops.word_embedding_backward(self._contiguous(dx), embed_cache)
         grads.update(self.conditioning.backward(self._contiguous(dh0), dcontext, conditioning_cache))

@@ -77,8 +77,8 @@ CK_DEFINE_SOFT_FORWARD(ck_soft_forward_row_d, double, ck_exp, ck_tanh_inplace_d,
 
 /* Backward of one row, from dg (D), the gradient of g, and dalpha (L), the penalty's gradient of alpha (read, then
  * overwritten as work space). Reads V, wa and what the forward left (s, alpha, z, beta); writes dbeta (D), the
- * gradient of beta's pre-activations, and dq (P); adds into dV (L*D), dkeys (L*P) and dwa (P). dz (D) is work
- * space. */
+ * gradient of beta's pre-activations, and dq (P); adds into dV (L*D; NULL: V's gradient is not wanted), dkeys
+ * (L*P) and dwa (P). dz (D) is work space. */
 #define CK_DEFINE_SOFT_BACKWARD(NAME, T, DOT, AXPY)                                                           \
     CK_MAYBE_UNUSED CK_CLONES static void NAME(Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, const T *V,           \
                                                const T *wa, const T *s, const T *alpha, const T *z,            \
@@ -92,7 +92,8 @@ CK_DEFINE_SOFT_FORWARD(ck_soft_forward_row_d, double, ck_exp, ck_tanh_inplace_d,
         T weighted = 0; /* sum_l alpha_l dalpha_l, the softmax's backward shift */                            \
         for (Py_ssize_t l = 0; l < L; l++) {                                                                  \
             dalpha[l] += DOT(dz, V + l * D, D);                                                               \
-            AXPY(alpha[l], dz, dV + l * D, D);                                                                \
+            if (dV != NULL)                                                                                   \
+                AXPY(alpha[l], dz, dV + l * D, D);                                                            \
             weighted += alpha[l] * dalpha[l];                                                                 \
         }                                                                                                     \
         memset(dq, 0, P * sizeof(T));                                                                         \

@@ -208,10 +208,12 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
                   const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const floating[:, ::1] Ua,
                   Weights weights, const floating[:, :, :, ::1] states, A_arr, U_arr, saved,
                   const floating[:, :, :, ::1] s, const floating[:, :, ::1] alpha, const floating[:, :, ::1] z,
-                  const floating[:, :, ::1] beta, const floating[:, :, ::1] g, CellCode code):
+                  const floating[:, :, ::1] beta, const floating[:, :, ::1] g, CellCode code, bint context_grad):
     """Backward of soft_forward given its inputs and outputs; dh (N, T, H) the loss's gradient of every h_t (not
     counting the recurrence), dalphas (N, T, L) a penalty's gradient of the weights -> (dx (N, T, W), dstate
-    (S, N, H) the gradient of s0, dV (N, L, D), and the gradients of Wx, Wh, b, Wz, Ua, Wa, ba, wa, Wbeta, bbeta)."""
+    (S, N, H) the gradient of s0, dV (N, L, D) or None without ``context_grad``, and the gradients of Wx, Wh, b, Wz,
+    Ua, Wa, ba, wa, Wbeta, bbeta). Image features are data: without ``context_grad`` V's gradient, the cost of a
+    product as large as the keys' and a pass over V per step, is skipped."""
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t L = V.shape[1], D = V.shape[2], P = Ua.shape[1], GH = code.gates * H, t, n
     cdef floating kind = 0
@@ -247,7 +249,8 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
     dq_arr = np.empty((N, T, P), dtype=dtype)
     dbeta_arr = np.empty((N, T, D), dtype=dtype)
     dg_arr = np.empty((N, D), dtype=dtype)
-    dV_arr = np.zeros((N, L, D), dtype=dtype)
+    # Without context_grad a placeholder of one element, never written.
+    dV_arr = np.zeros((N if context_grad else 1, L if context_grad else 1, D if context_grad else 1), dtype=dtype)
     dkeys_arr = np.zeros((N, L, P), dtype=dtype)
     dalpha_arr = np.empty(L, dtype=dtype)  # one row's, work space of the row backward
     dz_arr = np.empty(D, dtype=dtype)
@@ -260,6 +263,7 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
     cdef floating[:, ::1] dUa = grads["Ua"], dWa = grads["Wa"], dWbeta = grads["Wbeta"]
     cdef floating[::1] db = grads["b"], dba = grads["ba"], dwa = grads["wa"], dbbeta = grads["bbeta"]
     cdef floating[::1] dalpha = dalpha_arr, dz = dz_arr
+    cdef floating *dV_row = NULL
     cdef void *packed[8]  # Wh^T, Wa^T, Wbeta^T, Wz^T
     memset(packed, 0, sizeof(packed))
     cdef const floating *u = NULL
@@ -295,14 +299,16 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
                 product(N, D, GH, &dA[0, t, 0], T * GH, &Wz[0, 0], True, <floating *> packed[3], &dg[0, 0], D)
                 for n in range(N):
                     memcpy(&dalpha[0], &dalphas[n, t, 0], L * sizeof(floating))
+                    if context_grad:
+                        dV_row = &dV[n, 0, 0]
                     if floating is float:
                         ck_soft_backward_row_f(L, D, P, &V[n, 0, 0], &wa[0], &s[n, t, 0, 0], &alpha[n, t, 0],
                                                &z[n, t, 0], &beta[n, t, 0], &dg[n, 0], &dalpha[0], &dbeta[n, t, 0],
-                                               &dq[n, t, 0], &dV[n, 0, 0], &dkeys[n, 0, 0], &dwa[0], &dz[0])
+                                               &dq[n, t, 0], dV_row, &dkeys[n, 0, 0], &dwa[0], &dz[0])
                     else:
                         ck_soft_backward_row_d(L, D, P, &V[n, 0, 0], &wa[0], &s[n, t, 0, 0], &alpha[n, t, 0],
                                                &z[n, t, 0], &beta[n, t, 0], &dg[n, 0], &dalpha[0], &dbeta[n, t, 0],
-                                               &dq[n, t, 0], &dV[n, 0, 0], &dkeys[n, 0, 0], &dwa[0], &dz[0])
+                                               &dq[n, t, 0], dV_row, &dkeys[n, 0, 0], &dwa[0], &dz[0])
                 # What step t sends back to h_{t-1}: through Wh, and through the mechanism's Wa and Wbeta.
                 product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, <floating *> packed[0], &dstate[0, 0, 0],
                         H)
@@ -325,14 +331,15 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
         matmul(True, False, H, D, N * T, &hprev[0, 0, 0], H, &dbeta[0, 0, 0], D, False, &dWbeta[0, 0], D)
         # The keys V Ua: their gradient, summed over the steps, reaches Ua and V once.
         matmul(True, False, D, P, N * L, &V[0, 0, 0], D, &dkeys[0, 0, 0], P, False, &dUa[0, 0], P)
-        matmul(False, True, N * L, D, P, &dkeys[0, 0, 0], P, &Ua[0, 0], P, True, &dV[0, 0, 0], D)
+        if context_grad:
+            matmul(False, True, N * L, D, P, &dkeys[0, 0, 0], P, &Ua[0, 0], P, True, &dV[0, 0, 0], D)
         for n in range(N):
             for t in range(T):
                 add(&db[0], &dA[n, t, 0], GH)
                 add(&dba[0], &dq[n, t, 0], P)
                 add(&dbbeta[0], &dbeta[n, t, 0], D)
     dx_arr = grads.pop("dx")
-    return dx_arr, dstate_arr, dV_arr, grads
+    return dx_arr, dstate_arr, dV_arr if context_grad else None, grads
 
 
 # ---------------------------------------------------------------------- one step, and greedy decoding

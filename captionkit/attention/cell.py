@@ -91,11 +91,13 @@ class AttendedCell(Cell):
         return (h0,) + tuple(out for out, _ in projected), [cache for _, cache in projected]
 
     def _first_state_backward(self, dstate, caches, grads, dV):
-        """Adds the gradient of the further state arrays' start (dstate[1:]) to grads and dV (N, L, D)."""
-        L = dV.shape[1]
+        """Adds the gradient of the further state arrays' start (dstate[1:]) to grads, and to dV (N, L, D) unless
+        it is None."""
         for s, cache in enumerate(caches, start=1):
-            dmean, grads[f"att_W_init{s}"], grads[f"att_b_init{s}"] = self._ops.affine_backward(dstate[s], cache)
-            dV += dmean[:, None, :] / L
+            dmean, grads[f"att_W_init{s}"], grads[f"att_b_init{s}"] = self._ops.affine_backward(
+                dstate[s], cache, input_grad=dV is not None)
+            if dV is not None:
+                dV += dmean[:, None, :] / dV.shape[1]
 
     def _engine_params(self, params, names):
         return {name: params[name] for name in names}
@@ -128,17 +130,19 @@ class AttendedCell(Cell):
         """alpha (N, T, L) of a forward pass, from its cache."""
         return cache[-1]
 
-    def run_backward(self, dh, cache, dalphas=None):
+    def run_backward(self, dh, cache, dalphas=None, context_grad=True):
         """:meth:`Cell.run_backward` with ``dalphas`` (N, T, L), the gradient of a penalty on the weights (None:
-        none) -> dx, dh0, dcontext (N, L, D), grads."""
-        dx, dh0, grads, dV = self.backward(dh, cache, dalphas)
+        none) -> dx, dh0, dcontext (N, L, D), grads. ``context_grad`` False: the grid is data, whose gradient
+        (dcontext None) the compiled path then skips computing."""
+        dx, dh0, grads, dV = self.backward(dh, cache, dalphas, context_grad)
         return dx, dh0, dV, grads
 
-    def backward(self, dh, cache, dalphas=None):
-        """Backward of :meth:`forward` -> dx (N, T, W), dh0 (N, H), grads, dcontext (N, L, D)."""
+    def backward(self, dh, cache, dalphas=None, context_grad=True):
+        """Backward of :meth:`forward` -> dx (N, T, W), dh0 (N, H), grads, dcontext (N, L, D) (None without
+        ``context_grad``)."""
         if self.backend == "cython":
             engine_cache, init_caches, _ = cache
-            dx, dstate, dV, grads = self._engine.soft_attended_backward(dh, engine_cache, dalphas)
+            dx, dstate, dV, grads = self._engine.soft_attended_backward(dh, engine_cache, dalphas, context_grad)
             self._first_state_backward(dstate, init_caches, grads, dV)
             return dx, dstate[0], grads, dV
         x, V, params, keys, prepare_cache, steps, init_caches, alphas = cache
@@ -175,7 +179,7 @@ class AttendedCell(Cell):
         grads["Wx"] = flat_x.T @ flat_dparts
         grads["b"] = flat_dparts.sum(axis=0)
         dx = dx_parts @ params["Wx"].T
-        return dx, dstate[0], grads, dV
+        return dx, dstate[0], grads, dV if context_grad else None
 
     # ------------------------------------------------------------------ decoding
     def decoding_inputs(self, h0, context, params):

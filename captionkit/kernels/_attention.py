@@ -128,10 +128,11 @@ def soft_attended_forward(x, state0, V, params, pointwise):
     return states[0], SoftAttendedCache(x, s0, V, params, states, A_arr, U, saved, s, alphas, z, beta, g, pointwise)
 
 
-def soft_attended_backward(dh, cache, dalphas=None):
+def soft_attended_backward(dh, cache, dalphas=None, context_grad=True):
     """Backward of :func:`soft_attended_forward`: dh (N, T, H) the loss's gradient of every h_t (not counting the
     recurrence), dalphas (N, T, L) a penalty's gradient of the weights (None: zeros) -> (dx (N, T, W), dstate0 the
-    gradient of state0 (a tuple), dV (N, L, D), grads of every name of ``params``)."""
+    gradient of state0 (a tuple), dV (N, L, D), or None when ``context_grad`` is False (V is data: the work is
+    skipped), grads of every name of ``params``)."""
     _require_built()
     if not isinstance(cache, SoftAttendedCache):
         raise TypeError(f"cache must be the SoftAttendedCache that soft_attended_forward returned, got "
@@ -147,7 +148,7 @@ def soft_attended_backward(dh, cache, dalphas=None):
     p = cache.params
     dx, dstate, dV, grads = _attend.soft_backward(dh, dalphas, x, cache.s0, cache.V, p["att_Ua"], _weights(p),
                                                   cache.states, cache.A, cache.U, cache.saved, cache.s, cache.alphas,
-                                                  cache.z, cache.beta, cache.g, code)
+                                                  cache.z, cache.beta, cache.g, code, bool(context_grad))
     return dx, tuple(dstate), dV, {name if name in ("Wx", "Wh", "b") else f"att_{name}": value
                                    for name, value in grads.items()}
 

@@ -201,3 +201,19 @@ def test_greedy_decoding_names_word_ids_and_sizes():
         call(W_vocab=W_vocab[:, :8].copy())
     with pytest.raises(ValueError, match="max_length"):
         call(max_length=0)
+
+
+@pytest.mark.parametrize("cell_type", ["rnn", "lstm"])
+def test_without_the_grids_gradient_every_other_gradient_is_unchanged(cell_type):
+    engine, reference = cells(cell_type, "compiled", 7)
+    rng = np.random.RandomState(8)
+    params, (x, h0, V, dh, dalphas) = inputs(rng, reference, 5, 4, 6, 9, 10, 11, np.float64)
+    for cell in (engine, reference):
+        _, cache = cell.run_forward(x, h0, params, V)
+        full = cell.run_backward(dh, cache, dalphas)
+        _, cache = cell.run_forward(x, h0, params, V)
+        data = cell.run_backward(dh, cache, dalphas, context_grad=False)
+        assert full[2] is not None and data[2] is None
+        for a, b in zip(full[:2], data[:2]):
+            np.testing.assert_array_equal(a, b)
+        assert {k: v.tolist() for k, v in full[3].items()} == {k: v.tolist() for k, v in data[3].items()}
