@@ -2,6 +2,7 @@
 
     python benchmarks/bench_picture_memory.py                  # 1, 40 and 256 photos, shapes and onnx encoders
     python benchmarks/bench_picture_memory.py --counts 1 40 --encoders shapes
+    python benchmarks/bench_picture_memory.py --encoders resnet50 resnet50-grid vgg16 vgg16-grid   # torchvision
 
 Every picture is reduced to its encoder's input size as soon as it is read (a JPEG decoded at the smallest of its
 built-in scales that covers that size), so a batch holds model-sized pictures only and the peak should not grow
@@ -9,7 +10,9 @@ with the number of photos. Each command runs in a fresh child process; its peak 
 ``ru_maxrss`` (from ``os.wait4``). The baseline row is the same command on one 64x64 PNG: the interpreter, the
 libraries, the model and the encoder. The photos are 4000x3000 JPEGs of smooth content and a little noise, all
 copies of one file. The photo and the ONNX model are made in children too: on Linux a child's ru_maxrss starts from
-its parent's resident size at the fork, so this process stays small.
+its parent's resident size at the fork, so this process stays small. The torchvision encoders (the
+captionkit-torchvision plugin, installed) run with random weights (``weights=none``: the same arithmetic as the
+ImageNet weights, and nothing to download); ``-grid`` is their ``grid=yes`` (ResNet-50's layer4, VGG-16's conv5_3).
 """
 import argparse
 import json
@@ -68,15 +71,16 @@ def make_onnx(path, size=224):
     onnx.save(model, str(path))
 
 
-def make_run(root, encoder, options):
-    """A run trained briefly on the shapes pictures imported with ``encoder``: what `caption` needs."""
+def make_run(root, name, encoder, options):
+    """A run trained briefly on the shapes pictures imported with ``encoder`` (and its ``options``), the table's
+    ``name``: what `caption` needs."""
     if not (root / "synth").exists():
         run_child(["data", "synth", root / "synth", "--pictures", "--num-train", 40, "--num-val", 8], root)
-    run_child(["data", "import", root / f"bundle-{encoder}", "--karpathy", root / "synth" / "dataset_shapes.json",
+    run_child(["data", "import", root / f"bundle-{name}", "--karpathy", root / "synth" / "dataset_shapes.json",
                "--images", root / "synth" / "images", "--encoder", encoder, *options], root)
-    run_child(["train", "--data", root / f"bundle-{encoder}", "--epochs", 1, "--hidden-dim", 8, "--wordvec-dim", 8,
-               "--batch-size", 8, "--eval-images", 4, "--num-samples", 2, "--out", root / f"run-{encoder}"], root)
-    return root / f"run-{encoder}"
+    run_child(["train", "--data", root / f"bundle-{name}", "--epochs", 1, "--hidden-dim", 8, "--wordvec-dim", 8,
+               "--batch-size", 8, "--eval-images", 4, "--num-samples", 2, "--out", root / f"run-{name}"], root)
+    return root / f"run-{name}"
 
 
 def photo_folder(root, photo, count):
@@ -94,6 +98,30 @@ def photo_folder(root, photo, count):
     return folder
 
 
+# name in the table -> (the --encoder value, its --encoder-option values); onnx's model file is made per run.
+ENCODERS = {
+    "shapes": ("shapes", []),
+    "onnx": (None, []),
+    "resnet50": ("resnet50", ["weights=none"]),
+    "resnet50-grid": ("resnet50", ["weights=none", "grid=yes"]),
+    "vgg16": ("vgg16", ["weights=none"]),
+    "vgg16-grid": ("vgg16", ["weights=none", "grid=yes"]),
+}
+
+
+def versions():
+    """The versions of the libraries that decode and encode the pictures, those installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("Pillow", "onnxruntime", "torch", "torchvision"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
 def make_in_child(what, path):
     subprocess.run([sys.executable, __file__, "--make", what, str(path)], check=True)
 
@@ -101,39 +129,39 @@ def make_in_child(what, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 40, 256])
-    parser.add_argument("--encoders", nargs="+", default=["shapes", "onnx"], choices=["shapes", "onnx"])
+    parser.add_argument("--encoders", nargs="+", default=["shapes", "onnx"], choices=list(ENCODERS))
     parser.add_argument("--make", nargs=2, metavar=("WHAT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:
         {"photo": make_photo, "onnx": make_onnx}[args.make[0]](Path(args.make[1]))
         return
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{versions()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         photo = root / "photo.jpg"
         make_in_child("photo", photo)
         print(f"# photo: 4000x3000 JPEG, {photo.stat().st_size / 1e3:.0f} KB")
-        print(f"{'encoder':8} {'command':12} {'photos':>6} {'seconds':>8} {'peak RSS MB':>12}")
+        print(f"{'encoder':13} {'command':12} {'photos':>6} {'seconds':>8} {'peak RSS MB':>12}")
         for encoder in args.encoders:
-            options = []
+            encoder_spec, values = ENCODERS[encoder]
+            options = [part for value in values for part in ("--encoder-option", value)]
             if encoder == "onnx":
                 make_in_child("onnx", root / "model.onnx")
                 encoder_spec = f"onnx:{root / 'model.onnx'}"
-            else:
-                encoder_spec = encoder
-            run_dir = make_run(root, encoder_spec, options)
+            run_dir = make_run(root, encoder, encoder_spec, options)
             small = root / "synth" / "images" / "train_000000.png"
             seconds, peak = run_child(["caption", run_dir, small], root)
-            print(f"{encoder:8} {'caption':12} {'64x64':>6} {seconds:8.1f} {peak:12.0f}")
+            print(f"{encoder:13} {'caption':12} {'64x64':>6} {seconds:8.1f} {peak:12.0f}")
             for count in args.counts:
                 folder = photo_folder(root, photo, count)
                 seconds, peak = run_child(["caption", run_dir, folder], root)
-                print(f"{encoder:8} {'caption':12} {count:6d} {seconds:8.1f} {peak:12.0f}", flush=True)
+                print(f"{encoder:13} {'caption':12} {count:6d} {seconds:8.1f} {peak:12.0f}", flush=True)
                 out = root / f"import-{encoder}-{count}"
                 seconds, peak = run_child(["data", "import", out, "--karpathy", root / f"captions-{count}.json",
                                            "--images", folder, "--encoder", encoder_spec, *options], root)
                 shutil.rmtree(out)
-                print(f"{encoder:8} {'data import':12} {count:6d} {seconds:8.1f} {peak:12.0f}", flush=True)
+                print(f"{encoder:13} {'data import':12} {count:6d} {seconds:8.1f} {peak:12.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ crop; (N, C, H, W) becomes (N, H*W, C), positions row by row.
 Pictures go through the weights' own evaluation transform (``weights.transforms()``: shorter side resized to its
 ``resize_size``, bilinear and antialiased, centre crop of ``crop_size``, scaled to [0, 1], ImageNet mean/std), fed
 as PIL images, the way torchvision's reference evaluation (and the weights' published accuracy) feeds them.
+Picture files are made small as soon as they are read (:meth:`_TorchvisionEncoder.reduce`): a JPEG is decoded at
+the smallest of its built-in scales that still covers ``resize_size`` (``decode_size``), and every picture becomes
+the ``resize_size`` square around the centre crop, resampled straight from the decoded picture with the transform's
+own filter and scale, so a batch holds pictures of 232 x 232 (ResNet-50) or 256 x 256 (VGG-16) only, whatever the
+files' sizes and shapes, and the transform gives the same tensor from the square as from the whole picture.
 
 torch and torchvision are imported only when an encoder is built, so that listing encoders stays quick and this
 module imports without them. The weights live where torchvision's loader keeps them, torch.hub's cache
@@ -50,6 +55,10 @@ MIN_TORCHVISION = (0, 16)  # load_state_dict_from_url(weights_only=...) in the m
 REASON_LIMIT = 200  # characters of a failure's reason kept in a one-line message
 WEIGHT_CHOICES = ("imagenet", "none")
 GRID_CHOICES = ("no", "yes")
+# How many times longer than wide a picture may be and still be resized whole before the centre square is cut out
+# (then at most 16 x 256 x 256 RGBA pixels, 4 MB, for the one picture being reduced); longer strips are resampled to
+# the square directly.
+MAX_ELONGATION = 16
 # torch.hub's file names carry a prefix of the file's SHA-256: resnet50-11ad3fa6.pth
 _NAMED_DIGEST = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
 
@@ -168,7 +177,7 @@ class _TorchvisionEncoder(Encoder):
             self.regions, self.output_dim = self.grid_shape
         import torch
         import torchvision
-        from torchvision import models
+        from torchvision import models, transforms
 
         self.torchvision_version = ".".join(torchvision.__version__.split("+")[0].split(".")[:2])
         self.torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
@@ -176,6 +185,7 @@ class _TorchvisionEncoder(Encoder):
         # The weights' own evaluation transform, whatever the weights loaded: the preprocessing is part of the
         # encoder, and weights=none should exercise exactly the same path.
         self.transform = weights.transforms()
+        self.resample = transforms.functional.pil_modes_mapping[self.transform.interpolation]
         self.url = weights.url
         self.file_name = os.path.basename(urllib.parse.urlparse(weights.url).path)
         builder = getattr(models, self.arch)
@@ -240,6 +250,54 @@ class _TorchvisionEncoder(Encoder):
         """The part of ``model`` whose output is the feature map (N, C, H, W) of the grid."""
         raise NotImplementedError
 
+    @property
+    def decode_size(self):
+        side = self.transform.resize_size[0]
+        return (side, side)
+
+    def reduce(self, image):
+        """``image`` as the ``resize_size`` square that holds the transform's centre crop after its resize, so that the
+        transform gives the same tensor from it as from ``image`` (its resize is then a no-op, its crop the same
+        pixels).
+
+        Up to :data:`MAX_ELONGATION` times as long as wide, the picture is resized whole, by the transform's own
+        resize, and the square cut out: the very pixels. A longer strip is never resized whole (a 10 x 10000 strip
+        would become 232 x 232,000): the square is resampled straight from it with the same filter and scale, whose
+        coordinates PIL takes in single precision, so a few of its pixels may be one level (of 255) off the whole
+        resize's."""
+        from PIL import Image
+        from torchvision.transforms import functional
+
+        image = _rgb(image)
+        side, crop = self.transform.resize_size[0], self.transform.crop_size[0]
+        rows, cols = image.shape[:2]
+        if (rows, cols) == (side, side):
+            return image
+        # The resize's output size, by torchvision's rule: the shorter side becomes `side`, the longer one is scaled
+        # and truncated.
+        if cols <= rows:
+            resized_rows, resized_cols = int(side * rows / cols), side
+        else:
+            resized_rows, resized_cols = side, int(side * cols / rows)
+        top = _square_start(resized_rows, side, crop)
+        left = _square_start(resized_cols, side, crop)
+        if max(resized_rows, resized_cols) <= MAX_ELONGATION * side:
+            resized = np.asarray(functional.resize(Image.fromarray(image), [side], self.transform.interpolation,
+                                                   antialias=self.transform.antialias))
+            return resized[top:top + side, left:left + side].copy()  # a copy: the whole is not kept alive
+        # The square's columns, then its rows, in the picture's coordinates (PIL maps a box onto the output at the
+        # whole resize's scale); one pass at a time, horizontal first, as PIL runs the whole resize, on the band of
+        # rows the vertical pass reads (its filter's reach, 3 source pixels at most, Lanczos', scaled when shrinking).
+        row_scale, col_scale = rows / resized_rows, cols / resized_cols
+        reach = 3 * max(row_scale, 1.0) + 1
+        first = max(0, int(top * row_scale - reach))
+        last = min(rows, int((top + side) * row_scale + reach) + 1)
+        band = Image.fromarray(image[first:last])
+        band = band.resize((side, last - first), self.resample,
+                           box=(left * col_scale, 0, (left + side) * col_scale, last - first))
+        return np.asarray(band.resize((side, side), self.resample,
+                                      box=(0, top * row_scale - first, side, (top + side) * row_scale - first)))
+
     def encode(self, images):
         import torch
         from PIL import Image
@@ -253,7 +311,9 @@ class _TorchvisionEncoder(Encoder):
                 # PIL images, not tensors: torchvision's antialiased tensor resize rounds differently from PIL's
                 # (measured: a 1/255 step on 15-20% of the pixels of 300x200 and 180x240 pictures), and the
                 # weights' reference evaluation and accuracy are with PIL images.
-                batch = torch.stack([self.transform(Image.fromarray(_rgb(image)))
+                # Each picture reduced first: the transform's resize is then a no-op and its crop takes the same
+                # pixels, and a picture of extreme shape is never resized whole.
+                batch = torch.stack([self.transform(Image.fromarray(self.reduce(image)))
                                      for image in images[start:start + self.batch_size]])
                 out = self.model(batch.contiguous(memory_format=torch.channels_last))
                 if self.grid:  # (B, C, H, W) -> (B, H*W, C): one row per position
@@ -291,9 +351,17 @@ def _grid_choice(options):
 
 def _rgb(image):
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise EncoderError(f"pictures must be (H, W, 3) uint8 RGB arrays, got {image.dtype} {image.shape}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+        raise EncoderError(f"pictures must be non-empty (H, W, 3) uint8 RGB arrays, got {image.dtype} {image.shape}")
     return np.ascontiguousarray(image)
+
+
+def _square_start(length, side, crop):
+    """Where, along an axis of the resized picture ``length`` long, the ``side``-long stretch starts whose centre
+    crop of ``crop`` is the whole picture's: torchvision's centre crop starts at ``round((length - crop) / 2)``.
+    (Both weights crop less than they resize to, 224 of 232 and of 256, so the stretch fits in the picture.)"""
+    centred = lambda extent: int(round((extent - crop) / 2.0))  # noqa: E731
+    return centred(length) - centred(side)
 
 
 class ResNet50Encoder(_TorchvisionEncoder):
