@@ -14,8 +14,9 @@ from captionkit.synthetic.bundle import (
     write_bundle,
 )
 from captionkit.synthetic.features import extract_features
-from captionkit.synthetic.grammar import is_true
+from captionkit.synthetic.grammar import is_true, named_object
 from captionkit.synthetic.pictures import write_pictures
+from captionkit.synthetic.scenes import grid_coverage
 
 __all__ = [
     "DEFAULT_NUM_TRAIN",
@@ -23,7 +24,9 @@ __all__ = [
     "DEFAULT_SEED",
     "builtin_dataset_dir",
     "extract_features",
+    "grid_coverage",
     "is_true",
+    "named_object",
     "write_bundle",
     "write_pictures",
 ]

@@ -231,6 +231,16 @@ def is_true(caption_words, scene):
     return truth_pattern(scene).fullmatch(" ".join(caption_words)) is not None
 
 
+def named_object(word, scene):
+    """The index in ``scene.objects`` of the object a colour or shape word names ("red", "disc", "plus", "sign"),
+    or None when the word is neither or names no object of the scene. No two objects of a scene share a colour or a
+    shape, so at most one matches."""
+    for k, obj in enumerate(scene.objects):
+        if word == obj.colour or any(word in noun for noun in SHAPE_WORDS[obj.shape]):
+            return k
+    return None
+
+
 def vocabulary():
     """Every word the grammar can produce, sorted; the special tokens are not included."""
     words = {"a", "an", "between"} | set(COLOURS)

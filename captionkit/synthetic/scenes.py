@@ -180,3 +180,22 @@ def render_scene(scene, rng):
         patch = canvas[rows, cols]
         canvas[rows, cols] = patch + alpha[:, :, None] * (colour[None, None, :] - patch)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def grid_coverage(scene, grid):
+    """Where each object of ``scene`` lies on a ``grid`` x ``grid`` grid of regions over its picture: (objects,
+    grid * grid) float64, the object's anti-aliased area inside each region in pixels of the 64x64 picture.
+
+    Regions are numbered row by row from the top left, as the ``shapes`` encoder's grid numbers them, and cut the
+    picture where that encoder's cells do (at multiples of 64 / grid pixels, inside a pixel when grid does not divide
+    64). Geometry only, no random draws: what a seed generates does not depend on whether this is called.
+    """
+    edges = np.arange(grid + 1) * (IMAGE_SIZE / grid)
+    pixels = np.arange(IMAGE_SIZE, dtype=np.float64)
+    # overlap[r, i]: how much of pixel row (or column) i, the interval [i, i + 1), lies in region row (or column) r.
+    overlap = np.clip(np.minimum(pixels + 1, edges[1:, None]) - np.maximum(pixels, edges[:-1, None]), 0.0, 1.0)
+    coverage = np.empty((len(scene.objects), grid * grid))
+    for k, obj in enumerate(scene.objects):
+        rows, cols, alpha = _coverage(obj)
+        coverage[k] = (overlap[:, rows] @ alpha @ overlap[:, cols].T).ravel()
+    return coverage
