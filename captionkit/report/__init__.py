@@ -6,6 +6,6 @@ One concept a module: :mod:`~captionkit.report.scores` (per-picture CIDEr-D and 
 thumbnails inside the folder), :mod:`~captionkit.report.header` (each run's account and plots),
 :mod:`~captionkit.report.page` (all of the HTML) and :mod:`~captionkit.report.build` (the folder, written).
 """
-from captionkit.report.build import write_picture_gallery, write_report
+from captionkit.report.build import attends, check_folder, write_picture_gallery, write_report
 
-__all__ = ["write_picture_gallery", "write_report"]
+__all__ = ["attends", "check_folder", "write_picture_gallery", "write_report"]

@@ -7,6 +7,7 @@ other files.
 """
 from pathlib import Path
 
+from captionkit.checkpoint_schema import read_checkpoint
 from captionkit.comparison import read_run, read_runs
 from captionkit.data import bundle_dir, load_coco_data
 from captionkit.evaluation import DEFAULT_BATCH_SIZE
@@ -16,17 +17,18 @@ from captionkit.report.gallery import Caption, Picture, split_gallery, worst_fir
 from captionkit.report.header import run_headers
 from captionkit.report.page import GENERATOR, render_page
 from captionkit.report.pictures import file_pictures, split_pictures
+from captionkit.runs import resolve_checkpoint
 from captionkit.safeio import atomic_write_text
 
-__all__ = ["PAGE", "prepare_folder", "write_picture_gallery", "write_report"]
+__all__ = ["PAGE", "attends", "check_folder", "write_picture_gallery", "write_report"]
 
 PAGE = "index.html"
 _GENERATOR_TAG = f'<meta name="generator" content="{GENERATOR}">'.encode()
 
 
-def prepare_folder(out):
-    """Create ``out`` unless it exists; ValueError naming it when it is not a directory, or holds files and no
-    earlier report (an ``index.html`` this module wrote)."""
+def check_folder(out):
+    """ValueError naming ``out`` unless it is missing, an empty directory, or an earlier report's folder (its
+    ``index.html`` is one this module wrote): a report never overwrites other files."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: not a directory; give a new or empty folder for the report")
@@ -36,8 +38,18 @@ def prepare_folder(out):
         if not earlier:
             raise ValueError(f"{out}: already holds files that are not a captionkit report; give a new or empty "
                              "folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+
+
+def _prepared(out):
+    check_folder(out)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return Path(out)
+
+
+def attends(run, checkpoint=None):
+    """Whether the model of ``run``'s checkpoint (``checkpoint`` chooses it as :func:`captionkit.loading.load_model`
+    does) reads its pictures through attention, so that a page can show where it looked."""
+    return read_checkpoint(resolve_checkpoint(run, checkpoint)).spec.attention is not None
 
 
 def _dataset(infos, data_dir):
@@ -70,7 +82,7 @@ def write_report(runs, out, split="val", max_images=None, beam_size=1, online=Fa
     show). ``online``: a COCO bundle's pictures are shown from their URLs (else linked). ``progress(stage, done,
     total)`` as :func:`captionkit.evaluation.generate_captions` reports it.
     """
-    out = prepare_folder(out)
+    out = _prepared(out)
     reports = read_runs(runs)
     models, infos = [], []
     for run in runs:
@@ -104,7 +116,7 @@ def write_picture_gallery(run, info, results, out, max_pixels=MAX_PICTURE_PIXELS
     """Write the page of one's own pictures into the folder ``out`` -> its path: ``results`` as
     :func:`captionkit.captioning.caption_images` returns them (with ``words`` and ``attention`` for an attention
     model), made by the checkpoint ``info`` describes of the run directory ``run``. No references, so no scores."""
-    out = prepare_folder(out)
+    out = _prepared(out)
     report = read_run(info["run_dir"] or run)
     pictures = [Picture(entry["image"], [], [Caption(entry["caption"], words=entry.get("words"),
                                                      attention=entry.get("attention"), error=entry.get("error"))],
