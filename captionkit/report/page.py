@@ -166,7 +166,7 @@ def _picture_cell(picture):
     file = picture.file
     parts = []
     if file is not None and file.src is not None:
-        parts.append(f'<div class="frame"><img src="{_text(file.src)}" alt="{_text(picture.name)}" loading="lazy">'
+        parts.append(f'<div class="frame"><img src="{_text(file.src)}" alt="{_text(picture.name)}">'
                      '<canvas hidden></canvas></div>')
     name = _text(picture.name)
     if file is not None and file.link is not None:
