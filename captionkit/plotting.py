@@ -140,12 +140,17 @@ def plot_training_curves(records, path):
 
 def plot_comparison(reports, metric, path):
     """Overlay runs (:class:`captionkit.comparison.RunReport`): training loss (running mean) and validation loss
-    (left), the validation ``metric`` (right), one colour per run, into the PNG ``path``; returns the Figure."""
+    (left), the validation ``metric`` (right), one colour per run, into the PNG ``path``; returns the Figure. The
+    training loss of a self-critical run (``objective`` "scst") is left out, and the loss panel's title says so."""
     figure = _figure(11, 4.8)
     loss_axes, metric_axes = figure.subplots(1, 2)
     colours = [f"C{k % 10}" for k in range(len(reports))]
+    # A self-critical run's training loss is the advantage-weighted log-likelihood of its samples: no cross-entropy
+    # per caption, negative whenever the samples beat the baseline, so a log axis of cross-entropies cannot hold it.
+    # Its validation loss is a cross-entropy and is drawn; the figure names the curves it leaves out.
+    self_critical = [report.name for report in reports if report.train and report.config.get("objective") == "scst"]
     for report, colour in zip(reports, colours):
-        if report.train:
+        if report.train and report.name not in self_critical:
             iterations, losses = (np.array(v, dtype=float) for v in zip(*report.train))
             x, smooth, _ = _smoothed(iterations, losses)
             loss_axes.plot(x, smooth, color=colour, linewidth=1.4, label=f"{report.name} train")
@@ -157,7 +162,11 @@ def plot_comparison(reports, metric, path):
         if scored:
             metric_axes.plot([r["iteration"] for r in scored], [r[metric] for r in scored], color=colour,
                              marker="o", markersize=3, label=report.name)
-    _loss_axes(loss_axes, "Loss (solid: training, running mean; dashed: validation)")
+    title = "Loss (solid: training, running mean; dashed: validation)"
+    if self_critical:
+        title += (f"\nnot drawn: the SCST training loss of {', '.join(self_critical)}"
+                  "\n(reward-weighted, not a cross-entropy, often negative)")
+    _loss_axes(loss_axes, title)
     _legend_below(loss_axes)
     metric_axes.set_xlabel("Iteration")
     metric_axes.set_ylabel(metric)
@@ -174,14 +183,27 @@ def _wrap(text, width=40):
     return "\n".join(textwrap.wrap(text, width)) or "(empty)"
 
 
-def plot_caption_grid(images, generated, references, path, columns=4):
+def _shortened(name, width=48):
+    """``name`` on one line (its whitespace runs, newlines included, as one space), cut in the middle to ``width``
+    characters: both the start and the suffix of a file name tell it apart."""
+    name = " ".join(str(name).split())
+    if len(name) <= width:
+        return name
+    keep = width - 1
+    return f"{name[:keep - keep // 2]}\u2026{name[-(keep // 2):]}"
+
+
+def plot_caption_grid(images, generated, references, path, columns=4, names=None):
     """Draw each image ((H, W, 3) uint8, sizes may differ) with its generated caption and, unless ``references``
-    is None, one ground-truth caption under it, into the PNG ``path``; returns the Figure."""
+    is None, one ground-truth caption above it, and each of ``names`` (e.g. the pictures' file names, if given)
+    under it, into the PNG ``path``; returns the Figure."""
     count = len(images)
-    if count != len(generated) or (references is not None and count != len(references)):
+    if (count != len(generated) or (references is not None and count != len(references))
+            or (names is not None and count != len(names))):
         raise ValueError(
-            f"need one caption (and one reference, if any) per image, got {count} images, {len(generated)} captions "
-            f"and {'no' if references is None else len(references)} references"
+            f"need one caption (and one reference and one name, if any) per image, got {count} images, "
+            f"{len(generated)} captions, {'no' if references is None else len(references)} references and "
+            f"{'no' if names is None else len(names)} names"
         )
     titles = [_wrap(caption) if references is None else f"{_wrap(caption)}\nGT: {_wrap(references[k])}"
               for k, caption in enumerate(generated)]
@@ -191,7 +213,9 @@ def plot_caption_grid(images, generated, references, path, columns=4):
     # title: a fixed height per row (and tight_layout's uniform spacing) left wide empty bands between the rows.
     picture_height = _GRID_PICTURE * min(1.5, max((image.shape[0] / image.shape[1] for image in images), default=1))
     title_height = max((title.count("\n") + 1 for title in titles), default=1) * _GRID_LINE + _GRID_TITLE_PAD
-    cell_width, cell_height = _GRID_PICTURE + _GRID_GAP, title_height + picture_height + _GRID_GAP
+    name_height = 0.0 if names is None else _GRID_TITLE_PAD + _GRID_LINE
+    cell_width = _GRID_PICTURE + _GRID_GAP
+    cell_height = title_height + picture_height + name_height + _GRID_GAP
     width, height = columns * cell_width + _GRID_GAP, rows * cell_height + _GRID_GAP
     figure = _figure(width, height)
     for k, (image, title) in enumerate(zip(images, titles)):
@@ -202,6 +226,10 @@ def plot_caption_grid(images, generated, references, path, columns=4):
         ax.axis("off")
         ax.imshow(image, interpolation="nearest" if max(image.shape[:2]) <= 128 else "antialiased")
         ax.set_title(title, fontsize=_GRID_TITLE_POINTS, loc="left", pad=_GRID_TITLE_PAD * 72)
+        if names is not None:
+            # parse_math off: a file name with two dollar signs is a name, not a formula
+            figure.text(left / width, (bottom - _GRID_TITLE_PAD) / height, _shortened(names[k]), ha="left",
+                        va="top", fontsize=_GRID_TITLE_POINTS, color="0.3", parse_math=False)
     _save(figure, path)
     return figure
 

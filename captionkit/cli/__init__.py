@@ -46,3 +46,7 @@ main.add_command(_encoders.encoders)
 from captionkit.cli import compare as _compare  # noqa: E402  (the `compare` command)
 
 main.add_command(_compare.compare)
+
+from captionkit.cli import report as _report  # noqa: E402  (the `report` command)
+
+main.add_command(_report.report)

@@ -15,6 +15,7 @@ from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
 from captionkit.cli.terminal import quoted
 from captionkit.images import ImageFileError, find_images, thumbnail
 from captionkit.plotting import plot_attention_maps, plot_caption_grid
+from captionkit.report import attends, check_folder, write_picture_gallery
 from captionkit.safeio import atomic_write_text
 
 OUT_FORMATS = (".json", ".jsonl", ".csv")  # what --out writes, by the file's suffix
@@ -66,6 +67,10 @@ def _refuse_overwriting_inputs(outputs, files):
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.png",
               help=f"Also draw the pictures with their captions into a PNG grid (first {GRID_LIMIT}).")
+@click.option("--html", "html_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write a page of the pictures with their captions into DIR (index.html and thumbnails; "
+                   "opens from disk, no network): the gallery `captionkit report` makes, without references. An "
+                   "attention model's page shows where it looked for each word (click the word).")
 @click.option("--attention-maps", "maps_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.png",
               help="Draw where an attention model looked for each word of the caption of one picture (greedy "
@@ -74,7 +79,7 @@ def _refuse_overwriting_inputs(outputs, files):
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
 @max_picture_pixels_option
-def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_path, grid_path, maps_path,
+def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_path, grid_path, html_dir, maps_path,
             skip_unreadable, max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
@@ -88,6 +93,7 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_
     Examples:
       captionkit caption runs/rnn-20260101-120000 photo.jpg
       captionkit caption runs/rnn-20260101-120000 holiday/ --beam 3 --out captions.json --grid captions.png
+      captionkit caption runs/rnn-20260101-120000 holiday/ --html holiday-captions/
       captionkit caption runs/lstm-soft-20260101-120000 photo.jpg --attention-maps photo-attention.png
     """
     loaded = []  # the checkpoint is named once the pictures are read, so that a failure is its one line alone
@@ -100,10 +106,14 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_
         if maps_path is not None and (len(files) != 1 or beam_size != 1):
             raise click.UsageError("--attention-maps draws the greedy caption of one picture: give one picture and "
                                    "no --beam")
+        if html_dir is not None:
+            check_folder(html_dir)  # refused before any picture is read, as a wrong --out suffix is
+        with_attention = maps_path is not None or (html_dir is not None and beam_size == 1
+                                                   and attends(run, checkpoint))
         results = caption_images(run, files, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty, progress=_progress(),
                                  skip_unreadable=skip_unreadable, max_pixels=max_pixels,
-                                 return_attention=maps_path is not None, checkpoint=checkpoint,
+                                 return_attention=with_attention, checkpoint=checkpoint,
                                  loaded=loaded.append)
     except ImageFileError as exc:
         raise click.ClickException(quoted(exc)) from None
@@ -125,9 +135,13 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_
     if grid_path is not None:
         shown = captioned[:GRID_LIMIT]
         pictures = [thumbnail(entry["image"], GRID_SIDE, max_pixels) for entry in shown]
-        plot_caption_grid(pictures, [entry["caption"] for entry in shown], None, grid_path)
+        plot_caption_grid(pictures, [entry["caption"] for entry in shown], None, grid_path,
+                          names=[Path(entry["image"]).name for entry in shown])
         more = f" (the first {GRID_LIMIT} of {len(captioned)} pictures)" if len(captioned) > GRID_LIMIT else ""
         click.echo(f"wrote {quoted(grid_path)}{more}", err=True)
+    if html_dir is not None:
+        page = write_picture_gallery(run, loaded[0], results, html_dir, max_pixels)
+        click.echo(f"wrote {quoted(page)}", err=True)
     if maps_path is not None:
         _draw_attention_maps(captioned[0], maps_path, max_pixels)
 

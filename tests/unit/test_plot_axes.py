@@ -104,3 +104,34 @@ def test_the_caption_grid_is_tight_and_no_title_covers_a_picture(tmp_path, refer
     dpi = figure.dpi
     assert max(blank_bands(figure)) <= 0.25 * dpi
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_the_caption_grid_names_each_picture_under_it_as_plain_text(tmp_path):
+    images = [np.zeros((64, 64, 3), np.uint8) for _ in range(3)]
+    names = ["cost $5$ and $6$.png", "two\nlines.png", "a-very-long-holiday-photo-name-" * 4 + "end.jpg"]
+    figure = drawn(plot_caption_grid(images, ["a caption"] * 3, None, tmp_path / "grid.png", columns=2, names=names))
+    renderer = figure.canvas.get_renderer()
+    texts = figure.texts
+    assert [t.get_text() for t in texts[:2]] == ["cost $5$ and $6$.png", "two lines.png"]  # no formula, one line
+    long_name = texts[2].get_text()
+    assert len(long_name) == 48 and long_name.startswith("a-very-long") and long_name.endswith("end.jpg")
+    for ax, text in zip(figure.axes, texts):
+        picture, name = ax.get_window_extent(renderer), text.get_window_extent(renderer)
+        assert name.y1 <= picture.y0 and name.x0 >= picture.x0 - 1  # under its own picture, from its left edge
+        assert figure.bbox.y0 <= name.y0 and name.x1 <= figure.bbox.x1  # inside the page
+        assert not any(name.overlaps(other.get_window_extent(renderer)) for other in figure.axes)
+
+
+def test_the_comparison_leaves_out_scst_training_loss_and_says_so(tmp_path):
+    val = [{"kind": "val", "iteration": 10, "loss": 3.0, "CIDEr-D": 0.5}]
+    xe = RunReport(name="xe", path=tmp_path, config={"objective": "xe"}, summary={}, train=[(1, 3.0), (2, 2.0)],
+                   val=val)
+    scst = RunReport(name="sc", path=tmp_path, config={"objective": "scst"}, summary={},
+                     train=[(1, -8.0), (2, -6.5)], val=val)
+    figure = drawn(plot_comparison([xe, scst], "CIDEr-D", tmp_path / "compare.png"))
+    loss_axes = figure.axes[0]
+    assert [line.get_label() for line in loss_axes.get_lines()] == ["xe train", "xe val", "sc val"]
+    assert [t.get_text() for t in loss_axes.get_legend().get_texts()] == ["xe train", "xe val", "sc val"]
+    assert "not drawn: the SCST training loss of sc" in loss_axes.get_title()
+    alone = drawn(plot_comparison([xe], "CIDEr-D", tmp_path / "xe.png"))
+    assert "not drawn" not in alone.axes[0].get_title()

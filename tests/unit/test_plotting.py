@@ -61,9 +61,11 @@ def test_the_caption_grid_shows_each_picture(tmp_path):
 
 def test_a_grid_with_captions_missing_is_refused_naming_the_counts(tmp_path):
     image = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"need one caption \(and one reference, if any\) per image, got 2 images, "
-                                         r"1 captions and no references"):
+    with pytest.raises(ValueError, match=r"need one caption \(and one reference and one name, if any\) per image, "
+                                         r"got 2 images, 1 captions, no references and no names"):
         plot_caption_grid([image, image], ["one"], None, tmp_path / "grid.png")
-    with pytest.raises(ValueError, match=r"got 1 images, 1 captions and 3 references"):
+    with pytest.raises(ValueError, match=r"got 1 images, 1 captions, 3 references and no names"):
         plot_caption_grid([image], ["one"], ["a", "b", "c"], tmp_path / "grid.png")
+    with pytest.raises(ValueError, match=r"got 1 images, 1 captions, no references and 2 names"):
+        plot_caption_grid([image], ["one"], None, tmp_path / "grid.png", names=["a.png", "b.png"])
     assert list(tmp_path.iterdir()) == []
