@@ -17,7 +17,7 @@ from captionkit.runs import resolve_checkpoint, run_dir_of
 from captionkit.spec import SpecMismatch
 from captionkit.vocabulary import caption_words
 
-__all__ = ["DEFAULT_MAX_LENGTH", "caption_images", "load_captioner"]
+__all__ = ["DEFAULT_MAX_LENGTH", "attended_captions", "caption_images", "load_captioner"]
 
 DEFAULT_MAX_LENGTH = 20  # words per caption, <END> included; the bundles captionkit writes hold at most 16 words
 
@@ -83,7 +83,7 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
     errors = dict(skipped)
     readable = [row for row in range(len(files)) if row not in errors]
     if return_attention:
-        entries = _attended_captions(model, features[readable], max_length, batch_size, progress)
+        entries = attended_captions(model, features[readable], max_length, batch_size, progress)
     else:
         ids = generate_captions(model, features[readable], max_length, beam_size=beam_size,
                                 length_penalty=length_penalty, batch_size=batch_size, progress=progress)
@@ -93,7 +93,7 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
             {"image": str(path), "caption": None, "error": errors[row]} for row, path in enumerate(files)]
 
 
-def _attended_captions(model, features, max_length, batch_size, progress):
+def attended_captions(model, features, max_length, batch_size, progress):
     """[{caption, words, attention (len(words), L)}] of greedy decoding with its weights, batch by batch."""
     if model.spec.attention is None:
         raise ValueError(f"the run's model ({model.spec.describe()}) has no attention, so no attention maps")

@@ -21,6 +21,7 @@ from captionkit.spec import SpecMismatch
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "caption_text",
+    "default_max_length",
     "evaluate",
     "generate_captions",
     "perplexity",
@@ -114,7 +115,7 @@ def generate_captions(model, features, max_length, beam_size=1, length_penalty=0
     return np.concatenate(out) if out else np.zeros((0, max_length), dtype=np.int32)
 
 
-def _default_max_length(data, split, max_length):
+def default_max_length(data, split, max_length):
     """The split's longest possible caption (its width minus <START>) unless ``max_length`` is given."""
     if max_length is None:
         return data[f"{split}_captions"].shape[1] - 1
@@ -135,7 +136,7 @@ def evaluate(model, data, split="val", beam_size=1, max_images=None, batch_size=
     """
     _check_data(model, data, split)
     images = split_images(data, split, max_images)
-    max_length = _default_max_length(data, split, max_length)
+    max_length = default_max_length(data, split, max_length)
     ppl = perplexity(model, data, split, images, batch_size, progress)
 
     references = {i: refs for i, refs in references_by_image(data, split, images).items() if refs}
@@ -171,7 +172,7 @@ def sample_captions(model, data, split="val", num=8, beam_size=1, seed=None, max
     num = integer("num", num)
     candidates = split_images(data, split)
     images = np.sort(np.random.RandomState(seed).choice(candidates, size=min(num, candidates.size), replace=False))
-    max_length = _default_max_length(data, split, max_length)
+    max_length = default_max_length(data, split, max_length)
     features = data[f"{split}_features"][images]
     if temperature is not None or top_k is not None:
         if beam_size != 1:

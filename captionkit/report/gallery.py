@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from captionkit.captioning import _attended_captions
-from captionkit.evaluation import (DEFAULT_BATCH_SIZE, _default_max_length, caption_text, generate_captions,
+from captionkit.captioning import attended_captions
+from captionkit.evaluation import (DEFAULT_BATCH_SIZE, default_max_length, caption_text, generate_captions,
                                    perplexity, references_by_image, split_images)
 from captionkit.metrics import tokenize
 from captionkit.report.scores import picture_scores
@@ -61,7 +61,7 @@ def _decoded(model, features, max_length, beam_size, batch_size, progress):
     """[Caption] of each feature row: with the attention weights when the model has attention and decodes greedily
     (the weights belong to greedy decoding), else the text alone."""
     if model.spec.attention is not None and beam_size == 1:
-        entries = _attended_captions(model, features, max_length, batch_size, progress)
+        entries = attended_captions(model, features, max_length, batch_size, progress)
         return [Caption(entry["caption"], words=entry["words"], attention=entry["attention"]) for entry in entries]
     ids = generate_captions(model, features, max_length, beam_size=beam_size, batch_size=batch_size,
                             progress=progress)
@@ -75,7 +75,7 @@ def caption_split(model, data, split, images, references, beam_size=1, batch_siz
     (:func:`captionkit.report.scores.picture_scores`). The data is checked against the model first (ValueError
     naming what does not fit), by the perplexity of the references, which the corpus scores include."""
     ppl = perplexity(model, data, split, images, batch_size)
-    captions = _decoded(model, data[f"{split}_features"][images], _default_max_length(data, split, None),
+    captions = _decoded(model, data[f"{split}_features"][images], default_max_length(data, split, None),
                         beam_size, batch_size, progress)
     scores, corpus = picture_scores(references, {int(i): c.text for i, c in zip(images, captions)})
     for image, caption in zip(images, captions):
