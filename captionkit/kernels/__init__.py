@@ -41,6 +41,7 @@ the vanilla RNN), ``_recurrence`` (the gated engine), ``_output`` (output layer 
 :mod:`captionkit.pointwise` and :mod:`captionkit.checks`; threads are the caller's (:mod:`captionkit.backend`).
 """
 
+from captionkit.kernels._bf16 import bf16_available, bf16_matmul, bf16_pack  # noqa: F401
 from captionkit.kernels._built import blas, blas_threads, is_available
 from captionkit.kernels._layers import (
     affine_backward,
