@@ -46,3 +46,7 @@ main.add_command(_encoders.encoders)
 from captionkit.cli import compare as _compare  # noqa: E402  (the `compare` command)
 
 main.add_command(_compare.compare)
+
+from captionkit.cli import info as _info  # noqa: E402  (the `info` command)
+
+main.add_command(_info.info)
