@@ -50,3 +50,7 @@ main.add_command(_compare.compare)
 from captionkit.cli import report as _report  # noqa: E402  (the `report` command)
 
 main.add_command(_report.report)
+
+from captionkit.cli import info as _info  # noqa: E402  (the `info` command)
+
+main.add_command(_info.info)

@@ -51,6 +51,7 @@ from captionkit.kernels._attention import (
     soft_attended_step,
     soft_attention_keys,
 )
+from captionkit.kernels._bf16 import bf16_available, bf16_matmul, bf16_pack
 from captionkit.kernels._built import blas, blas_threads, is_available
 from captionkit.kernels._layers import (
     affine_backward,
@@ -92,6 +93,9 @@ __all__ = [
     "affine_forward",
     "affine_log_softmax_topk",
     "affine_sample",
+    "bf16_available",
+    "bf16_matmul",
+    "bf16_pack",
     "blas",
     "blas_threads",
     "capsule_problem",

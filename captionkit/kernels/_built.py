@@ -3,7 +3,7 @@ try:
     from captionkit import _ext
     # Every extension module, so that is_available() means each kernel's module imports.
     from captionkit._ext import (  # noqa: F401
-        _affine, _attend, _blas, _decode, _embedding, _engine, _optim, _rnn, _softmax, pointwise,
+        _affine, _attend, _bf16, _blas, _cpu, _decode, _embedding, _engine, _optim, _rnn, _softmax, pointwise,
     )
 except ImportError as exc:  # not built: the numpy reference still works
     _IMPORT_ERROR = exc

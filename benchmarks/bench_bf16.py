@@ -1,0 +1,403 @@
+"""bfloat16 matrix products on this CPU: captionkit's vdpbf16ps kernel against oneDNN's bf16 matmul (what PyTorch
+calls), torch's bf16 matmul, and the float32 products captionkit runs today, on the skinny shapes of a step.
+
+    python benchmarks/bench_bf16.py                      # 1 and 2 threads, every implementation installed
+    python benchmarks/bench_bf16.py --threads 1 --rounds 9
+
+oneDNN comes from the pip package ``onednn`` (``pip install onednn==2026.1.0``: libdnnl and its TBB runtime, called
+here through its C API with ctypes; nothing in captionkit uses it), torch when installed
+(``pip install torch==2.13.0``). Each implementation runs in its own worker process; the driver asks them in turn,
+shape by shape, in rotating order, ``--rounds`` rounds of ``--block`` calls each, so that load from elsewhere falls
+on all alike. A figure is the median over all calls; a ratio the median over rounds of the ratio of the two round
+medians.
+
+What is timed, per call, C (m, n) = A (m, k) @ B (k, n):
+- ``sgemm OpenBLAS``: float32, ``kernels.affine_forward`` on the kernels' OpenBLAS (a zero bias added).
+- ``sgemm panels``: float32, the same on captionkit's packed AVX-512 panels, packing B included (a time loop packs
+  its matrix once per sequence instead).
+- ``bf16 captionkit``: ``kernels.bf16_matmul`` on B packed beforehand (``bf16_pack``, once per update for a
+  weight); rounding A to bf16 is included. ``pack`` is ``bf16_pack`` alone (time, not GFLOP/s).
+- ``bf16 oneDNN``: a matmul primitive, bf16 A and B, float32 C, B reordered once to the layout oneDNN picks;
+  converting A to bf16 is not included.
+- ``bf16 torch``: ``torch.matmul`` on bf16 tensors (its result is bf16, as under autocast); converting A not included.
+
+With 2 threads, captionkit's products run as the model runs them: the rows cut in 2 shards on captionkit.parallel's
+threads (the shards' results not joined); oneDNN and torch run each product on 2 threads.
+
+The chip's peak: a register-only loop of independent vdpbf16ps (and of float32 FMAs), compiled here with the system C
+compiler, on one core: instructions per ns, times the flops of one (vdpbf16ps on 512 bits: 16 lanes x 2 products x 2
+flops = 64; an FMA: 16 x 2 = 32), times the threads. It needs ``cc``; without one the fractions are left out.
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# name: (m, n, k); the step products are a time step's h Wh of each cell at H = 512 (4H for lstm, 3H for gru)
+SHAPES = {
+    "input 50x2048x512": (50, 2048, 512),
+    "backward dh 50x512x2048": (50, 512, 2048),
+    "output layer 800x1004x512": (800, 1004, 512),
+    "input 200x2048x512": (200, 2048, 512),
+    "rnn step N=50 50x512x512": (50, 512, 512),
+    "rnn step N=200 200x512x512": (200, 512, 512),
+    "lstm step N=50 50x2048x512": (50, 2048, 512),
+    "lstm step N=200 200x2048x512": (200, 2048, 512),
+    "gru step N=50 50x1536x512": (50, 1536, 512),
+    "gru step N=200 200x1536x512": (200, 1536, 512),
+}
+CAPTIONKIT = ["sgemm OpenBLAS", "sgemm panels", "bf16 captionkit", "pack"]
+IMPLEMENTATIONS = CAPTIONKIT + ["bf16 oneDNN", "bf16 torch"]
+
+
+def inputs(m, n, k):
+    rng = np.random.default_rng(m * n + k)
+    return rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+
+
+def scaled_error(c, a, b):
+    """max |c - the emulated bf16 product| / (|round(a)| @ |round(b)|): ~1e-7 for a bf16 product with float32 sums,
+    ~1e-3 for one that rounds its result to bf16 or does not round its inputs."""
+    from captionkit import precision
+
+    ra, rb = precision.round_to_bf16(a), precision.round_to_bf16(b)
+    scale = np.abs(ra).astype(np.float64) @ np.abs(rb).astype(np.float64)
+    return float(np.max(np.abs(np.asarray(c, np.float64) - precision.bf16_matmul_reference(a, b)) / scale))
+
+
+# ---------------------------------------------------------------------- captionkit's products
+
+
+def captionkit_calls(name, threads):
+    """{shape: (call, result)} for one of captionkit's implementations, on ``threads`` shards."""
+    from captionkit import kernels, parallel
+    from captionkit._ext import _blas
+
+    parallel.set_num_threads(threads)
+    if name.startswith("sgemm"):
+        _blas.use_panel(True, name == "sgemm panels")
+    calls = {}
+    for shape, (m, n, k) in SHAPES.items():
+        a, b = inputs(m, n, k)
+        if name == "pack":
+            calls[shape] = (lambda b=b: kernels.bf16_pack(b), None)
+            continue
+        if name == "bf16 captionkit":
+            packed = kernels.bf16_pack(b)
+            product = (lambda rows, a=a, packed=packed: kernels.bf16_matmul(a[rows], packed))  # noqa: E731
+        else:
+            bias = np.zeros(n, np.float32)
+            product = (lambda rows, a=a, b=b, bias=bias: kernels.affine_forward(a[rows], b, bias)[0])  # noqa: E731
+        call = (lambda product=product, m=m: parallel.map_shards(m, product)) if threads > 1 else \
+            (lambda product=product: product(slice(None)))
+        calls[shape] = (call, lambda product=product: product(slice(None)))
+    return calls
+
+
+# ---------------------------------------------------------------------- oneDNN through its C API
+
+_DNNL_CPU, _DNNL_STREAM_IN_ORDER = 1, 1
+_DNNL_BF16, _DNNL_F32 = 2, 3
+_DNNL_TAG_ANY, _DNNL_TAG_AB = 1, 3
+_DNNL_QUERY_WEIGHTS_MD, _DNNL_QUERY_IMPL_INFO_STR = 131, 8
+_DNNL_ARG_SRC, _DNNL_ARG_DST, _DNNL_ARG_WEIGHTS = 1, 17, 33
+
+
+class _ExecArg(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_int), ("memory", ctypes.c_void_p)]
+
+
+def _onednn_library():
+    """libdnnl from the onednn wheel (installed into the environment's lib/), loaded with its TBB beside it."""
+    path = os.path.join(sys.prefix, "lib", "libdnnl.so.3")
+    if not os.path.exists(path):
+        return None
+    lib = ctypes.CDLL(path)
+    lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
+    return lib
+
+
+class OneDnnMatmul:
+    """C (m, n) float32 = A (m, k) bf16 @ B (k, n) bf16 as one oneDNN matmul primitive."""
+
+    def __init__(self, lib, engine, stream, a, b):
+        self.lib, self.stream = lib, stream
+        m, k = a.shape
+        n = b.shape[1]
+        from captionkit import precision
+
+        self.a_bits = precision.bf16_bits(a)  # bf16 A, converted once (not timed)
+        b_bits = precision.bf16_bits(b)
+        self.c = np.zeros((m, n), np.float32)
+
+        def desc(rows, cols, dtype, tag):
+            md = ctypes.c_void_p()
+            self._check(lib.dnnl_memory_desc_create_with_tag(ctypes.byref(md), 2, (ctypes.c_int64 * 2)(rows, cols),
+                                                             dtype, tag), "memory_desc_create_with_tag")
+            return md
+
+        src, wei_any = desc(m, k, _DNNL_BF16, _DNNL_TAG_AB), desc(k, n, _DNNL_BF16, _DNNL_TAG_ANY)
+        wei_plain, dst = desc(k, n, _DNNL_BF16, _DNNL_TAG_AB), desc(m, n, _DNNL_F32, _DNNL_TAG_AB)
+        pd = ctypes.c_void_p()
+        self._check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), engine, src, wei_any, None, dst, None),
+                    "matmul_primitive_desc_create")
+        info = ctypes.c_char_p()
+        lib.dnnl_primitive_desc_query(pd, _DNNL_QUERY_IMPL_INFO_STR, 0, ctypes.byref(info))
+        self.implementation = info.value.decode()
+        wei_chosen = ctypes.c_void_p(lib.dnnl_primitive_desc_query_md(pd, _DNNL_QUERY_WEIGHTS_MD, 0))
+        self.primitive = ctypes.c_void_p()
+        self._check(lib.dnnl_primitive_create(ctypes.byref(self.primitive), pd), "primitive_create")
+
+        def memory(md, array):
+            mem = ctypes.c_void_p()
+            handle = ctypes.c_void_p(array.ctypes.data) if array is not None else ctypes.c_void_p(2**64 - 1)  # DNNL_MEMORY_ALLOCATE
+            self._check(lib.dnnl_memory_create(ctypes.byref(mem), md, engine, handle), "memory_create")
+            return mem
+
+        plain = memory(wei_plain, b_bits)
+        self.weights = memory(wei_chosen, None)  # B once in oneDNN's own layout, as packing is for captionkit
+        rpd, reorder = ctypes.c_void_p(), ctypes.c_void_p()
+        self._check(lib.dnnl_reorder_primitive_desc_create(ctypes.byref(rpd), wei_plain, engine, wei_chosen, engine,
+                                                           None), "reorder_primitive_desc_create")
+        self._check(lib.dnnl_primitive_create(ctypes.byref(reorder), rpd), "primitive_create (reorder)")
+        args = (_ExecArg * 2)((_DNNL_ARG_SRC, plain), (_DNNL_ARG_DST, self.weights))
+        self._check(lib.dnnl_primitive_execute(reorder, stream, 2, args), "reorder")
+        self._check(lib.dnnl_stream_wait(stream), "stream_wait")
+        self.args = (_ExecArg * 3)((_DNNL_ARG_SRC, memory(src, self.a_bits)), (_DNNL_ARG_WEIGHTS, self.weights),
+                                   (_DNNL_ARG_DST, memory(dst, self.c)))
+
+    @staticmethod
+    def _check(status, what):
+        if status != 0:
+            raise RuntimeError(f"oneDNN {what} failed with status {status}")
+
+    def __call__(self):
+        self._check(self.lib.dnnl_primitive_execute(self.primitive, self.stream, 3, self.args), "matmul")
+        self._check(self.lib.dnnl_stream_wait(self.stream), "stream_wait")
+        return self.c
+
+
+def onednn_calls(threads):
+    # oneDNN's TBB runtime takes as many threads as the cores this process may run on, fixed when it starts.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    lib = _onednn_library()
+    engine, stream = ctypes.c_void_p(), ctypes.c_void_p()
+    OneDnnMatmul._check(lib.dnnl_engine_create(ctypes.byref(engine), _DNNL_CPU, 0), "engine_create")
+    OneDnnMatmul._check(lib.dnnl_stream_create(ctypes.byref(stream), engine, _DNNL_STREAM_IN_ORDER), "stream_create")
+    calls, implementations = {}, {}
+    for shape, (m, n, k) in SHAPES.items():
+        matmul = OneDnnMatmul(lib, engine, stream, *inputs(m, n, k))
+        calls[shape] = (matmul, matmul)
+        implementations[shape] = matmul.implementation
+    version = lib.dnnl_version
+    version.restype = ctypes.POINTER(ctypes.c_int * 3)
+    v = version().contents
+    return calls, {"version": f"oneDNN {v[0]}.{v[1]}.{v[2]}", "kernels": sorted(set(implementations.values()))}
+
+
+def torch_calls(threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    calls = {}
+    for shape, (m, n, k) in SHAPES.items():
+        a, b = (torch.from_numpy(x).to(torch.bfloat16) for x in inputs(m, n, k))
+        call = (lambda a=a, b=b: torch.matmul(a, b))  # noqa: E731
+        calls[shape] = (call, lambda call=call: call().float().numpy())
+    return calls, {"version": f"torch {torch.__version__}"}
+
+
+# ---------------------------------------------------------------------- worker and driver
+
+
+def worker(name, threads):
+    """Answer ``shape count`` lines with the times of ``count`` calls; first a line with what it runs."""
+    hello = {}
+    if name == "bf16 oneDNN":
+        calls, hello = onednn_calls(threads)
+    elif name == "bf16 torch":
+        calls, hello = torch_calls(threads)
+    else:
+        from captionkit import kernels
+
+        calls = captionkit_calls(name, threads)
+        hello = {"version": kernels.blas() if name.startswith("sgemm") else "captionkit's vdpbf16ps kernel"}
+    errors = {}
+    for shape, (call, result) in calls.items():
+        for _ in range(3):  # warm-up
+            call()
+        if result is not None:
+            errors[shape] = scaled_error(result(), *inputs(*SHAPES[shape]))
+    print(json.dumps({"ready": True, "errors": errors, **hello}), flush=True)
+    for line in sys.stdin:
+        shape, count = json.loads(line)
+        call = calls[shape][0]
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
+
+
+_PEAK_PROBE = r"""
+#include <immintrin.h>
+#include <stdio.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+int main(void) {
+    __m512 acc[24]; __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_setzero_si512();
+    __m512 f[24], u = _mm512_set1_ps(1.0f), v = _mm512_setzero_ps();
+    for (int i = 0; i < 24; i++) acc[i] = f[i] = _mm512_setzero_ps();
+    long n = 20000000; double t = now();
+    for (long it = 0; it < n; it++) {
+        _Pragma("GCC unroll 24") for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+        __asm__ volatile("" : "+v"(x));
+    }
+    double bf16 = n * 24.0 / (now() - t); t = now();
+    for (long it = 0; it < n; it++) {
+        _Pragma("GCC unroll 24") for (int i = 0; i < 24; i++) f[i] = _mm512_fmadd_ps(u, v, f[i]);
+        __asm__ volatile("" : "+v"(u));
+    }
+    double fma = n * 24.0 / (now() - t); float s = 0;
+    for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(acc[i]) + _mm512_reduce_add_ps(f[i]);
+    printf("%g %g %g\n", bf16, fma, s);
+    return 0;
+}
+"""
+
+
+def peak_per_core():
+    """(vdpbf16ps, float32 FMA) instructions per second on one core, best of 3 runs; None without a C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        source, binary = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
+        with open(source, "w") as f:
+            f.write(_PEAK_PROBE)
+        subprocess.run([compiler, "-O2", "-mavx512f", "-mavx512bf16", source, "-o", binary], check=True)
+        core = sorted(os.sched_getaffinity(0))[:1]
+        runs = [subprocess.run([binary], capture_output=True, text=True, check=True,
+                               preexec_fn=lambda: os.sched_setaffinity(0, core)).stdout.split() for _ in range(3)]
+    return max(float(r[0]) for r in runs), max(float(r[1]) for r in runs)
+
+
+def available_implementations():
+    names = list(CAPTIONKIT)
+    if os.path.exists(os.path.join(sys.prefix, "lib", "libdnnl.so.3")):
+        names.append("bf16 oneDNN")
+    else:
+        print("oneDNN: not installed (pip install onednn==2026.1.0); its column is left out", file=sys.stderr)
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is not None:
+            names.append("bf16 torch")
+    except ImportError:
+        pass
+    return names
+
+
+def measure(threads, rounds, block):
+    """{name: {"hello": ..., "times": {shape: [...]}, "rounds": {shape: [round medians]}}} for ``threads``."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CAPTIONKIT_NUM_THREADS"):
+        env[var] = str(threads)
+    lib_dir = os.path.join(sys.prefix, "lib")
+    env["LD_LIBRARY_PATH"] = lib_dir + os.pathsep + env.get("LD_LIBRARY_PATH", "")  # oneDNN's TBB and runtime
+    # The onednn wheel is a SYCL build: its CPU engine is the OpenCL CPU device of intel-opencl-rt, whose ICD file
+    # names the path it was built at, so the OpenCL loader is pointed at the library itself.
+    env["OCL_ICD_FILENAMES"] = os.path.join(lib_dir, "libintelocl.so")
+    names = available_implementations()
+    workers, records = {}, {}
+    for name in names:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        workers[name] = proc
+        records[name] = {"hello": json.loads(proc.stdout.readline()), "times": {}, "rounds": {}}
+    for r in range(rounds):
+        for shape in SHAPES:
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                proc = workers[name]
+                proc.stdin.write(json.dumps([shape, block]) + "\n")
+                proc.stdin.flush()
+                times = json.loads(proc.stdout.readline())
+                records[name]["times"].setdefault(shape, []).extend(times)
+                records[name]["rounds"].setdefault(shape, []).append(float(np.median(times)))
+    for proc in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    return records
+
+
+def report(threads, records, peak):
+    names = [n for n in IMPLEMENTATIONS if n in records and n != "pack"]
+    products = [n for n in names if n.startswith("bf16")]
+    print(f"\n### {threads} thread{'s' if threads > 1 else ''}\n")
+    ratios = [("bf16 captionkit", other) for other in ("bf16 oneDNN", "bf16 torch", "sgemm OpenBLAS")
+              if other in records]
+    header = ["product (m x n x k)"] + [f"{n} GFLOP/s" for n in names] + ["pack (ms)"]
+    header += [f"captionkit / {other.split()[-1]}" for _, other in ratios]
+    if peak:
+        header += [f"{n.split()[-1]} % of bf16 peak" for n in products]
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for shape, (m, n, k) in SHAPES.items():
+        flops = 2 * m * n * k
+        gflops = {name: flops / np.median(records[name]["times"][shape]) / 1e9 for name in names}
+        row = [shape] + [f"{gflops[name]:.0f}" for name in names]
+        row.append(f"{1e3 * np.median(records['pack']['times'][shape]):.3f}")
+        for mine, other in ratios:  # speed ratio: other's time / mine, per round, median over rounds
+            per_round = np.array(records[other]["rounds"][shape]) / np.array(records[mine]["rounds"][shape])
+            row.append(f"{np.median(per_round):.2f}")
+        if peak:
+            row += [f"{100 * gflops[name] / (peak * threads):.0f}" for name in products]
+        print("| " + " | ".join(row) + " |")
+    print()
+    for name in names:
+        hello = records[name]["hello"]
+        worst = max(hello["errors"].values())
+        extra = f"; kernels {', '.join(hello['kernels'])}" if "kernels" in hello else ""
+        print(f"- {name}: {hello['version']}{extra}; largest error against the emulated bf16 product, relative to "
+              f"|A||B|: {worst:.1e}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
+    parser.add_argument("--block", type=int, default=5, help="timed calls per turn (default 5)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.threads[0])
+        return
+    from captionkit import kernels
+    from captionkit.cpu import cpu_features
+
+    if not kernels.bf16_available():
+        sys.exit("this CPU lacks AVX512-BF16: there is no bf16 kernel to measure (`captionkit info`)")
+    features = cpu_features()
+    peak = peak_per_core()
+    print(f"{features.name}: {features.describe()}; {os.cpu_count()} cores; kernels' BLAS: {kernels.blas()}")
+    peak_flops = None
+    if peak:
+        peak_flops = peak[0] * 64 / 1e9
+        print(f"peak, one core, measured: {peak[0] / 1e9:.2f} vdpbf16ps per ns x 64 flops = {peak_flops:.0f} "
+              f"GFLOP/s bf16; {peak[1] / 1e9:.2f} float32 FMAs (512-bit) per ns x 32 = {peak[1] * 32 / 1e9:.0f} "
+              "GFLOP/s float32")
+    for threads in args.threads:
+        report(threads, measure(threads, args.rounds, args.block), peak_flops)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+/* bfloat16 matrix products C (m, n) += op(A) (m, k) @ B (k, n): inputs rounded to bfloat16, products and sums in
+ * float32 (torch.autocast's semantics for a product), on AVX512-BF16's vdpbf16ps.
+ *
+ * The layout is _panel.h's, with pairs of rows of B interleaved, because vdpbf16ps multiplies pairs: in each of its
+ * 16 float32 lanes it adds a[2i] * b[2i] + a[2i+1] * b[2i+1], both operands pairs of bfloat16 packed in 32 bits. B
+ * is packed (and rounded) once into column panels of CK_BF16_PANEL columns, each panel ceil(k / 2) pair-rows of
+ * 64 bfloat16: column j's B[2p, j] and B[2p+1, j] side by side. A tile of up to CK_BF16_TILE_ROWS rows of C stays in
+ * registers (14 rows x 2 vectors: 28 accumulators of the 32) while a panel streams past; each row of A contributes
+ * one broadcast pair per pair-row. An odd k is padded with a zero row of B and a zero column of A.
+ *
+ * Unlike _panel.h, the packed B holds nothing else: the rows of A, rounded and interleaved, go to a separate work
+ * space (ck_bf16_work_size), so one packed B can be read by every thread at once (weights packed once per update).
+ *
+ * Rounding is round to nearest even on the float32 bits, NaN kept (quiet, sign kept), as torch's
+ * tensor.to(torch.bfloat16) and captionkit.precision.round_to_bf16 do. vdpbf16ps itself treats subnormal inputs as
+ * zero and flushes subnormal results to zero, whatever MXCSR says: a value below 2**-126 in magnitude contributes
+ * nothing (oneDNN and torch multiply on the same instruction).
+ *
+ * The products are compiled with a function-level target attribute, so the rest of captionkit builds for any x86-64;
+ * ck_bf16_available() says whether this CPU, its OS and the compiler have AVX512-BF16, and nothing here may be called
+ * when it is 0. All matrices are row-major with explicit row strides.
+ */
+#ifndef CAPTIONKIT_BF16_H
+#define CAPTIONKIT_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+#include "Python.h"
+
+#define CK_BF16_PANEL 32
+#define CK_BF16_TILE_ROWS 14
+#define CK_BF16_GROUP_TILES 4 /* tiles that share one pass over B, as in _panel.h */
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10 && defined(__x86_64__)
+#define CK_BF16_COMPILED 1
+#include <immintrin.h>
+#define CK_BF16_TARGET __attribute__((target("arch=x86-64-v4,avx512bf16")))
+#else
+#define CK_BF16_COMPILED 0
+#endif
+
+static inline int ck_bf16_available(void)
+{
+#if CK_BF16_COMPILED
+    /* libgcc's answer includes the OS's: it reports AVX-512 features only where XCR0 has the ZMM state enabled. */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+static inline Py_ssize_t ck_bf16_pairs(Py_ssize_t k) { return (k + 1) / 2; }
+
+/* bfloat16 elements (uint16) of the packed form of a (k, n) matrix. */
+static inline Py_ssize_t ck_bf16_packed_size(Py_ssize_t k, Py_ssize_t n)
+{
+    return (n + CK_BF16_PANEL - 1) / CK_BF16_PANEL * CK_BF16_PANEL * 2 * ck_bf16_pairs(k);
+}
+
+/* Pairs (uint32) of the work space a product of m rows and depth k needs: a group's rows of A, rounded and
+ * interleaved (no more rows than m, so that a one-row product does not allocate for a group). */
+static inline Py_ssize_t ck_bf16_work_size(Py_ssize_t m, Py_ssize_t k)
+{
+    Py_ssize_t group = (Py_ssize_t)CK_BF16_GROUP_TILES * CK_BF16_TILE_ROWS;
+    return (m < group ? m : group) * ck_bf16_pairs(k);
+}
+
+/* float32 -> bfloat16 bits: adding 0x7FFF plus the lowest kept bit carries into the kept bits exactly when the
+ * dropped half is above a tie, or a tie with the kept part odd. A NaN would carry into the exponent, so it keeps
+ * its high half with the quiet bit set. Written as a select, so that loops of it vectorize. */
+static inline uint16_t ck_bf16_round(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    uint32_t quiet_nan = (bits >> 16) | 0x0040u;
+    return (uint16_t)((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
+}
+
+static inline uint32_t ck_bf16_pair(float even, float odd)
+{
+    return (uint32_t)ck_bf16_round(even) | (uint32_t)ck_bf16_round(odd) << 16;
+}
+
+#if CK_BF16_COMPILED
+
+/* Pack B (k, n), rounded, into panels of pair-rows. With trans set, the matrix given is B's transpose (n, k) with
+ * row stride ldb, whose rows hold each pair side by side: the backward pass multiplies by W^T and packs it from W.
+ * The transposed form is filled in blocks of CK_BF16_PACK_BLOCK pairs, reading each row of the given matrix in
+ * order (as _panel.h does, for the same reason). */
+#define CK_BF16_PACK_BLOCK 16
+static CK_BF16_TARGET void ck_bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, int trans,
+                                        uint16_t *bp)
+{
+    Py_ssize_t pairs = ck_bf16_pairs(k);
+    for (Py_ssize_t j0 = 0; j0 < n; j0 += CK_BF16_PANEL) {
+        Py_ssize_t width = n - j0 < CK_BF16_PANEL ? n - j0 : CK_BF16_PANEL;
+        uint32_t *panel = (uint32_t *)(bp + 2 * j0 * pairs); /* pair-row p of this panel: panel[p * PANEL + j] */
+        if (width < CK_BF16_PANEL) /* the last panel, cut short by n: zero padding past column n */
+            memset(panel, 0, pairs * CK_BF16_PANEL * sizeof(uint32_t));
+        if (!trans) {
+            for (Py_ssize_t p = 0; p < pairs; p++) {
+                const float *even = b + 2 * p * ldb + j0;
+                if (2 * p + 1 < k) {
+                    const float *odd = even + ldb;
+                    for (Py_ssize_t j = 0; j < width; j++)
+                        panel[p * CK_BF16_PANEL + j] = ck_bf16_pair(even[j], odd[j]);
+                } else { /* the odd k's last row, paired with zeros */
+                    for (Py_ssize_t j = 0; j < width; j++)
+                        panel[p * CK_BF16_PANEL + j] = ck_bf16_round(even[j]);
+                }
+            }
+            continue;
+        }
+        for (Py_ssize_t p0 = 0; p0 < pairs; p0 += CK_BF16_PACK_BLOCK) {
+            Py_ssize_t p1 = p0 + CK_BF16_PACK_BLOCK < pairs ? p0 + CK_BF16_PACK_BLOCK : pairs;
+            for (Py_ssize_t j = 0; j < width; j++) {
+                const float *src = b + (j0 + j) * ldb;
+                for (Py_ssize_t p = p0; p < p1; p++)
+                    panel[p * CK_BF16_PANEL + j] = ck_bf16_pair(src[2 * p], 2 * p + 1 < k ? src[2 * p + 1] : 0.0f);
+            }
+        }
+    }
+}
+
+/* Rows [0, R) of op(A) (R x k; A given as R x k with row stride lda, or as its transpose k x R with trans), rounded,
+ * into tile[p * R + r] = the pair (A[r, 2p], A[r, 2p+1]). Without trans, each row goes in blocks of CK_BF16_GATHER
+ * pairs: the block is rounded into a contiguous buffer (a loop the compiler vectorizes), then its pairs stored to
+ * their interleaved places; rounding and storing pair by pair took a tenth of an 800 x 1004 x 512 product. */
+#define CK_BF16_GATHER 64
+static CK_BF16_TARGET void ck_bf16_gather(int R, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans,
+                                          uint32_t *tile)
+{
+    Py_ssize_t pairs = ck_bf16_pairs(k);
+    if (trans) { /* columns 2p and 2p + 1 of op(A) are rows of the given matrix, read in order */
+        for (Py_ssize_t p = 0; p < pairs; p++) {
+            const float *even = a + 2 * p * lda;
+            if (2 * p + 1 < k) {
+                const float *odd = even + lda;
+                for (int r = 0; r < R; r++)
+                    tile[p * R + r] = ck_bf16_pair(even[r], odd[r]);
+            } else {
+                for (int r = 0; r < R; r++)
+                    tile[p * R + r] = ck_bf16_round(even[r]);
+            }
+        }
+        return;
+    }
+    uint16_t rounded[2 * CK_BF16_GATHER];
+    for (Py_ssize_t p0 = 0; p0 < pairs; p0 += CK_BF16_GATHER) {
+        Py_ssize_t p1 = p0 + CK_BF16_GATHER < pairs ? p0 + CK_BF16_GATHER : pairs;
+        Py_ssize_t columns = 2 * p1 <= k ? 2 * (p1 - p0) : k - 2 * p0;
+        rounded[2 * (p1 - p0) - 1] = 0; /* the odd k's zero column, unless a value overwrites it */
+        for (int r = 0; r < R; r++) {
+            const float *row = a + r * lda + 2 * p0;
+            for (Py_ssize_t q = 0; q < columns; q++)
+                rounded[q] = ck_bf16_round(row[q]);
+            for (Py_ssize_t p = p0; p < p1; p++) {
+                uint32_t pair;
+                memcpy(&pair, rounded + 2 * (p - p0), sizeof pair);
+                tile[p * R + r] = pair;
+            }
+        }
+    }
+}
+
+/* One tile: C rows [0, R) x one panel (two vectors wide) += the tile of A @ the panel, accumulators in registers for
+ * the whole depth. */
+#define CK_BF16_DEFINE_TILE(R)                                                                                   \
+    static inline __attribute__((always_inline)) CK_BF16_TARGET void ck_bf16_tile##R(                           \
+        Py_ssize_t pairs, const uint32_t *ap, const uint16_t *panel, float *c, Py_ssize_t ldc)                  \
+    {                                                                                                            \
+        __m512 lo[R], hi[R];                                                                                     \
+        _Pragma("GCC unroll 14") for (int r = 0; r < R; r++)                                                     \
+        {                                                                                                        \
+            lo[r] = _mm512_loadu_ps(c + r * ldc);                                                                \
+            hi[r] = _mm512_loadu_ps(c + r * ldc + 16);                                                           \
+        }                                                                                                        \
+        for (Py_ssize_t p = 0; p < pairs; p++) {                                                                 \
+            __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * CK_BF16_PANEL);                           \
+            __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * CK_BF16_PANEL + CK_BF16_PANEL);           \
+            _Pragma("GCC unroll 14") for (int r = 0; r < R; r++)                                                 \
+            {                                                                                                    \
+                __m512bh s = (__m512bh)_mm512_set1_epi32((int)ap[p * R + r]);                                    \
+                lo[r] = _mm512_dpbf16_ps(lo[r], s, b0);                                                          \
+                hi[r] = _mm512_dpbf16_ps(hi[r], s, b1);                                                          \
+            }                                                                                                    \
+        }                                                                                                        \
+        _Pragma("GCC unroll 14") for (int r = 0; r < R; r++)                                                     \
+        {                                                                                                        \
+            _mm512_storeu_ps(c + r * ldc, lo[r]);                                                                \
+            _mm512_storeu_ps(c + r * ldc + 16, hi[r]);                                                           \
+        }                                                                                                        \
+    }
+CK_BF16_DEFINE_TILE(1)
+CK_BF16_DEFINE_TILE(2)
+CK_BF16_DEFINE_TILE(3)
+CK_BF16_DEFINE_TILE(4)
+CK_BF16_DEFINE_TILE(5)
+CK_BF16_DEFINE_TILE(6)
+CK_BF16_DEFINE_TILE(7)
+CK_BF16_DEFINE_TILE(8)
+CK_BF16_DEFINE_TILE(9)
+CK_BF16_DEFINE_TILE(10)
+CK_BF16_DEFINE_TILE(11)
+CK_BF16_DEFINE_TILE(12)
+CK_BF16_DEFINE_TILE(13)
+CK_BF16_DEFINE_TILE(14)
+
+static CK_BF16_TARGET void ck_bf16_tile(int rows, Py_ssize_t pairs, const uint32_t *ap, const uint16_t *panel,
+                                        float *c, Py_ssize_t ldc)
+{
+    switch (rows) {
+    case 1: ck_bf16_tile1(pairs, ap, panel, c, ldc); break;
+    case 2: ck_bf16_tile2(pairs, ap, panel, c, ldc); break;
+    case 3: ck_bf16_tile3(pairs, ap, panel, c, ldc); break;
+    case 4: ck_bf16_tile4(pairs, ap, panel, c, ldc); break;
+    case 5: ck_bf16_tile5(pairs, ap, panel, c, ldc); break;
+    case 6: ck_bf16_tile6(pairs, ap, panel, c, ldc); break;
+    case 7: ck_bf16_tile7(pairs, ap, panel, c, ldc); break;
+    case 8: ck_bf16_tile8(pairs, ap, panel, c, ldc); break;
+    case 9: ck_bf16_tile9(pairs, ap, panel, c, ldc); break;
+    case 10: ck_bf16_tile10(pairs, ap, panel, c, ldc); break;
+    case 11: ck_bf16_tile11(pairs, ap, panel, c, ldc); break;
+    case 12: ck_bf16_tile12(pairs, ap, panel, c, ldc); break;
+    case 13: ck_bf16_tile13(pairs, ap, panel, c, ldc); break;
+    default: ck_bf16_tile14(pairs, ap, panel, c, ldc); break;
+    }
+}
+
+/* C (m, n) += op(A) (m, k) @ B, B packed by ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k) pairs. Rows
+ * go in near-equal groups of near-equal tiles, and each panel of B is read once per group, as in _panel.h. */
+static CK_BF16_TARGET void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda,
+                                        int trans_a, const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc)
+{
+    Py_ssize_t pairs = ck_bf16_pairs(k);
+    float scratch[CK_BF16_TILE_ROWS * CK_BF16_PANEL];
+    int rows[CK_BF16_GROUP_TILES];
+    Py_ssize_t groups = (m + CK_BF16_GROUP_TILES * CK_BF16_TILE_ROWS - 1) / (CK_BF16_GROUP_TILES * CK_BF16_TILE_ROWS);
+    for (Py_ssize_t g = 0, g0 = 0; g < groups; g++) {
+        Py_ssize_t group_rows = (m - g0) / (groups - g);
+        int tiles = (int)((group_rows + CK_BF16_TILE_ROWS - 1) / CK_BF16_TILE_ROWS);
+        for (int t = 0, i0 = 0; t < tiles; t++) {
+            rows[t] = (int)((group_rows - i0) / (tiles - t));
+            ck_bf16_gather(rows[t], k, trans_a ? a + g0 + i0 : a + (g0 + i0) * lda, lda, trans_a, work + i0 * pairs);
+            i0 += rows[t];
+        }
+        for (Py_ssize_t j0 = 0; j0 < n; j0 += CK_BF16_PANEL) {
+            const uint16_t *panel = bp + 2 * j0 * pairs;
+            Py_ssize_t width = n - j0 < CK_BF16_PANEL ? n - j0 : CK_BF16_PANEL;
+            for (int t = 0, i0 = 0; t < tiles; t++) {
+                float *ct = c + (g0 + i0) * ldc + j0;
+                if (width == CK_BF16_PANEL) {
+                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, ct, ldc);
+                } else { /* a panel cut short by n: through a scratch tile, never past column n of C */
+                    for (int r = 0; r < rows[t]; r++) {
+                        memcpy(scratch + r * CK_BF16_PANEL, ct + r * ldc, width * sizeof(float));
+                        memset(scratch + r * CK_BF16_PANEL + width, 0, (CK_BF16_PANEL - width) * sizeof(float));
+                    }
+                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, scratch, CK_BF16_PANEL);
+                    for (int r = 0; r < rows[t]; r++)
+                        memcpy(ct + r * ldc, scratch + r * CK_BF16_PANEL, width * sizeof(float));
+                }
+                i0 += rows[t];
+            }
+        }
+        g0 += group_rows;
+    }
+}
+
+#else /* no AVX512-BF16 build: never called, since ck_bf16_available() is 0 */
+
+static void ck_bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, int trans, uint16_t *bp) {}
+static void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans_a,
+                         const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc) {}
+
+#endif
+#endif

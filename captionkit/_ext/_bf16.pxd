@@ -1,0 +1,16 @@
+"""bfloat16 products for other compiled modules (the engine cimports these, as sklearn's modules cimport its
+_cython_blas.pxd): C (m, n) += op(A) @ B with inputs rounded to bfloat16 and float32 sums, on AVX512-BF16; see
+_bf16.h for the packed layout. Call nothing but bf16_available() unless it returns true.
+"""
+from libc.stdint cimport uint16_t, uint32_t
+
+cdef bint bf16_available() noexcept nogil  # this CPU, its OS and the compiler have AVX512-BF16
+cdef Py_ssize_t bf16_packed_size(Py_ssize_t k, Py_ssize_t n) noexcept nogil  # uint16 elements of a packed (k, n)
+cdef Py_ssize_t bf16_work_size(Py_ssize_t m, Py_ssize_t k) noexcept nogil  # uint32 elements of a product's work space
+# B (k, n), or B given as its transpose (n, k) when trans is set, rounded and packed into bp.
+cdef void bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, bint trans,
+                    uint16_t *bp) noexcept nogil
+# C (m, n) += op(A) (m, k) @ B packed in bp; with trans_a, A is given as its transpose (k, m). bp is only read, so
+# threads may share it; each needs its own work space.
+cdef void bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, bint trans_a,
+                    const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc) noexcept nogil

@@ -1,0 +1,66 @@
+"""bfloat16 matrix products on AVX512-BF16: both inputs rounded to bfloat16 (round to nearest even, as
+:func:`captionkit.precision.round_to_bf16`), products and sums in float32, which is torch.autocast's product.
+
+The product runs on vdpbf16ps in captionkit's packed-panel layout (``_ext/_bf16.h``); :func:`bf16_pack` rounds and
+packs the right-hand matrix once, so a matrix used by many products (a weight, between two updates) is rounded
+once. vdpbf16ps treats inputs below 2**-126 in magnitude as zero and flushes such results to zero. On a CPU without
+AVX512-BF16 every function but :func:`bf16_available` raises RuntimeError saying so; the numpy emulation of the same
+product is :func:`captionkit.precision.bf16_matmul_reference`.
+"""
+import numpy as np
+
+from captionkit.kernels._built import _require_built, is_available
+from captionkit.kernels._checks import _check_size, _float_array
+
+if is_available():  # else every kernel stops at _require_built()
+    from captionkit._ext import _bf16
+
+__all__ = ["bf16_available", "bf16_matmul", "bf16_pack"]
+
+
+def bf16_available():
+    """True when the compiled kernels are built and this CPU (and its OS) run AVX512-BF16."""
+    return is_available() and _bf16.available()
+
+
+def _require_bf16():
+    _require_built()
+    if not _bf16.available():
+        raise RuntimeError("bfloat16 products need AVX512-BF16 (the vdpbf16ps instruction), which this CPU or its "
+                           "OS does not offer; `captionkit info` lists what it has")
+
+
+def _float32_matrix(name, a):
+    a = _float_array(name, a, 2)
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must be float32 (bfloat16 products round float32 inputs), got dtype {a.dtype}")
+    return a
+
+
+def bf16_pack(b, trans=False):
+    """The float32 matrix B (k, n), or B given as its transpose (n, k) when ``trans``, rounded to bfloat16 and
+    packed for :func:`bf16_matmul` (an opaque object with ``depth`` k and ``columns`` n)."""
+    _require_bf16()
+    return _bf16.pack(_float32_matrix("b", b), bool(trans))
+
+
+def bf16_matmul(a, b, trans_a=False, trans_b=False):
+    """op(A) @ op(B) with both rounded to bfloat16 and float32 sums -> float32 (m, n).
+
+    ``a`` is float32 (m, k), or its transpose (k, m) with ``trans_a``; ``b`` is float32 (k, n), or its transpose
+    (n, k) with ``trans_b``, or a matrix packed by :func:`bf16_pack` (which already says how it was given, so
+    ``trans_b`` must then be False). All arrays C-contiguous, no dimension 0.
+    """
+    _require_bf16()
+    a = _float32_matrix("a", a)
+    if isinstance(b, _bf16.PackedMatrix):
+        if trans_b:
+            raise ValueError("trans_b must be False for a packed b: bf16_pack(b, trans=...) decided its orientation")
+        packed = b
+    else:
+        packed = _bf16.pack(_float32_matrix("b", b), bool(trans_b))
+    m, k = a.shape[::-1] if trans_a else a.shape
+    if k != packed.depth:
+        raise ValueError(f"op(a) has shape ({m}, {k}) but op(b) has {packed.depth} rows: their depths must match")
+    _check_size("out", (m, packed.columns))
+    return _bf16.multiply(a, packed, bool(trans_a))
