@@ -379,6 +379,22 @@ def _check_attention_step(cell, seed):
     return f"{T} steps agree"
 
 
+def _in_shards(models, params, features, captions, threads):
+    """[(loss, grads, greedy captions, beam-2 captions)] of each model with ``params``, on ``threads`` threads."""
+    from captionkit import parallel
+
+    results = []
+    previous = parallel.set_num_threads(threads)
+    try:
+        for model in models:
+            model.params = dict(params)
+            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),
+                                                              model.sample(features, max_length=T + 2, beam_size=2)))
+    finally:
+        parallel.set_num_threads(previous)
+    return results
+
+
 def _check_attention_matches_numpy(cell_type):
     def check(cell, seed):
         return _attention_matches_numpy(cell_type, cell, seed)
@@ -390,7 +406,6 @@ def _attention_matches_numpy(cell_type, cell, seed):
     """On the engine, soft attention over ``cell`` gives the numpy reference's numbers: forward, weights, backward
     (with a penalty's gradient of the weights) and steps of rows reading any image, float64 and float32; and a model
     of it cut into shards on threads gives the numpy model's loss, gradients, greedy and beam captions."""
-    from captionkit import parallel
     from captionkit.attention import AttendedCell, SoftAttention
     from captionkit.model import CaptioningRNN
 
@@ -434,15 +449,7 @@ def _attention_matches_numpy(cell_type, cell, seed):
     features = rng.standard_normal((rows, L, D))
     captions = rng.randint(len(VOCAB), size=(rows, T + 1))
     captions[:, 0] = VOCAB["<START>"]
-    results = []
-    previous = parallel.set_num_threads(threads)
-    try:
-        for model in models:
-            model.params = dict(params)
-            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),
-                                                              model.sample(features, max_length=T + 2, beam_size=2)))
-    finally:
-        parallel.set_num_threads(previous)
+    results = _in_shards(models, params, features, captions, threads)
     (loss, grads, greedy, beam), (loss_ref, grads_ref, greedy_ref, beam_ref) = results
     errors = {"loss": _scale_error(np.array(loss), np.array(loss_ref)),
               **{f"d{k}": _scale_error(grads[k], grads_ref[k]) for k in grads_ref}}
@@ -492,7 +499,6 @@ def _check_shards(cell_type):
 
 
 def _shards(cell_type, cell, seed):
-    from captionkit import parallel
     from captionkit.model import CaptioningRNN
 
     if not compiled_available():
@@ -507,15 +513,7 @@ def _shards(cell_type, cell, seed):
     captions = rng.randint(len(VOCAB), size=(rows, T + 1))
     captions[:, 0] = VOCAB["<START>"]
     captions[::4, T // 2 + 1:] = VOCAB["<NULL>"]
-    results = []
-    previous = parallel.set_num_threads(threads)
-    try:
-        for model in models:
-            model.params = dict(params)
-            results.append(model.loss(features, captions) + (model.sample(features, max_length=T + 2),
-                                                              model.sample(features, max_length=T + 2, beam_size=2)))
-    finally:
-        parallel.set_num_threads(previous)
+    results = _in_shards(models, params, features, captions, threads)
     (loss, grads, captions_out, beam_out), (loss_ref, grads_ref, captions_ref, beam_ref) = results
     errors = {"loss": _scale_error(np.array(loss), np.array(loss_ref))}
     errors.update({f"d{k}": _scale_error(grads[k], grads_ref[k]) for k in grads_ref})
