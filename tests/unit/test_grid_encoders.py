@@ -226,4 +226,5 @@ def test_torchvision_grid_is_the_layers_feature_map(arch, layer, shape):
     with torch.inference_mode():
         network(batch)
     expected = captured["map"].flatten(2).transpose(1, 2).numpy()
-    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-4)
+    # layer4's values reach about 20; the plugin runs channels-last, the reference torch's default layout.
+    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=5e-4)
