@@ -13,9 +13,24 @@ dtype); :func:`bf16_bits` gives the 16-bit patterns.
 """
 import numpy as np
 
-__all__ = ["BF16_UNIT_ROUNDOFF", "bf16_bits", "bf16_matmul_reference", "from_bf16_bits", "round_to_bf16"]
+__all__ = ["BF16_UNIT_ROUNDOFF", "PRECISIONS", "bf16_bits", "bf16_matmul_reference", "check_precision",
+           "from_bf16_bits", "round_to_bf16"]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # |round_to_bf16(x) - x| <= this * |x| for every normal x
+# How a model's matrix products run: "fp32" in the model's own dtype; "bf16" with both inputs rounded to bfloat16
+# and float32 sums (torch.autocast's product), on float32 models only.
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision, dtype=None, name="precision"):
+    """``precision`` if it is one of PRECISIONS (and, for "bf16" with ``dtype`` given, ``dtype`` is float32), else
+    ValueError naming ``name``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and dtype is not None and np.dtype(dtype) != np.float32:
+        raise ValueError(f"{name}='bf16' rounds float32 values to bfloat16, so it needs dtype float32, got "
+                         f"{np.dtype(dtype).name}")
+    return precision
 
 
 def _float32(name, x):
