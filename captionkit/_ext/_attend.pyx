@@ -191,8 +191,8 @@ def soft_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, cons
                              &A[0, t, 0], T * width)
                 if not summed:
                     u = &U[0, t, 0]
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, t, 0], T * width, u,
-                          T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, t, 0],
+                          T * width, u, T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
             if fn == NULL:
                 prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
                 saved[t] = numpy_forward_step(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
@@ -391,8 +391,8 @@ def soft_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const f
             _attend_rows(M, H, L, D, P, GH, &state[0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], &images[0], &Wa[0, 0],
                          &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0], &s[0, 0], L * P,
                          &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
-            step_rows(fn, M, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, 0], width, u, GH,
-                      &state[0, 0, 0], M * H, H, &nxt[0, 0, 0], M * H, H)
+            step_rows(fn, M, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, 0], width, u,
+                      GH, &state[0, 0, 0], M * H, H, &nxt[0, 0, 0], M * H, H)
     finally:
         _free_all(packed, 8)
     if fn == NULL:
@@ -467,8 +467,8 @@ def soft_greedy(const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const
                 _attend_rows(N, H, L, D, P, GH, &state[cur, 0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], NULL,
                              &Wa[0, 0], &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0],
                              &s[0, 0], L * P, &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], &A[0, 0], width, u, GH,
-                          &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, 0], width,
+                          u, GH, &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
             if fn == NULL:
                 numpy_forward_step(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
             with nogil:

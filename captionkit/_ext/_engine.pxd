@@ -2,6 +2,7 @@
 engine runs it, and one time step's pieces. Every function here works on one step's N rows; strides are in
 elements, and a state array s of row n starts at ``base + s * state_stride + n * row_stride``."""
 from cython cimport floating
+from libc.stdint cimport uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 cdef enum:
@@ -20,7 +21,8 @@ cdef class CellCode:
 
 
 cdef void step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
-                    const floating *Wh, floating *packed_Wh, floating *a, Py_ssize_t lda, floating *u,
+                    const floating *Wh, floating *packed_Wh, const uint16_t *bf16_Wh, uint32_t *work,
+                    floating *a, Py_ssize_t lda, floating *u,
                     Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt,
                     Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil
 

@@ -17,12 +17,15 @@ take as their row stride, so no step is copied. States are (S, N, H) at one step
 import numpy as np
 from cpython.pycapsule cimport PyCapsule_CheckExact, PyCapsule_GetName, PyCapsule_GetPointer
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
+from captionkit._ext._bf16 cimport bf16_work
 from captionkit._ext._blas cimport large_on_panels, panel_enabled
-from captionkit._ext._panel cimport matmul, packed_copy, product
+from captionkit._ext._mixed cimport (check_bf16, mixed_matmul, mixed_packed_copy, mixed_product,
+                                     short_of_memory)
+from captionkit._ext._panel cimport packed_copy
 from captionkit._ext._vecmath cimport add, argmax_bias
 from captionkit._ext.pointwise cimport backward_d, backward_f, forward_d, forward_f
 
@@ -162,18 +165,20 @@ cdef void numpy_backward_step(CellCode code, dstate, saved, da, du):
 
 
 cdef void step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
-                     const floating *Wh, floating *packed_Wh, floating *a, Py_ssize_t lda, floating *u,
-                     Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt,
-                     Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil:
+                     const floating *Wh, floating *packed_Wh, const uint16_t *bf16_Wh, uint32_t *work,
+                     floating *a, Py_ssize_t lda, floating *u, Py_ssize_t ldu, const floating *prev,
+                     Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt, Py_ssize_t next_s,
+                     Py_ssize_t next_n) noexcept nogil:
     """One time step of N rows whose input part x_t Wx + b is already in ``a`` (row stride lda): adds h_{t-1} Wh
-    to it (summed cells) or writes h_{t-1} Wh to u (row stride ldu), on Wh packed as packed_Wh (NULL: on BLAS),
-    then runs the compiled pointwise part ``fn`` from the state at prev into nxt (strides as in _forward_rows).
-    With ``fn`` NULL the caller runs the cell's numpy part next, on the same a and u."""
+    to it (summed cells) or writes h_{t-1} Wh to u (row stride ldu), on Wh as mixed_product takes it (bf16_Wh and
+    its work space for bfloat16, else packed_Wh, else BLAS), then runs the compiled pointwise part ``fn`` from the
+    state at prev into nxt (strides as in _forward_rows). With ``fn`` NULL the caller runs the cell's numpy part
+    next, on the same a and u."""
     if summed:
-        product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, a, lda)
+        mixed_product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, bf16_Wh, work, a, lda)
     else:
         zero_rows(u, N, GH, ldu)
-        product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, u, ldu)
+        mixed_product(N, GH, H, prev, prev_n, Wh, False, packed_Wh, bf16_Wh, work, u, ldu)
     if fn != NULL:
         forward_rows(fn, N, H, S, a, lda, NULL if summed else u, ldu, prev, prev_s, prev_n, nxt, next_s, next_n)
 
@@ -189,9 +194,10 @@ cdef bint _weights_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, const floating
 
 
 def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, const floating[:, ::1] Wx,
-                  const floating[:, ::1] Wh, const floating[::1] b, CellCode code):
+                  const floating[:, ::1] Wh, const floating[::1] b, CellCode code, bint bf16=False):
     """x (N, T, W), s0 (S, N, H) the initial state, Wx (W, G*H), Wh (H, G*H), b (G*H,) ->
-    (states (S, N, T, H), A (N, T, K*H), U (N, T, G*H), saved list).
+    (states (S, N, T, H), A (N, T, K*H), U (N, T, G*H), saved list). With ``bf16`` (float32 only) the products
+    take their inputs rounded to bfloat16 (_mixed.pxd); the pointwise part sees float32 as always.
 
     For a compiled pointwise part, A holds what its forward left of each step's rows and U the recurrent
     pre-activations (None for summed cells), and saved is None. For numpy callbacks, saved holds what they saved for
@@ -204,6 +210,7 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
         raise ValueError("gated_forward: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    check_bf16(bf16, kind, "gated_forward")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -218,16 +225,26 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
         U = U_arr
     cdef floating[:, :, :, ::1] states = states_arr
     cdef floating *packed = NULL
+    cdef uint16_t *bf16_Wh = NULL
+    cdef uint32_t *work = NULL
     cdef floating *u = NULL
     cdef const floating *prev
     cdef Py_ssize_t prev_s, prev_n
+    cdef bint fits = True
     try:
         with nogil:
-            if panel_enabled():
+            if bf16:
+                bf16_Wh = mixed_packed_copy(bf16, &Wh[0, 0], H, GH, GH, False)
+                work = bf16_work(N, H)
+                fits = bf16_Wh != NULL and work != NULL
+            elif panel_enabled():
                 packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
             # Every step's x_t Wx + b in one product, written where the step's pre-activations go.
             bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
-            matmul(False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True, &A[0, 0, 0], width)
+            fits = fits and mixed_matmul(bf16, False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True,
+                                         &A[0, 0, 0], width)
+        if not fits:
+            raise MemoryError(short_of_memory("gated_forward"))
         for t in range(T):
             with nogil:
                 if t == 0:
@@ -236,14 +253,16 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
                     prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
                 if not summed:
                     u = &U[0, t, 0]
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, t, 0], T * width, u, T * GH, prev,
-                           prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, bf16_Wh, work, &A[0, t, 0], T * width, u,
+                          T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
             if fn == NULL:
                 prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
                 saved[t] = numpy_forward_step(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
                                           states_arr[:, :, t])
     finally:
         free(packed)
+        free(bf16_Wh)
+        free(work)
     if fn == NULL:
         return states_arr, None, None, saved
     return states_arr, A_arr, U_arr, saved
@@ -251,12 +270,14 @@ def gated_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, con
 
 def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, const floating[:, :, ::1] s0,
                    const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[:, :, :, ::1] states,
-                   A_arr, U_arr, saved, CellCode code):
+                   A_arr, U_arr, saved, CellCode code, bint bf16=False):
     """Backward of gated_forward given its inputs and outputs; dh (N, T, H) is the loss's gradient of every h_t
-    (not counting the recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
+    (not counting the recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,). ``bf16``
+    as for gated_forward, for the backward's products."""
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t GH = code.gates * H, t, n
     cdef floating kind = 0
+    check_bf16(bf16, kind, "gated_backward")
     cdef void *fn = backward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H
     cdef bint summed = code.summed
@@ -290,15 +311,24 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
     cdef floating[:, ::1] dWx = dWx_arr, dWh = dWh_arr
     cdef floating[::1] db = db_arr
     cdef floating *packed = NULL
+    cdef uint16_t *bf16_WhT = NULL
+    cdef uint32_t *work = NULL
     cdef const floating *u = NULL
     cdef const floating *prev
     cdef Py_ssize_t prev_s, prev_n
     cdef size_t row_bytes = H * sizeof(floating)
+    cdef bint fits = True
     states_np = np.asarray(states)
     try:
         with nogil:
-            if panel_enabled():
+            if bf16:
+                bf16_WhT = mixed_packed_copy(bf16, &Wh[0, 0], GH, H, GH, True)
+                work = bf16_work(N, GH)
+                fits = bf16_WhT != NULL and work != NULL
+            elif panel_enabled():
                 packed = packed_copy(&Wh[0, 0], GH, H, GH, True)  # Wh^T (G*H, H), packed from Wh
+        if not fits:
+            raise MemoryError(short_of_memory("gated_backward"))
         for t in range(T - 1, -1, -1):
             with nogil:
                 for n in range(N):
@@ -317,9 +347,12 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
                 numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
             with nogil:
                 # What step t sends back to h_{t-1} through Wh.
-                product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, packed, &dstate[0, 0, 0], H)
+                mixed_product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, packed, bf16_WhT, work,
+                              &dstate[0, 0, 0], H)
     finally:
         free(packed)
+        free(bf16_WhT)
+        free(work)
 
     with nogil:
         for n in range(N):
@@ -327,12 +360,16 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
             if T > 1:
                 for t in range(1, T):
                     memcpy(&hprev[n, t, 0], &states[0, n, t - 1, 0], row_bytes)
-        matmul(False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
-        matmul(True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False, &dWx[0, 0], GH)
-        matmul(True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False, &dWh[0, 0], GH)
+        fits = mixed_matmul(bf16, False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
+        fits = fits and mixed_matmul(bf16, True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False,
+                                     &dWx[0, 0], GH)
+        fits = fits and mixed_matmul(bf16, True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False,
+                                     &dWh[0, 0], GH)
         for n in range(N):
             for t in range(T):
                 add(&db[0], &dA[n, t, 0], GH)
+    if not fits:
+        raise MemoryError(short_of_memory("gated_backward"))
     return dx_arr, dstate_arr[0].copy(), dWx_arr, dWh_arr, db_arr
 
 
@@ -340,8 +377,9 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
 
 
 def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const floating[:, ::1] Wx,
-               const floating[:, ::1] Wh, const floating[::1] b, CellCode code):
-    """One step for every row: x (N, W), state (S, N, H) -> the next state (S, N, H)."""
+               const floating[:, ::1] Wh, const floating[::1] b, CellCode code, bint bf16=False):
+    """One step for every row: x (N, W), state (S, N, H) -> the next state (S, N, H); ``bf16`` as for
+    gated_forward."""
     cdef Py_ssize_t N = x.shape[0], W = x.shape[1], S = code.states, H = state.shape[2]
     cdef Py_ssize_t GH = code.gates * H
     if N < 1 or state.shape[0] != S or state.shape[1] != N or not _weights_fit(code, W, H, Wx, Wh) \
@@ -349,6 +387,7 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
         raise ValueError("gated_step: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    check_bf16(bf16, kind, "gated_step")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -362,18 +401,30 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
     cdef floating[:, :, ::1] nxt = next_arr
     cdef floating *u = NULL
     cdef floating *packed = NULL
+    cdef uint16_t *bf16_Wh = NULL
+    cdef uint32_t *work = NULL
+    cdef bint fits = True
     if not summed:
         u = &U[0, 0]
     try:
         with nogil:
             bias_rows(&A[0, 0], &b[0], N, GH, width)
-            matmul(False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
-            if large_on_panels():  # as matmul would for this one product
+            fits = mixed_matmul(bf16, False, False, N, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
+            if bf16:
+                bf16_Wh = mixed_packed_copy(bf16, &Wh[0, 0], H, GH, GH, False)
+                work = bf16_work(N, H)
+                fits = fits and bf16_Wh != NULL and work != NULL
+            elif large_on_panels():  # as matmul would for this one product
                 packed = packed_copy(&Wh[0, 0], H, GH, GH, False)
-            step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, &A[0, 0], width, u, GH, &state[0, 0, 0], N * H,
-                       H, &nxt[0, 0, 0], N * H, H)
+            if fits:
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed, bf16_Wh, work, &A[0, 0], width, u, GH,
+                          &state[0, 0, 0], N * H, H, &nxt[0, 0, 0], N * H, H)
+        if not fits:
+            raise MemoryError(short_of_memory("gated_step"))
     finally:
         free(packed)
+        free(bf16_Wh)
+        free(work)
     if fn == NULL:
         numpy_forward_step(code, A_arr, U_arr, np.asarray(state), next_arr)
     return next_arr
@@ -382,13 +433,14 @@ def gated_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const 
 def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, const floating[:, ::1] Wx,
                  const floating[:, ::1] Wh, const floating[::1] b, const floating[:, ::1] W_vocab,
                  const floating[::1] b_vocab, int64_t start, int64_t end, int32_t null, Py_ssize_t max_length,
-                 CellCode code):
+                 CellCode code, bint bf16=False):
     """Greedy decoding from the state s0 (S, N, H) with word vectors W_embed (V, W), the cell's Wx, Wh, b and the
     output layer W_vocab (H, V), b_vocab (V,) -> captions (N, max_length) int32.
 
     Step t embeds each row's last word (start at t = 0), takes one step of the cell, and picks the best-scoring
     word of h; a row that has produced ``end`` keeps ``null`` from then on, and decoding stops once every row has
-    (end < 0: never). Wx, Wh and W_vocab are packed once for all the steps when the panel products are enabled.
+    (end < 0: never). Wx, Wh and W_vocab are packed once for all the steps when the panel products are enabled,
+    and with ``bf16`` (as for gated_forward) rounded to bfloat16 once.
     """
     cdef Py_ssize_t S = code.states, N = s0.shape[1], H = s0.shape[2], V = W_embed.shape[0], W = W_embed.shape[1]
     cdef Py_ssize_t GH = code.gates * H
@@ -398,6 +450,7 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
         raise ValueError("gated_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    check_bf16(bf16, kind, "gated_greedy")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -420,6 +473,10 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
     cdef floating *packed_Wx = NULL
     cdef floating *packed_Wh = NULL
     cdef floating *packed_vocab = NULL
+    cdef uint16_t *bf16_Wx = NULL
+    cdef uint16_t *bf16_Wh = NULL
+    cdef uint16_t *bf16_vocab = NULL
+    cdef uint32_t *work = NULL
     cdef floating *u = NULL
     cdef Py_ssize_t t, n, cur = 0
     cdef bint any_alive = True
@@ -427,25 +484,33 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
         u = &U[0, 0]
     try:
         with nogil:
-            if panel_enabled():
+            if bf16:
+                bf16_Wx = mixed_packed_copy(bf16, &Wx[0, 0], W, GH, GH, False)
+                bf16_Wh = mixed_packed_copy(bf16, &Wh[0, 0], H, GH, GH, False)
+                bf16_vocab = mixed_packed_copy(bf16, &W_vocab[0, 0], H, V, V, False)
+                work = bf16_work(N, W if W > H else H)
+            elif panel_enabled():
                 packed_Wx = packed_copy(&Wx[0, 0], W, GH, GH, False)
                 packed_Wh = packed_copy(&Wh[0, 0], H, GH, GH, False)
                 packed_vocab = packed_copy(&W_vocab[0, 0], H, V, V, False)
             memcpy(&state[0, 0, 0, 0], &s0[0, 0, 0], S * N * H * sizeof(floating))
+        if bf16 and (bf16_Wx == NULL or bf16_Wh == NULL or bf16_vocab == NULL or work == NULL):
+            raise MemoryError(short_of_memory("gated_greedy"))
         for t in range(max_length):
             with nogil:
                 for n in range(N):
                     memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
                 bias_rows(&A[0, 0], &b[0], N, GH, width)
-                product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, packed_Wx, &A[0, 0], width)
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed_Wh, &A[0, 0], width, u, GH,
-                           &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
+                mixed_product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, packed_Wx, bf16_Wx, work, &A[0, 0], width)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], packed_Wh, bf16_Wh, work, &A[0, 0], width, u, GH,
+                          &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
             if fn == NULL:
                 numpy_forward_step(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
             with nogil:
                 cur = 1 - cur
                 memset(&scores[0, 0], 0, N * V * sizeof(floating))
-                product(N, V, H, &state[cur, 0, 0, 0], H, &W_vocab[0, 0], False, packed_vocab, &scores[0, 0], V)
+                mixed_product(N, V, H, &state[cur, 0, 0, 0], H, &W_vocab[0, 0], False, packed_vocab, bf16_vocab,
+                              work, &scores[0, 0], V)
                 any_alive = False
                 for n in range(N):
                     words[n] = argmax_bias(&scores[n, 0], &b_vocab[0], V)
@@ -460,4 +525,8 @@ def gated_greedy(const floating[:, :, ::1] s0, const floating[:, ::1] W_embed, c
         free(packed_Wx)
         free(packed_Wh)
         free(packed_vocab)
+        free(bf16_Wx)
+        free(bf16_Wh)
+        free(bf16_vocab)
+        free(work)
     return captions_arr

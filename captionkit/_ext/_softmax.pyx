@@ -9,7 +9,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy
 
-from captionkit._ext._panel cimport matmul
+from captionkit._ext._mixed cimport check_bf16, mixed_matmul, short_of_memory
 from captionkit._ext._vecmath cimport add, softmax_xent
 
 
@@ -27,19 +27,22 @@ cdef Py_ssize_t _counted_targets(const int64_t[::1] y, const uint8_t[::1] mask, 
 
 def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b,
                         const int64_t[::1] y, const uint8_t[::1] mask, Py_ssize_t batch,
-                        const floating[::1] weight):
+                        const floating[::1] weight, bint bf16=False):
     """h (R, H) rows of hidden states, W (H, V), b (V,), y (R,) targets in [0, V), mask (R,) 0/1, batch N,
     weight (R,) each row's factor (ones for plain cross-entropy; self-critical training's advantages).
 
     Returns (loss, dh (R, H), dW (H, V), db (V,)) for loss = sum over rows with mask of
     -weight * log softmax(h W + b)[y], divided by batch (the caller's N, as layers.temporal_softmax_loss divides by
-    N rather than by R).
+    N rather than by R). With ``bf16`` (float32 only) the three products take their inputs rounded to bfloat16
+    (_mixed.pxd); the softmax and the loss stay float32.
     """
     cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
     cdef Py_ssize_t r, i
     if R < 1 or H < 1 or V < 1 or batch < 1 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
             or mask.shape[0] != R or weight.shape[0] != R:
         raise ValueError("affine_softmax_loss: inconsistent or empty shapes")
+    cdef floating kind = 0
+    check_bf16(bf16, kind, "affine_softmax_loss")
     cdef Py_ssize_t kept = _counted_targets(y, mask, V, "affine_softmax_loss")
     dtype = np.float32 if floating is float else np.float64
     if kept == 0:
@@ -67,6 +70,7 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
     cdef double loss = 0
     cdef floating scale = 1.0 / batch
     cdef size_t row_bytes = H * sizeof(floating)
+    cdef bint fits
     with nogil:
         i = 0
         for r in range(R):
@@ -76,28 +80,35 @@ def affine_softmax_loss(const floating[:, ::1] h, const floating[:, ::1] W, cons
         if kept < R:
             for i in range(kept):
                 memcpy(&packed[i, 0], &h[rows[i], 0], row_bytes)
-        matmul(False, False, kept, V, H, &hk[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
+        fits = mixed_matmul(bf16, False, False, kept, V, H, &hk[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
         for i in range(kept):
             loss += weight[rows[i]] * softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], scale * weight[rows[i]])
             add(&db[0], &scores[i, 0], V)
-        matmul(True, False, H, V, kept, &hk[0, 0], H, &scores[0, 0], V, False, &dW[0, 0], V)
-        matmul(False, True, kept, H, V, &scores[0, 0], V, &W[0, 0], V, False, &dpacked[0, 0], H)
+        fits = fits and mixed_matmul(bf16, True, False, H, V, kept, &hk[0, 0], H, &scores[0, 0], V, False,
+                                     &dW[0, 0], V)
+        fits = fits and mixed_matmul(bf16, False, True, kept, H, V, &scores[0, 0], V, &W[0, 0], V, False,
+                                     &dpacked[0, 0], H)
         if kept < R:
             for i in range(kept):
                 memcpy(&dh[rows[i], 0], &dpacked[i, 0], row_bytes)
+    if not fits:
+        raise MemoryError(short_of_memory("affine_softmax_loss"))
     return loss / batch, dh_arr, dW_arr, db_arr
 
 
 def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floating[::1] b, const int64_t[::1] y,
-               const uint8_t[::1] mask, Py_ssize_t T):
+               const uint8_t[::1] mask, Py_ssize_t T, bint bf16=False):
     """h (R, H) rows of hidden states, R = N * T positions of N captions, W (H, V), b (V,), y (R,) targets,
     mask (R,) 0/1 -> nll (N,) float64: for each caption, the sum over its positions with mask of
-    -log softmax(h W + b)[y]. The forward half of affine_softmax_loss, without any gradient product."""
+    -log softmax(h W + b)[y]. The forward half of affine_softmax_loss, without any gradient product; ``bf16`` as
+    there."""
     cdef Py_ssize_t R = h.shape[0], H = h.shape[1], V = W.shape[1]
     cdef Py_ssize_t r, i
     if R < 1 or H < 1 or V < 1 or T < 1 or R % T != 0 or W.shape[0] != H or b.shape[0] != V or y.shape[0] != R \
             or mask.shape[0] != R:
         raise ValueError("affine_nll: inconsistent or empty shapes")
+    cdef floating kind = 0
+    check_bf16(bf16, kind, "affine_nll")
     cdef Py_ssize_t kept = _counted_targets(y, mask, V, "affine_nll")
     nll_arr = np.zeros(R // T, dtype=np.float64)
     if kept == 0:
@@ -110,6 +121,7 @@ def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floatin
     cdef floating[:, ::1] packed = packed_arr, scores = scores_arr
     cdef double[::1] nll = nll_arr
     cdef size_t row_bytes = H * sizeof(floating)
+    cdef bint fits
     with nogil:
         i = 0
         for r in range(R):
@@ -117,7 +129,10 @@ def affine_nll(const floating[:, ::1] h, const floating[:, ::1] W, const floatin
                 rows[i] = r
                 memcpy(&packed[i, 0], &h[r, 0], row_bytes)
                 i += 1
-        matmul(False, False, kept, V, H, &packed[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
+        fits = mixed_matmul(bf16, False, False, kept, V, H, &packed[0, 0], H, &W[0, 0], V, False, &scores[0, 0], V)
+    if not fits:
+        raise MemoryError(short_of_memory("affine_nll"))
+    with nogil:
         for i in range(kept):
             # With scale 0 the row's gradient, which softmax_xent writes over the scores, is left as zeros.
             nll[rows[i] // T] += softmax_xent(&scores[i, 0], &b[0], V, y[rows[i]], 0)

@@ -11,6 +11,7 @@ import numpy as np
 
 from captionkit.kernels._built import _require_built, is_available
 from captionkit.kernels._checks import _check_size, _float_array
+from captionkit.precision import check_precision
 
 if is_available():  # else every kernel stops at _require_built()
     from captionkit._ext import _bf16
@@ -28,6 +29,15 @@ def _require_bf16():
     if not _bf16.available():
         raise RuntimeError("bfloat16 products need AVX512-BF16 (the vdpbf16ps instruction), which this CPU or its "
                            "OS does not offer; `captionkit info` lists what it has")
+
+
+def _bf16_products(precision, dtype):
+    """Whether a kernel's products run in bfloat16: False for ``precision`` "fp32", True for "bf16" (which needs
+    float32 arrays and a CPU with AVX512-BF16); ValueError or RuntimeError saying which is missing."""
+    if check_precision(precision, dtype) == "fp32":
+        return False
+    _require_bf16()
+    return True
 
 
 def _float32_matrix(name, a):

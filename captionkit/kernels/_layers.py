@@ -4,6 +4,7 @@ import operator
 
 import numpy as np
 
+from captionkit.kernels._bf16 import _bf16_products
 from captionkit.kernels._built import _require_built, is_available
 from captionkit.kernels._checks import _FLOATS, _check_size, _expect_shape, _float_array, _ids, _unpack
 from captionkit.kernels._recurrence import _gated_args, gated_backward, gated_forward, gated_step
@@ -29,21 +30,25 @@ def _affine_args(x, w, b, x_name):
     return x, w, b
 
 
-def affine_forward(x, w, b):
+def affine_forward(x, w, b, *, precision="fp32"):
     """Affine layer: x (N, D), w (D, M), b (M,) -> out (N, M) = x @ w + b, cache.
 
     As :func:`captionkit.layers.affine_forward` for a 2-D x.
+
+    ``precision`` "bf16" (float32 arrays, a CPU with AVX512-BF16) rounds the inputs of every product to bfloat16
+    and sums in float32, as :func:`captionkit.layers.affine_forward` with the same argument emulates.
     """
     _require_built()
     x, w, b = _affine_args(x, w, b, "x")
     _check_size("out", (x.shape[0], w.shape[1]))
-    return _affine.affine_forward(x, w, b), (x, w, b)
+    return _affine.affine_forward(x, w, b, _bf16_products(precision, x.dtype)), (x, w, b)
 
 
-def affine_backward(dout, cache, input_grad=True):
+def affine_backward(dout, cache, input_grad=True, *, precision="fp32"):
     """Backward of :func:`affine_forward`: dout (N, M) -> dx (N, D), dw (D, M), db (M,).
 
     With ``input_grad=False`` dx is not computed and None stands in its place (for inputs that are data).
+    ``precision`` as for :func:`affine_forward`.
     """
     _require_built()
     x, w, _ = _unpack(cache, 3, "affine_forward")
@@ -52,7 +57,7 @@ def affine_backward(dout, cache, input_grad=True):
     _expect_shape("cache w", w, (x.shape[1], w.shape[1]), "cache x")
     dout = _float_array("dout", dout, 2, ("cache x", x))
     _expect_shape("dout", dout, (x.shape[0], w.shape[1]), "cache x and cache w")
-    return _affine.affine_backward(dout, x, w, bool(input_grad))
+    return _affine.affine_backward(dout, x, w, bool(input_grad), _bf16_products(precision, x.dtype))
 
 
 # ---------------------------------------------------------------------- embedding

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from captionkit.checks import integer
+from captionkit.kernels._bf16 import _bf16_products
 from captionkit.kernels._built import _require_built, is_available
 from captionkit.kernels._checks import _MAX_ELEMENTS, _check_size, _expect_shape, _float_array, _word_id
 from captionkit.pointwise import Pointwise
@@ -86,24 +87,29 @@ def _initial_state(h0, pointwise):
     return s0
 
 
-def gated_forward(x, h0, Wx, Wh, b, pointwise):
+def gated_forward(x, h0, Wx, Wh, b, pointwise, *, precision="fp32"):
     """A gated cell over a sequence: x (N, T, W), h0 (N, H), Wx (W, G*H), Wh (H, G*H), b (G*H,), ``pointwise`` the
     cell (a :class:`captionkit.pointwise.Pointwise`) -> h (N, T, H), a :class:`GatedCache`.
 
     As :func:`captionkit.layers.gated_forward`: the state starts as h0 and zeros, and step t runs the cell's
     pointwise part on x_t Wx + b and h_{t-1} Wh. Its compiled part when it has capsules, else its numpy functions,
     called once per step with the GIL; the products are compiled either way.
+
+    ``precision`` "bf16" (float32 arrays, a CPU with AVX512-BF16) rounds the inputs of every product to bfloat16
+    and sums in float32, as :func:`captionkit.layers.gated_forward` with the same argument emulates.
+    The pointwise part always sees float32.
     """
     _require_built()
     x, h0, Wx, Wh, b, pointwise = _gated_args(x, h0, Wx, Wh, b, pointwise)
     s0 = _initial_state(h0, pointwise)
-    states, A, U, saved = _engine.gated_forward(x, s0, Wx, Wh, b, _cell_code(pointwise))
+    states, A, U, saved = _engine.gated_forward(x, s0, Wx, Wh, b, _cell_code(pointwise),
+                                                _bf16_products(precision, x.dtype))
     return states[0], GatedCache(x, s0, Wx, Wh, states, A, U, saved, pointwise)
 
 
-def gated_backward(dh, cache):
+def gated_backward(dh, cache, *, precision="fp32"):
     """Backward of :func:`gated_forward`: dh (N, T, H), the loss's gradient of every h_t (not counting the
-    recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
+    recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,); ``precision`` as there."""
     _require_built()
     if not isinstance(cache, GatedCache):
         raise TypeError(f"cache must be the GatedCache that gated_forward returned, got {type(cache).__name__}")
@@ -112,7 +118,7 @@ def gated_backward(dh, cache):
     dh = _float_array("dh", dh, 3, ("cache x", cache.x))
     _expect_shape("dh", dh, cache.states.shape[1:], "the forward's h")
     return _engine.gated_backward(dh, cache.x, cache.s0, cache.Wx, cache.Wh, cache.states, cache.A, cache.U,
-                                  cache.saved, code)
+                                  cache.saved, code, _bf16_products(precision, dh.dtype))
 
 
 def _check_gated_cache(cache, compiled):
@@ -139,8 +145,9 @@ def _check_gated_cache(cache, compiled):
         _expect_shape("cache U", _float_array("cache U", cache.U, 3, ("cache x", x)), (N, T, GH), "cache x and s0")
 
 
-def gated_step(x, state, Wx, Wh, b, pointwise):
-    """One step of a gated cell: x (N, W), ``state`` a tuple of S arrays (N, H), h first -> the next state tuple."""
+def gated_step(x, state, Wx, Wh, b, pointwise, *, precision="fp32"):
+    """One step of a gated cell: x (N, W), ``state`` a tuple of S arrays (N, H), h first -> the next state tuple;
+    ``precision`` as for :func:`gated_forward`."""
     _require_built()
     pointwise = _pointwise(pointwise)
     if not isinstance(state, tuple) or len(state) != pointwise.states:
@@ -150,10 +157,12 @@ def gated_step(x, state, Wx, Wh, b, pointwise):
     for s, array in enumerate(state[1:], start=1):
         _expect_shape(f"state[{s}]", _float_array(f"state[{s}]", array, 2, ("x", x)), h.shape, "state[0]")
     stacked = np.stack(state) if pointwise.states > 1 else h[None]
-    return tuple(_engine.gated_step(x, stacked, Wx, Wh, b, _cell_code(pointwise)))
+    bf16 = _bf16_products(precision, x.dtype)
+    return tuple(_engine.gated_step(x, stacked, Wx, Wh, b, _cell_code(pointwise), bf16))
 
 
-def gated_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length, pointwise):
+def gated_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, null, max_length, pointwise, *,
+                        precision="fp32"):
     """Greedy decoding with a gated cell, every step in one compiled loop -> captions (N, max_length) int32.
 
     h0 (N, H) initial hidden states (the other state arrays start at zero), W_embed (V, W) word vectors, the cell's
@@ -162,7 +171,8 @@ def gated_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, nu
     :func:`gated_step`, and writes the best word of ``h @ W_vocab + b_vocab`` (:func:`affine_argmax`) at position t;
     once a caption has produced ``end`` its row holds ``null`` from then on, and decoding stops when every caption
     has. The numbers of the step-by-step loop of :meth:`captionkit.CaptioningRNN.sample`, with each matrix packed
-    once and no Python between steps (for a cell with compiled pointwise part).
+    once and no Python between steps (for a cell with compiled pointwise part). ``precision`` as for
+    :func:`gated_forward` (the matrices rounded once for all the steps).
     """
     _require_built()
     pointwise = _pointwise(pointwise)
@@ -181,4 +191,4 @@ def gated_greedy_decode(h0, W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end, nu
     _check_size("captions", (N, max_length))
     _check_size("scores", (N, V))
     return _engine.gated_greedy(_initial_state(h0, pointwise), W_embed, Wx, Wh, b, W_vocab, b_vocab, start, end,
-                                null, max_length, _cell_code(pointwise))
+                                null, max_length, _cell_code(pointwise), _bf16_products(precision, h0.dtype))
