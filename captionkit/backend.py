@@ -137,7 +137,8 @@ def check_runs(backend, precision):
 
         if not kernels.bf16_available():
             raise RuntimeError("precision 'bf16' on the compiled backend needs a CPU with AVX512-BF16, which this "
-                               "one lacks; use --backend numpy for its emulation in numpy (slower, docs/precision.md)")
+                               "one lacks (`captionkit info`): use --backend numpy (or CAPTIONKIT_BACKEND=numpy) to "
+                               "emulate it in numpy, slower (docs/precision.md), or --precision fp32")
 
 
 def runtime(backend, precision="fp32"):

@@ -20,7 +20,8 @@ from captionkit.checks import number
 from captionkit.precision import PRECISIONS
 from captionkit.runs import ConfigError
 
-__all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "validate_options"]
+__all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "option",
+           "validate_options"]
 
 # What --monitor may watch: the validation scores (higher is better) and the validation loss and perplexity (lower).
 MONITORS = {"CIDEr-D": "max", "BLEU-1": "max", "BLEU-2": "max", "BLEU-3": "max", "BLEU-4": "max", "ROUGE-L": "max",
@@ -154,6 +155,11 @@ OPTIONS = (
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 RESUMABLE_OPTIONS = frozenset(option.name for option in OPTIONS if option.resumable)
+
+
+def option(name):
+    """The :class:`Option` called ``name``, for a command other than ``captionkit train`` that takes it too."""
+    return _BY_NAME[name]
 
 
 def _from_mapping(cls, options, source="options"):
