@@ -26,8 +26,8 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 from captionkit._ext._blas cimport large_on_panels, panel_enabled
-from captionkit._ext._engine cimport (CellCode, backward_function, backward_rows, bias_rows, forward_function,
-                                      numpy_backward_step, numpy_forward_step, step_rows, zero_rows)
+from captionkit._ext._engine cimport (CellCode, backward_function, bias_rows, forward_function, numpy_forward_step,
+                                      step_rows, undo_step, zero_rows)
 from captionkit._ext._panel cimport matmul, packed_copy, product
 from captionkit._ext._vecmath cimport add, argmax_bias
 
@@ -266,9 +266,8 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
     cdef floating *dV_row = NULL
     cdef void *packed[8]  # Wh^T, Wa^T, Wbeta^T, Wz^T
     memset(packed, 0, sizeof(packed))
+    cdef const floating *a = NULL
     cdef const floating *u = NULL
-    cdef const floating *prev
-    cdef Py_ssize_t prev_s, prev_n
     cdef size_t row_bytes = H * sizeof(floating)
     try:
         with nogil:
@@ -278,21 +277,11 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
                 packed[2] = packed_copy(&Wbeta[0, 0], D, H, D, True)
                 packed[3] = packed_copy(&Wz[0, 0], GH, D, GH, True)
         for t in range(T - 1, -1, -1):
-            with nogil:
-                for n in range(N):
-                    add(&dstate[0, n, 0], &dh[n, t, 0], H)  # the loss's own gradient of h_t
-                if fn != NULL:
-                    if t == 0:
-                        prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
-                    else:
-                        prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
-                    if not summed:
-                        u = &U[0, t, 0]
-                    backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
-                                  &states[0, 0, t, 0], N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0],
-                                  NULL if summed else &dU[0, t, 0], T * GH)
-            if fn == NULL:
-                numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
+            if fn != NULL:
+                a = &A[0, t, 0]
+                if not summed:
+                    u = &U[0, t, 0]
+            undo_step(code, fn, t, dh, s0, states, a, u, width, dstate, dA, dU, saved)
             with nogil:
                 # The glimpse's gradient through Wz, then the mechanism's step undone row by row.
                 zero_rows(&dg[0, 0], N, D, D)

@@ -12,7 +12,7 @@ import numpy as np
 
 from captionkit.checks import integer
 from captionkit.kernels._built import _require_built, is_available
-from captionkit.kernels._checks import _MAX_ELEMENTS, _check_size, _expect_shape, _float_array, _word_id
+from captionkit.kernels._checks import _MAX_ELEMENTS, _check_size, _expect_shape, _float_array, _ids, _word_id
 from captionkit.kernels._recurrence import _cell_code, _pointwise
 
 if is_available():  # else every kernel stops at _require_built()
@@ -168,25 +168,10 @@ def soft_attended_step(x, state, V, keys, images, params, pointwise):
     keys = _float_array("keys", keys, 3, ("x", x))
     _expect_shape("keys", keys, (I, L, A), "V and params['att_Wa']")
     stacked = _state(state, pointwise, M, H, ("x", x))
-    images = _images(images, M, I)
+    images = _ids("images", images, I, (M,), "x, one image per row", within="the image rows of V")
     _check_size("the tanh values", (M, L, A))
     next_state, alpha = _attend.soft_step(x, stacked, V, keys, images, _weights(params), _cell_code(pointwise))
     return tuple(next_state), alpha
-
-
-def _images(images, rows, count):
-    """Row indices into I images -> contiguous int64 (rows,)."""
-    if not isinstance(images, np.ndarray) or images.dtype == np.bool_ or not np.issubdtype(images.dtype,
-                                                                                            np.integer):
-        raise TypeError(f"images must be a numpy array of integer image rows, got "
-                        f"{getattr(images, 'dtype', type(images).__name__)}")
-    if images.shape != (rows,):
-        raise ValueError(f"images must have shape ({rows},) (one image per row of x), got {images.shape}")
-    bad = (images < 0) | (images >= count)
-    if bad.any():
-        n = int(np.argmax(bad))
-        raise ValueError(f"images[{n}] = {images[n]} is not an image row of V, which has {count}")
-    return np.ascontiguousarray(images, dtype=np.int64)
 
 
 def soft_attended_greedy_decode(state0, V, keys, W_embed, params, W_vocab, b_vocab, start, end, null, max_length,
