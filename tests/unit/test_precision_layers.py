@@ -28,7 +28,7 @@ def _f32(rng, *shape, scale=1.0):
 
 def bf16_product(a, b):
     """The reference product on arrays with leading batch axes (numpy's ``@`` broadcasting over them)."""
-    return bf16_matmul_reference(np.ascontiguousarray(a).reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], -1)
+    return bf16_matmul_reference(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], -1)
 
 
 def fp32_product(a, b):
@@ -177,13 +177,11 @@ def _backward_of(dh, x, prev_h, Wx, Wh, saved, pointwise, product):
         das.insert(0, da)
         dus.insert(0, du)
         dnext = [np.zeros((N, H), np.float32) if d is None else d for d in dprev]
-        dnext[0] = dnext[0] + product(du, np.ascontiguousarray(Wh.T))
-    da, du = np.concatenate(das), np.concatenate(dus)  # time-major rows: the sums below do not care
-    x_rows = np.concatenate([x[:, t] for t in range(x.shape[1])])
-    prev_rows = np.concatenate([prev_h[:, t] for t in range(x.shape[1])])
-    dx = product(da, np.ascontiguousarray(Wx.T)).reshape(x.shape[1], N, -1).transpose(1, 0, 2)
-    return (dx, dnext[0], product(np.ascontiguousarray(x_rows.T), da),
-            product(np.ascontiguousarray(prev_rows.T), du), da.sum(axis=0))
+        dnext[0] = dnext[0] + product(du, Wh.T)
+    rows = N * x.shape[1]  # (n, t) rows, n major, for the products over the whole sequence
+    da, du = np.stack(das, axis=1).reshape(rows, -1), np.stack(dus, axis=1).reshape(rows, -1)
+    return (product(da, Wx.T).reshape(x.shape), dnext[0], product(x.reshape(rows, -1).T, da),
+            product(prev_h.reshape(rows, -1).T, du), da.sum(axis=0))
 
 
 def _gated_inputs(cell):
@@ -193,45 +191,44 @@ def _gated_inputs(cell):
             _f32(rng, G * H, scale=0.1), _f32(rng, N, T, H))
 
 
-@pytest.mark.parametrize("cell_type", _gated_cells())
-def test_gated_forward_backward_step_bf16_match_the_reference_recurrence(cell_type):
+def _recurrence(cell_type, product):
+    """(the engine's arguments x, h0, Wx, Wh, b, pointwise; dh; and the reference recurrence's h and gradients
+    with ``product``) for a cell of the registry."""
     cell = get_cell(cell_type)(backend="numpy")
     x, h0, Wx, Wh, b, dh = _gated_inputs(cell)
-    pointwise = cell.pointwise
-    h_ref, prev_ref, saved_ref = _forward_of(x, h0, Wx, Wh, b, pointwise, bf16_product)
-    h, cache = layers.gated_forward(x, h0, Wx, Wh, b, pointwise, precision="bf16")
-    h32, cache32 = layers.gated_forward(x, h0, Wx, Wh, b, pointwise)
+    h_ref, prev_ref, saved_ref = _forward_of(x, h0, Wx, Wh, b, cell.pointwise, product)
+    grads_ref = _backward_of(dh, x, prev_ref, Wx, Wh, saved_ref, cell.pointwise, product)
+    return (x, h0, Wx, Wh, b, cell.pointwise), dh, h_ref, grads_ref
+
+
+def _first_step(args, precision):
+    x, h0, Wx, Wh, b, pointwise = args
+    return layers.gated_step(x[:, 0], pointwise.initial_state(h0), Wx, Wh, b, pointwise, precision=precision)[0]
+
+
+@pytest.mark.parametrize("cell_type", _gated_cells())
+def test_gated_forward_backward_step_bf16_match_the_reference_recurrence(cell_type):
+    args, dh, h_ref, grads_ref = _recurrence(cell_type, bf16_product)
+    h, cache = layers.gated_forward(*args, precision="bf16")
+    h32, cache32 = layers.gated_forward(*args)
     _assert_bf16(h, h32, h_ref)
-    grads_ref = _backward_of(dh, x, prev_ref, Wx, Wh, saved_ref, pointwise, bf16_product)
     grads = layers.gated_backward(dh, cache, precision="bf16")
     grads32 = layers.gated_backward(dh, cache32)
     for name, got, got32, want in zip(("dx", "dh0", "dWx", "dWh", "db"), grads, grads32, grads_ref):
         assert _close(got, want) < SAME, name
         assert _close(got32, want) > DIFFERENT, name
-    state = pointwise.initial_state(h0)
-    step = layers.gated_step(x[:, 0], state, Wx, Wh, b, pointwise, precision="bf16")
-    step32 = layers.gated_step(x[:, 0], state, Wx, Wh, b, pointwise)
-    _assert_bf16(step[0], step32[0], h_ref[:, 0])
+    _assert_bf16(_first_step(args, "bf16"), _first_step(args, "fp32"), h_ref[:, 0])
 
 
 @pytest.mark.parametrize("cell_type", _gated_cells())
 def test_gated_fp32_is_bit_for_bit_the_float32_recurrence(cell_type):
-    cell = get_cell(cell_type)(backend="numpy")
-    x, h0, Wx, Wh, b, dh = _gated_inputs(cell)
-    pointwise = cell.pointwise
-    h_ref, prev_ref, saved_ref = _forward_of(x, h0, Wx, Wh, b, pointwise, fp32_product)
-    h, cache = layers.gated_forward(x, h0, Wx, Wh, b, pointwise, precision="fp32")
+    args, dh, h_ref, ref = _recurrence(cell_type, fp32_product)
+    h, cache = layers.gated_forward(*args, precision="fp32")
     np.testing.assert_array_equal(h, h_ref)
     dx, dh0, dWx, dWh, db = layers.gated_backward(dh, cache, precision="fp32")
-    ref = _backward_of(dh, x, prev_ref, Wx, Wh, saved_ref, pointwise, fp32_product)
-    # Same products and the same per-step additions; the weight gradients' sums over N*T rows may be ordered
-    # differently by BLAS (time-major rows here), so those are compared to float32 rounding.
-    np.testing.assert_array_equal(dh0, ref[1])
-    np.testing.assert_allclose(dx, ref[0], rtol=1e-6, atol=1e-6)
-    for got, want in zip((dWx, dWh, db), ref[2:]):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    step = layers.gated_step(x[:, 0], pointwise.initial_state(h0), Wx, Wh, b, pointwise, precision="fp32")
-    np.testing.assert_array_equal(step[0], h_ref[:, 0])
+    for name, got, want in zip(("dx", "dh0", "dWx", "dWh", "db"), (dx, dh0, dWx, dWh, db), ref):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    np.testing.assert_array_equal(_first_step(args, "fp32"), h_ref[:, 0])
 
 
 # ------------------------------------------------------------------------------------------- bad precisions
