@@ -12,7 +12,7 @@ import pytest
 
 from captionkit import kernels
 from captionkit.cells import available_cells
-from captionkit.checkpoint_schema import read_checkpoint
+from captionkit.checkpoint_schema import CheckpointError, read_checkpoint
 from captionkit.loading import load_model
 from captionkit.runs import RunDirectory
 from training_helpers import run_cli, tiny_bundle
@@ -101,6 +101,43 @@ def test_resume_with_another_precision_is_refused(bf16_run):
     result = run_cli("train", "--resume", out, "--epochs", "3", "--precision", "fp32")
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1
     assert "the checkpoint was made with precision='bf16', but precision='fp32' was asked for" in result.output
+
+
+def _rewrite_meta(path, change):
+    """The checkpoint at ``path`` rewritten with its JSON meta changed by ``change(meta)``, the arrays kept."""
+    with np.load(path) as archive:
+        members = {key: archive[key] for key in archive.files}
+    meta = json.loads(members["meta"].tobytes())
+    change(meta)
+    members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez(f, **members)
+
+
+def test_a_checkpoint_from_before_precision_reads_and_resumes_as_fp32(shapes, tmp_path):
+    old = tmp_path / "old"
+    _train(old, shapes[0], "--epochs", "1")
+    latest = RunDirectory(old).latest_checkpoint()
+
+    def forget_precision(meta):  # what captionkit wrote before the option existed
+        del meta["precision"], meta["config"]["precision"]
+
+    _rewrite_meta(latest, forget_precision)
+    assert "precision" not in json.loads(np.load(latest)["meta"].tobytes())
+    assert read_checkpoint(latest).precision == "fp32"
+    result = run_cli("train", "--resume", old, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert read_checkpoint(RunDirectory(old).latest_checkpoint()).precision == "fp32"
+    refused = run_cli("train", "--resume", old, "--epochs", "3", "--precision", "bf16")
+    assert refused.exit_code == 1 and "made with precision='fp32', but precision='bf16'" in refused.output
+
+
+def test_a_checkpoint_declaring_an_unknown_precision_is_named(bf16_run, tmp_path):
+    crafted = tmp_path / "crafted.npz"
+    crafted.write_bytes(RunDirectory(bf16_run[0]).latest_checkpoint().read_bytes())
+    _rewrite_meta(crafted, lambda meta: meta.update(precision="fp8"))
+    with pytest.raises(CheckpointError, match=r"crafted.npz: meta 'precision' must be one of fp32, bf16, got 'fp8'"):
+        read_checkpoint(crafted)
 
 
 def _evaluate(run, *args):
