@@ -10,7 +10,7 @@ These functions are the oracle that every compiled kernel is tested against.
 
 Every function whose arithmetic includes a matrix product of the model's arrays (the affine layer, the fused output
 layer, the gated engine) takes a keyword ``precision``: ``"fp32"`` (the default) multiplies in the arrays' own dtype;
-``"bf16"`` rounds both inputs of every product to bfloat16 and sums in float32 (:func:`_product`, torch.autocast's
+``"bf16"`` rounds both inputs of every product to bfloat16 and sums in float32 (:func:`captionkit.precision.product`, torch.autocast's
 product), on float32 arrays only, which makes these functions the emulated-bf16 oracle of the compiled bf16 kernels.
 Biases, pointwise cell code, softmax and the loss stay in the arrays' dtype either way. docs/precision.md.
 
@@ -18,7 +18,7 @@ Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary
 """
 import numpy as np
 
-from captionkit.precision import check_precision, round_to_bf16
+from captionkit.precision import product
 
 __all__ = [
     "affine_forward",
@@ -44,19 +44,9 @@ __all__ = [
 ]
 
 
-def _product(a, b, precision):
-    """The matrix product ``a @ b`` at ``precision``: in the arrays' dtype ("fp32"), or of both inputs rounded to
-    bfloat16 with float32 sums ("bf16", float32 arrays only; ValueError otherwise). Every product of the functions
-    that take ``precision`` is this one."""
-    if precision == "fp32":
-        return a @ b
-    check_precision(precision, np.result_type(a, b))
-    return np.matmul(round_to_bf16(a), round_to_bf16(b), dtype=np.float32)
-
-
 def affine_forward(x, w, b, *, precision="fp32"):
     """Affine layer: x (N, d_1, ..., d_k) flattened to (N, D), w (D, M), b (M,) -> out (N, M)."""
-    out = _product(x.reshape(x.shape[0], -1), w, precision) + b
+    out = product(x.reshape(x.shape[0], -1), w, precision) + b
     return out, (x, w, b)
 
 
@@ -66,8 +56,8 @@ def affine_backward(dout, cache, input_grad=True, *, precision="fp32"):
     With ``input_grad=False`` dx is not computed and None stands in its place (for inputs that are data).
     """
     x, w, b = cache
-    dx = _product(dout, w.T, precision).reshape(x.shape) if input_grad else None
-    dw = _product(x.reshape(x.shape[0], -1).T, dout, precision)
+    dx = product(dout, w.T, precision).reshape(x.shape) if input_grad else None
+    dw = product(x.reshape(x.shape[0], -1).T, dout, precision)
     db = dout.sum(axis=0)
     return dx, dw, db
 
@@ -159,7 +149,7 @@ def word_embedding_backward(dout, cache):
 def temporal_affine_forward(x, w, b, *, precision="fp32"):
     """Affine layer applied at every time step: x (N, T, D), w (D, M), b (M,) -> out (N, T, M), cache."""
     N, T, D = x.shape
-    out = _product(x.reshape(N * T, D), w, precision).reshape(N, T, -1) + b
+    out = product(x.reshape(N * T, D), w, precision).reshape(N, T, -1) + b
     return out, (x, w, b)
 
 
@@ -169,8 +159,8 @@ def temporal_affine_backward(dout, cache, *, precision="fp32"):
     N, T, D = x.shape
     M = dout.shape[2]
     dout_flat = dout.reshape(N * T, M)
-    dx = _product(dout_flat, w.T, precision).reshape(N, T, D)
-    dw = _product(x.reshape(N * T, D).T, dout_flat, precision)
+    dx = product(dout_flat, w.T, precision).reshape(N, T, D)
+    dw = product(x.reshape(N * T, D).T, dout_flat, precision)
     db = dout_flat.sum(axis=0)
     return dx, dw, db
 
@@ -239,14 +229,14 @@ def temporal_softmax_affine_nll(h, w, b, y, mask, *, precision="fp32"):
 
 def affine_argmax(h, w, b, *, precision="fp32"):
     """The best word of each row: h (N, H), w (H, V), b (V,) -> (N,) ids of the largest h @ w + b (first on ties)."""
-    return (_product(h, w, precision) + b).argmax(axis=1)
+    return (product(h, w, precision) + b).argmax(axis=1)
 
 
 def affine_log_softmax_topk(h, w, b, k, *, precision="fp32"):
     """The k best words of each row: h (N, H), w (H, V), b (V,) -> (log-probabilities (N, k) in h's dtype,
     ids (N, k) int64): the words of the k largest scores h @ w + b, best first (the lower id first on ties, so k = 1
     gives :func:`affine_argmax`'s word), with their log-probabilities log_softmax(h @ w + b)."""
-    scores = _product(h, w, precision) + b
+    scores = product(h, w, precision) + b
     ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(_log_softmax(scores), ids, axis=1).astype(h.dtype), ids.astype(np.int64)
 
@@ -255,7 +245,7 @@ def affine_sample(h, w, b, uniforms, temperature=1.0, *, precision="fp32"):
     """Random sampling's next word: h (N, H), w (H, V), b (V,), uniforms (N,) in [0, 1), temperature > 0 ->
     (ids (N,) int64, log-probabilities (N,) float64): row n's word is the first whose cumulative probability
     ``softmax((h[n] @ w + b) / temperature)`` exceeds ``uniforms[n]`` (the last word when rounding leaves none)."""
-    log_probs = _log_softmax((_product(h, w, precision) + b) / temperature)
+    log_probs = _log_softmax((product(h, w, precision) + b) / temperature)
     cumulative = np.cumsum(np.exp(log_probs), axis=1)
     ids = np.minimum((cumulative <= np.asarray(uniforms)[:, None]).sum(axis=1), w.shape[1] - 1)
     return ids.astype(np.int64), log_probs[np.arange(len(ids)), ids]
@@ -273,13 +263,13 @@ def gated_forward(x, h0, Wx, Wh, b, pointwise, *, precision="fp32"):
     starts as h0 and zeros.
     """
     N, T, _ = x.shape
-    x_Wx = _product(x, Wx, precision)  # the input half of every step in one product
+    x_Wx = product(x, Wx, precision)  # the input half of every step in one product
     state = pointwise.initial_state(h0)
     h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0, Wx, Wh, b))
     prev_h, saved = np.empty_like(h), []
     for t in range(T):
         prev_h[:, t] = state[0]
-        u = _product(state[0], Wh, precision)
+        u = product(state[0], Wh, precision)
         if pointwise.summed:
             a, u = x_Wx[:, t] + u + b, None
         else:
@@ -305,19 +295,19 @@ def gated_backward(dh, cache, *, precision="fp32"):
         if not pointwise.summed:
             du[:, t] = du_t
         dnext = [np.zeros((N, H), dtype=dh.dtype) if d is None else d for d in dprev]
-        dnext[0] = dnext[0] + _product(du[:, t], Wh.T, precision)  # what step t sends back to h_{t-1} through Wh
+        dnext[0] = dnext[0] + product(du[:, t], Wh.T, precision)  # what step t sends back to h_{t-1} through Wh
     da_flat, du_flat = da.reshape(N * T, -1), du.reshape(N * T, -1)
-    dx = _product(da_flat, Wx.T, precision).reshape(x.shape)
-    dWx = _product(x.reshape(N * T, -1).T, da_flat, precision)
-    dWh = _product(prev_h.reshape(N * T, H).T, du_flat, precision)
+    dx = product(da_flat, Wx.T, precision).reshape(x.shape)
+    dWx = product(x.reshape(N * T, -1).T, da_flat, precision)
+    dWh = product(prev_h.reshape(N * T, H).T, du_flat, precision)
     return dx, dnext[0], dWx, dWh, da_flat.sum(axis=0)
 
 
 def gated_step(x, state, Wx, Wh, b, pointwise, *, precision="fp32"):
     """One step of a gated cell for decoding: x (N, W) and the state tuple (S arrays (N, H), h first) -> the next
     state tuple."""
-    u = _product(state[0], Wh, precision)
-    x_Wx = _product(x, Wx, precision)
+    u = product(state[0], Wh, precision)
+    x_Wx = product(x, Wx, precision)
     if pointwise.summed:
         a, u = x_Wx + u + b, None
     else:

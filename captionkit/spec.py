@@ -106,15 +106,12 @@ class ModelSpec:
     def build_cell(self, backend="numpy", precision="fp32"):
         """The model's cell: the registry's ``cell_type``, wrapped by the attention mechanism when there is one
         (UnknownCellError / UnknownAttentionError name what is not registered), its products at ``precision``
-        (:meth:`captionkit.cells.Cell.use_precision`: ValueError for a cell that cannot, or with attention)."""
+        (:meth:`captionkit.cells.Cell.use_precision`: ValueError for a cell or mechanism that cannot)."""
         cell = get_cell(self.cell_type)(backend=backend)
-        if self.attention is None:
-            cell.use_precision(precision)
-            return cell
-        if precision != "fp32":  # the attention's products are float32 only, in numpy and compiled alike
-            raise ValueError(f"precision={precision!r} is not available with attention {self.attention!r}: its "
-                             "attention step has no bf16 products yet; train attention models at precision 'fp32'")
-        return AttendedCell(cell, get_attention(self.attention)(), self.attention_dim, backend=backend)
+        if self.attention is not None:
+            cell = AttendedCell(cell, get_attention(self.attention)(), self.attention_dim, backend=backend)
+        cell.use_precision(precision)
+        return cell
 
     def parameter_shapes(self, cell):
         """``{name: shape}`` of every parameter of the model with ``cell`` (a Cell instance of this spec's

@@ -192,13 +192,13 @@ def test_bf16_on_a_model_that_cannot_is_refused_with_the_reason(shapes, tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_bf16_with_attention_is_refused_with_the_reason(tmp_path):
+def test_an_attention_model_trains_at_bf16_and_says_so(tmp_path):
     grid = tmp_path / "grid"
     assert run_cli("data", "synth", grid, "--num-train", 16, "--num-val", 4, "--grid", 2).exit_code == 0
-    result = run_cli("train", "--data", grid, "--out", tmp_path / "run", *TINY_ARGS, "--attention", "soft",
-                     "--precision", "bf16")
-    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
-    assert "precision='bf16' is not available with attention 'soft'" in result.output
+    run = tmp_path / "run"
+    _train(run, grid, "--attention", "soft", "--precision", "bf16", "--epochs", "1")
+    model, _ = load_model(run, backend="numpy")
+    assert model.precision == "bf16" and model.cell.precision == "bf16" and model.cell.mechanism.precision == "bf16"
 
 
 def _without_bf16(monkeypatch):
