@@ -10,8 +10,9 @@ These functions are the oracle that every compiled kernel is tested against.
 
 Every function whose arithmetic includes a matrix product of the model's arrays (the affine layer, the fused output
 layer, the gated engine) takes a keyword ``precision``: ``"fp32"`` (the default) multiplies in the arrays' own dtype;
-``"bf16"`` rounds both inputs of every product to bfloat16 and sums in float32 (:func:`captionkit.precision.product`, torch.autocast's
-product), on float32 arrays only, which makes these functions the emulated-bf16 oracle of the compiled bf16 kernels.
+``"bf16"`` rounds both inputs of every product to bfloat16 and sums in float32 (:func:`captionkit.precision.product`,
+torch.autocast's product), on float32 arrays only, which makes these functions the emulated-bf16 oracle of the
+compiled bf16 kernels.
 Biases, pointwise cell code, softmax and the loss stay in the arrays' dtype either way. docs/precision.md.
 
 Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.

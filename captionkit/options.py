@@ -132,8 +132,8 @@ OPTIONS = (
            choices=("float32", "float64")),
     Option("precision", "choice", "fp32", "How matrix products run: 'fp32' in --dtype; 'bf16' with both inputs "
            "rounded to bfloat16 and float32 sums, like torch.autocast (parameters, Adam, the cell's gates, softmax "
-           "and loss stay float32). bf16 needs --dtype float32, a cell of the engine (rnn, lstm, gru) and no "
-           "--attention; compiled, a CPU with AVX512-BF16 (`captionkit info` says), else --backend numpy emulates "
+           "and loss stay float32). bf16 needs --dtype float32, a cell of the engine (rnn, lstm, gru) and, with "
+           "--attention, 'soft'; compiled, a CPU with AVX512-BF16 (`captionkit info` says), else --backend numpy emulates "
            "it, slower. docs/precision.md.", choices=PRECISIONS),
     Option("backend", "choice", "auto", "'cython': compiled kernels; 'numpy': the reference; 'auto': compiled when "
            "built.", choices=tuple(BACKENDS), resumable=True),
