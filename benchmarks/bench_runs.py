@@ -3,6 +3,7 @@ its iterations are, from the run's own metrics.jsonl.
 
     python benchmarks/bench_runs.py                        # rnn, lstm and gru, one run each
     python benchmarks/bench_runs.py --cells gru --runs 2 --keep runs/bench
+    python benchmarks/bench_runs.py --precisions fp32 bf16    # each cell's default run at both, alternating
 
 Each run is ``captionkit train --cell CELL --out DIR`` in a subprocess, with this process's environment (so by
 default on all cores). An iteration's time is the difference between the ``elapsed`` of consecutive ``train``
@@ -39,14 +40,14 @@ def iteration_times(run_dir):
     return steps, np.array(after), summary
 
 
-def run(cell, out):
-    """One default run of ``cell`` into ``out`` -> its figures."""
+def run(cell, precision, out):
+    """One default run of ``cell`` at ``precision`` into ``out`` -> its figures."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", "from captionkit.cli import main; main()", "train", "--cell", cell,
-                           "--out", str(out)], capture_output=True, text=True)
+                           "--precision", precision, "--out", str(out)], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"captionkit train --cell {cell} failed:\n{done.stderr}")
+        raise SystemExit(f"captionkit train --cell {cell} --precision {precision} failed:\n{done.stderr}")
     steps, after, summary = iteration_times(out)
     times = np.array(list(steps.values()))
     median = float(np.median(times))
@@ -69,17 +70,20 @@ def main():
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     parser.add_argument("--runs", type=int, default=1, help="runs of each cell (default 1)")
     parser.add_argument("--keep", help="write the run directories here instead of a temporary folder")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                        help="--precision of the runs; several alternate run by run (default fp32)")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="captionkit-bench-runs-"))
-    print("| cell | wall s | iterations | median ms | p99 ms | max ms | iterations above 3x the median | max after "
+    print("| cell | precision | wall s | iterations | median ms | p99 ms | max ms | iterations above 3x the median | max after "
           "validation or checkpoint, ms | val BLEU-4 | val CIDEr-D |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell in args.cells:
         for i in range(args.runs):
-            r = run(cell, root / f"{cell}-{i}")
-            print(f"| {cell} | {r['wall_s']:.1f} | {r['iterations']} | {r['median_ms']:.1f} | {r['p99_ms']:.1f} | "
-                  f"{r['max_ms']:.1f} | {describe(r['over_3x'])} | {r['after_max_ms']:.0f} | "
-                  f"{r['metrics']['BLEU-4']:.3f} | {r['metrics']['CIDEr-D']:.3f} |", flush=True)
+            for precision in args.precisions:
+                r = run(cell, precision, root / f"{cell}-{precision}-{i}")
+                print(f"| {cell} | {precision} | {r['wall_s']:.1f} | {r['iterations']} | {r['median_ms']:.1f} | "
+                      f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {describe(r['over_3x'])} | {r['after_max_ms']:.0f} | "
+                      f"{r['metrics']['BLEU-4']:.3f} | {r['metrics']['CIDEr-D']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
