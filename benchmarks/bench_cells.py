@@ -16,7 +16,9 @@ Tasks, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32)
   captions, greedy captions of the 100 images and their BLEU/CIDEr-D/ROUGE-L, as ``captionkit evaluate`` runs it.
 - ``cell N=25``: the recurrent part alone, the cell's sequence forward and backward on random inputs.
 
-"compiled" is the model on the ``cython`` backend, "numpy" on the ``numpy`` backend. A gated cell runs on the
+"compiled" is the model on the ``cython`` backend, "numpy" on the ``numpy`` backend. "compiled-blas" (asked for with
+--implementations) is the compiled backend with every product on the bound BLAS instead of the packed panels
+(``_blas.use_panel(False, False)``): the path of a CPU without AVX-512, or OpenBLAS on its own kernels throughout. A gated cell runs on the
 recurrence engine: with its compiled pointwise part (rnn, lstm, gru) or its numpy one called back by the compiled
 engine (gru_numpy: the test suite's GRU without its compiled part, installed from tests/plugins). ``mgu`` (also from
 tests/plugins) does not fit the engine and runs its own numpy code inside the compiled model's shards.
@@ -42,7 +44,8 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_numpy": 3, "mgu": 2}
 TASKS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50),
          "beam N=50": ("beam", 50), "evaluate": ("evaluate", 100), "cell N=25": ("cell", 25)}
 DEFAULT_TASKS = [task for task in TASKS if task != "cell N=25"]
-IMPLEMENTATIONS = ("compiled", "numpy", "torch")
+IMPLEMENTATIONS = ("compiled", "compiled-blas", "numpy", "torch")
+DEFAULT_IMPLEMENTATIONS = ("compiled", "numpy", "torch")
 BEAM = 3
 
 
@@ -118,7 +121,11 @@ def worker(implementation, cell_type, task_name, threads, warmup):
     if implementation == "torch":
         run = torch_runner(cell_type, task, N, threads)
     else:
-        run = captionkit_runner(cell_type, "cython" if implementation == "compiled" else "numpy", task, N)
+        run = captionkit_runner(cell_type, "numpy" if implementation == "numpy" else "cython", task, N)
+        if implementation == "compiled-blas":  # after the model is built, which binds the BLAS
+            from captionkit._ext import _blas
+
+            _blas.use_panel(False, False)
     serve(run, warmup, status=lambda: {"peak_rss_mib": peak_rss_mib()})
 
 
@@ -144,7 +151,7 @@ def main():
     parser.add_argument("--cells", nargs="+", default=list(GATES), choices=list(GATES))
     parser.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, choices=list(TASKS), metavar="TASK",
                         help="which of: " + ", ".join(repr(t) for t in TASKS) + " (default: all but 'cell N=25')")
-    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8, help="rounds of interleaved blocks (default 8)")
     parser.add_argument("--block", type=int, default=3, help="timed iterations per worker per round (default 3)")

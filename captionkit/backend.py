@@ -4,17 +4,28 @@
 environment variable ``CAPTIONKIT_BACKEND`` (``auto``, ``numpy`` or ``cython``) sets the default for a whole process.
 :func:`runtime` gives what a backend runs: its layer functions (:mod:`captionkit.layers` or :mod:`captionkit.kernels`,
 which share their signatures), how a batch is cut up and its parts run side by side, and the update rules; the
-model, its cells and the solver ask it and never branch on the backend themselves.
+model, its cells and the solver ask it and never branch on the backend themselves. A runtime also has a precision
+(:mod:`captionkit.precision`): at "bf16" its layer functions are the backend's with ``precision="bf16"`` bound into
+each that multiplies matrices (:data:`PRECISION_FUNCTIONS`), so nothing above this module passes a precision to a
+layer function.
 """
 import functools
 import os
+import types
 
 from captionkit import parallel
+from captionkit.precision import check_precision
 
-__all__ = ["BACKENDS", "Runtime", "compiled_available", "ops", "resolve_backend", "runtime"]
+__all__ = ["BACKENDS", "PRECISION_FUNCTIONS", "Runtime", "check_runs", "compiled_available", "ops", "resolve_backend",
+           "runtime"]
 
 BACKENDS = ("auto", "numpy", "cython")
 ENV_VAR = "CAPTIONKIT_BACKEND"
+# The layer functions (of captionkit.layers and captionkit.kernels alike) whose matrix products follow a keyword
+# ``precision``; every other function has no product of the model's arrays and runs as it is.
+PRECISION_FUNCTIONS = ("affine_forward", "affine_backward", "temporal_softmax_affine_loss",
+                       "temporal_softmax_affine_nll", "affine_argmax", "affine_log_softmax_topk", "affine_sample",
+                       "gated_forward", "gated_backward", "gated_step", "gated_greedy_decode")
 
 
 def compiled_available():
@@ -52,26 +63,36 @@ def resolve_backend(requested=None):
     return "numpy"
 
 
-def ops(backend):
-    """The layer functions of ``backend`` (``numpy`` or ``cython``): :mod:`captionkit.layers` or
-    :mod:`captionkit.kernels`, with the same names and signatures."""
-    return runtime(backend).ops
+def ops(backend, precision="fp32"):
+    """The layer functions of ``backend`` (``numpy`` or ``cython``) at ``precision``: :mod:`captionkit.layers` or
+    :mod:`captionkit.kernels`, with the same names and signatures (see :func:`runtime`)."""
+    return runtime(backend, precision).ops
+
+
+def _bound_precision(module, precision):
+    """A namespace of ``module``'s public functions with ``precision`` bound into those of PRECISION_FUNCTIONS
+    that it has (the numpy reference has no fused greedy decoder)."""
+    names = {name: getattr(module, name) for name in module.__all__}
+    for name in PRECISION_FUNCTIONS:
+        if name in names:
+            names[name] = functools.partial(names[name], precision=precision)
+    return types.SimpleNamespace(**names)
 
 
 class Runtime:
-    """What a resolved backend runs: ``ops`` (the layer functions), :meth:`map_rows` (how a batch is cut up),
-    :meth:`run` (how its parts' results are combined side by side), :meth:`update_rule` (the optimiser's
-    arithmetic) and :meth:`prepare` (once per model)."""
+    """What a resolved backend runs at a precision: ``ops`` (the layer functions), :meth:`map_rows` (how a batch
+    is cut up), :meth:`run` (how its parts' results are combined side by side), :meth:`update_rule` (the
+    optimiser's arithmetic) and :meth:`prepare` (once per model)."""
 
-    def __init__(self, name):
+    def __init__(self, name, precision="fp32"):
         if name not in ("numpy", "cython"):
             raise ValueError(f"backend must be 'numpy' or 'cython' (see resolve_backend), got {name!r}")
-        self.name = name
+        self.name, self.precision = name, check_precision(precision)
         if name == "cython":
             from captionkit import kernels as module
         else:
             from captionkit import layers as module
-        self.ops = module
+        self.ops = module if precision == "fp32" else _bound_precision(module, precision)
 
     def prepare(self):
         """What a model does once when it is built on this backend. Compiled: keep freed memory for reuse (the
@@ -108,7 +129,27 @@ class Runtime:
         return optim.UPDATE_RULES[name]
 
 
+def check_runs(backend, precision):
+    """RuntimeError, in one line, when ``backend`` cannot run ``precision`` on this CPU: the compiled bf16 products
+    need AVX512-BF16 (asked each time, so a test can stand in for a CPU without it)."""
+    if backend == "cython" and precision == "bf16":
+        from captionkit import kernels
+
+        if not kernels.bf16_available():
+            raise RuntimeError("precision 'bf16' on the compiled backend needs a CPU with AVX512-BF16, which this "
+                               "one lacks (`captionkit info`): use --backend numpy (or CAPTIONKIT_BACKEND=numpy) to "
+                               "emulate it in numpy, slower (docs/precision.md), or --precision fp32")
+
+
+def runtime(backend, precision="fp32"):
+    """The :class:`Runtime` of ``backend`` (``numpy`` or ``cython``, as :func:`resolve_backend` returns) at
+    ``precision`` (``fp32`` or ``bf16``, :data:`captionkit.precision.PRECISIONS`), one per pair: at "fp32" ``ops``
+    is the backend's module itself; at "bf16" a namespace of its functions with ``precision="bf16"`` bound into
+    :data:`PRECISION_FUNCTIONS`. The compiled backend at "bf16" needs AVX512-BF16 (:func:`check_runs`)."""
+    check_runs(backend, precision)
+    return _runtime(backend, precision)
+
+
 @functools.cache
-def runtime(backend):
-    """The :class:`Runtime` of ``backend`` (``numpy`` or ``cython``, as :func:`resolve_backend` returns)."""
-    return Runtime(backend)
+def _runtime(backend, precision):
+    return Runtime(backend, precision)

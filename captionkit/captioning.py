@@ -22,9 +22,10 @@ __all__ = ["DEFAULT_MAX_LENGTH", "attended_captions", "caption_images", "load_ca
 DEFAULT_MAX_LENGTH = 20  # words per caption, <END> included; the bundles captionkit writes hold at most 16 words
 
 
-def load_captioner(run, checkpoint=None):
+def load_captioner(run, checkpoint=None, precision=None):
     """(model, info, pipeline) of a run directory (its ``checkpoint``: None is its best when it has one, else its
-    latest; see :func:`captionkit.loading.load_model`) or one of its checkpoint files.
+    latest; see :func:`captionkit.loading.load_model`) or one of its checkpoint files, the model's products at
+    ``precision`` (None: as the run was trained).
 
     Raises EncoderError when the run records no encoder (trained on a bundle whose features captionkit cannot
     make, e.g. the CS231n COCO bundle), when the recorded encoder no longer gives the same features, or when its
@@ -42,7 +43,7 @@ def load_captioner(run, checkpoint=None):
             "not published). Train on a bundle from `captionkit data import` or the built-in dataset to caption "
             "pictures"
         )
-    model, info = load_model(chosen)
+    model, info = load_model(chosen, precision=precision)
     pipeline = FeaturePipeline.load(run_dir)
     try:
         model.spec.fits(feature_shape=pipeline.feature_shape, features="the recorded encoder's features")
@@ -53,11 +54,12 @@ def load_captioner(run, checkpoint=None):
 
 def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, length_penalty=0.0,
                    batch_size=DEFAULT_BATCH_SIZE, progress=None, skip_unreadable=False, max_pixels=MAX_PICTURE_PIXELS,
-                   return_attention=False, checkpoint=None, loaded=None):
+                   return_attention=False, checkpoint=None, precision=None, loaded=None):
     """One caption for each picture file in ``paths`` (directories are walked for image files).
 
     ``run_dir``: a run directory written by ``captionkit train`` or one of its checkpoint files; ``checkpoint``
-    chooses among the run's checkpoints as in :func:`load_captioner` (default: its best), and ``loaded(info)``, if
+    chooses among the run's checkpoints as in :func:`load_captioner` (default: its best), ``precision`` how the
+    model's products run (default: as the run was trained), and ``loaded(info)``, if
     given, hears which one was loaded (``info`` as :func:`captionkit.loading.load_model` returns it). Returns
     ``[{"image": path as a string, "caption": text}, ...]`` in the order found.
     ``progress(stage, done, total)`` with stages ``"encoding"`` and ``"captions"``. Raises ImageFileError naming a
@@ -72,7 +74,7 @@ def caption_images(run_dir, paths, beam_size=1, max_length=DEFAULT_MAX_LENGTH, l
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = find_images(paths)
-    model, info, pipeline = load_captioner(run_dir, checkpoint)
+    model, info, pipeline = load_captioner(run_dir, checkpoint, precision)
     if loaded is not None:
         loaded(info)
     encoding = None if progress is None else (lambda done, total: progress("encoding", done, total))

@@ -6,7 +6,8 @@ no object arrays, metadata as JSON), so a crafted file can fail to load but can 
 
 - ``meta``: uint8, the UTF-8 bytes of a JSON object: ``format`` ("captionkit-checkpoint"), ``format_version``,
   ``captionkit_version``, ``model`` (:meth:`ModelSpec.to_meta`: cell_type, input_dim, wordvec_dim, hidden_dim,
-  dtype), ``idx_to_word``,
+  dtype), ``idx_to_word``, ``precision`` (how the model's products run, :data:`captionkit.precision.PRECISIONS`;
+  a checkpoint written before it existed reads as "fp32"),
   ``config`` (the training options), and, when saved from a solver, ``training`` (epoch, iteration, the
   optimiser's scalar settings per parameter, the minibatch sampler's RNG position);
 - ``param/NAME``: each model parameter, in the model's dtype;
@@ -31,6 +32,7 @@ from captionkit.safeio import parse_json
 from captionkit.vocabulary import Vocabulary
 from captionkit.options import validate_options
 from captionkit.plugins import PluginLoadError, UnknownPluginError
+from captionkit.precision import check_precision
 from captionkit.runs import ConfigError
 from captionkit.spec import ModelSpec
 
@@ -62,6 +64,7 @@ class Checkpoint:
     training: dict | None = None
     meta: dict = field(default_factory=dict)
     run_state: dict = field(default_factory=dict)
+    precision: str = "fp32"
 
     @property
     def model(self):
@@ -106,6 +109,7 @@ def save_checkpoint(path, model, solver=None, config=None, run_state=None):
         "captionkit_version": __version__,
         "model": model.spec.to_meta(),
         "idx_to_word": [model.idx_to_word[i] for i in range(model.vocab_size)],
+        "precision": model.precision,
         "config": dict(config or {}),
     }
     if run_state is not None:
@@ -162,6 +166,7 @@ def _read_meta(path, members):
     _check_vocabulary(path, meta.get("idx_to_word"))
     try:
         spec = ModelSpec.from_meta(meta.get("model"), len(meta["idx_to_word"]), path)
+        check_precision(meta.get("precision", "fp32"), spec.dtype, f"{path}: meta 'precision'")
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     return meta, spec
@@ -350,4 +355,5 @@ def read_checkpoint(path):
         training=_read_training(path, meta, members, params),
         meta=meta,
         run_state=_read_run_state(path, meta),
+        precision=meta.get("precision", "fp32"),
     )

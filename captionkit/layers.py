@@ -8,9 +8,18 @@ upstream gradient and that cache. Beyond the assignment, the gated recurrence en
 ``affine_sample``) are here with the signatures of their compiled twins in :mod:`captionkit.kernels`.
 These functions are the oracle that every compiled kernel is tested against.
 
+Every function whose arithmetic includes a matrix product of the model's arrays (the affine layer, the fused output
+layer, the gated engine) takes a keyword ``precision``: ``"fp32"`` (the default) multiplies in the arrays' own dtype;
+``"bf16"`` rounds both inputs of every product to bfloat16 and sums in float32 (:func:`captionkit.precision.product`,
+torch.autocast's product), on float32 arrays only, which makes these functions the emulated-bf16 oracle of the
+compiled bf16 kernels.
+Biases, pointwise cell code, softmax and the loss stay in the arrays' dtype either way. docs/precision.md.
+
 Shapes use: N minibatch, T time steps, D input size, H hidden size, V vocabulary size, M output size.
 """
 import numpy as np
+
+from captionkit.precision import product
 
 __all__ = [
     "affine_forward",
@@ -36,20 +45,20 @@ __all__ = [
 ]
 
 
-def affine_forward(x, w, b):
+def affine_forward(x, w, b, *, precision="fp32"):
     """Affine layer: x (N, d_1, ..., d_k) flattened to (N, D), w (D, M), b (M,) -> out (N, M)."""
-    out = x.reshape(x.shape[0], -1) @ w + b
+    out = product(x.reshape(x.shape[0], -1), w, precision) + b
     return out, (x, w, b)
 
 
-def affine_backward(dout, cache, input_grad=True):
+def affine_backward(dout, cache, input_grad=True, *, precision="fp32"):
     """Backward of :func:`affine_forward`: dout (N, M) -> dx (shape of x), dw (D, M), db (M,).
 
     With ``input_grad=False`` dx is not computed and None stands in its place (for inputs that are data).
     """
     x, w, b = cache
-    dx = (dout @ w.T).reshape(x.shape) if input_grad else None
-    dw = x.reshape(x.shape[0], -1).T @ dout
+    dx = product(dout, w.T, precision).reshape(x.shape) if input_grad else None
+    dw = product(x.reshape(x.shape[0], -1).T, dout, precision)
     db = dout.sum(axis=0)
     return dx, dw, db
 
@@ -138,21 +147,21 @@ def word_embedding_backward(dout, cache):
     return dW
 
 
-def temporal_affine_forward(x, w, b):
+def temporal_affine_forward(x, w, b, *, precision="fp32"):
     """Affine layer applied at every time step: x (N, T, D), w (D, M), b (M,) -> out (N, T, M), cache."""
     N, T, D = x.shape
-    out = (x.reshape(N * T, D) @ w).reshape(N, T, -1) + b
+    out = product(x.reshape(N * T, D), w, precision).reshape(N, T, -1) + b
     return out, (x, w, b)
 
 
-def temporal_affine_backward(dout, cache):
+def temporal_affine_backward(dout, cache, *, precision="fp32"):
     """Backward of :func:`temporal_affine_forward`: dout (N, T, M) -> dx (N, T, D), dw (D, M), db (M,)."""
     x, w, b = cache
     N, T, D = x.shape
     M = dout.shape[2]
     dout_flat = dout.reshape(N * T, M)
-    dx = (dout_flat @ w.T).reshape(N, T, D)
-    dw = x.reshape(N * T, D).T @ dout_flat
+    dx = product(dout_flat, w.T, precision).reshape(N, T, D)
+    dw = product(x.reshape(N * T, D).T, dout_flat, precision)
     db = dout_flat.sum(axis=0)
     return dx, dw, db
 
@@ -186,18 +195,18 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
 # ---------------------------------------------------------------------- the output layer, fused forms
 
 
-def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None, row_weights=None):
+def temporal_softmax_affine_loss(h, w, b, y, mask, batch=None, row_weights=None, *, precision="fp32"):
     """:func:`temporal_affine_forward`, :func:`temporal_softmax_loss` and :func:`temporal_affine_backward` in one:
     h (N, T, H), w (H, V), b (V,), y (N, T), mask (N, T) -> (loss, dh (N, T, H), dw (H, V), db (V,)).
 
     ``batch`` (default N) divides the loss instead of N, for h that is a shard of a larger batch. ``row_weights``
     (N,) (default ones) multiply each caption's loss and gradients (self-critical training's advantages).
     """
-    scores, cache = temporal_affine_forward(h, w, b)
+    scores, cache = temporal_affine_forward(h, w, b, precision=precision)
     if row_weights is not None:  # the mask already multiplies every position's loss and gradient
         mask = mask * np.asarray(row_weights, dtype=scores.dtype)[:, None]
     loss, dscores = temporal_softmax_loss(scores, y, mask)
-    dh, dw, db = temporal_affine_backward(dscores, cache)
+    dh, dw, db = temporal_affine_backward(dscores, cache, precision=precision)
     N = h.shape[0]
     if batch is not None and batch != N:
         scale = N / batch
@@ -211,33 +220,33 @@ def _log_softmax(scores):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def temporal_softmax_affine_nll(h, w, b, y, mask):
+def temporal_softmax_affine_nll(h, w, b, y, mask, *, precision="fp32"):
     """Negative log-likelihood of each caption: h (N, T, H), w (H, V), b (V,), y (N, T) targets, mask (N, T) ->
     (N,) float64, the sum over t with mask of -log softmax(h[n, t] @ w + b)[y[n, t]]."""
-    log_probs = _log_softmax(temporal_affine_forward(h, w, b)[0])
+    log_probs = _log_softmax(temporal_affine_forward(h, w, b, precision=precision)[0])
     picked = np.take_along_axis(log_probs, y[:, :, None], axis=2)[:, :, 0]
     return -np.sum(picked * mask, axis=1)
 
 
-def affine_argmax(h, w, b):
+def affine_argmax(h, w, b, *, precision="fp32"):
     """The best word of each row: h (N, H), w (H, V), b (V,) -> (N,) ids of the largest h @ w + b (first on ties)."""
-    return (h @ w + b).argmax(axis=1)
+    return (product(h, w, precision) + b).argmax(axis=1)
 
 
-def affine_log_softmax_topk(h, w, b, k):
+def affine_log_softmax_topk(h, w, b, k, *, precision="fp32"):
     """The k best words of each row: h (N, H), w (H, V), b (V,) -> (log-probabilities (N, k) in h's dtype,
     ids (N, k) int64): the words of the k largest scores h @ w + b, best first (the lower id first on ties, so k = 1
     gives :func:`affine_argmax`'s word), with their log-probabilities log_softmax(h @ w + b)."""
-    scores = h @ w + b
+    scores = product(h, w, precision) + b
     ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(_log_softmax(scores), ids, axis=1).astype(h.dtype), ids.astype(np.int64)
 
 
-def affine_sample(h, w, b, uniforms, temperature=1.0):
+def affine_sample(h, w, b, uniforms, temperature=1.0, *, precision="fp32"):
     """Random sampling's next word: h (N, H), w (H, V), b (V,), uniforms (N,) in [0, 1), temperature > 0 ->
     (ids (N,) int64, log-probabilities (N,) float64): row n's word is the first whose cumulative probability
     ``softmax((h[n] @ w + b) / temperature)`` exceeds ``uniforms[n]`` (the last word when rounding leaves none)."""
-    log_probs = _log_softmax((h @ w + b) / temperature)
+    log_probs = _log_softmax((product(h, w, precision) + b) / temperature)
     cumulative = np.cumsum(np.exp(log_probs), axis=1)
     ids = np.minimum((cumulative <= np.asarray(uniforms)[:, None]).sum(axis=1), w.shape[1] - 1)
     return ids.astype(np.int64), log_probs[np.arange(len(ids)), ids]
@@ -246,7 +255,7 @@ def affine_sample(h, w, b, uniforms, temperature=1.0):
 # ---------------------------------------------------------------------- the gated recurrence engine
 
 
-def gated_forward(x, h0, Wx, Wh, b, pointwise):
+def gated_forward(x, h0, Wx, Wh, b, pointwise, *, precision="fp32"):
     """Any gated cell (a :class:`captionkit.pointwise.Pointwise`) over a sequence: x (N, T, W), h0 (N, H),
     Wx (W, G*H), Wh (H, G*H), b (G*H,) -> h (N, T, H), cache.
 
@@ -255,13 +264,13 @@ def gated_forward(x, h0, Wx, Wh, b, pointwise):
     starts as h0 and zeros.
     """
     N, T, _ = x.shape
-    x_Wx = x @ Wx  # the input half of every step in one product
+    x_Wx = product(x, Wx, precision)  # the input half of every step in one product
     state = pointwise.initial_state(h0)
     h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0, Wx, Wh, b))
     prev_h, saved = np.empty_like(h), []
     for t in range(T):
         prev_h[:, t] = state[0]
-        u = state[0] @ Wh
+        u = product(state[0], Wh, precision)
         if pointwise.summed:
             a, u = x_Wx[:, t] + u + b, None
         else:
@@ -272,7 +281,7 @@ def gated_forward(x, h0, Wx, Wh, b, pointwise):
     return h, (x, prev_h, Wx, Wh, saved, pointwise)
 
 
-def gated_backward(dh, cache):
+def gated_backward(dh, cache, *, precision="fp32"):
     """Backward of :func:`gated_forward`: dh (N, T, H), the loss's gradient of every h_t (not counting the
     recurrence) -> dx (N, T, W), dh0 (N, H), dWx (W, G*H), dWh (H, G*H), db (G*H,)."""
     x, prev_h, Wx, Wh, saved, pointwise = cache
@@ -287,20 +296,21 @@ def gated_backward(dh, cache):
         if not pointwise.summed:
             du[:, t] = du_t
         dnext = [np.zeros((N, H), dtype=dh.dtype) if d is None else d for d in dprev]
-        dnext[0] = dnext[0] + du[:, t] @ Wh.T  # what step t sends back to h_{t-1} through Wh
+        dnext[0] = dnext[0] + product(du[:, t], Wh.T, precision)  # what step t sends back to h_{t-1} through Wh
     da_flat, du_flat = da.reshape(N * T, -1), du.reshape(N * T, -1)
-    dx = (da_flat @ Wx.T).reshape(x.shape)
-    dWx = x.reshape(N * T, -1).T @ da_flat
-    dWh = prev_h.reshape(N * T, H).T @ du_flat
+    dx = product(da_flat, Wx.T, precision).reshape(x.shape)
+    dWx = product(x.reshape(N * T, -1).T, da_flat, precision)
+    dWh = product(prev_h.reshape(N * T, H).T, du_flat, precision)
     return dx, dnext[0], dWx, dWh, da_flat.sum(axis=0)
 
 
-def gated_step(x, state, Wx, Wh, b, pointwise):
+def gated_step(x, state, Wx, Wh, b, pointwise, *, precision="fp32"):
     """One step of a gated cell for decoding: x (N, W) and the state tuple (S arrays (N, H), h first) -> the next
     state tuple."""
-    u = state[0] @ Wh
+    u = product(state[0], Wh, precision)
+    x_Wx = product(x, Wx, precision)
     if pointwise.summed:
-        a, u = x @ Wx + u + b, None
+        a, u = x_Wx + u + b, None
     else:
-        a = x @ Wx + b
+        a = x_Wx + b
     return pointwise.run_forward(a, u, state)[0]

@@ -9,37 +9,41 @@ from captionkit.runs import RunDirectory, resolve_checkpoint, run_dir_of
 __all__ = ["build_model", "describe_checkpoint", "load_model", "new_model"]
 
 
-def new_model(spec, word_to_idx, backend=None, seed=None, attention_penalty=1.0):
+def new_model(spec, word_to_idx, backend=None, seed=None, attention_penalty=1.0, precision="fp32"):
     """A freshly initialised :class:`CaptioningRNN` of ``spec`` (a :class:`captionkit.spec.ModelSpec`) over the
-    vocabulary ``word_to_idx``; ``attention_penalty`` is the training option of an attention model's loss."""
+    vocabulary ``word_to_idx``; ``attention_penalty`` is the training option of an attention model's loss,
+    ``precision`` how its products run."""
     regions = spec.feature_shape[0] if len(spec.feature_shape) == 2 else None
     return CaptioningRNN(word_to_idx, input_dim=spec.feature_dim, wordvec_dim=spec.wordvec_dim,
                          hidden_dim=spec.hidden_dim, cell_type=spec.cell_type, dtype=spec.numpy_dtype,
                          backend=backend, seed=seed, regions=regions, attention=spec.attention,
-                         attention_dim=spec.attention_dim, attention_penalty=attention_penalty)
+                         attention_dim=spec.attention_dim, attention_penalty=attention_penalty, precision=precision)
 
 
-def build_model(checkpoint, backend=None):
+def build_model(checkpoint, backend=None, precision=None):
     """A :class:`CaptioningRNN` with ``checkpoint``'s (a :class:`captionkit.checkpoint_schema.Checkpoint`) cell,
-    dimensions, vocabulary and parameters; CheckpointError when its cell or attention cannot be loaded."""
+    dimensions, vocabulary and parameters, its products at ``precision`` (None: the checkpoint's); CheckpointError
+    when its cell or attention cannot be loaded."""
+    precision = checkpoint.precision if precision is None else precision
     try:
-        model = new_model(checkpoint.spec, checkpoint.word_to_idx, backend, seed=0)
+        model = new_model(checkpoint.spec, checkpoint.word_to_idx, backend, seed=0, precision=precision)
     except (UnknownPluginError, PluginLoadError) as exc:  # its cell's or its attention's
         raise CheckpointError(f"{checkpoint.path}: the checkpoint was made with {checkpoint.spec.plugins()}: {exc}") from exc
     model.params = {name: value.copy() for name, value in checkpoint.params.items()}
     return model
 
 
-def load_model(run_or_checkpoint, backend=None, checkpoint=None):
+def load_model(run_or_checkpoint, backend=None, checkpoint=None, precision=None):
     """Load a trained model from a checkpoint file or a run directory.
 
     ``checkpoint`` chooses among a run directory's checkpoints (:func:`captionkit.runs.resolve_checkpoint`): None
     (the default) is its best checkpoint, ``best.npz``, when it has one, else its latest; ``"best"``, ``"latest"``,
-    or one of its checkpoint files.
+    or one of its checkpoint files. ``precision``: how the model's products run (None: as the checkpoint was
+    trained, "fp32" for a checkpoint from before precisions existed; :data:`captionkit.precision.PRECISIONS`).
 
     Returns ``(model, info)``: the :class:`CaptioningRNN` and a dict with ``checkpoint`` (the file read),
     ``run_dir`` (the run it belongs to, or None), ``model`` (cell_type, input_dim, wordvec_dim, hidden_dim,
-    dtype), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset directory, None for the
+    dtype), ``precision`` (the model's), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset directory, None for the
     built-in one; ``pca``), ``epoch``, ``iteration`` and ``run_state`` (the run's bookkeeping when the checkpoint
     was saved: ``monitor``, ``best``, ``best_iteration``, ...; empty for a model-only checkpoint). Raises
     :class:`CheckpointError`.
@@ -49,11 +53,12 @@ def load_model(run_or_checkpoint, backend=None, checkpoint=None):
         loaded = read_checkpoint(path)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{_instead(run_or_checkpoint, path)}") from exc
-    model = build_model(loaded, backend)
+    model = build_model(loaded, backend, precision)
     info = {
         "checkpoint": loaded.path,
         "run_dir": run_dir_of(loaded.path),
         "model": loaded.model,
+        "precision": model.precision,
         "idx_to_word": list(loaded.idx_to_word),
         "config": dict(loaded.config),
         "epoch": loaded.epoch,

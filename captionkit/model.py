@@ -16,6 +16,7 @@ from captionkit import decoding
 from captionkit.attention import doubly_stochastic_penalty
 from captionkit.backend import resolve_backend, runtime
 from captionkit.checks import integer, number
+from captionkit.precision import check_precision
 from captionkit.spec import ModelSpec
 from captionkit.vocabulary import END, NULL, START
 
@@ -66,6 +67,12 @@ class CaptioningRNN:
     their mean; ``attention`` names a mechanism of :mod:`captionkit.attention` (``"soft"``) through which the cell
     reads the grid at every step, of size ``attention_dim`` (default ``hidden_dim``), and the loss adds the doubly
     stochastic penalty times ``attention_penalty`` (:mod:`captionkit.attention.penalty`). docs/attention.md.
+
+    ``precision`` is how the matrix products run (:data:`captionkit.precision.PRECISIONS`): ``"fp32"`` in the
+    model's dtype; ``"bf16"`` (float32 models whose cell is a GatedCell, and whose attention, if any, the engine runs: "soft") with both inputs of every
+    product rounded to bfloat16 and float32 sums, torch.autocast's mixed precision, while the parameters, their
+    updates, the cell's pointwise arithmetic, softmax and the loss stay float32. On the compiled backend bf16 needs
+    a CPU with AVX512-BF16; the numpy backend emulates it anywhere. docs/precision.md.
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class CaptioningRNN:
         attention=None,
         attention_dim=None,
         attention_penalty=1.0,
+        precision="fp32",
     ):
         integer("input_dim", input_dim)  # named as the caller spelled it; the spec checks the other arguments
         if not isinstance(word_to_idx, dict) or NULL not in word_to_idx:
@@ -91,11 +99,12 @@ class CaptioningRNN:
                               hidden_dim=hidden_dim, vocab_size=len(word_to_idx), dtype=dtype, attention=attention,
                               attention_dim=attention_dim)
         self.attention_penalty = number("attention_penalty", attention_penalty, minimum=0)
+        self.precision = check_precision(precision, self.spec.dtype)
 
         self.cell_type = cell_type
         self.backend = resolve_backend(backend)
-        self._runtime = runtime(self.backend)
-        self.cell = self.spec.build_cell(self.backend)
+        self.cell = self.spec.build_cell(self.backend, self.precision)
+        self._runtime = runtime(self.backend, self.precision)  # the one that the cell, conditioning and decoding use
         self.conditioning = self.spec.conditioning(self._runtime.ops)
         self.cell_sizes = self.spec.cell_sizes(self.conditioning.context_dim)
         self.dtype = self.spec.numpy_dtype

@@ -17,9 +17,11 @@ import numpy as np
 from captionkit import optim
 from captionkit.backend import BACKENDS
 from captionkit.checks import number
+from captionkit.precision import PRECISIONS
 from captionkit.runs import ConfigError
 
-__all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "validate_options"]
+__all__ = ["MONITORS", "OPTIONS", "RESUMABLE_OPTIONS", "Option", "TrainConfig", "markdown_table", "option",
+           "validate_options"]
 
 # What --monitor may watch: the validation scores (higher is better) and the validation loss and perplexity (lower).
 MONITORS = {"CIDEr-D": "max", "BLEU-1": "max", "BLEU-2": "max", "BLEU-3": "max", "BLEU-4": "max", "ROUGE-L": "max",
@@ -128,6 +130,11 @@ OPTIONS = (
            "validation images; the same seed gives the same parameters.", minimum=0, maximum=2**32 - 1),
     Option("dtype", "choice", "float32", "Floating-point type of parameters and computations.",
            choices=("float32", "float64")),
+    Option("precision", "choice", "fp32", "How matrix products run: 'fp32' in --dtype; 'bf16' with both inputs "
+           "rounded to bfloat16 and float32 sums, like torch.autocast (parameters, Adam, the cell's gates, softmax "
+           "and loss stay float32). bf16 needs --dtype float32, a cell of the engine (rnn, lstm, gru) and, with "
+           "--attention, 'soft'; compiled, a CPU with AVX512-BF16 (`captionkit info` says), else --backend numpy emulates "
+           "it, slower. docs/precision.md.", choices=PRECISIONS),
     Option("backend", "choice", "auto", "'cython': compiled kernels; 'numpy': the reference; 'auto': compiled when "
            "built.", choices=tuple(BACKENDS), resumable=True),
     Option("eval_every", "int", None, "Validate every N iterations (0: only at the end). Default: once per epoch.",
@@ -148,6 +155,11 @@ OPTIONS = (
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 RESUMABLE_OPTIONS = frozenset(option.name for option in OPTIONS if option.resumable)
+
+
+def option(name):
+    """The :class:`Option` called ``name``, for a command other than ``captionkit train`` that takes it too."""
+    return _BY_NAME[name]
 
 
 def _from_mapping(cls, options, source="options"):

@@ -14,7 +14,7 @@ dtype); :func:`bf16_bits` gives the 16-bit patterns.
 import numpy as np
 
 __all__ = ["BF16_UNIT_ROUNDOFF", "PRECISIONS", "bf16_bits", "bf16_matmul_reference", "check_precision",
-           "from_bf16_bits", "round_to_bf16"]
+           "from_bf16_bits", "product", "round_to_bf16"]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # |round_to_bf16(x) - x| <= this * |x| for every normal x
 # How a model's matrix products run: "fp32" in the model's own dtype; "bf16" with both inputs rounded to bfloat16
@@ -76,4 +76,14 @@ def bf16_matmul_reference(a, b):
     a, b = _float32("a", a), _float32("b", b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"a (m, k) and b (k, n) must be matrices of matching depth, got shapes {a.shape} and {b.shape}")
+    return np.matmul(round_to_bf16(a), round_to_bf16(b), dtype=np.float32)
+
+
+def product(a, b, precision):
+    """The matrix product ``a @ b`` at ``precision``: in the arrays' own dtype ("fp32"), or with both inputs rounded
+    to bfloat16 and float32 sums ("bf16", float32 arrays only), the numpy reference's every product at that
+    precision (any shapes np.matmul takes; transposed views are fine)."""
+    if precision == "fp32":
+        return a @ b
+    check_precision(precision, np.result_type(a, b))
     return np.matmul(round_to_bf16(a), round_to_bf16(b), dtype=np.float32)

@@ -13,7 +13,7 @@ A training run leaves everything in one directory::
       samples.txt        generated and ground-truth captions of validation images
       samples.png        the same as a picture grid, when the dataset has images
       .lock              held by the process writing the run (captionkit.locking), released when it exits
-      summary.json       final loss, validation metrics, time, iterations
+      summary.json       final loss, validation metrics, precision, time, iterations
       encoder.json       how the training features were made (copied from the dataset, when it records it), and
       pca.h5             the PCA that reduced them, if any: `captionkit caption` gives new pictures the same features
 

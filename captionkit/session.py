@@ -72,7 +72,7 @@ class TrainResult:
         losses = self.loss_history[-per_epoch:]
         return {
             "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint), "iteration": self.iteration,
-            "num_iterations": self.num_iterations, "final_loss": self.final_loss,
+            "num_iterations": self.num_iterations, "precision": self.config.precision, "final_loss": self.final_loss,
             "last_epoch_mean_loss": float(np.mean(losses)) if losses else None, "val_metrics": self.val_metrics,
             "val_images": self.val_images, "best": self.best,
             "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None,

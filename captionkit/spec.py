@@ -103,13 +103,15 @@ class ModelSpec:
             return ImageProjection(self.feature_dim, self.hidden_dim, ops)
         return GridProjection(self.feature_dim, self.hidden_dim, ops, attends=self.attention is not None)
 
-    def build_cell(self, backend="numpy"):
+    def build_cell(self, backend="numpy", precision="fp32"):
         """The model's cell: the registry's ``cell_type``, wrapped by the attention mechanism when there is one
-        (UnknownCellError / UnknownAttentionError name what is not registered)."""
+        (UnknownCellError / UnknownAttentionError name what is not registered), its products at ``precision``
+        (:meth:`captionkit.cells.Cell.use_precision`: ValueError for a cell or mechanism that cannot)."""
         cell = get_cell(self.cell_type)(backend=backend)
-        if self.attention is None:
-            return cell
-        return AttendedCell(cell, get_attention(self.attention)(), self.attention_dim, backend=backend)
+        if self.attention is not None:
+            cell = AttendedCell(cell, get_attention(self.attention)(), self.attention_dim, backend=backend)
+        cell.use_precision(precision)
+        return cell
 
     def parameter_shapes(self, cell):
         """``{name: shape}`` of every parameter of the model with ``cell`` (a Cell instance of this spec's

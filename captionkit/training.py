@@ -129,7 +129,7 @@ def _train(job, config, out, resume, emit, handle_signals, options):
                             f" (--init-from {cfg.init_from} starts from that model's weights: use its cell and sizes "
                             "and a dataset with its vocabulary)")
     model = new_model(spec, data["word_to_idx"], backend=cfg.backend, seed=cfg.seed,
-                      attention_penalty=cfg.attention_penalty)
+                      attention_penalty=cfg.attention_penalty, precision=cfg.precision)
     solver_args = dict(update_rule=cfg.update_rule, optim_config={"learning_rate": cfg.lr}, lr_decay=cfg.lr_decay,
                        batch_size=cfg.batch_size, num_epochs=cfg.epochs, verbose=False,
                        rng=np.random.RandomState([cfg.seed, _STREAM_BATCHES]))

@@ -11,7 +11,9 @@ same four pieces, in the order the reference runs them:
     the cell's step (_engine.pxd's step_rows: h_{t-1} Wh, then its pointwise part)
 
 The regions' keys V Ua are one product per call (per sequence), as in the reference. Every matrix is packed once per
-call when the panel products are on (_panel.h), like the engine's Wh. Backward undoes the steps in reverse with the
+call when the panel products are on (_panel.h), like the engine's Wh; with ``Weights.bf16`` every product takes its
+inputs rounded to bfloat16 (_mixed.pxd) on matrices rounded once per call, and the row math of _attend.h (the
+scores, the softmax over the regions, the weighted sum, the gate) stays float32. Backward undoes the steps in reverse with the
 products that carry gradient to h_{t-1} (through Wh, Wa and Wbeta) inside the loop, and computes every parameter's
 gradient after it as one large product. A cell's pointwise part runs compiled, or as numpy callbacks with the GIL,
 exactly as in _engine.pyx.
@@ -21,14 +23,16 @@ D feature size, P attention size. Arrays are C-contiguous; a step's rows of an (
 """
 import numpy as np
 from cython cimport floating
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
+from captionkit._ext._bf16 cimport bf16_work
 from captionkit._ext._blas cimport large_on_panels, panel_enabled
-from captionkit._ext._engine cimport (CellCode, backward_function, backward_rows, bias_rows, forward_function,
-                                      numpy_backward_step, numpy_forward_step, step_rows, zero_rows)
-from captionkit._ext._panel cimport matmul, packed_copy, product
+from captionkit._ext._engine cimport (CellCode, backward_function, bias_rows, forward_function, numpy_forward_step,
+                                      step_rows, undo_step, zero_rows)
+from captionkit._ext._mixed cimport check_bf16, mixed_matmul, mixed_packed_copy, mixed_product, short_of_memory
+from captionkit._ext._panel cimport packed_copy
 from captionkit._ext._vecmath cimport add, argmax_bias
 
 
@@ -51,26 +55,56 @@ cdef extern from "_attend.h" nogil:
 
 cdef class Weights:
     """The cell's and the mechanism's parameters as one call reads them: numpy arrays of one dtype, C-contiguous,
-    checked by captionkit.kernels (a holder, so that the calls below take one argument for nine)."""
+    checked by captionkit.kernels (a holder, so that the calls below take one argument for nine), and whether the
+    call's products round their inputs to bfloat16 (float32 only; _mixed.pxd)."""
 
     cdef readonly object Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta
+    cdef readonly bint bf16
 
-    def __init__(self, Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta):
+    def __init__(self, Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta, bint bf16=False):
         self.Wx, self.Wh, self.b, self.Wz, self.Wa, self.ba, self.wa, self.Wbeta, self.bbeta = \
             Wx, Wh, b, Wz, Wa, ba, wa, Wbeta, bbeta
+        self.bf16 = bf16
+
+
+cdef void *_packed(bint bf16, const floating *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t ldb,
+                   bint trans) noexcept nogil:
+    """B (k, n), or B given as its transpose, packed for _product: rounded to bfloat16 panels when bf16, else in
+    the float32 panels' layout; NULL when memory is short (float32: that product then runs on BLAS)."""
+    if bf16:
+        return mixed_packed_copy(bf16, b, k, n, ldb, trans)
+    return packed_copy(b, k, n, ldb, trans)
+
+
+cdef inline void _product(bint bf16, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                          const floating *b, bint trans, void *packed, uint32_t *work, floating *c,
+                          Py_ssize_t ldc) noexcept nogil:
+    """C (m, n) += A (m, k) @ op(B) on op(B) as _packed made it (float32: NULL runs on BLAS)."""
+    if bf16:
+        mixed_product(m, n, k, a, lda, b, trans, NULL, <const uint16_t *> packed, work, c, ldc)
+    else:
+        mixed_product(m, n, k, a, lda, b, trans, <floating *> packed, NULL, NULL, c, ldc)
+
+
+cdef bint _all_packed(void **packed, Py_ssize_t first, Py_ssize_t last, uint32_t *work) noexcept nogil:
+    """Whether packed[first..last] and the work space were all allocated (bf16 has no BLAS to fall back on)."""
+    cdef Py_ssize_t i
+    for i in range(first, last + 1):
+        if packed[i] == NULL:
+            return False
+    return work != NULL
 
 
 cdef void _pack_forward(const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[:, ::1] Wz,
                         const floating[:, ::1] Wa, const floating[:, ::1] Wbeta, void **packed,
-                        bint with_Wx) noexcept nogil:
-    """packed[0..4] = Wx (when with_Wx), Wh, Wz, Wa, Wbeta in the panels' layout; a NULL (memory short) makes that
-    product run on BLAS."""
+                        bint with_Wx, bint bf16) noexcept nogil:
+    """packed[0..4] = Wx (when with_Wx), Wh, Wz, Wa, Wbeta as _packed makes them."""
     if with_Wx:
-        packed[0] = packed_copy(&Wx[0, 0], Wx.shape[0], Wx.shape[1], Wx.shape[1], False)
-    packed[1] = packed_copy(&Wh[0, 0], Wh.shape[0], Wh.shape[1], Wh.shape[1], False)
-    packed[2] = packed_copy(&Wz[0, 0], Wz.shape[0], Wz.shape[1], Wz.shape[1], False)
-    packed[3] = packed_copy(&Wa[0, 0], Wa.shape[0], Wa.shape[1], Wa.shape[1], False)
-    packed[4] = packed_copy(&Wbeta[0, 0], Wbeta.shape[0], Wbeta.shape[1], Wbeta.shape[1], False)
+        packed[0] = _packed(bf16, &Wx[0, 0], Wx.shape[0], Wx.shape[1], Wx.shape[1], False)
+    packed[1] = _packed(bf16, &Wh[0, 0], Wh.shape[0], Wh.shape[1], Wh.shape[1], False)
+    packed[2] = _packed(bf16, &Wz[0, 0], Wz.shape[0], Wz.shape[1], Wz.shape[1], False)
+    packed[3] = _packed(bf16, &Wa[0, 0], Wa.shape[0], Wa.shape[1], Wa.shape[1], False)
+    packed[4] = _packed(bf16, &Wbeta[0, 0], Wbeta.shape[0], Wbeta.shape[1], Wbeta.shape[1], False)
 
 
 cdef void _free_all(void **packed, Py_ssize_t count) noexcept nogil:
@@ -83,18 +117,19 @@ cdef void _free_all(void **packed, Py_ssize_t count) noexcept nogil:
 cdef void _attend_rows(Py_ssize_t N, Py_ssize_t H, Py_ssize_t L, Py_ssize_t D, Py_ssize_t P, Py_ssize_t GH,
                        const floating *h, Py_ssize_t ldh, const floating *V, const floating *keys,
                        const int64_t *images, const floating *Wa, const floating *ba, const floating *wa,
-                       const floating *Wbeta, const floating *bbeta, const floating *Wz, void **packed,
-                       floating *q, floating *s, Py_ssize_t lds, floating *alpha, Py_ssize_t ldal, floating *z,
-                       floating *beta, floating *g, Py_ssize_t ldd, floating *a, Py_ssize_t lda) noexcept nogil:
+                       const floating *Wbeta, const floating *bbeta, const floating *Wz, void **packed, bint bf16,
+                       uint32_t *work, floating *q, floating *s, Py_ssize_t lds, floating *alpha, Py_ssize_t ldal,
+                       floating *z, floating *beta, floating *g, Py_ssize_t ldd, floating *a,
+                       Py_ssize_t lda) noexcept nogil:
     """The mechanism's step for N rows of h_{t-1} (row stride ldh) and the glimpse's share of the input
     pre-activations: row n reads image images[n] (NULL: image n) of V (., L, D) and keys (., L, P); writes its tanh
     values s (L*P, row stride lds), alpha (L, stride ldal), z, beta and g (D each, stride ldd), and adds g Wz onto a
-    (GH, stride lda). q (N, P) is work space. ``packed`` as _pack_forward fills it."""
+    (GH, stride lda). q (N, P) is work space. ``packed`` as _pack_forward fills it, ``work`` bf16's work space."""
     cdef Py_ssize_t n, image
     bias_rows(q, ba, N, P, P)
-    product(N, P, H, h, ldh, Wa, False, <floating *> packed[3], q, P)
+    _product(bf16, N, P, H, h, ldh, Wa, False, packed[3], work, q, P)
     bias_rows(beta, bbeta, N, D, ldd)
-    product(N, D, H, h, ldh, Wbeta, False, <floating *> packed[4], beta, ldd)
+    _product(bf16, N, D, H, h, ldh, Wbeta, False, packed[4], work, beta, ldd)
     for n in range(N):
         image = n if images == NULL else images[n]
         if floating is float:
@@ -103,7 +138,7 @@ cdef void _attend_rows(Py_ssize_t N, Py_ssize_t H, Py_ssize_t L, Py_ssize_t D, P
         else:
             ck_soft_forward_row_d(L, D, P, V + image * L * D, keys + image * L * P, q + n * P, wa, s + n * lds,
                                   alpha + n * ldal, z + n * ldd, beta + n * ldd, g + n * ldd)
-    product(N, GH, D, g, ldd, Wz, False, <floating *> packed[2], a, lda)
+    _product(bf16, N, GH, D, g, ldd, Wz, False, packed[2], work, a, lda)
 
 
 def _sizes_fit(CellCode code, Py_ssize_t W, Py_ssize_t H, Py_ssize_t D, Py_ssize_t P, Weights weights):
@@ -120,15 +155,20 @@ def _fits(array, shape):
     return np.asarray(array).shape == shape
 
 
-def soft_keys(const floating[:, :, ::1] V, const floating[:, ::1] Ua):
-    """The regions' keys V Ua: V (N, L, D), Ua (D, P) -> (N, L, P), one product."""
+def soft_keys(const floating[:, :, ::1] V, const floating[:, ::1] Ua, bint bf16=False):
+    """The regions' keys V Ua: V (N, L, D), Ua (D, P) -> (N, L, P), one product (of bfloat16 inputs with bf16)."""
     cdef Py_ssize_t N = V.shape[0], L = V.shape[1], D = V.shape[2], P = Ua.shape[1]
     if N < 1 or L < 1 or D < 1 or P < 1 or Ua.shape[0] != D:
         raise ValueError("soft_keys: inconsistent or empty shapes")
+    cdef floating kind = 0
+    check_bf16(bf16, kind, "soft_keys")
     keys_arr = np.empty((N, L, P), dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, :, ::1] keys = keys_arr
+    cdef bint fits
     with nogil:
-        matmul(False, False, N * L, P, D, &V[0, 0, 0], D, &Ua[0, 0], P, False, &keys[0, 0, 0], P)
+        fits = mixed_matmul(bf16, False, False, N * L, P, D, &V[0, 0, 0], D, &Ua[0, 0], P, False, &keys[0, 0, 0], P)
+    if not fits:
+        raise MemoryError(short_of_memory("soft_keys"))
     return keys_arr
 
 
@@ -147,6 +187,8 @@ def soft_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, cons
         raise ValueError("soft_forward: inconsistent or empty shapes")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    cdef bint bf16 = weights.bf16
+    check_bf16(bf16, kind, "soft_forward")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -170,15 +212,24 @@ def soft_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, cons
         U = U_arr
     cdef void *packed[8]
     memset(packed, 0, sizeof(packed))
+    cdef uint32_t *work = NULL
     cdef floating *u = NULL
     cdef const floating *prev
     cdef Py_ssize_t prev_s, prev_n
+    cdef bint fits = True
     try:
         with nogil:
-            if panel_enabled():
-                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False)
+            if bf16:
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False, bf16)
+                work = bf16_work(N, max(H, D))
+                fits = _all_packed(packed, 1, 4, work)
+            elif panel_enabled():
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False, bf16)
             bias_rows(&A[0, 0, 0], &b[0], N * T, GH, width)
-            matmul(False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True, &A[0, 0, 0], width)
+            fits = fits and mixed_matmul(bf16, False, False, N * T, GH, W, &x[0, 0, 0], W, &Wx[0, 0], GH, True,
+                                         &A[0, 0, 0], width)
+        if not fits:
+            raise MemoryError(short_of_memory("soft_forward"))
         for t in range(T):
             with nogil:
                 if t == 0:
@@ -186,19 +237,21 @@ def soft_forward(const floating[:, :, ::1] x, const floating[:, :, ::1] s0, cons
                 else:
                     prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
                 _attend_rows(N, H, L, D, P, GH, prev, prev_n, &V[0, 0, 0], &keys[0, 0, 0], NULL, &Wa[0, 0], &ba[0],
-                             &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0], &s[0, t, 0, 0],
-                             T * L * P, &alpha[0, t, 0], T * L, &z[0, t, 0], &beta[0, t, 0], &g[0, t, 0], T * D,
-                             &A[0, t, 0], T * width)
+                             &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, bf16, work, &q[0, 0],
+                             &s[0, t, 0, 0], T * L * P, &alpha[0, t, 0], T * L, &z[0, t, 0], &beta[0, t, 0],
+                             &g[0, t, 0], T * D, &A[0, t, 0], T * width)
                 if not summed:
                     u = &U[0, t, 0]
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, t, 0],
-                          T * width, u, T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], NULL if bf16 else <floating *> packed[1],
+                          <uint16_t *> packed[1] if bf16 else NULL, work, &A[0, t, 0], T * width, u, T * GH, prev,
+                          prev_s, prev_n, &states[0, 0, t, 0], N * T * H, T * H)
             if fn == NULL:
                 prev_views = s0_arr if t == 0 else states_arr[:, :, t - 1]
                 saved[t] = numpy_forward_step(code, A_arr[:, t], None if summed else U_arr[:, t], prev_views,
                                               states_arr[:, :, t])
     finally:
         _free_all(packed, 8)
+        free(work)
     if fn == NULL:
         A_arr = U_arr = None
     return states_arr, A_arr, U_arr, saved, s_arr, alpha_arr, z_arr, beta_arr, g_arr
@@ -217,6 +270,8 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
     cdef Py_ssize_t N = x.shape[0], T = x.shape[1], W = x.shape[2], S = code.states, H = s0.shape[2]
     cdef Py_ssize_t L = V.shape[1], D = V.shape[2], P = Ua.shape[1], GH = code.gates * H, t, n
     cdef floating kind = 0
+    cdef bint bf16 = weights.bf16
+    check_bf16(bf16, kind, "soft_backward")
     cdef void *fn = backward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H
     cdef bint summed = code.summed
@@ -266,37 +321,33 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
     cdef floating *dV_row = NULL
     cdef void *packed[8]  # Wh^T, Wa^T, Wbeta^T, Wz^T
     memset(packed, 0, sizeof(packed))
+    cdef uint32_t *work = NULL
+    cdef const floating *a = NULL
     cdef const floating *u = NULL
-    cdef const floating *prev
-    cdef Py_ssize_t prev_s, prev_n
     cdef size_t row_bytes = H * sizeof(floating)
+    cdef bint fits = True
     try:
         with nogil:
-            if panel_enabled():
-                packed[0] = packed_copy(&Wh[0, 0], GH, H, GH, True)
-                packed[1] = packed_copy(&Wa[0, 0], P, H, P, True)
-                packed[2] = packed_copy(&Wbeta[0, 0], D, H, D, True)
-                packed[3] = packed_copy(&Wz[0, 0], GH, D, GH, True)
+            if bf16 or panel_enabled():
+                packed[0] = _packed(bf16, &Wh[0, 0], GH, H, GH, True)
+                packed[1] = _packed(bf16, &Wa[0, 0], P, H, P, True)
+                packed[2] = _packed(bf16, &Wbeta[0, 0], D, H, D, True)
+                packed[3] = _packed(bf16, &Wz[0, 0], GH, D, GH, True)
+            if bf16:
+                work = bf16_work(N, max(GH, max(P, D)))
+                fits = _all_packed(packed, 0, 3, work)
+        if not fits:
+            raise MemoryError(short_of_memory("soft_backward"))
         for t in range(T - 1, -1, -1):
-            with nogil:
-                for n in range(N):
-                    add(&dstate[0, n, 0], &dh[n, t, 0], H)  # the loss's own gradient of h_t
-                if fn != NULL:
-                    if t == 0:
-                        prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
-                    else:
-                        prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
-                    if not summed:
-                        u = &U[0, t, 0]
-                    backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
-                                  &states[0, 0, t, 0], N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0],
-                                  NULL if summed else &dU[0, t, 0], T * GH)
-            if fn == NULL:
-                numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
+            if fn != NULL:
+                a = &A[0, t, 0]
+                if not summed:
+                    u = &U[0, t, 0]
+            undo_step(code, fn, t, dh, s0, states, a, u, width, dstate, dA, dU, saved)
             with nogil:
                 # The glimpse's gradient through Wz, then the mechanism's step undone row by row.
                 zero_rows(&dg[0, 0], N, D, D)
-                product(N, D, GH, &dA[0, t, 0], T * GH, &Wz[0, 0], True, <floating *> packed[3], &dg[0, 0], D)
+                _product(bf16, N, D, GH, &dA[0, t, 0], T * GH, &Wz[0, 0], True, packed[3], work, &dg[0, 0], D)
                 for n in range(N):
                     memcpy(&dalpha[0], &dalphas[n, t, 0], L * sizeof(floating))
                     if context_grad:
@@ -310,34 +361,43 @@ def soft_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] dalpha
                                                &z[n, t, 0], &beta[n, t, 0], &dg[n, 0], &dalpha[0], &dbeta[n, t, 0],
                                                &dq[n, t, 0], dV_row, &dkeys[n, 0, 0], &dwa[0], &dz[0])
                 # What step t sends back to h_{t-1}: through Wh, and through the mechanism's Wa and Wbeta.
-                product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, <floating *> packed[0], &dstate[0, 0, 0],
-                        H)
-                product(N, H, P, &dq[0, t, 0], T * P, &Wa[0, 0], True, <floating *> packed[1], &dstate[0, 0, 0], H)
-                product(N, H, D, &dbeta[0, t, 0], T * D, &Wbeta[0, 0], True, <floating *> packed[2],
-                        &dstate[0, 0, 0], H)
+                _product(bf16, N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, packed[0], work, &dstate[0, 0, 0], H)
+                _product(bf16, N, H, P, &dq[0, t, 0], T * P, &Wa[0, 0], True, packed[1], work, &dstate[0, 0, 0], H)
+                _product(bf16, N, H, D, &dbeta[0, t, 0], T * D, &Wbeta[0, 0], True, packed[2], work,
+                         &dstate[0, 0, 0], H)
     finally:
         _free_all(packed, 8)
+        free(work)
 
     with nogil:
         for n in range(N):
             memcpy(&hprev[n, 0, 0], &s0[0, n, 0], row_bytes)
             for t in range(1, T):
                 memcpy(&hprev[n, t, 0], &states[0, n, t - 1, 0], row_bytes)
-        matmul(False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
-        matmul(True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False, &dWx[0, 0], GH)
-        matmul(True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False, &dWh[0, 0], GH)
-        matmul(True, False, D, GH, N * T, &g[0, 0, 0], D, &dA[0, 0, 0], GH, False, &dWz[0, 0], GH)
-        matmul(True, False, H, P, N * T, &hprev[0, 0, 0], H, &dq[0, 0, 0], P, False, &dWa[0, 0], P)
-        matmul(True, False, H, D, N * T, &hprev[0, 0, 0], H, &dbeta[0, 0, 0], D, False, &dWbeta[0, 0], D)
+        fits = mixed_matmul(bf16, False, True, N * T, W, GH, &dA[0, 0, 0], GH, &Wx[0, 0], GH, False, &dx[0, 0, 0], W)
+        fits = fits and mixed_matmul(bf16, True, False, W, GH, N * T, &x[0, 0, 0], W, &dA[0, 0, 0], GH, False,
+                                     &dWx[0, 0], GH)
+        fits = fits and mixed_matmul(bf16, True, False, H, GH, N * T, &hprev[0, 0, 0], H, &dU[0, 0, 0], GH, False,
+                                     &dWh[0, 0], GH)
+        fits = fits and mixed_matmul(bf16, True, False, D, GH, N * T, &g[0, 0, 0], D, &dA[0, 0, 0], GH, False,
+                                     &dWz[0, 0], GH)
+        fits = fits and mixed_matmul(bf16, True, False, H, P, N * T, &hprev[0, 0, 0], H, &dq[0, 0, 0], P, False,
+                                     &dWa[0, 0], P)
+        fits = fits and mixed_matmul(bf16, True, False, H, D, N * T, &hprev[0, 0, 0], H, &dbeta[0, 0, 0], D, False,
+                                     &dWbeta[0, 0], D)
         # The keys V Ua: their gradient, summed over the steps, reaches Ua and V once.
-        matmul(True, False, D, P, N * L, &V[0, 0, 0], D, &dkeys[0, 0, 0], P, False, &dUa[0, 0], P)
+        fits = fits and mixed_matmul(bf16, True, False, D, P, N * L, &V[0, 0, 0], D, &dkeys[0, 0, 0], P, False,
+                                     &dUa[0, 0], P)
         if context_grad:
-            matmul(False, True, N * L, D, P, &dkeys[0, 0, 0], P, &Ua[0, 0], P, True, &dV[0, 0, 0], D)
+            fits = fits and mixed_matmul(bf16, False, True, N * L, D, P, &dkeys[0, 0, 0], P, &Ua[0, 0], P, True,
+                                         &dV[0, 0, 0], D)
         for n in range(N):
             for t in range(T):
                 add(&db[0], &dA[n, t, 0], GH)
                 add(&dba[0], &dq[n, t, 0], P)
                 add(&dbbeta[0], &dbeta[n, t, 0], D)
+    if not fits:
+        raise MemoryError(short_of_memory("soft_backward"))
     dx_arr = grads.pop("dx")
     return dx_arr, dstate_arr, dV_arr if context_grad else None, grads
 
@@ -359,6 +419,8 @@ def soft_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const f
             raise ValueError(f"soft_step: images[{n}] = {images[n]} is not an image row in [0, {I})")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    cdef bint bf16 = weights.bf16
+    check_bf16(bf16, kind, "soft_step")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -382,19 +444,32 @@ def soft_step(const floating[:, ::1] x, const floating[:, :, ::1] state, const f
         u = &U[0, 0]
     cdef void *packed[8]
     memset(packed, 0, sizeof(packed))
+    cdef uint32_t *work = NULL
+    cdef bint fits = True
     try:
         with nogil:
-            if large_on_panels():  # as matmul would for these single products
-                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False)
+            if bf16:
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False, bf16)
+                work = bf16_work(M, max(H, D))
+                fits = _all_packed(packed, 1, 4, work)
+            elif large_on_panels():  # as matmul would for these single products
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, False, bf16)
             bias_rows(&A[0, 0], &b[0], M, GH, width)
-            matmul(False, False, M, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0], width)
-            _attend_rows(M, H, L, D, P, GH, &state[0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], &images[0], &Wa[0, 0],
-                         &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0], &s[0, 0], L * P,
-                         &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
-            step_rows(fn, M, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, 0], width, u,
-                      GH, &state[0, 0, 0], M * H, H, &nxt[0, 0, 0], M * H, H)
+            fits = fits and mixed_matmul(bf16, False, False, M, GH, W, &x[0, 0], W, &Wx[0, 0], GH, True, &A[0, 0],
+                                         width)
+            if fits:
+                _attend_rows(M, H, L, D, P, GH, &state[0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], &images[0],
+                             &Wa[0, 0], &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, bf16, work,
+                             &q[0, 0], &s[0, 0], L * P, &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0],
+                             width)
+                step_rows(fn, M, H, S, GH, summed, &Wh[0, 0], NULL if bf16 else <floating *> packed[1],
+                          <uint16_t *> packed[1] if bf16 else NULL, work, &A[0, 0], width, u, GH, &state[0, 0, 0],
+                          M * H, H, &nxt[0, 0, 0], M * H, H)
+        if not fits:
+            raise MemoryError(short_of_memory("soft_step"))
     finally:
         _free_all(packed, 8)
+        free(work)
     if fn == NULL:
         numpy_forward_step(code, A_arr, U_arr, np.asarray(state), next_arr)
     return next_arr, alpha_arr
@@ -416,6 +491,8 @@ def soft_greedy(const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const
         raise ValueError("soft_greedy: inconsistent or empty shapes, or a word id outside the vocabulary")
     dtype = np.float32 if floating is float else np.float64
     cdef floating kind = 0
+    cdef bint bf16 = weights.bf16
+    check_bf16(bf16, kind, "soft_greedy")
     cdef void *fn = forward_function(code, kind)
     cdef Py_ssize_t width = code.kept * H if fn != NULL else GH
     cdef bint summed = code.summed
@@ -447,34 +524,43 @@ def soft_greedy(const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const
     if not summed:
         U = U_arr
         u = &U[0, 0]
-    cdef void *packed[8]
+    cdef void *packed[8]  # Wx, Wh, Wz, Wa, Wbeta, W_vocab
     memset(packed, 0, sizeof(packed))
-    cdef floating *packed_vocab = NULL
+    cdef uint32_t *work = NULL
     cdef Py_ssize_t t, n, cur = 0
     cdef bint any_alive = True
+    cdef bint fits = True
     try:
         with nogil:
-            if panel_enabled():
-                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, True)
-                packed_vocab = packed_copy(&W_vocab[0, 0], H, NV, NV, False)
+            if bf16 or panel_enabled():
+                _pack_forward(Wx, Wh, Wz, Wa, Wbeta, packed, True, bf16)
+                packed[5] = _packed(bf16, &W_vocab[0, 0], H, NV, NV, False)
+            if bf16:
+                work = bf16_work(N, max(W, max(H, D)))
+                fits = _all_packed(packed, 0, 5, work)
             memcpy(&state[0, 0, 0, 0], &s0[0, 0, 0], S * N * H * sizeof(floating))
+        if not fits:
+            raise MemoryError(short_of_memory("soft_greedy"))
         for t in range(max_length):
             with nogil:
                 for n in range(N):
                     memcpy(&x[n, 0], &W_embed[words[n], 0], W * sizeof(floating))
                 bias_rows(&A[0, 0], &b[0], N, GH, width)
-                product(N, GH, W, &x[0, 0], W, &Wx[0, 0], False, <floating *> packed[0], &A[0, 0], width)
+                _product(bf16, N, GH, W, &x[0, 0], W, &Wx[0, 0], False, packed[0], work, &A[0, 0], width)
                 _attend_rows(N, H, L, D, P, GH, &state[cur, 0, 0, 0], H, &V[0, 0, 0], &keys[0, 0, 0], NULL,
-                             &Wa[0, 0], &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, &q[0, 0],
-                             &s[0, 0], L * P, &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0], width)
-                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], <floating *> packed[1], NULL, NULL, &A[0, 0], width,
-                          u, GH, &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
+                             &Wa[0, 0], &ba[0], &wa[0], &Wbeta[0, 0], &bbeta[0], &Wz[0, 0], packed, bf16, work,
+                             &q[0, 0], &s[0, 0], L * P, &alpha[0, 0], L, &z[0, 0], &beta[0, 0], &g[0, 0], D, &A[0, 0],
+                             width)
+                step_rows(fn, N, H, S, GH, summed, &Wh[0, 0], NULL if bf16 else <floating *> packed[1],
+                          <uint16_t *> packed[1] if bf16 else NULL, work, &A[0, 0], width, u, GH,
+                          &state[cur, 0, 0, 0], N * H, H, &state[1 - cur, 0, 0, 0], N * H, H)
             if fn == NULL:
                 numpy_forward_step(code, A_arr, U_arr, state_arr[cur], state_arr[1 - cur])
             with nogil:
                 cur = 1 - cur
                 memset(&scores[0, 0], 0, N * NV * sizeof(floating))
-                product(N, NV, H, &state[cur, 0, 0, 0], H, &W_vocab[0, 0], False, packed_vocab, &scores[0, 0], NV)
+                _product(bf16, N, NV, H, &state[cur, 0, 0, 0], H, &W_vocab[0, 0], False, packed[5], work,
+                         &scores[0, 0], NV)
                 any_alive = False
                 for n in range(N):
                     words[n] = argmax_bias(&scores[n, 0], &b_vocab[0], NV)
@@ -488,5 +574,5 @@ def soft_greedy(const floating[:, :, ::1] s0, const floating[:, :, ::1] V, const
                 break
     finally:
         _free_all(packed, 8)
-        free(packed_vocab)
+        free(work)
     return captions_arr, alphas_arr

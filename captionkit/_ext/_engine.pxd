@@ -26,14 +26,12 @@ cdef void step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize
                     Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s, Py_ssize_t prev_n, floating *nxt,
                     Py_ssize_t next_s, Py_ssize_t next_n) noexcept nogil
 
-cdef void backward_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, const floating *a, Py_ssize_t lda,
-                        const floating *u, Py_ssize_t ldu, const floating *prev, Py_ssize_t prev_s,
-                        Py_ssize_t prev_n, const floating *nxt, Py_ssize_t next_s, Py_ssize_t next_n,
-                        floating *dstate, floating *da, floating *du, Py_ssize_t ldd) noexcept nogil
+cdef int undo_step(CellCode code, void *fn, Py_ssize_t t, const floating[:, :, ::1] dh,
+                   const floating[:, :, ::1] s0, const floating[:, :, :, ::1] states, const floating *a,
+                   const floating *u, Py_ssize_t width, floating[:, :, ::1] dstate, floating[:, :, ::1] dA,
+                   floating[:, :, ::1] dU, saved) except -1
 
 cdef object numpy_forward_step(CellCode code, a, u, prev, nxt)
-
-cdef void numpy_backward_step(CellCode code, dstate, saved, da, du)
 
 
 cdef inline void bias_rows(floating *a, const floating *b, Py_ssize_t rows, Py_ssize_t n,

@@ -164,6 +164,35 @@ cdef void numpy_backward_step(CellCode code, dstate, saved, da, du):
             dstate[s] = dprev[s]
 
 
+cdef int undo_step(CellCode code, void *fn, Py_ssize_t t, const floating[:, :, ::1] dh,
+                   const floating[:, :, ::1] s0, const floating[:, :, :, ::1] states, const floating *a,
+                   const floating *u, Py_ssize_t width, floating[:, :, ::1] dstate, floating[:, :, ::1] dA,
+                   floating[:, :, ::1] dU, saved) except -1:
+    """The cell's part of undoing step t of a sequence: adds the loss's own gradient of h_t (dh (N, T, H)) to
+    dstate (S, N, H), then runs the cell's backward, which leaves the previous state's gradient in dstate and
+    writes step t's rows of dA and dU (N, T, G*H; dU is dA for summed cells). The compiled part ``fn`` reads step
+    t's rows a and u (row stride T * width and T * G*H; u NULL for summed cells) and the states around the step
+    (s0, states (S, N, T, H)); for numpy callbacks (``fn`` NULL) what they saved at step t is saved[t]."""
+    cdef Py_ssize_t N = dh.shape[0], T = dh.shape[1], H = dh.shape[2], S = code.states, GH = dA.shape[2], n
+    cdef bint summed = code.summed
+    cdef const floating *prev
+    cdef Py_ssize_t prev_s, prev_n
+    with nogil:
+        for n in range(N):
+            add(&dstate[0, n, 0], &dh[n, t, 0], H)
+        if fn != NULL:
+            if t == 0:
+                prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
+            else:
+                prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
+            backward_rows(fn, N, H, S, a, T * width, u, T * GH, prev, prev_s, prev_n, &states[0, 0, t, 0],
+                          N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0], NULL if summed else &dU[0, t, 0], T * GH)
+    if fn == NULL:
+        numpy_backward_step(code, np.asarray(dstate), saved[t], np.asarray(dA)[:, t],
+                            None if summed else np.asarray(dU)[:, t])
+    return 0
+
+
 cdef void step_rows(void *fn, Py_ssize_t N, Py_ssize_t H, Py_ssize_t S, Py_ssize_t GH, bint summed,
                      const floating *Wh, floating *packed_Wh, const uint16_t *bf16_Wh, uint32_t *work,
                      floating *a, Py_ssize_t lda, floating *u, Py_ssize_t ldu, const floating *prev,
@@ -313,12 +342,10 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
     cdef floating *packed = NULL
     cdef uint16_t *bf16_WhT = NULL
     cdef uint32_t *work = NULL
+    cdef const floating *a = NULL
     cdef const floating *u = NULL
-    cdef const floating *prev
-    cdef Py_ssize_t prev_s, prev_n
     cdef size_t row_bytes = H * sizeof(floating)
     cdef bint fits = True
-    states_np = np.asarray(states)
     try:
         with nogil:
             if bf16:
@@ -330,21 +357,11 @@ def gated_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x, co
         if not fits:
             raise MemoryError(short_of_memory("gated_backward"))
         for t in range(T - 1, -1, -1):
-            with nogil:
-                for n in range(N):
-                    add(&dstate[0, n, 0], &dh[n, t, 0], H)  # the loss's own gradient of h_t
-                if fn != NULL:
-                    if t == 0:
-                        prev, prev_s, prev_n = &s0[0, 0, 0], N * H, H
-                    else:
-                        prev, prev_s, prev_n = &states[0, 0, t - 1, 0], N * T * H, T * H
-                    if not summed:
-                        u = &U[0, t, 0]
-                    backward_rows(fn, N, H, S, &A[0, t, 0], T * width, u, T * GH, prev, prev_s, prev_n,
-                                   &states[0, 0, t, 0], N * T * H, T * H, &dstate[0, 0, 0], &dA[0, t, 0],
-                                   NULL if summed else &dU[0, t, 0], T * GH)
-            if fn == NULL:
-                numpy_backward_step(code, dstate_arr, saved[t], dA_arr[:, t], None if summed else dU_arr[:, t])
+            if fn != NULL:
+                a = &A[0, t, 0]
+                if not summed:
+                    u = &U[0, t, 0]
+            undo_step(code, fn, t, dh, s0, states, a, u, width, dstate, dA, dU, saved)
             with nogil:
                 # What step t sends back to h_{t-1} through Wh.
                 mixed_product(N, H, GH, &dU[0, t, 0], T * GH, &Wh[0, 0], True, packed, bf16_WhT, work,

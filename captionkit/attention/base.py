@@ -35,6 +35,15 @@ class AttentionMechanism(abc.ABC):
     """
 
     name = None
+    precision = "fp32"  # of the mechanism's matrix products (use_precision)
+
+    def use_precision(self, precision):
+        """Run the mechanism's matrix products at ``precision`` (:data:`captionkit.precision.PRECISIONS`). A
+        mechanism's numpy methods compute their own products, so by default only "fp32": ValueError naming it
+        otherwise (soft attention, which the engine runs, also takes "bf16")."""
+        if precision != "fp32":
+            raise ValueError(f"attention {self.name!r} computes its own matrix products in numpy, so it cannot run at "
+                             f"precision={precision!r}; use precision 'fp32', or attention 'soft'")
 
     @abc.abstractmethod
     def parameters(self, sizes):

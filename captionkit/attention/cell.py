@@ -23,6 +23,7 @@ from captionkit.attention.base import AttentionSizes
 from captionkit.backend import ops
 from captionkit.cells.base import Cell, ParamSpec
 from captionkit.cells.gated import GatedCell
+from captionkit.precision import check_precision, product
 
 __all__ = ["AttendedCell"]
 
@@ -42,11 +43,24 @@ class AttendedCell(Cell):
         self.name = f"{inner.name}+{mechanism.name}"
         self.compiled = mechanism.runs_on_engine() and inner.backend == backend  # Cell.__init__ reads it
         super().__init__(backend)
+        self.precision = "fp32"
         self._ops = ops(self.backend)
         if self.backend == "cython":
             from captionkit import kernels
 
             self._engine = kernels
+
+    def use_precision(self, precision):
+        """Every product at ``precision``: this wrapper's (which are the wrapped cell's too: it only lends its
+        pointwise part), the mechanism's (which refuses "bf16" unless the engine runs it) and the initial state's
+        projections."""
+        check_precision(precision)
+        self.mechanism.use_precision(precision)
+        self.precision = precision
+        self._ops = ops(self.backend, precision)
+
+    def _product(self, a, b):
+        return product(a, b, self.precision)
 
     # ------------------------------------------------------------------ parameters
     def _attention_sizes(self, sizes):
@@ -75,8 +89,8 @@ class AttendedCell(Cell):
         """x_part (N, G*H) = x_t Wx + b, prev the state tuple -> (next state, alpha (N, L), saved)."""
         h_prev = prev[0]
         g, alpha, attention_saved = self.mechanism.forward(h_prev, V, keys, params)
-        a = x_part + g @ params["att_Wz"]
-        u = h_prev @ params["Wh"]
+        a = x_part + self._product(g, params["att_Wz"])
+        u = self._product(h_prev, params["Wh"])
         if self.inner.summed:
             state, pointwise_saved = self.inner.pointwise_forward(a + u, None, prev)
         else:
@@ -110,10 +124,11 @@ class AttendedCell(Cell):
         state, init_caches = self._first_state(h0, V, params)
         if self.backend == "cython":
             h, cache = self._engine.soft_attended_forward(
-                x, state, V, self._engine_params(params, self._engine.SOFT_PARAMETERS), self.inner.pointwise)
+                x, state, V, self._engine_params(params, self._engine.SOFT_PARAMETERS), self.inner.pointwise,
+                precision=self.precision)
             return h, (cache, init_caches, cache.alphas)
         keys, prepare_cache = self.mechanism.prepare(V, params)
-        x_parts = x @ params["Wx"] + params["b"]
+        x_parts = self._product(x, params["Wx"]) + params["b"]
         N, T = x.shape[:2]
         h = np.empty((N, T, h0.shape[1]), dtype=np.result_type(x, h0))
         alphas = np.empty((N, T, V.shape[1]), dtype=h.dtype)
@@ -142,7 +157,8 @@ class AttendedCell(Cell):
         ``context_grad``)."""
         if self.backend == "cython":
             engine_cache, init_caches, _ = cache
-            dx, dstate, dV, grads = self._engine.soft_attended_backward(dh, engine_cache, dalphas, context_grad)
+            dx, dstate, dV, grads = self._engine.soft_attended_backward(dh, engine_cache, dalphas, context_grad,
+                                                                        precision=self.precision)
             self._first_state_backward(dstate, init_caches, grads, dV)
             return dx, dstate[0], grads, dV
         x, V, params, keys, prepare_cache, steps, init_caches, alphas = cache
@@ -159,15 +175,16 @@ class AttendedCell(Cell):
             da, du, dprev = self.inner.pointwise_backward(dnext, pointwise_saved)
             du = da if self.inner.summed else du
             dx_parts[:, t] = da
-            grads["Wh"] += h_prev.T @ du
-            grads["att_Wz"] += g.T @ da
-            dh_att, dV_t, dkeys_t, step_grads = self.mechanism.backward(da @ params["att_Wz"].T, dalphas[:, t],
-                                                                        attention_saved)
+            grads["Wh"] += self._product(h_prev.T, du)
+            grads["att_Wz"] += self._product(g.T, da)
+            dh_att, dV_t, dkeys_t, step_grads = self.mechanism.backward(self._product(da, params["att_Wz"].T),
+                                                                        dalphas[:, t], attention_saved)
             for name, value in step_grads.items():
                 grads[name] += value
             dV += dV_t
             dkeys += dkeys_t
-            dstate = [du @ params["Wh"].T + dh_att] + [np.zeros_like(dh_att) for _ in range(1, self.inner.states)]
+            dstate = [self._product(du, params["Wh"].T) + dh_att] + [np.zeros_like(dh_att)
+                                                                      for _ in range(1, self.inner.states)]
             for s, d in enumerate(dprev):
                 if d is not None:
                     dstate[s] = dstate[s] + d
@@ -176,9 +193,9 @@ class AttendedCell(Cell):
         dV += dV_prepare
         grads.update(prepare_grads)
         flat_x, flat_dparts = x.reshape(N * T, -1), dx_parts.reshape(N * T, -1)
-        grads["Wx"] = flat_x.T @ flat_dparts
+        grads["Wx"] = self._product(flat_x.T, flat_dparts)
         grads["b"] = flat_dparts.sum(axis=0)
-        dx = dx_parts @ params["Wx"].T
+        dx = self._product(dx_parts, params["Wx"].T)
         return dx, dstate[0], grads, dV if context_grad else None
 
     # ------------------------------------------------------------------ decoding
@@ -187,7 +204,7 @@ class AttendedCell(Cell):
         read: V and the mechanism's keys, computed once)."""
         V = np.asarray(context)
         if self.backend == "cython":
-            keys = self._engine.soft_attention_keys(V, params["att_Ua"])
+            keys = self._engine.soft_attention_keys(V, params["att_Ua"], precision=self.precision)
         else:
             keys, _ = self.mechanism.prepare(V, params)
         state, _ = self._first_state(h0, V, params)
@@ -200,9 +217,9 @@ class AttendedCell(Cell):
         if self.backend == "cython":
             next_state, alpha = self._engine.soft_attended_step(
                 x, tuple(state[:-1]), V, keys, images, self._engine_params(params, self._engine.SOFT_STEP_PARAMETERS),
-                self.inner.pointwise)
+                self.inner.pointwise, precision=self.precision)
             return next_state + (alpha,)
-        x_part = x @ params["Wx"] + params["b"]
+        x_part = self._product(x, params["Wx"]) + params["b"]
         next_state, alpha, _ = self._step(x_part, state[:-1], V[images], keys[images], params)
         return next_state + (alpha,)
 
@@ -215,4 +232,4 @@ class AttendedCell(Cell):
         state, (V, keys) = self.decoding_inputs(h0, context, params)
         return self._engine.soft_attended_greedy_decode(
             state[:-1], V, keys, W_embed, self._engine_params(params, self._engine.SOFT_STEP_PARAMETERS), W_vocab,
-            b_vocab, start, end, null, max_length, self.inner.pointwise)
+            b_vocab, start, end, null, max_length, self.inner.pointwise, precision=self.precision)

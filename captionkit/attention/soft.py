@@ -12,12 +12,15 @@ Per step, with the regions V (N, L, D) and the previous hidden state h (N, H)::
     g     = beta * z                               (N, D)
 
 The gate is D wide, as in the tutorial (Xu et al. write a scalar); the cell adds ``g Wz`` to its input
-pre-activations.
+pre-activations. At precision "bf16" the products with a weight matrix (V Ua, h Wa, h Wbeta, and their backward
+products) take bfloat16-rounded inputs (:func:`captionkit.precision.product`), as the compiled engine's do; the
+scores s wa, the softmax and the weighted sum stay float32.
 """
 import numpy as np
 
 from captionkit.attention.base import AttentionMechanism
 from captionkit.cells.base import ParamSpec
+from captionkit.precision import check_precision, product
 
 __all__ = ["SoftAttention"]
 
@@ -45,27 +48,36 @@ class SoftAttention(AttentionMechanism):
             "att_bbeta": ParamSpec((D,)),
         }
 
+    def use_precision(self, precision):
+        """Products at ``precision``; "bf16" only for these very equations (a subclass that changes them has its own
+        products), which the engine and :func:`captionkit.precision.product` both compute."""
+        check_precision(precision)
+        if precision != "fp32" and not self.runs_on_engine():
+            super().use_precision(precision)  # refuses, naming the mechanism
+        self.precision = precision
+
     def runs_on_engine(self):
         # The engine computes exactly these equations: a subclass that changes any of them runs on its own methods.
         return all(getattr(type(self), name) is getattr(SoftAttention, name)
                    for name in ("parameters", "prepare", "prepare_backward", "forward", "backward"))
 
     def prepare(self, V, params):
-        return V @ params["att_Ua"], (V, params["att_Ua"])
+        return product(V, params["att_Ua"], self.precision), (V, params["att_Ua"])
 
     def prepare_backward(self, dkeys, cache):
         V, Ua = cache
         N, L, D = V.shape
-        return dkeys @ Ua.T, {"att_Ua": V.reshape(N * L, D).T @ dkeys.reshape(N * L, -1)}
+        return product(dkeys, Ua.T, self.precision), {
+            "att_Ua": product(V.reshape(N * L, D).T, dkeys.reshape(N * L, -1), self.precision)}
 
     def forward(self, h, V, keys, params):
-        q = h @ params["att_Wa"] + params["att_ba"]                      # (N, A)
+        q = product(h, params["att_Wa"], self.precision) + params["att_ba"]  # (N, A)
         s = np.tanh(keys + q[:, None, :])                                # (N, L, A)
         e = s @ params["att_wa"]                                         # (N, L)
         e = np.exp(e - e.max(axis=1, keepdims=True))
         alpha = e / e.sum(axis=1, keepdims=True)                         # (N, L)
         z = np.einsum("nl,nld->nd", alpha, V)                            # (N, D)
-        beta = _sigmoid(h @ params["att_Wbeta"] + params["att_bbeta"])   # (N, D)
+        beta = _sigmoid(product(h, params["att_Wbeta"], self.precision) + params["att_bbeta"])  # (N, D)
         saved = (h, V, s, alpha, z, beta, params)
         return beta * z, alpha, saved
 
@@ -79,9 +91,9 @@ class SoftAttention(AttentionMechanism):
         grads = {"att_wa": np.einsum("nl,nla->a", de, s)}
         ds = de[:, :, None] * params["att_wa"] * (1.0 - s**2)            # (N, L, A), through tanh
         dq = ds.sum(axis=1)                                              # (N, A)
-        grads["att_Wa"] = h.T @ dq
+        grads["att_Wa"] = product(h.T, dq, self.precision)
         grads["att_ba"] = dq.sum(axis=0)
-        grads["att_Wbeta"] = h.T @ dbeta_in
+        grads["att_Wbeta"] = product(h.T, dbeta_in, self.precision)
         grads["att_bbeta"] = dbeta_in.sum(axis=0)
-        dh = dq @ params["att_Wa"].T + dbeta_in @ params["att_Wbeta"].T
+        dh = product(dq, params["att_Wa"].T, self.precision) + product(dbeta_in, params["att_Wbeta"].T, self.precision)
         return dh, dV, ds, grads

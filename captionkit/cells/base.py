@@ -130,6 +130,16 @@ class Cell(abc.ABC):
         self._refuse_context(context)
         return self.step(x, state, params, context, images) if self.reads_context else self.step(x, state, params)
 
+    def use_precision(self, precision):
+        """Run this cell's matrix products at ``precision`` (:data:`captionkit.precision.PRECISIONS`); the model
+        calls it once, after building the cell. A cell that computes its own products (any cell but a
+        :class:`captionkit.cells.GatedCell`, whose products are the engine's) runs at "fp32" only: ValueError
+        naming it for any other precision."""
+        if precision != "fp32":
+            raise ValueError(f"cell {self.name!r} computes its own matrix products (it is not a GatedCell, whose "
+                             f"products captionkit's engine runs), so it cannot run at precision={precision!r}; use "
+                             "precision 'fp32', or a GatedCell such as rnn, lstm or gru")
+
     def initial_state(self, h0):
         """Recurrent state at t=0 from the projected image features h0 (N, H); by default just ``(h0,)``."""
         return (h0,)

@@ -95,6 +95,11 @@ class GatedCell(Cell):
     def initial_state(self, h0):
         return self.pointwise.initial_state(h0)
 
+    def use_precision(self, precision):
+        """The engine's products at ``precision``: the layer functions of this backend at it
+        (:func:`captionkit.backend.runtime`, the model's own), so that the pointwise part never sees bf16."""
+        self._ops = ops(self.backend, precision)
+
     def step_blocks(self, sizes):
         """h and the G gate blocks, per row and step."""
         return 1 + self.pointwise.gates

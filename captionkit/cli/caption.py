@@ -11,7 +11,7 @@ import click
 
 from captionkit.captioning import DEFAULT_MAX_LENGTH, caption_images
 from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
-from captionkit.cli.params import FiniteFloat, max_picture_pixels_option
+from captionkit.cli.params import FiniteFloat, max_picture_pixels_option, precision_option
 from captionkit.cli.terminal import quoted
 from captionkit.images import ImageFileError, find_images, thumbnail
 from captionkit.plotting import plot_attention_maps, plot_caption_grid
@@ -53,6 +53,7 @@ def _refuse_overwriting_inputs(outputs, files):
 @click.argument("run", type=click.Path(), metavar="RUN")
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
 @checkpoint_option
+@precision_option
 @click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Beam width: 1 is greedy decoding; 3 to 5 usually gives more probable captions.")
 @click.option("--length-penalty", type=FiniteFloat(), default=0.0, show_default=True, metavar="ALPHA",
@@ -79,7 +80,7 @@ def _refuse_overwriting_inputs(outputs, files):
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
 @max_picture_pixels_option
-def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_path, grid_path, html_dir, maps_path,
+def caption(run, images, checkpoint, precision, beam_size, length_penalty, max_length, out_path, grid_path, html_dir, maps_path,
             skip_unreadable, max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
@@ -113,7 +114,7 @@ def caption(run, images, checkpoint, beam_size, length_penalty, max_length, out_
         results = caption_images(run, files, beam_size=beam_size, max_length=max_length,
                                  length_penalty=length_penalty, progress=_progress(),
                                  skip_unreadable=skip_unreadable, max_pixels=max_pixels,
-                                 return_attention=with_attention, checkpoint=checkpoint,
+                                 return_attention=with_attention, checkpoint=checkpoint, precision=precision,
                                  loaded=loaded.append)
     except ImageFileError as exc:
         raise click.ClickException(quoted(exc)) from None

@@ -16,5 +16,8 @@ checkpoint_option = click.option(
 
 
 def say_checkpoint(info):
-    """One line on stderr naming the checkpoint used (stdout stays the command's output)."""
-    click.echo(f"using {quoted(describe_checkpoint(info))}", err=True)
+    """One line on stderr naming the checkpoint used (stdout stays the command's output), and the precision of its
+    products when it is not the default fp32."""
+    precision = info.get("precision", "fp32")
+    click.echo(f"using {quoted(describe_checkpoint(info))}" + (f", precision {precision}" if precision != "fp32"
+                                                                 else ""), err=True)

@@ -9,7 +9,7 @@ import numpy as np
 
 from captionkit.loading import load_model
 from captionkit.cli.checkpoints import checkpoint_option, say_checkpoint
-from captionkit.cli.params import FiniteFloat
+from captionkit.cli.params import FiniteFloat, precision_option
 from captionkit.data import SPLITS, BundleError, load_coco_data
 from captionkit.decoding import greedy_attention
 from captionkit.evaluation import DEFAULT_BATCH_SIZE, evaluate, sample_captions
@@ -24,6 +24,7 @@ def _decoding_options(command):
     options = [
         click.argument("run", type=click.Path(), metavar="RUN"),
         checkpoint_option,
+        precision_option,
         click.option("--split", type=click.Choice(SPLITS), default="val", show_default=True,
                      help="Dataset split whose images are captioned."),
         click.option("--beam", "beam_size", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
@@ -42,10 +43,11 @@ def _decoding_options(command):
     return command
 
 
-def _load(run, checkpoint, data_dir):
-    """The model of RUN's chosen checkpoint, load_model's info, and the dataset the run was trained on (or
-    ``data_dir``); once both are read, the checkpoint is named on stderr (a failure is its one line alone)."""
-    model, info = load_model(run, checkpoint=checkpoint)
+def _load(run, checkpoint, precision, data_dir):
+    """The model of RUN's chosen checkpoint at ``precision`` (None: the run's), load_model's info, and the dataset
+    the run was trained on (or ``data_dir``); once both are read, the checkpoint is named on stderr (a failure is
+    its one line alone)."""
+    model, info = load_model(run, checkpoint=checkpoint, precision=precision)
     config = info["config"]
     try:
         data = load_coco_data(data_dir if data_dir is not None else config.get("data"),
@@ -135,7 +137,7 @@ def _echo_attention(entry, top, region_names):
                    "share of attention each got (a word's weights sum to 1 over all regions). Greedy decoding.")
 @click.option("--top-regions", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
               help="With --attention-weights: how many of each word's most-attended regions to print.")
-def sample(run, checkpoint, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output,
+def sample(run, checkpoint, precision, split, beam_size, length_penalty, max_length, data_dir, num, seed, json_output,
            temperature, top_k, attention_weights, top_regions):
     """Caption N random images with a trained model and print them beside their ground-truth captions.
 
@@ -156,7 +158,7 @@ def sample(run, checkpoint, split, beam_size, length_penalty, max_length, data_d
     if attention_weights and (random_words or beam_size != 1):
         raise click.UsageError("--attention-weights shows the weights of greedy decoding: leave out --beam, "
                                "--temperature and --top-k")
-    model, info, data = _load(run, checkpoint, data_dir)
+    model, info, data = _load(run, checkpoint, precision, data_dir)
     if attention_weights and model.spec.attention is None:
         raise click.ClickException(f"{info['checkpoint']}: the model ({model.spec.describe()}) has no attention, so "
                                    "no attention weights; train one with `captionkit train --attention soft` on a "
@@ -199,7 +201,7 @@ def sample(run, checkpoint, split, beam_size, length_penalty, max_length, data_d
               metavar="N", help="Images (or captions, for perplexity) processed at once; lower it to save memory.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print the results as one JSON object.")
-def evaluate_command(run, checkpoint, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
+def evaluate_command(run, checkpoint, precision, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
                      json_output):
     """Score a trained model on a dataset split: BLEU-1..4, CIDEr-D, ROUGE-L and perplexity.
 
@@ -217,7 +219,7 @@ def evaluate_command(run, checkpoint, split, beam_size, length_penalty, max_leng
       captionkit evaluate runs/rnn-20260101-120000 --checkpoint latest
       captionkit evaluate runs/rnn-20260101-120000 --json > val-scores.json
     """
-    model, info, data = _load(run, checkpoint, data_dir)
+    model, info, data = _load(run, checkpoint, precision, data_dir)
     result = evaluate(model, data, split, beam_size=beam_size, max_images=max_images, batch_size=batch_size,
                       max_length=max_length, length_penalty=length_penalty, progress=_progress())
     if json_output:

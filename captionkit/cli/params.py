@@ -4,8 +4,9 @@ import math
 import click
 
 from captionkit.images import MAX_PICTURE_PIXELS, PILLOW_HARD_LIMIT
+from captionkit.options import option
 
-__all__ = ["FiniteFloat", "max_picture_pixels_option"]
+__all__ = ["FiniteFloat", "max_picture_pixels_option", "precision_option"]
 
 
 class FiniteFloat(click.FloatRange):
@@ -31,3 +32,13 @@ def max_picture_pixels_option(function):
         show_default=True, metavar="N",
         help=f"Refuse pictures of more pixels (width x height) than this, before decoding them; at most "
              f"{PILLOW_HARD_LIMIT} (Pillow's own limit).")(function)
+
+
+def precision_option(function):
+    """``--precision`` for a command that runs a trained model: the choices of the training option
+    (:mod:`captionkit.options`), defaulting to the precision the run was trained at."""
+    return click.option(
+        "--precision", type=click.Choice(list(option("precision").choices)), default=None,
+        help="How the model's matrix products run: fp32, or bf16 (inputs rounded to bfloat16, float32 sums; on the "
+             "compiled backend it needs a CPU with AVX512-BF16, which `captionkit info` shows). Default: the "
+             "precision RUN was trained at (fp32 for runs from before this option).")(function)

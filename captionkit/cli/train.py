@@ -136,4 +136,4 @@ def train_command(ctx, out, resume, quiet, json_output, distributed, **options):
     elif not json_output:
         files = ["config.json", "metrics.jsonl", "loss.png", "samples.txt", "samples.png", "summary.json"]
         click.echo(f"Files: {', '.join(name for name in files if (result.run_dir / name).exists())}")
-        click.echo(f"Run saved in {result.run_dir}")
+        click.echo(f"Run saved in {result.run_dir} (matrix products at precision {result.config.precision})")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from captionkit.checks import integer
+from captionkit.kernels._bf16 import _bf16_products
 from captionkit.kernels._built import _require_built, is_available
-from captionkit.kernels._checks import _MAX_ELEMENTS, _check_size, _expect_shape, _float_array, _word_id
+from captionkit.kernels._checks import _MAX_ELEMENTS, _check_size, _expect_shape, _float_array, _ids, _word_id
 from captionkit.kernels._recurrence import _cell_code, _pointwise
 
 if is_available():  # else every kernel stops at _require_built()
@@ -76,8 +77,8 @@ def _hidden_size(params, like):
     return _float_array("params['Wh']", params["Wh"], 2, like).shape[0]
 
 
-def _weights(params):
-    return _attend.Weights(*(params[name] for name in SOFT_STEP_PARAMETERS))
+def _weights(params, precision, dtype):
+    return _attend.Weights(*(params[name] for name in SOFT_STEP_PARAMETERS), _bf16_products(precision, dtype))
 
 
 def _state(state, pointwise, rows, H, like, name="state"):
@@ -95,17 +96,21 @@ def _regions(V, like, what="V"):
     return _float_array(what, V, 3, like)
 
 
-def soft_attention_keys(V, Ua):
-    """The regions' keys: V (N, L, D) @ Ua (D, A) -> (N, L, A), as SoftAttention.prepare computes them."""
+def soft_attention_keys(V, Ua, *, precision="fp32"):
+    """The regions' keys: V (N, L, D) @ Ua (D, A) -> (N, L, A), as SoftAttention.prepare computes them.
+
+    Every function here takes ``precision``: "bf16" (float32 arrays, a CPU with AVX512-BF16) rounds the inputs of
+    every matrix product to bfloat16 and sums in float32, as the numpy reference (captionkit.attention) emulates at
+    the same precision; the per-region scores, their softmax, the weighted sum and the gate stay float32."""
     _require_built()
     V = _regions(V, None)
     Ua = _float_array("Ua", Ua, 2, ("V", V))
     _expect_shape("Ua", Ua, (V.shape[2], Ua.shape[1]), "V")
     _check_size("keys", (*V.shape[:2], Ua.shape[1]))
-    return _attend.soft_keys(V, Ua)
+    return _attend.soft_keys(V, Ua, _bf16_products(precision, V.dtype))
 
 
-def soft_attended_forward(x, state0, V, params, pointwise):
+def soft_attended_forward(x, state0, V, params, pointwise, *, precision="fp32"):
     """A gated cell with soft attention over a sequence: x (N, T, W), state0 the state before the first word, V
     (N, L, D) the regions, ``params`` as the module says, ``pointwise`` the cell's -> h (N, T, H), a
     :class:`SoftAttendedCache` (its ``alphas`` the weights of every step)."""
@@ -122,13 +127,14 @@ def soft_attended_forward(x, state0, V, params, pointwise):
     for name, shape in (("the states", (pointwise.states, N, T, H)), ("the pre-activations", (N, T, pointwise.kept * H)),
                         ("the tanh values", (N, T, L, A)), ("the keys", (N, L, A))):
         _check_size(name, shape)
-    keys = _attend.soft_keys(V, params["att_Ua"])
-    states, A_arr, U, saved, s, alphas, z, beta, g = _attend.soft_forward(x, s0, V, keys, _weights(params),
+    weights = _weights(params, precision, x.dtype)
+    keys = _attend.soft_keys(V, params["att_Ua"], weights.bf16)
+    states, A_arr, U, saved, s, alphas, z, beta, g = _attend.soft_forward(x, s0, V, keys, weights,
                                                                         _cell_code(pointwise))
     return states[0], SoftAttendedCache(x, s0, V, params, states, A_arr, U, saved, s, alphas, z, beta, g, pointwise)
 
 
-def soft_attended_backward(dh, cache, dalphas=None, context_grad=True):
+def soft_attended_backward(dh, cache, dalphas=None, context_grad=True, *, precision="fp32"):
     """Backward of :func:`soft_attended_forward`: dh (N, T, H) the loss's gradient of every h_t (not counting the
     recurrence), dalphas (N, T, L) a penalty's gradient of the weights (None: zeros) -> (dx (N, T, W), dstate0 the
     gradient of state0 (a tuple), dV (N, L, D), or None when ``context_grad`` is False (V is data: the work is
@@ -146,14 +152,15 @@ def soft_attended_backward(dh, cache, dalphas=None, context_grad=True):
     dalphas = _float_array("dalphas", dalphas, 3, ("cache x", x))
     _expect_shape("dalphas", dalphas, cache.alphas.shape, "the forward's weights")
     p = cache.params
-    dx, dstate, dV, grads = _attend.soft_backward(dh, dalphas, x, cache.s0, cache.V, p["att_Ua"], _weights(p),
+    dx, dstate, dV, grads = _attend.soft_backward(dh, dalphas, x, cache.s0, cache.V, p["att_Ua"],
+                                                  _weights(p, precision, dh.dtype),
                                                   cache.states, cache.A, cache.U, cache.saved, cache.s, cache.alphas,
                                                   cache.z, cache.beta, cache.g, code, bool(context_grad))
     return dx, tuple(dstate), dV, {name if name in ("Wx", "Wh", "b") else f"att_{name}": value
                                    for name, value in grads.items()}
 
 
-def soft_attended_step(x, state, V, keys, images, params, pointwise):
+def soft_attended_step(x, state, V, keys, images, params, pointwise, *, precision="fp32"):
     """One step for M rows: x (M, W), ``state`` a tuple of S arrays (M, H), the regions V (I, L, D) and keys
     (I, L, A) of I images (:func:`soft_attention_keys`), ``images`` (M,) each row's image -> (the next state tuple,
     alpha (M, L))."""
@@ -168,29 +175,15 @@ def soft_attended_step(x, state, V, keys, images, params, pointwise):
     keys = _float_array("keys", keys, 3, ("x", x))
     _expect_shape("keys", keys, (I, L, A), "V and params['att_Wa']")
     stacked = _state(state, pointwise, M, H, ("x", x))
-    images = _images(images, M, I)
+    images = _ids("images", images, I, (M,), "x, one image per row", within="the image rows of V")
     _check_size("the tanh values", (M, L, A))
-    next_state, alpha = _attend.soft_step(x, stacked, V, keys, images, _weights(params), _cell_code(pointwise))
+    next_state, alpha = _attend.soft_step(x, stacked, V, keys, images, _weights(params, precision, x.dtype),
+                                          _cell_code(pointwise))
     return tuple(next_state), alpha
 
 
-def _images(images, rows, count):
-    """Row indices into I images -> contiguous int64 (rows,)."""
-    if not isinstance(images, np.ndarray) or images.dtype == np.bool_ or not np.issubdtype(images.dtype,
-                                                                                            np.integer):
-        raise TypeError(f"images must be a numpy array of integer image rows, got "
-                        f"{getattr(images, 'dtype', type(images).__name__)}")
-    if images.shape != (rows,):
-        raise ValueError(f"images must have shape ({rows},) (one image per row of x), got {images.shape}")
-    bad = (images < 0) | (images >= count)
-    if bad.any():
-        n = int(np.argmax(bad))
-        raise ValueError(f"images[{n}] = {images[n]} is not an image row of V, which has {count}")
-    return np.ascontiguousarray(images, dtype=np.int64)
-
-
 def soft_attended_greedy_decode(state0, V, keys, W_embed, params, W_vocab, b_vocab, start, end, null, max_length,
-                                pointwise):
+                                pointwise, *, precision="fp32"):
     """Greedy decoding with a gated cell and soft attention in one compiled loop: state0 (a tuple of S arrays
     (N, H)), V (N, L, D), keys (N, L, A), W_embed (V, W), ``params`` (without att_Ua: the keys hold it), the output
     layer W_vocab (H, V), b_vocab (V,), word ids as :func:`gated_greedy_decode` takes them -> (captions
@@ -217,5 +210,5 @@ def soft_attended_greedy_decode(state0, V, keys, W_embed, params, W_vocab, b_voc
     _check_size("captions", (N, max_length))
     _check_size("the weights", (N, max_length, L))
     _check_size("scores", (N, NV))
-    return _attend.soft_greedy(s0, V, keys, W_embed, _weights(params), W_vocab, b_vocab, start, end, null,
-                               max_length, _cell_code(pointwise))
+    return _attend.soft_greedy(s0, V, keys, W_embed, _weights(params, precision, V.dtype), W_vocab, b_vocab, start,
+                               end, null, max_length, _cell_code(pointwise))

@@ -39,8 +39,9 @@ def _expect_shape(name, a, shape, source):
         raise ValueError(f"{name} must have shape {tuple(shape)} (from {source}), got {a.shape}")
 
 
-def _ids(name, a, vocab_size, shape, source):
-    """Word ids in [0, vocab_size) of any integer dtype and layout -> a contiguous int64 copy, flattened.
+def _ids(name, a, vocab_size, shape, source, within="the vocabulary"):
+    """Ids in [0, vocab_size) of any integer dtype and layout -> a contiguous int64 copy, flattened: word ids, or
+    with ``within`` naming what else they index (for the error), other rows.
 
     ``shape`` is the expected shape (None in it: any non-zero size), determined by the arguments in ``source``.
     """
@@ -57,7 +58,7 @@ def _ids(name, a, vocab_size, shape, source):
     bad = (a < 0) | (a >= vocab_size)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name}{list(where)} = {a[where]} is outside the vocabulary [0, {vocab_size})")
+        raise ValueError(f"{name}{list(where)} = {a[where]} is outside {within} [0, {vocab_size})")
     return np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
 
 

@@ -147,10 +147,10 @@ def step_arguments():
 
 @pytest.mark.parametrize("change, error, message", [
     (lambda a: a.update(x=np.zeros((2, 4))), ValueError, "params['Wx'] must have shape (4, 16)"),
-    (lambda a: a.update(images=np.array([0, 2])), ValueError, "images[1] = 2 is not an image row of V"),
+    (lambda a: a.update(images=np.array([0, 2])), ValueError, "images[1] = 2 is outside the image rows of V [0, 2)"),
     (lambda a: a.update(images=np.array([0, -1])), ValueError, "images[1] = -1"),
-    (lambda a: a.update(images=np.array([0.0, 1.0])), TypeError, "images must be a numpy array of integer"),
-    (lambda a: a.update(images=np.arange(3)), ValueError, "images must have shape (2,)"),
+    (lambda a: a.update(images=np.array([0.0, 1.0])), TypeError, "images must hold integer ids, got dtype float64"),
+    (lambda a: a.update(images=np.arange(3)), ValueError, "images must have shape (2,) (from x, one image per row)"),
     (lambda a: a.update(keys=a["keys"][:, :, :2].copy()), ValueError, "keys must have shape (2, 5, 3)"),
     (lambda a: a.update(keys=a["keys"].astype(np.float32)), TypeError, "keys has dtype float32"),
     (lambda a: a.update(state=a["state"][:1]), ValueError, "state must be a tuple of 2 arrays"),
