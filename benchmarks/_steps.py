@@ -1,11 +1,13 @@
-"""The training step that bench_kernels.py and bench_cells.py time, built the same way for each implementation.
+"""The training step that bench_kernels.py, bench_cells.py and bench_bf16.py time, built the same way for each
+implementation.
 
 Sizes are the seed notebook's (D=512 image features, W=256 word vectors, H=512 hidden units, V=1004 words, T=16
-steps), float32. captionkit's step is ``CaptioningRNN.loss`` then Adam on every parameter as the solver runs it
-(``optim.update_all``: the fused, in-place ``kernels.adam_update_many`` on the compiled backend; ``optim.adam`` on
-numpy). PyTorch's is nn.Embedding, an nn.Linear projection to the initial state, nn.RNN / nn.LSTM / nn.GRU, nn.Linear
-scores, cross_entropy(ignore_index=<NULL>) summed and divided by N as captionkit's loss is, backward,
-torch.optim.Adam.
+steps), float32 parameters; the products in float32, or in mixed precision when asked (captionkit's
+``precision="bf16"``, PyTorch's ``torch.autocast`` with bfloat16). captionkit's step is ``CaptioningRNN.loss`` then
+Adam on every parameter as the solver runs it (``optim.update_all``: the fused, in-place ``kernels.adam_update_many``
+on the compiled backend; ``optim.adam`` on numpy). PyTorch's is nn.Embedding, an nn.Linear projection to the initial
+state, nn.RNN / nn.LSTM / nn.GRU, nn.Linear scores, cross_entropy(ignore_index=<NULL>) summed and divided by N as
+captionkit's loss is, backward, torch.optim.Adam.
 """
 import numpy as np
 
@@ -36,11 +38,12 @@ def make_batch(N, rng, captions_kind="full"):
     return features, captions
 
 
-def captionkit_model(cell_type, backend):
+def captionkit_model(cell_type, backend, precision="fp32"):
+    """The seed-sized float32 model; ``precision`` "bf16" runs its products on bfloat16 inputs (float32 sums)."""
     from captionkit import CaptioningRNN
 
     return CaptioningRNN(vocabulary(), input_dim=D, wordvec_dim=W, hidden_dim=H, cell_type=cell_type,
-                         dtype=np.float32, backend=backend, seed=0)
+                         dtype=np.float32, backend=backend, seed=0, precision=precision)
 
 
 def captionkit_train_step(model, features, captions):
@@ -81,8 +84,18 @@ def torch_model(cell_type, threads):
     return (nn.Embedding(V, W), nn.Linear(D, H), recurrent, nn.Linear(H, V)), initial
 
 
-def torch_train_step(modules, initial, features, captions):
-    """One PyTorch step of ``modules`` (from :func:`torch_model`) on this numpy batch: a function of no argument."""
+def _autocast(enabled):
+    """``torch.autocast("cpu", dtype=torch.bfloat16)`` when ``enabled`` (mixed precision as PyTorch users train),
+    else a context that changes nothing."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def torch_train_step(modules, initial, features, captions, autocast=False):
+    """One PyTorch step of ``modules`` (from :func:`torch_model`) on this numpy batch: a function of no argument.
+    ``autocast``: the forward and the loss inside ``torch.autocast("cpu", dtype=torch.bfloat16)``, the backward
+    and Adam outside it, as PyTorch's mixed-precision recipe has them."""
     import torch
     import torch.nn.functional as F
 
@@ -93,18 +106,20 @@ def torch_train_step(modules, initial, features, captions):
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        hidden, _ = recurrent(embed(captions[:, :-1]), initial(proj(features).unsqueeze(0)))
-        scores = vocab(hidden)
-        loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
-                               reduction="sum") / N
+        with _autocast(autocast):
+            hidden, _ = recurrent(embed(captions[:, :-1]), initial(proj(features).unsqueeze(0)))
+            scores = vocab(hidden)
+            loss = F.cross_entropy(scores.reshape(-1, V), captions[:, 1:].reshape(-1), ignore_index=NULL,
+                                   reduction="sum") / N
         loss.backward()
         optimizer.step()
 
     return train_step
 
 
-def torch_greedy(modules, initial, features, max_length=MAX_LENGTH):
-    """PyTorch's greedy sampling with ``modules`` (from :func:`torch_model`): a function of no argument."""
+def torch_greedy(modules, initial, features, max_length=MAX_LENGTH, autocast=False):
+    """PyTorch's greedy sampling with ``modules`` (from :func:`torch_model`): a function of no argument.
+    ``autocast``: inside ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
     import torch
 
     embed, proj, recurrent, vocab = modules
@@ -112,6 +127,7 @@ def torch_greedy(modules, initial, features, max_length=MAX_LENGTH):
     N = features.shape[0]
 
     @torch.no_grad()
+    @_autocast(autocast)
     def sample():
         state = initial(proj(features).unsqueeze(0))
         words = torch.full((N,), START, dtype=torch.long)

@@ -1,15 +1,44 @@
-"""bfloat16 matrix products on this CPU: captionkit's vdpbf16ps kernel against oneDNN's bf16 matmul (what PyTorch
-calls), torch's bf16 matmul, and the float32 products captionkit runs today, on the skinny shapes of a step.
+"""bfloat16 on this CPU (issue 25), in three parts, each runnable alone (``--parts``; default: products):
 
-    python benchmarks/bench_bf16.py                      # 1 and 2 threads, every implementation installed
-    python benchmarks/bench_bf16.py --threads 1 --rounds 9
+    python benchmarks/bench_bf16.py                                   # products, every implementation installed
+    python benchmarks/bench_bf16.py --parts products --threads 1 --rounds 9
+    python benchmarks/bench_bf16.py --parts steps --cells lstm --rounds 8 --block 3
+    python benchmarks/bench_bf16.py --parts convergence --runs runs/bf16 --figure docs/bf16_convergence.png
+    python benchmarks/bench_bf16.py --parts convergence --runs runs/bf16 --cells rnn gru --seeds 0
 
-oneDNN comes from the pip package ``onednn`` (``pip install onednn==2026.1.0``: libdnnl and its TBB runtime, called
-here through its C API with ctypes; nothing in captionkit uses it), torch when installed
-(``pip install torch==2.13.0``). Each implementation runs in its own worker process; the driver asks them in turn,
-shape by shape, in rotating order, ``--rounds`` rounds of ``--block`` calls each, so that load from elsewhere falls
-on all alike. A figure is the median over all calls; a ratio the median over rounds of the ratio of the two round
-medians.
+A header names the CPU, the instruction sets it runs (captionkit.cpu), the kernels' BLAS and the chip's bf16 and
+float32 peak, measured (below).
+
+``products``: matrix products, captionkit's vdpbf16ps kernel against oneDNN's bf16 matmul (what PyTorch calls),
+torch's bf16 matmul, and the float32 products captionkit runs in float32, on the skinny shapes of a step, at each
+of ``--threads``.
+
+``steps``: what users run, at the seed sizes (T=16, D=512, W=256, H=512, V=1004), on ``--step-threads`` threads
+(default 2), for each of ``--cells``: a train step at each N of ``--batches`` (default 50 and 200; loss,
+gradients and Adam, as benchmarks/_steps.py builds it for captionkit and PyTorch) and greedy decoding of 50
+captions x 30 steps. Four implementations, each in its own worker process (benchmarks/_harness.py), timed in
+interleaved rounds: captionkit ``precision="fp32"`` and ``precision="bf16"`` (the compiled backend), PyTorch's
+nn.Embedding + nn.Linear + nn.RNN/LSTM/GRU + nn.Linear in float32 and inside
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (forward and loss; backward and Adam after it, as PyTorch's recipe
+has it), when torch is installed (``pip install torch==2.13.0``). A speed-up is the median over rounds of the ratio
+of the two per-round medians, so both sides of it saw the same load. GFLOP/s and the share of the bf16 peak count
+the matrix products of the step (benchmarks/bench_cells.py's count), every one of which runs on bfloat16 inputs
+under ``precision="bf16"``, against the measured per-core peak times the threads. The issue's targets, on a CPU with
+AMX: train steps at least 1.3x torch.autocast, greedy at least 1.5x; without AMX the table is reported.
+
+``convergence``: ``captionkit train --cell CELL --precision P --seed S`` (the default run otherwise: the built-in
+dataset, its sizes, epochs and validation) for each of ``--cells`` (default lstm), fp32 and bf16, each of ``--seeds``
+(default 0 1 2), ``--jobs`` runs at a time, into ``--runs`` (a finished run found there is reused, an interrupted one
+resumed). Printed: each run's last validation (CIDEr-D, the run's own evaluation, and validation loss) at equal
+iterations, the median over seeds per precision and bf16's relative gap (the issue's target: bf16 within 2% of
+fp32); drawn: the runs' loss and CIDEr-D curves (``captionkit compare``'s plot) into ``--figure``.
+
+The products part in detail. oneDNN comes from the pip package ``onednn`` (``pip install onednn==2026.1.0``:
+libdnnl and its TBB runtime, called here through its C API with ctypes; nothing in captionkit uses it), torch when
+installed (``pip install torch==2.13.0``). Each implementation runs in its own worker process; the driver asks
+them in turn, shape by shape, in rotating order, ``--rounds`` rounds of ``--block`` calls each, so that load from
+elsewhere falls on all alike. A figure is the median over all calls; a ratio the median over rounds of the ratio of
+the two round medians.
 
 What is timed, per call, C (m, n) = A (m, k) @ B (k, n):
 - ``sgemm OpenBLAS``: float32, ``kernels.affine_forward`` on the kernels' OpenBLAS (a zero bias added).
@@ -37,8 +66,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import serve, time_interleaved, torch_installed, worker_env  # noqa: E402
+from _steps import (MAX_LENGTH, TORCH_MODULES, D, H, T, V, W, captionkit_model, captionkit_train_step,  # noqa: E402
+                    make_batch, torch_greedy, torch_model, torch_train_step)
+from bench_cells import flops, ratio  # noqa: E402
+
+PARTS = ("products", "steps", "convergence")
 
 # name: (m, n, k); the step products are a time step's h Wh of each cell at H = 512 (4H for lstm, 3H for gru)
 SHAPES = {
@@ -214,10 +252,10 @@ def torch_calls(threads):
     return calls, {"version": f"torch {torch.__version__}"}
 
 
-# ---------------------------------------------------------------------- worker and driver
+# ---------------------------------------------------------------------- products: worker and driver
 
 
-def worker(name, threads):
+def product_worker(name, threads):
     """Answer ``shape count`` lines with the times of ``count`` calls; first a line with what it runs."""
     hello = {}
     if name == "bf16 oneDNN":
@@ -296,13 +334,8 @@ def available_implementations():
         names.append("bf16 oneDNN")
     else:
         print("oneDNN: not installed (pip install onednn==2026.1.0); its column is left out", file=sys.stderr)
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is not None:
-            names.append("bf16 torch")
-    except ImportError:
-        pass
+    if torch_installed():
+        names.append("bf16 torch")
     return names
 
 
@@ -342,7 +375,7 @@ def measure(threads, rounds, block):
 def report(threads, records, peak):
     names = [n for n in IMPLEMENTATIONS if n in records and n != "pack"]
     products = [n for n in names if n.startswith("bf16")]
-    print(f"\n### {threads} thread{'s' if threads > 1 else ''}\n")
+    print(f"\n### products, {threads} thread{'s' if threads > 1 else ''}\n")
     ratios = [("bf16 captionkit", other) for other in ("bf16 oneDNN", "bf16 torch", "sgemm OpenBLAS")
               if other in records]
     header = ["product (m x n x k)"] + [f"{n} GFLOP/s" for n in names] + ["pack (ms)"]
@@ -371,32 +404,255 @@ def report(threads, records, peak):
               f"|A||B|: {worst:.1e}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
-    parser.add_argument("--block", type=int, default=5, help="timed calls per turn (default 5)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.threads[0])
-        return
+def products(args, peak):
+    for threads in args.threads:
+        report(threads, measure(threads, args.rounds, args.block), peak)
+
+
+# ---------------------------------------------------------------------- steps: train steps and greedy decoding
+
+STEP_IMPLEMENTATIONS = ("captionkit fp32", "captionkit bf16", "torch fp32", "torch autocast")
+GREEDY_CAPTIONS = 50
+
+
+def step_runner(implementation, cell_type, task, N, threads):
+    """The timed call of one implementation: a train step on a batch of N, or greedy decoding of N captions."""
+    features, captions = make_batch(N, np.random.RandomState(0))
+    if implementation.startswith("torch"):
+        modules, initial = torch_model(cell_type, threads)
+        autocast = implementation == "torch autocast"
+        if task == "greedy":
+            return torch_greedy(modules, initial, features, autocast=autocast)
+        return torch_train_step(modules, initial, features, captions, autocast=autocast)
+    model = captionkit_model(cell_type, "cython", precision=implementation.split()[-1])
+    if task == "greedy":
+        return lambda: model.sample(features, max_length=MAX_LENGTH)
+    return captionkit_train_step(model, features, captions)
+
+
+def step_worker(implementation, cell_type, task, N, threads, warmup):
+    serve(step_runner(implementation, cell_type, task, N, threads), warmup)
+
+
+def steps(args, peak):
+    """Print the steps table: per cell and task, each implementation's median time, captionkit bf16's speed-ups
+    over torch.autocast and over captionkit fp32, and the share of the bf16 peak."""
+    implementations = [i for i in STEP_IMPLEMENTATIONS if not i.startswith("torch") or torch_installed()]
+    with_torch = "torch autocast" in implementations
+    threads = args.step_threads
+    print(f"\n### steps, {threads} thread{'s' if threads > 1 else ''}\n")
+    print(f"T={T} D={D} W={W} H={H} V={V}, float32 parameters; median of {args.rounds} rounds x {args.block} "
+          f"iterations after {args.warmup} warm-up, interleaved")
+    if with_torch:
+        import torch
+
+        print(f"torch {torch.__version__}: nn.Embedding + nn.Linear + nn.RNN/LSTM/GRU + nn.Linear, torch.optim.Adam; "
+              'autocast: torch.autocast("cpu", dtype=torch.bfloat16) around the forward and the loss')
+    else:
+        print("torch is not installed: its columns are left out (pip install torch==2.13.0)")
+    print()
+    header = ["cell", "task (GFLOP)"] + [f"{impl} ms" for impl in implementations]
+    header += ["captionkit bf16 speed-up over fp32"]
+    if with_torch:
+        header += ["captionkit bf16 speed-up over autocast"]
+    header += ["captionkit bf16 GFLOP/s"]
+    if peak:
+        header += ["captionkit bf16 % of bf16 peak"] + (["autocast % of bf16 peak"] if with_torch else [])
+    print("| " + " | ".join(header) + " |")
+    print("|---|---|" + "---:|" * (len(header) - 2))
+    tasks = [("train", N) for N in args.batches] + [("greedy", GREEDY_CAPTIONS)]
+    for cell_type in args.cells:
+        for task, N in tasks:
+            commands = {impl: [sys.executable, os.path.abspath(__file__), "--worker", impl, "--cell", cell_type,
+                               "--task", task, "--n", str(N), "--threads", str(threads), "--warmup", str(args.warmup)]
+                        for impl in implementations}
+            records = time_interleaved(commands, worker_env(threads), args.rounds, args.block, args.pause)
+            work = flops(cell_type, task, N)
+            median = {impl: float(np.median(records[impl]["times"])) for impl in implementations}
+            label = f"train N={N}" if task == "train" else f"greedy {N} x {MAX_LENGTH}"
+            row = [cell_type, f"{label} ({work / 1e9:.2f})"] + [f"{median[impl] * 1e3:.1f}" for impl in implementations]
+            row.append(ratio(records, "captionkit fp32", "captionkit bf16"))
+            if with_torch:
+                row.append(ratio(records, "torch autocast", "captionkit bf16"))
+            row.append(f"{work / median['captionkit bf16'] / 1e9:.0f}")
+            if peak:
+                row.append(f"{100 * work / median['captionkit bf16'] / 1e9 / (peak * threads):.0f}")
+                if with_torch:
+                    row.append(f"{100 * work / median['torch autocast'] / 1e9 / (peak * threads):.0f}")
+            print("| " + " | ".join(row) + " |", flush=True)
+
+
+# ---------------------------------------------------------------------- convergence: the default training run
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _finished(run_dir):
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return False
+    record = json.loads(summary.read_text())
+    return record.get("iteration") is not None and record.get("iteration") == record.get("num_iterations")
+
+
+def train_runs(args):
+    """Train (or reuse, or resume) every planned run, ``args.jobs`` at a time -> [run directory], in the order
+    cell, precision, seed."""
+    command = shutil.which("captionkit", path=os.path.dirname(sys.executable))
+    if command is None:
+        sys.exit(f"no captionkit command beside {sys.executable}: install captionkit into this environment "
+                 "(pip install -e .)")
+    root = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="bench-bf16-"))
+    root.mkdir(parents=True, exist_ok=True)
+    planned = [root / f"{cell}-{precision}-seed{seed}" for cell in args.cells for precision in PRECISIONS
+               for seed in args.seeds]
+    queue = []
+    for run_dir in planned:
+        cell, precision, seed = run_dir.name.split("-")
+        if _finished(run_dir):
+            print(f"{run_dir}: finished, reused", file=sys.stderr)
+            continue
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("ckpt-*.npz")):
+            queue.append((run_dir, [command, "train", "--resume", str(run_dir), "--quiet"]))
+            continue
+        argv = [command, "train", "--cell", cell, "--precision", precision, "--seed", seed[len("seed"):],
+                "--out", str(run_dir), "--quiet"]
+        queue.append((run_dir, argv + (["--epochs", str(args.epochs)] if args.epochs else [])))
+    # Runs at once share the cores: each gets its part, so that none waits on another's threads.
+    env = dict(os.environ, CAPTIONKIT_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    running = []
+    while queue or running:
+        while queue and len(running) < args.jobs:
+            run_dir, argv = queue.pop(0)
+            log = open(root / f"{run_dir.name}.log", "w")
+            print(f"{run_dir}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+            running.append((run_dir, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        time.sleep(1)
+        for job in [job for job in running if job[1].poll() is not None]:
+            run_dir, proc, log = job
+            log.close()
+            running.remove(job)
+            if proc.returncode != 0:
+                for _, other, _ in running:
+                    other.terminate()  # they save a checkpoint and stop: a rerun resumes them
+                sys.exit(f"{run_dir}: captionkit train failed with exit status {proc.returncode}; see {log.name}")
+    return planned
+
+
+def convergence(args):
+    """Print each run's last validation and the medians per precision; draw the runs' curves."""
+    from captionkit.comparison import read_runs
+    from captionkit.plotting import plot_comparison
+
+    runs = train_runs(args)
+    reports = read_runs(runs)
+    for report in reports:
+        planned = (report.path.name.split("-")[0], report.path.name.split("-")[1])
+        if (report.config.get("cell"), report.config.get("precision")) != planned:
+            sys.exit(f"{report.path}: a run of cell {report.config.get('cell')!r}, precision "
+                     f"{report.config.get('precision')!r}, not the {planned[0]} {planned[1]} run its name promises")
+    print(f"\n### convergence: captionkit train --cell CELL --precision P --seed S"
+          f"{f' --epochs {args.epochs}' if args.epochs else ''}, the default run otherwise\n")
+    print("The last validation of each run (CIDEr-D on the COCO toolkit's scale, greedy captions; loss per caption), "
+          "at equal iterations:")
+    print()
+    print("| cell | seed | iterations | fp32 CIDEr-D | bf16 CIDEr-D | bf16 / fp32 - 1 | fp32 val loss | "
+          "bf16 val loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    final = {run.name: report.final() for run, report in zip(runs, reports)}
+    for cell in args.cells:
+        for seed in args.seeds:
+            fp32, bf16 = (final[f"{cell}-{precision}-seed{seed}"] for precision in PRECISIONS)
+            iterations = {report.summary.get("iteration") for report in reports
+                          if report.path.name in (f"{cell}-fp32-seed{seed}", f"{cell}-bf16-seed{seed}")}
+            print(f"| {cell} | {seed} | {'/'.join(map(str, sorted(iterations)))} | {fp32['CIDEr-D']:.3f} | "
+                  f"{bf16['CIDEr-D']:.3f} | {bf16['CIDEr-D'] / fp32['CIDEr-D'] - 1:+.1%} | {fp32['loss']:.3f} | "
+                  f"{bf16['loss']:.3f} |")
+    print()
+    print(f"| cell | seeds | fp32 median CIDEr-D | bf16 median CIDEr-D | gap (bf16 / fp32 - 1) | bf16 within 2% |")
+    print("|---|---|---:|---:|---:|---|")
+    for cell in args.cells:
+        medians = {precision: float(np.median([final[f"{cell}-{precision}-seed{seed}"]["CIDEr-D"]
+                                               for seed in args.seeds])) for precision in PRECISIONS}
+        gap = medians["bf16"] / medians["fp32"] - 1
+        print(f"| {cell} | {' '.join(map(str, args.seeds))} | {medians['fp32']:.3f} | {medians['bf16']:.3f} | "
+              f"{gap:+.1%} | {'yes' if gap >= -0.02 else 'no'} |")
+    figure = Path(args.figure) if args.figure else runs[0].parent / "convergence.png"
+    plot_comparison(reports, "CIDEr-D", figure)
+    print(f"\ncurves: {figure}; runs: {runs[0].parent}")
+
+
+# ---------------------------------------------------------------------- the header and the driver
+
+
+def header(args):
+    """Print what this CPU runs and its measured peak -> the bf16 peak of one core in GFLOP/s (None without cc)."""
     from captionkit import kernels
     from captionkit.cpu import cpu_features
 
+    features = cpu_features()
+    print(f"{features.name}: {features.describe()}; {os.cpu_count()} cores; kernels' BLAS: {kernels.blas()}")
+    if not {"products", "steps"} & set(args.parts):
+        return None
+    peak = peak_per_core()
+    if peak is None:
+        print("no C compiler (cc): the peak is not measured, and the shares of it are left out")
+        return None
+    print(f"peak, one core, measured: {peak[0] / 1e9:.2f} vdpbf16ps per ns x 64 flops = {peak[0] * 64 / 1e9:.0f} "
+          f"GFLOP/s bf16; {peak[1] / 1e9:.2f} float32 FMAs (512-bit) per ns x 32 = {peak[1] * 32 / 1e9:.0f} "
+          "GFLOP/s float32")
+    return peak[0] * 64 / 1e9
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=["products"],
+                        help="what to measure (default: products)")
+    timing = parser.add_argument_group("products and steps")
+    timing.add_argument("--rounds", type=int, default=5, help="rounds of turns (default 5)")
+    timing.add_argument("--block", type=int, default=5, help="timed calls per turn (default 5)")
+    timing.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="products: thread counts (default 1 2)")
+    timing.add_argument("--step-threads", type=int, default=2,
+                        help="steps: threads of every implementation (default 2)")
+    timing.add_argument("--batches", type=int, nargs="+", default=[50, 200],
+                        help="steps: N of the train steps (default 50 200)")
+    timing.add_argument("--warmup", type=int, default=2,
+                        help="steps: untimed iterations at a worker's start (default 2)")
+    timing.add_argument("--pause", type=float, default=0.3,
+                        help="steps: seconds between turns, for threads to settle (default 0.3)")
+    parser.add_argument("--cells", nargs="+", help="steps: rnn lstm gru (default); convergence: lstm (default)")
+    trained = parser.add_argument_group("convergence")
+    trained.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                         help="seeds of each precision (default 0 1 2)")
+    trained.add_argument("--runs", metavar="DIR", help="where the runs go, or are found from an earlier call "
+                                                       "(default: a new temporary directory)")
+    trained.add_argument("--jobs", type=int, default=1, help="runs at a time, sharing the cores (default 1)")
+    trained.add_argument("--epochs", type=int, help="epochs of every run (default: the default run's)")
+    trained.add_argument("--figure", metavar="PNG", help="the curves' picture (default: convergence.png in --runs)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    parser.add_argument("--task", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker in STEP_IMPLEMENTATIONS:
+        step_worker(args.worker, args.cell, args.task, args.n, args.threads[0], args.warmup)
+        return
+    if args.worker:
+        product_worker(args.worker, args.threads[0])
+        return
+    from captionkit import kernels
+
     if not kernels.bf16_available():
         sys.exit("this CPU lacks AVX512-BF16: there is no bf16 kernel to measure (`captionkit info`)")
-    features = cpu_features()
-    peak = peak_per_core()
-    print(f"{features.name}: {features.describe()}; {os.cpu_count()} cores; kernels' BLAS: {kernels.blas()}")
-    peak_flops = None
-    if peak:
-        peak_flops = peak[0] * 64 / 1e9
-        print(f"peak, one core, measured: {peak[0] / 1e9:.2f} vdpbf16ps per ns x 64 flops = {peak_flops:.0f} "
-              f"GFLOP/s bf16; {peak[1] / 1e9:.2f} float32 FMAs (512-bit) per ns x 32 = {peak[1] * 32 / 1e9:.0f} "
-              "GFLOP/s float32")
-    for threads in args.threads:
-        report(threads, measure(threads, args.rounds, args.block), peak_flops)
+    peak = header(args)
+    if "products" in args.parts:
+        products(args, peak)
+    if "steps" in args.parts:
+        args.cells = args.cells or list(TORCH_MODULES)[:3]
+        steps(args, peak)
+    if "convergence" in args.parts:
+        args.cells = args.cells or ["lstm"]
+        convergence(args)
 
 
 if __name__ == "__main__":
