@@ -18,7 +18,8 @@ Tasks, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32)
 
 "compiled" is the model on the ``cython`` backend, "numpy" on the ``numpy`` backend. "compiled-blas" (asked for with
 --implementations) is the compiled backend with every product on the bound BLAS instead of the packed panels
-(``_blas.use_panel(False, False)``): the path of a CPU without AVX-512, or OpenBLAS on its own kernels throughout. A gated cell runs on the
+(``_blas.use_panel(False, False)``): the path of a CPU without AVX-512, or OpenBLAS on its own kernels throughout.
+A gated cell runs on the
 recurrence engine: with its compiled pointwise part (rnn, lstm, gru) or its numpy one called back by the compiled
 engine (gru_numpy: the test suite's GRU without its compiled part, installed from tests/plugins). ``mgu`` (also from
 tests/plugins) does not fit the engine and runs its own numpy code inside the compiled model's shards.

@@ -74,7 +74,8 @@ def main():
                         help="--precision of the runs; several alternate run by run (default fp32)")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="captionkit-bench-runs-"))
-    print("| cell | precision | wall s | iterations | median ms | p99 ms | max ms | iterations above 3x the median | max after "
+    print("| cell | precision | wall s | iterations | median ms | p99 ms | max ms | iterations above 3x the median | "
+          "max after "
           "validation or checkpoint, ms | val BLEU-4 | val CIDEr-D |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell in args.cells:

@@ -43,10 +43,10 @@ def load_model(run_or_checkpoint, backend=None, checkpoint=None, precision=None)
 
     Returns ``(model, info)``: the :class:`CaptioningRNN` and a dict with ``checkpoint`` (the file read),
     ``run_dir`` (the run it belongs to, or None), ``model`` (cell_type, input_dim, wordvec_dim, hidden_dim,
-    dtype), ``precision`` (the model's), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset directory, None for the
-    built-in one; ``pca``), ``epoch``, ``iteration`` and ``run_state`` (the run's bookkeeping when the checkpoint
-    was saved: ``monitor``, ``best``, ``best_iteration``, ...; empty for a model-only checkpoint). Raises
-    :class:`CheckpointError`.
+    dtype), ``precision`` (the model's), ``idx_to_word``, ``config`` (the training options: ``data`` is the dataset
+    directory, None for the built-in one; ``pca``), ``epoch``, ``iteration`` and ``run_state`` (the run's
+    bookkeeping when the checkpoint was saved: ``monitor``, ``best``, ``best_iteration``, ...; empty for a
+    model-only checkpoint). Raises :class:`CheckpointError`.
     """
     path = resolve_checkpoint(run_or_checkpoint, checkpoint)
     try:

@@ -69,9 +69,10 @@ class CaptioningRNN:
     stochastic penalty times ``attention_penalty`` (:mod:`captionkit.attention.penalty`). docs/attention.md.
 
     ``precision`` is how the matrix products run (:data:`captionkit.precision.PRECISIONS`): ``"fp32"`` in the
-    model's dtype; ``"bf16"`` (float32 models whose cell is a GatedCell, and whose attention, if any, the engine runs: "soft") with both inputs of every
-    product rounded to bfloat16 and float32 sums, torch.autocast's mixed precision, while the parameters, their
-    updates, the cell's pointwise arithmetic, softmax and the loss stay float32. On the compiled backend bf16 needs
+    model's dtype; ``"bf16"`` (float32 models whose cell is a GatedCell, and whose attention, if any, the engine
+    runs: "soft") with both inputs of every product rounded to bfloat16 and float32 sums, torch.autocast's mixed
+    precision, while the parameters, their updates, the cell's pointwise arithmetic, softmax and the loss stay
+    float32. On the compiled backend bf16 needs
     a CPU with AVX512-BF16; the numpy backend emulates it anywhere. docs/precision.md.
     """
 

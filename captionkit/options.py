@@ -133,8 +133,8 @@ OPTIONS = (
     Option("precision", "choice", "fp32", "How matrix products run: 'fp32' in --dtype; 'bf16' with both inputs "
            "rounded to bfloat16 and float32 sums, like torch.autocast (parameters, Adam, the cell's gates, softmax "
            "and loss stay float32). bf16 needs --dtype float32, a cell of the engine (rnn, lstm, gru) and, with "
-           "--attention, 'soft'; compiled, a CPU with AVX512-BF16 (`captionkit info` says), else --backend numpy emulates "
-           "it, slower. docs/precision.md.", choices=PRECISIONS),
+           "--attention, 'soft'; compiled, a CPU with AVX512-BF16 (`captionkit info` says), else --backend numpy "
+           "emulates it, slower. docs/precision.md.", choices=PRECISIONS),
     Option("backend", "choice", "auto", "'cython': compiled kernels; 'numpy': the reference; 'auto': compiled when "
            "built.", choices=tuple(BACKENDS), resumable=True),
     Option("eval_every", "int", None, "Validate every N iterations (0: only at the end). Default: once per epoch.",

@@ -75,7 +75,8 @@ class ProgressDisplay:
         initialised = f", starting from the weights of {config['init_from']}" if config.get("init_from") else ""
         products = "" if config.get("precision", "fp32") == "fp32" else f", products at {config['precision']}"
         self._line(f"Training the {config['cell']} cell (hidden {config['hidden_dim']}, word vectors "
-                   f"{config['wordvec_dim']}{products}) for {event['num_iterations']} iterations ({event['iterations_per_epoch']} "
+                   f"{config['wordvec_dim']}{products}) for {event['num_iterations']} iterations "
+                   f"({event['iterations_per_epoch']} "
                    f"per epoch){resumed}{initialised}.")
         self._line(f"Run directory: {event['run_dir']}")
 

@@ -13,9 +13,9 @@ same four pieces, in the order the reference runs them:
 The regions' keys V Ua are one product per call (per sequence), as in the reference. Every matrix is packed once per
 call when the panel products are on (_panel.h), like the engine's Wh; with ``Weights.bf16`` every product takes its
 inputs rounded to bfloat16 (_mixed.pxd) on matrices rounded once per call, and the row math of _attend.h (the
-scores, the softmax over the regions, the weighted sum, the gate) stays float32. Backward undoes the steps in reverse with the
-products that carry gradient to h_{t-1} (through Wh, Wa and Wbeta) inside the loop, and computes every parameter's
-gradient after it as one large product. A cell's pointwise part runs compiled, or as numpy callbacks with the GIL,
+scores, the softmax over the regions, the weighted sum, the gate) stays float32. Backward undoes the steps in reverse
+with the products that carry gradient to h_{t-1} (through Wh, Wa and Wbeta) inside the loop, and computes every
+parameter's gradient after it as one large product. A cell's pointwise part runs compiled, or as numpy callbacks with the GIL,
 exactly as in _engine.pyx.
 
 Shapes: N rows, T steps, W word-vector size, H hidden size, G gate blocks (GH = G*H), S state arrays, L regions,

@@ -80,8 +80,8 @@ def _refuse_overwriting_inputs(outputs, files):
               help="Caption the pictures that can be read and report the others (truncated, corrupt, not an image) "
                    "on stderr, instead of stopping at the first; --out lists them with their error.")
 @max_picture_pixels_option
-def caption(run, images, checkpoint, precision, beam_size, length_penalty, max_length, out_path, grid_path, html_dir, maps_path,
-            skip_unreadable, max_pixels):
+def caption(run, images, checkpoint, precision, beam_size, length_penalty, max_length, out_path, grid_path, html_dir,
+            maps_path, skip_unreadable, max_pixels):
     """Caption picture files with the model of RUN and print one line per picture: `PATH<TAB>caption`.
 
     RUN is a run directory written by `captionkit train` (its best checkpoint: --checkpoint) or one of its checkpoint

@@ -201,8 +201,8 @@ def sample(run, checkpoint, precision, split, beam_size, length_penalty, max_len
               metavar="N", help="Images (or captions, for perplexity) processed at once; lower it to save memory.")
 @click.option("--json", "json_output", is_flag=True,
               help="Print the results as one JSON object.")
-def evaluate_command(run, checkpoint, precision, split, beam_size, length_penalty, max_length, data_dir, max_images, batch_size,
-                     json_output):
+def evaluate_command(run, checkpoint, precision, split, beam_size, length_penalty, max_length, data_dir, max_images,
+                     batch_size, json_output):
     """Score a trained model on a dataset split: BLEU-1..4, CIDEr-D, ROUGE-L and perplexity.
 
     RUN is a run directory written by `captionkit train` (its best checkpoint is used, or its latest when it has
