@@ -215,6 +215,22 @@ def test_the_step_shapes_and_large_depths_match_the_emulation(m, n, k):
 
 
 @needs_bf16
+@pytest.mark.parametrize("k", [1, 2, 15, 31, 32, 33, 65, 513])
+def test_packing_a_transpose_lays_out_the_plain_packs_bits(k):
+    # The transposed pack rounds 16 rows x 16 pairs at a time and transposes them in registers; the plain pack goes
+    # element by element. On every kind of float (ties, subnormals, NaNs) and at widths either side of its blocks and
+    # of the 32-column panels, the two must store the same bfloat16 patterns, padding included.
+    from captionkit._ext import _bf16
+
+    for n in (1, 15, 16, 17, 31, 33, 48, 100):
+        values = all_kinds_of_floats(k * n + 40, seed=k * 101 + n)
+        b = np.resize(np.random.default_rng(n).permutation(values), (k, n))
+        plain = np.asarray(_bf16.pack(b, False).panels)
+        transposed = np.asarray(_bf16.pack(np.ascontiguousarray(b.T), True).panels)
+        np.testing.assert_array_equal(transposed, plain, err_msg=f"B of shape ({k}, {n})")
+
+
+@needs_bf16
 @pytest.mark.parametrize("m, n, k", [(1, 1, 1), (15, 33, 3), (57, 100, 513), (29, 2048, 64)])
 def test_transposed_operands_give_the_same_bits(m, n, k):
     # Packing a transpose and gathering a transposed A lay out the same rounded pairs, so the sums are the same.
