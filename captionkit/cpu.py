@@ -131,8 +131,10 @@ def product_kernels():
         return None
     step, large = _blas.panel_use()
     features = cpu_features()
+    described = {"amx": "AMX tiles (tdpbf16ps)", "vdpbf16ps": "vdpbf16ps (AVX512-BF16)"}
     if _bf16.available():
-        reason = "vdpbf16ps kernel on packed panels (AVX512-BF16)"
+        others = [described[name] for name in _bf16.kernels() if name != _bf16.kernel()]
+        reason = f"{described[_bf16.kernel()]} on packed panels" + (f"; {others[0]} also runs" if others else "")
     elif not features.avx512_bf16:
         reason = "this CPU (or its OS) lacks AVX512-BF16"
     else:

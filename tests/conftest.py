@@ -90,6 +90,23 @@ def step_products(request):
     _blas.use_panel(*previous)
 
 
+# The bfloat16 product kernels (captionkit/_ext/_bf16.h); a CPU with AMX runs both, so both are tested there.
+BF16_KERNELS = ("amx", "vdpbf16ps")
+
+
+@pytest.fixture(params=BF16_KERNELS)
+def bf16_kernel(request):
+    """Every bfloat16 product of the test on one kernel; the test skips, saying so, where this CPU lacks it."""
+    from captionkit import kernels
+
+    if request.param not in kernels.bf16_kernels():
+        pytest.skip(f"this CPU (or its OS) does not run the {request.param} bfloat16 kernel")
+    previous = kernels.bf16_kernel()
+    kernels.use_bf16_kernel(request.param)
+    yield request.param
+    kernels.use_bf16_kernel(previous)
+
+
 @pytest.fixture
 def threads():
     """Set captionkit.parallel's thread count for one test (call the fixture's value) and restore it after."""

@@ -11,6 +11,10 @@ from libc.stdlib cimport free, malloc
 
 cdef extern from "_bf16.h" nogil:
     bint ck_bf16_available()
+    int CK_BF16_NO_KERNEL, CK_BF16_VDPBF16PS, CK_BF16_AMX
+    bint ck_bf16_kernel_available(int kernel)
+    bint ck_bf16_use(int kernel)
+    int ck_bf16_kernel_in_use()
     Py_ssize_t ck_bf16_packed_size(Py_ssize_t k, Py_ssize_t n)
     Py_ssize_t ck_bf16_work_size(Py_ssize_t m, Py_ssize_t k)
     uint16_t ck_bf16_round(float x)
@@ -44,6 +48,31 @@ cdef void bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py
 def available():
     """Whether this CPU, its OS and the build have AVX512-BF16 (vdpbf16ps), which every product here needs."""
     return ck_bf16_available()
+
+
+# The product kernels by name, fastest first: the order in which a process picks its default.
+_KERNELS = {"amx": CK_BF16_AMX, "vdpbf16ps": CK_BF16_VDPBF16PS}
+
+
+def kernels():
+    """The names of the product kernels this CPU runs, the default (fastest) first: "amx" (AMX tiles, tdpbf16ps)
+    and "vdpbf16ps" (AVX512-BF16)."""
+    return tuple(name for name, kernel in _KERNELS.items() if ck_bf16_kernel_available(kernel))
+
+
+def kernel():
+    """The name of the kernel every bfloat16 product of this process runs, or None when this CPU runs none."""
+    cdef int chosen = ck_bf16_kernel_in_use()
+    return next((name for name, kernel in _KERNELS.items() if kernel == chosen), None)
+
+
+def use(str name):
+    """Run every bfloat16 product of this process on the kernel ``name`` from now on (not while products run)."""
+    if name not in _KERNELS:
+        raise ValueError(f"unknown bfloat16 kernel {name!r}: choose from {', '.join(_KERNELS)}")
+    if not ck_bf16_use(_KERNELS[name]):
+        raise RuntimeError(f"the bfloat16 kernel {name!r} does not run on this CPU (or its OS): "
+                           f"it runs {', '.join(kernels()) or 'none'}")
 
 
 def _require():

@@ -51,7 +51,8 @@ from captionkit.kernels._attention import (
     soft_attended_step,
     soft_attention_keys,
 )
-from captionkit.kernels._bf16 import bf16_available, bf16_matmul, bf16_pack
+from captionkit.kernels._bf16 import (bf16_available, bf16_kernel, bf16_kernels, bf16_matmul, bf16_pack,
+                                     use_bf16_kernel)
 from captionkit.kernels._built import blas, blas_threads, is_available
 from captionkit.kernels._layers import (
     affine_backward,
@@ -94,6 +95,8 @@ __all__ = [
     "affine_log_softmax_topk",
     "affine_sample",
     "bf16_available",
+    "bf16_kernel",
+    "bf16_kernels",
     "bf16_matmul",
     "bf16_pack",
     "blas",
@@ -116,6 +119,7 @@ __all__ = [
     "tanh",
     "temporal_softmax_affine_loss",
     "temporal_softmax_affine_nll",
+    "use_bf16_kernel",
     "word_embedding_backward",
     "word_embedding_forward",
 ]

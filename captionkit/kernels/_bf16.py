@@ -1,11 +1,13 @@
-"""bfloat16 matrix products on AVX512-BF16: both inputs rounded to bfloat16 (round to nearest even, as
+"""bfloat16 matrix products on AVX512-BF16 or AMX: both inputs rounded to bfloat16 (round to nearest even, as
 :func:`captionkit.precision.round_to_bf16`), products and sums in float32, which is torch.autocast's product.
 
-The product runs on vdpbf16ps in captionkit's packed-panel layout (``_ext/_bf16.h``); :func:`bf16_pack` rounds and
+The product runs in captionkit's packed-panel layout (``_ext/_bf16.h``) on one of two kernels, the same for every
+product of the process: AMX tiles (``tdpbf16ps``) where the CPU has AMX-BF16, else ``vdpbf16ps`` (AVX512-BF16);
+:func:`bf16_kernels` lists what this CPU runs and :func:`use_bf16_kernel` switches. :func:`bf16_pack` rounds and
 packs the right-hand matrix once, so a matrix used by many products (a weight, between two updates) is rounded
-once. vdpbf16ps treats inputs below 2**-126 in magnitude as zero and flushes such results to zero. On a CPU without
-AVX512-BF16 every function but :func:`bf16_available` raises RuntimeError saying so; the numpy emulation of the same
-product is :func:`captionkit.precision.bf16_matmul_reference`.
+once. Both instructions treat inputs below 2**-126 in magnitude as zero and flush such results to zero. On a CPU
+without AVX512-BF16 every function but :func:`bf16_available` and :func:`bf16_kernels` raises RuntimeError saying
+so; the numpy emulation of the same product is :func:`captionkit.precision.bf16_matmul_reference`.
 """
 import numpy as np
 
@@ -16,12 +18,31 @@ from captionkit.precision import check_precision
 if is_available():  # else every kernel stops at _require_built()
     from captionkit._ext import _bf16
 
-__all__ = ["bf16_available", "bf16_matmul", "bf16_pack"]
+__all__ = ["bf16_available", "bf16_kernel", "bf16_kernels", "bf16_matmul", "bf16_pack", "use_bf16_kernel"]
 
 
 def bf16_available():
     """True when the compiled kernels are built and this CPU (and its OS) run AVX512-BF16."""
     return is_available() and _bf16.available()
+
+
+def bf16_kernels():
+    """The bfloat16 product kernels this CPU runs, the default first: ``"amx"`` (AMX-BF16 tiles) and
+    ``"vdpbf16ps"`` (AVX512-BF16); empty where it runs neither."""
+    return _bf16.kernels() if is_available() else ()
+
+
+def bf16_kernel():
+    """The kernel every bfloat16 product of this process runs (see :func:`bf16_kernels`), or None."""
+    return _bf16.kernel() if is_available() else None
+
+
+def use_bf16_kernel(name):
+    """Run every bfloat16 product of this process on the kernel ``name`` (one of :func:`bf16_kernels`) from now
+    on, to compare the two on a CPU with AMX; not while products run. ValueError for a name that is no kernel,
+    RuntimeError for one this CPU does not run."""
+    _require_built()
+    _bf16.use(name)
 
 
 def _require_bf16():

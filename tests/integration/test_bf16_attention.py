@@ -20,8 +20,9 @@ from captionkit.attention import AttendedCell, SoftAttention
 from captionkit.cells import get_cell
 from captionkit.cells.base import CellSizes
 
-pytestmark = pytest.mark.skipif(not kernels.bf16_available(),
-                                reason="this CPU (or its OS, or the build) lacks AVX512-BF16 (vdpbf16ps)")
+pytestmark = [pytest.mark.skipif(not kernels.bf16_available(),
+                                 reason="this CPU (or its OS, or the build) lacks AVX512-BF16 (vdpbf16ps)"),
+              pytest.mark.usefixtures("bf16_kernel")]  # on every kernel this CPU runs (conftest.py)
 
 TOLERANCE = 2.0**-8 / 10
 CELLS = ["rnn", "lstm", "gru", "gru_numpy"]

@@ -41,6 +41,7 @@ pytestmark = [
     pytest.mark.skipif(kernels.is_available() and not kernels.bf16_available(),
                        reason="this CPU has no AVX512-BF16 (vdpbf16ps), so there is no compiled bf16 to test; "
                               "`captionkit info` lists what it offers"),
+    pytest.mark.usefixtures("bf16_kernel"),  # on every bfloat16 kernel this CPU runs (conftest.py)
 ]
 
 BOUND = 1e-3  # compiled bf16 against emulated bf16, norm-wise relative (the docstring's derivation)

@@ -22,6 +22,8 @@ from captionkit import kernels, precision
 
 needs_bf16 = pytest.mark.skipif(not kernels.bf16_available(),
                                 reason="this CPU (or its OS, or the build) lacks AVX512-BF16 (vdpbf16ps)")
+# A product test runs on every kernel this CPU has (AMX tiles and vdpbf16ps; conftest's bf16_kernel skips the rest).
+on_each_kernel = pytest.mark.usefixtures("bf16_kernel")
 U = 2.0**-24
 
 
@@ -141,7 +143,7 @@ def test_the_kernels_rounding_is_the_same_on_every_kind_of_float():
     check_rounding(x, _bf16.round_bits(x))
 
 
-@needs_bf16
+@on_each_kernel
 def test_a_product_with_the_identity_returns_the_rounded_inputs():
     rng = np.random.default_rng(3)
     a = (rng.standard_normal((37, 45)) * 2.0 ** rng.integers(-100, 100, (37, 45))).astype(np.float32)
@@ -149,7 +151,7 @@ def test_a_product_with_the_identity_returns_the_rounded_inputs():
     np.testing.assert_array_equal(kernels.bf16_matmul(a, np.eye(45, dtype=np.float32)), precision.round_to_bf16(a))
 
 
-@needs_bf16
+@on_each_kernel
 def test_infinities_and_nans_go_through_a_product():
     b = np.array([[2.0, 0.0]], np.float32)
     c = kernels.bf16_matmul(np.array([[np.inf], [-np.inf], [np.nan]], np.float32), b)
@@ -159,15 +161,16 @@ def test_infinities_and_nans_go_through_a_product():
     assert kernels.bf16_matmul(largest, np.ones((1, 1), np.float32))[0, 0] == np.inf
 
 
-@needs_bf16
-def test_subnormal_inputs_count_as_zero_as_on_vdpbf16ps():
-    # precision rounds 2**-130 to a bfloat16 subnormal; vdpbf16ps treats it as zero, as oneDNN and torch see it.
+@on_each_kernel
+def test_subnormal_inputs_count_as_zero_as_on_the_hardware():
+    # precision rounds 2**-130 to a bfloat16 subnormal; vdpbf16ps and tdpbf16ps treat it as zero, as oneDNN and torch
+    # see it.
     tiny = np.float32(2.0**-130)
     assert precision.round_to_bf16(np.array([tiny]))[0] == tiny
     assert kernels.bf16_matmul(np.array([[tiny, 1.0]], np.float32), np.array([[2.0**10], [0.0]], np.float32)) == 0
 
 
-@needs_bf16
+@on_each_kernel
 def test_sums_are_float32_not_bfloat16():
     # 257 needs 9 significant bits: a bfloat16 accumulator would stop at 256.
     assert kernels.bf16_matmul(np.ones((1, 257), np.float32), np.ones((257, 1), np.float32))[0, 0] == 257.0
@@ -190,12 +193,12 @@ def _check_product(a, b, c):
     assert np.all(np.abs(c - emulated) <= 2 * gamma * scale), f"shape {a.shape} @ {b.shape}: beyond 2 gamma_k"
 
 
-SMALL_ROWS = [1, 2, 13, 14, 15, 28, 56, 57, 113]
+SMALL_ROWS = [1, 2, 13, 14, 15, 16, 17, 28, 32, 33, 56, 57, 113]  # both kernels' row blocks and their edges
 SMALL_COLUMNS = [1, 16, 31, 32, 33, 65]
 SMALL_DEPTHS = [1, 2, 3, 31, 64, 255]
 
 
-@needs_bf16
+@on_each_kernel
 @pytest.mark.parametrize("m", SMALL_ROWS)
 def test_products_of_odd_sizes_match_the_emulation(m):
     rng = np.random.default_rng(m)
@@ -205,7 +208,7 @@ def test_products_of_odd_sizes_match_the_emulation(m):
             _check_product(a, b, kernels.bf16_matmul(a, b))
 
 
-@needs_bf16
+@on_each_kernel
 @pytest.mark.parametrize("m, n, k", [(50, 2048, 512), (50, 512, 2048), (200, 1004, 512), (3, 40, 8191),
                                      (57, 33, 4097), (1, 1, 20000)])
 def test_the_step_shapes_and_large_depths_match_the_emulation(m, n, k):
@@ -214,7 +217,7 @@ def test_the_step_shapes_and_large_depths_match_the_emulation(m, n, k):
     _check_product(a, b, kernels.bf16_matmul(a, b))
 
 
-@needs_bf16
+@on_each_kernel
 @pytest.mark.parametrize("k", [1, 2, 15, 31, 32, 33, 65, 513])
 def test_packing_a_transpose_lays_out_the_plain_packs_bits(k):
     # The transposed pack rounds 16 rows x 16 pairs at a time and transposes them in registers; the plain pack goes
@@ -230,7 +233,7 @@ def test_packing_a_transpose_lays_out_the_plain_packs_bits(k):
         np.testing.assert_array_equal(transposed, plain, err_msg=f"B of shape ({k}, {n})")
 
 
-@needs_bf16
+@on_each_kernel
 @pytest.mark.parametrize("m, n, k", [(1, 1, 1), (15, 33, 3), (57, 100, 513), (29, 2048, 64)])
 def test_transposed_operands_give_the_same_bits(m, n, k):
     # Packing a transpose and gathering a transposed A lay out the same rounded pairs, so the sums are the same.
@@ -243,7 +246,7 @@ def test_transposed_operands_give_the_same_bits(m, n, k):
     np.testing.assert_array_equal(kernels.bf16_matmul(at, kernels.bf16_pack(bt, trans=True), trans_a=True), plain)
 
 
-@needs_bf16
+@on_each_kernel
 def test_one_packed_matrix_serves_threads_at_once():
     rng = np.random.default_rng(7)
     b = rng.standard_normal((512, 2048), np.float32)
@@ -263,6 +266,25 @@ def test_one_packed_matrix_serves_threads_at_once():
         t.join()
     for mine, theirs in zip(alone, together):
         np.testing.assert_array_equal(mine, theirs)
+
+
+@needs_bf16
+def test_the_kernel_in_use_is_one_this_cpu_runs_and_can_be_switched():
+    available = kernels.bf16_kernels()
+    assert kernels.bf16_kernel() == available[0]  # the default is the fastest: AMX where the CPU has it
+    assert set(available) <= {"amx", "vdpbf16ps"} and "vdpbf16ps" in available
+    a, b = np.ones((3, 5), np.float32), np.ones((5, 2), np.float32)
+    for name in available:
+        kernels.use_bf16_kernel(name)
+        assert kernels.bf16_kernel() == name
+        np.testing.assert_array_equal(kernels.bf16_matmul(a, b), np.full((3, 2), 5.0, np.float32))
+    kernels.use_bf16_kernel(available[0])
+    with pytest.raises(ValueError, match="unknown bfloat16 kernel 'tiles'.*amx, vdpbf16ps"):
+        kernels.use_bf16_kernel("tiles")
+    if "amx" not in available:
+        with pytest.raises(RuntimeError, match="'amx' does not run on this CPU.*it runs vdpbf16ps"):
+            kernels.use_bf16_kernel("amx")
+    assert kernels.bf16_kernel() == available[0]
 
 
 # ---------------------------------------------------------------------- bad input

@@ -13,8 +13,12 @@ import pytest
 from captionkit import kernels
 from captionkit.precision import round_to_bf16
 
-needs_bf16 = pytest.mark.skipif(not kernels.bf16_available(),
-                                reason="this CPU (or its OS, or the build) lacks AVX512-BF16 (vdpbf16ps)")
+
+def needs_bf16(test):
+    """Skipped without AVX512-BF16, else run on every bfloat16 kernel this CPU runs (conftest's bf16_kernel)."""
+    skip = pytest.mark.skipif(not kernels.bf16_available(),
+                              reason="this CPU (or its OS, or the build) lacks AVX512-BF16 (vdpbf16ps)")
+    return skip(pytest.mark.usefixtures("bf16_kernel")(test))
 
 
 def _bound(k):
