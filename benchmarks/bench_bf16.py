@@ -298,6 +298,7 @@ _PEAK_PROBE = r"""
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #ifdef PROBE_AMX
@@ -307,8 +308,10 @@ _PEAK_PROBE = r"""
 #endif
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 /* tdpbf16ps per second into six independent accumulator tiles (a tile product takes 16 cycles to issue and longer
- * to finish); 0 where the CPU or the OS has no AMX-BF16. */
-static double amx_rate(void) {
+ * to finish); 0 where the CPU or the OS has no AMX-BF16. With `stream` bytes > 0, the products of captionkit's AMX
+ * kernel instead: four accumulators fed per step by two tiles of A from a 2 KB buffer (in L1) and two tiles of B
+ * read in order from a buffer of `stream` bytes, as a packed weight streams past a block of rows. */
+static int amx_ready(void) {
 #ifdef PROBE_AMX
     unsigned int a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 22 & 1) || !(d >> 24 & 1)
@@ -318,16 +321,38 @@ static double amx_rate(void) {
     memset(&config, 0, sizeof config);
     config.palette = 1;
     for (int i = 0; i < 8; i++) { config.rows[i] = 16; config.bytes[i] = 64; }
-    _tile_loadconfig(&config);
+    __asm__ volatile("ldtilecfg %0" : : "m"(config)); /* not _tile_loadconfig: GCC 12's reads 8 bytes, see _bf16.h */
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5); _tile_zero(6);
     _tile_zero(7);
-    long n = 2000000; double t = now();
-    for (long it = 0; it < n; it++) {
-        _tile_dpbf16ps(0, 6, 7); _tile_dpbf16ps(1, 6, 7); _tile_dpbf16ps(2, 6, 7);
-        _tile_dpbf16ps(3, 6, 7); _tile_dpbf16ps(4, 6, 7); _tile_dpbf16ps(5, 6, 7);
+    return 1;
+#else
+    return 0;
+#endif
+}
+static double amx_rate(long stream) {
+#ifdef PROBE_AMX
+    double rate, t;
+    if (stream == 0) {
+        long n = 2000000; t = now();
+        for (long it = 0; it < n; it++) {
+            _tile_dpbf16ps(0, 6, 7); _tile_dpbf16ps(1, 6, 7); _tile_dpbf16ps(2, 6, 7);
+            _tile_dpbf16ps(3, 6, 7); _tile_dpbf16ps(4, 6, 7); _tile_dpbf16ps(5, 6, 7);
+        }
+        return n * 6.0 / (now() - t);
     }
-    double rate = n * 6.0 / (now() - t);
-    _tile_release();
+    uint8_t *b = aligned_alloc(64, stream), *a = aligned_alloc(64, 2048);
+    memset(b, 0, stream); memset(a, 0, 2048);
+    long steps = stream / 2048, reps = 400000000 / stream + 2;
+    t = now();
+    for (long r = 0; r < reps; r++)
+        for (long s = 0; s < steps; s++) {
+            const uint8_t *tiles = b + s * 2048;
+            _tile_loadd(6, tiles, 128); _tile_loadd(4, a, 64); _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, tiles + 64, 128); _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + 1024, 64); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
+    rate = reps * steps * 4.0 / (now() - t);
+    free(a); free(b);
     return rate;
 #else
     return 0;
@@ -349,7 +374,11 @@ int main(void) {
     }
     double fma = n * 24.0 / (now() - t); float s = 0;
     for (int i = 0; i < 24; i++) s += _mm512_reduce_add_ps(acc[i]) + _mm512_reduce_add_ps(f[i]);
-    printf("%g %g %g %g\n", bf16, fma, amx_rate(), s);
+    printf("%g %g", bf16, fma);
+    int amx = amx_ready();
+    long streams[] = {0, 32 << 10, 512 << 10, 2 << 20, 8 << 20};
+    for (int i = 0; i < 5; i++) printf(" %g", amx ? amx_rate(streams[i]) : 0.0);
+    printf(" %g\n", s);
     return 0;
 }
 """
@@ -358,9 +387,14 @@ int main(void) {
 FLOPS_PER = {"vdpbf16ps": 64, "fma": 32, "tdpbf16ps": 16 * 16 * 32 * 2}
 
 
+# the tdpbf16ps rates measured with B streaming from buffers of these sizes (the probe's `streams`)
+STREAMS = ("32 KB", "512 KB", "2 MB", "8 MB")
+
+
 def peak_per_core():
-    """{"vdpbf16ps", "fma", "tdpbf16ps"}: instructions per second on one core, best of 3 runs (tdpbf16ps 0 without
-    AMX, or where the compiler cannot target it); None without a C compiler."""
+    """{"vdpbf16ps", "fma", "tdpbf16ps", and "tdpbf16ps B from SIZE" per STREAMS}: instructions per second on one
+    core, best of 3 runs (the tdpbf16ps rates 0 without AMX, or where the compiler cannot target it); None without
+    a C compiler."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
@@ -374,7 +408,8 @@ def peak_per_core():
         core = sorted(os.sched_getaffinity(0))[:1]
         runs = [subprocess.run([binary], capture_output=True, text=True, check=True,
                                preexec_fn=lambda: os.sched_setaffinity(0, core)).stdout.split() for _ in range(3)]
-    return {name: max(float(r[i]) for r in runs) for i, name in enumerate(("vdpbf16ps", "fma", "tdpbf16ps"))}
+    names = ["vdpbf16ps", "fma", "tdpbf16ps"] + [f"tdpbf16ps B from {size}" for size in STREAMS]
+    return {name: max(float(r[i]) for r in runs) for i, name in enumerate(names)}
 
 
 def available_implementations():
@@ -650,13 +685,17 @@ def header(args):
     if rates is None:
         print("no C compiler (cc): the peak is not measured, and the shares of it are left out")
         return None
-    gflops = {name: rates[name] * FLOPS_PER[name] / 1e9 for name in rates}
+    gflops = {name: rates[name] * FLOPS_PER[name] / 1e9 for name in FLOPS_PER}
     described = [f"{rates[name] / 1e9:.3g} {name} per ns x {FLOPS_PER[name]} flops = {gflops[name]:.0f} GFLOP/s"
                  for name in ("tdpbf16ps", "vdpbf16ps", "fma") if rates[name] > 0]
     peak = max(gflops["tdpbf16ps"], gflops["vdpbf16ps"])
     print(f"peak, one core, measured: {'; '.join(described)} (fma: float32, 512 bits); the bf16 peak, "
           f"{peak:.0f} GFLOP/s, is the faster bf16 instruction's; captionkit's bf16 products run on "
           f"{kernels.bf16_kernel()}")
+    if rates["tdpbf16ps"] > 0:  # what the tile products cost once their B tiles come from memory, not registers
+        streamed = ", ".join(f"{size} {1e9 / rates[f'tdpbf16ps B from {size}']:.1f}" for size in STREAMS)
+        print(f"ns per tdpbf16ps in captionkit's 2x2 tile loop, B read from a buffer of: {streamed} (registers "
+              f"only: {1e9 / rates['tdpbf16ps']:.1f})")
     return peak
 
 

@@ -479,7 +479,9 @@ static inline CK_BF16_AMX_TARGET void ck_bf16_amx_configure(const int rows[2], c
             config.bytes_per_row[6 + i] = (uint16_t)(columns[i] * sizeof(uint32_t));
         }
     }
-    _tile_loadconfig(&config);
+    /* ldtilecfg by hand: GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, so stores to the rest of the
+     * configuration may be dropped as dead (the tiles then fault); this operand is the whole 64 bytes. */
+    __asm__ volatile("ldtilecfg %0" : : "m"(config));
 }
 
 /* C (m, n) += op(A) (m, k) @ B on AMX, B packed by ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k) pairs.
