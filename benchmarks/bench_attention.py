@@ -5,6 +5,7 @@ captions truer than the pooled model at equal training time, and whether its map
     python benchmarks/bench_attention.py --cells lstm --batches 50 --rounds 5
     python benchmarks/bench_attention.py --parts truth peaks --data grid4 --seconds 300
     python benchmarks/bench_attention.py --parts peaks --run runs/rnn-soft-20260101-120000
+    python benchmarks/bench_attention.py --parts peaks --run runs/rnn-soft-20260101-120000/checkpoints/ckpt-00000400.npz
 
 Three parts, each runnable alone (``--parts``):
 
@@ -29,6 +30,10 @@ Three parts, each runnable alone (``--parts``):
   does the argmax region of that step's attention hold the shape (``captionkit.synthetic.grid_coverage``)? Printed
   beside the hit rate of a peak placed at random (the mean share of regions holding the shape) and of the best
   placement that ignores the picture (the region shapes cover most often). The issue's target: at least 80%.
+  Then the same by word kind (colour, shape noun, the second word of "plus sign"), by how many regions the named
+  shape covers and by the word's position in the caption, each with the mean attention mass on the shape's regions
+  (beside a uniform map's, the random region's rate), and the shares of misses whose peak is in a region next to
+  (8-neighbourhood) one holding the shape and whose peak holds another shape of the scene.
 """
 import argparse
 import json
@@ -291,26 +296,64 @@ def truth(args, data, scenes):
     return models["attention"]
 
 
+# Rows of the peaks breakdown: (label, which words), by word kind, by how many grid regions the named shape
+# covers (a shape in one region leaves one region to find; a large one many), and by position in the caption.
+BREAKDOWN_ROWS = (
+    ("colour word", lambda w: w["kind"] == "colour"),
+    ("shape noun (its first word)", lambda w: w["kind"] == "shape"),
+    ("second word of a noun (plus sign)", lambda w: w["kind"] == "second"),
+    ("shape covers 1 region", lambda w: w["regions"] == 1),
+    ("shape covers 2-3 regions", lambda w: (w["regions"] >= 2) & (w["regions"] <= 3)),
+    ("shape covers 4+ regions", lambda w: w["regions"] >= 4),
+    ("caption words 1-3", lambda w: w["position"] <= 3),
+    ("caption words 4-6", lambda w: (w["position"] >= 4) & (w["position"] <= 6)),
+    ("caption words 7-9", lambda w: (w["position"] >= 7) & (w["position"] <= 9)),
+    ("caption words 10+", lambda w: w["position"] >= 10),
+)
+
+
 def peaks(model, data, scenes):
-    """Print the share of colour and shape words whose attention peaks on the shape they name."""
+    """Print the share of colour and shape words whose attention peaks on the shape they name, then where the
+    misses are: by word kind, shape size and caption position, whether a missing peak is next to the shape or on
+    another one, and how much of the map's mass lies on the shape."""
     from captionkit.decoding import greedy_attention
     from captionkit.synthetic import grid_coverage, named_object
     from captionkit.synthetic.grammar import SHAPE_WORDS
     from captionkit.synthetic.scenes import COLOURS
     from captionkit.vocabulary import caption_words
 
-    object_words = set(COLOURS) | {word for nouns in SHAPE_WORDS.values() for noun in nouns for word in noun}
+    nouns = [noun for shape_nouns in SHAPE_WORDS.values() for noun in shape_nouns]
+    object_words = set(COLOURS) | {word for noun in nouns for word in noun}
+    second_words = {word for noun in nouns for word in noun[1:]}
     grid = math.isqrt(model.spec.feature_shape[0])
 
     captions, weights = greedy_attention(model, data["val_features"][:len(scenes)], data["val_captions"].shape[1] - 1)
     hits, held, unnamed = [], [], 0
+    words = {"kind": [], "regions": [], "position": [], "adjacent": [], "elsewhere": [], "mass": []}
     for row, row_weights, scene in zip(captions, weights, scenes):
         holds = grid_coverage(scene, grid) > 0
-        for t, word in caption_words(row, model.idx_to_word):
+        # Regions within one step (8-neighbourhood) of a region holding each shape: a peak there but not on the
+        # shape is a near miss, at the grid's resolution, rather than a look elsewhere.
+        padded = np.pad(holds.reshape(-1, grid, grid), ((0, 0), (1, 1), (1, 1)))
+        near = np.zeros_like(padded[:, 1:-1, 1:-1])
+        for dy in range(3):
+            for dx in range(3):
+                near |= padded[:, dy:dy + grid, dx:dx + grid]
+        near = near.reshape(len(holds), -1)
+        for position, (t, word) in enumerate(caption_words(row, model.idx_to_word), start=1):
             k = named_object(word, scene)
             if k is not None:
-                hits.append(holds[k, np.argmax(row_weights[t])])
+                peak = np.argmax(row_weights[t])
+                hits.append(holds[k, peak])
                 held.append(holds[k])
+                words["kind"].append("colour" if word in COLOURS else "second" if word in second_words else "shape")
+                words["regions"].append(holds[k].sum())
+                words["position"].append(position)
+                words["adjacent"].append(near[k, peak] and not holds[k, peak])
+                # A miss whose peak holds another shape of the scene looked at an object, the wrong one (e.g. the
+                # next one to be named), rather than at the background.
+                words["elsewhere"].append(not holds[k, peak] and np.delete(holds[:, peak], k).any())
+                words["mass"].append(row_weights[t][holds[k]].sum())
             elif word in object_words:
                 unnamed += 1
     print(f"peaks: {len(scenes)} validation scenes, {grid}x{grid} grid, greedy captions")
@@ -325,6 +368,19 @@ def peaks(model, data, scenes):
     print(f"| {len(hits)} | {hits.mean():.1%} | {held.mean():.1%} | {held.mean(axis=0).max():.1%} |")
     if unnamed:
         print(f"\n{unnamed} further colour/shape words named nothing in their scene (false words), left out")
+    words = {name: np.array(values) for name, values in words.items()}
+    # A random region's hit rate is also the mass a uniform map puts on the shape: the "mass" column's baseline.
+    print("\n| words | count | peak on the named shape | random region | attention mass on the shape | "
+          "misses next to the shape | misses on another shape |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, select in (("all", lambda w: np.ones(len(hits), dtype=bool)),) + BREAKDOWN_ROWS:
+        chosen = select(words)
+        if not chosen.any():
+            continue
+        misses = chosen & ~hits
+        of_misses = [f"{words[name][misses].mean():.1%}" if misses.any() else "-" for name in ("adjacent", "elsewhere")]
+        print(f"| {label} | {chosen.sum()} | {hits[chosen].mean():.1%} | {held[chosen].mean():.1%} | "
+              f"{words['mass'][chosen].mean():.1%} | {' | '.join(of_misses)} |")
 
 
 def main():
@@ -348,8 +404,8 @@ def main():
     trained.add_argument("--cell", default="rnn", help="cell of both models (default rnn)")
     trained.add_argument("--seconds", type=float, default=300, help="training wall time of each model")
     trained.add_argument("--eval-images", type=int, default=1000, help="validation images captioned")
-    trained.add_argument("--run", help="peaks: the attention model of this run (its best checkpoint) on its data, "
-                                       "instead of training one")
+    trained.add_argument("--run", help="peaks: the attention model of this run (its best checkpoint, else its "
+                                       "latest) or of this checkpoint file, on its data, instead of training one")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--task", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -370,6 +426,8 @@ def main():
         if model.spec.attention is None or not (args.data or info["config"]["data"]):
             raise SystemExit(f"{args.run}: not an attention model trained on a grid bundle")
         args.data = args.data or info["config"]["data"]
+        print(f"attention model: {info['checkpoint']}, iteration {info['iteration']}, "
+              f"{info['run_state'].get('elapsed', math.nan):.0f} s of training\n")
     data_dir = grid_bundle(args)
     data = load_coco_data(data_dir)
     scenes = val_scenes(data_dir)[:args.eval_images]
