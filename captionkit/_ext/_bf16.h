@@ -1,4 +1,4 @@
-/* bfloat16 matrix products C (m, n) += op(A) (m, k) @ B (k, n): inputs rounded to bfloat16, products and sums in
+/* bfloat16 matrix products C (m, n) (+)= op(A) (m, k) @ B (k, n): inputs rounded to bfloat16, products and sums in
  * float32 (torch.autocast's semantics for a product), on AVX512-BF16's vdpbf16ps or on AMX's tdpbf16ps.
  *
  * The layout is _panel.h's, with pairs of rows of B interleaved, because vdpbf16ps multiplies pairs: in each of its
@@ -308,13 +308,13 @@ static CK_BF16_TARGET void ck_bf16_gather(int R, Py_ssize_t k, const float *a, P
  * the whole depth. */
 #define CK_BF16_DEFINE_TILE(R)                                                                                   \
     static inline __attribute__((always_inline)) CK_BF16_TARGET void ck_bf16_tile##R(                           \
-        Py_ssize_t pairs, const uint32_t *ap, const uint16_t *panel, float *c, Py_ssize_t ldc)                  \
+        Py_ssize_t pairs, const uint32_t *ap, const uint16_t *panel, int accumulate, float *c, Py_ssize_t ldc)  \
     {                                                                                                            \
         __m512 lo[R], hi[R];                                                                                     \
         _Pragma("GCC unroll 14") for (int r = 0; r < R; r++)                                                     \
         {                                                                                                        \
-            lo[r] = _mm512_loadu_ps(c + r * ldc);                                                                \
-            hi[r] = _mm512_loadu_ps(c + r * ldc + 16);                                                           \
+            lo[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                             \
+            hi[r] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();                        \
         }                                                                                                        \
         for (Py_ssize_t p = 0; p < pairs; p++) {                                                                 \
             __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + p * 2 * CK_BF16_PANEL);                           \
@@ -348,32 +348,32 @@ CK_BF16_DEFINE_TILE(13)
 CK_BF16_DEFINE_TILE(14)
 
 static CK_BF16_TARGET void ck_bf16_tile(int rows, Py_ssize_t pairs, const uint32_t *ap, const uint16_t *panel,
-                                        float *c, Py_ssize_t ldc)
+                                        int accumulate, float *c, Py_ssize_t ldc)
 {
     switch (rows) {
-    case 1: ck_bf16_tile1(pairs, ap, panel, c, ldc); break;
-    case 2: ck_bf16_tile2(pairs, ap, panel, c, ldc); break;
-    case 3: ck_bf16_tile3(pairs, ap, panel, c, ldc); break;
-    case 4: ck_bf16_tile4(pairs, ap, panel, c, ldc); break;
-    case 5: ck_bf16_tile5(pairs, ap, panel, c, ldc); break;
-    case 6: ck_bf16_tile6(pairs, ap, panel, c, ldc); break;
-    case 7: ck_bf16_tile7(pairs, ap, panel, c, ldc); break;
-    case 8: ck_bf16_tile8(pairs, ap, panel, c, ldc); break;
-    case 9: ck_bf16_tile9(pairs, ap, panel, c, ldc); break;
-    case 10: ck_bf16_tile10(pairs, ap, panel, c, ldc); break;
-    case 11: ck_bf16_tile11(pairs, ap, panel, c, ldc); break;
-    case 12: ck_bf16_tile12(pairs, ap, panel, c, ldc); break;
-    case 13: ck_bf16_tile13(pairs, ap, panel, c, ldc); break;
-    default: ck_bf16_tile14(pairs, ap, panel, c, ldc); break;
+    case 1: ck_bf16_tile1(pairs, ap, panel, accumulate, c, ldc); break;
+    case 2: ck_bf16_tile2(pairs, ap, panel, accumulate, c, ldc); break;
+    case 3: ck_bf16_tile3(pairs, ap, panel, accumulate, c, ldc); break;
+    case 4: ck_bf16_tile4(pairs, ap, panel, accumulate, c, ldc); break;
+    case 5: ck_bf16_tile5(pairs, ap, panel, accumulate, c, ldc); break;
+    case 6: ck_bf16_tile6(pairs, ap, panel, accumulate, c, ldc); break;
+    case 7: ck_bf16_tile7(pairs, ap, panel, accumulate, c, ldc); break;
+    case 8: ck_bf16_tile8(pairs, ap, panel, accumulate, c, ldc); break;
+    case 9: ck_bf16_tile9(pairs, ap, panel, accumulate, c, ldc); break;
+    case 10: ck_bf16_tile10(pairs, ap, panel, accumulate, c, ldc); break;
+    case 11: ck_bf16_tile11(pairs, ap, panel, accumulate, c, ldc); break;
+    case 12: ck_bf16_tile12(pairs, ap, panel, accumulate, c, ldc); break;
+    case 13: ck_bf16_tile13(pairs, ap, panel, accumulate, c, ldc); break;
+    default: ck_bf16_tile14(pairs, ap, panel, accumulate, c, ldc); break;
     }
 }
 
-/* C (m, n) += op(A) (m, k) @ B on vdpbf16ps, B packed by ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k)
- * pairs. Rows go in near-equal groups of near-equal tiles, and each panel of B is read once per group, as in
- * _panel.h. */
+/* C (m, n) (+)= op(A) (m, k) @ B on vdpbf16ps (C's own values added only with accumulate), B packed by
+ * ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k) pairs. Rows go in near-equal groups of near-equal
+ * tiles, and each panel of B is read once per group, as in _panel.h. */
 static CK_BF16_TARGET void ck_bf16_gemm_vdpbf16ps(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a,
                                                   Py_ssize_t lda, int trans_a, const uint16_t *bp, uint32_t *work,
-                                                  float *c, Py_ssize_t ldc)
+                                                  int accumulate, float *c, Py_ssize_t ldc)
 {
     Py_ssize_t pairs = ck_bf16_pairs(k);
     float scratch[CK_BF16_TILE_ROWS * CK_BF16_PANEL];
@@ -393,13 +393,13 @@ static CK_BF16_TARGET void ck_bf16_gemm_vdpbf16ps(Py_ssize_t m, Py_ssize_t n, Py
             for (int t = 0, i0 = 0; t < tiles; t++) {
                 float *ct = c + (g0 + i0) * ldc + j0;
                 if (width == CK_BF16_PANEL) {
-                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, ct, ldc);
+                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, accumulate, ct, ldc);
                 } else { /* a panel cut short by n: through a scratch tile, never past column n of C */
-                    for (int r = 0; r < rows[t]; r++) {
+                    for (int r = 0; r < rows[t] && accumulate; r++) {
                         memcpy(scratch + r * CK_BF16_PANEL, ct + r * ldc, width * sizeof(float));
                         memset(scratch + r * CK_BF16_PANEL + width, 0, (CK_BF16_PANEL - width) * sizeof(float));
                     }
-                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, scratch, CK_BF16_PANEL);
+                    ck_bf16_tile(rows[t], pairs, work + i0 * pairs, panel, accumulate, scratch, CK_BF16_PANEL);
                     for (int r = 0; r < rows[t]; r++)
                         memcpy(ct + r * ldc, scratch + r * CK_BF16_PANEL, width * sizeof(float));
                 }
@@ -484,14 +484,14 @@ static inline CK_BF16_AMX_TARGET void ck_bf16_amx_configure(const int rows[2], c
     __asm__ volatile("ldtilecfg %0" : : "m"(config));
 }
 
-/* C (m, n) += op(A) (m, k) @ B on AMX, B packed by ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k) pairs.
- * Blocks of up to 32 rows x one panel (32 columns) of C stay in four accumulator tiles for the whole depth, fed per
+/* C (m, n) (+)= op(A) (m, k) @ B on AMX (C's own values added only with accumulate), B packed by ck_bf16_pack into
+ * bp, work holding ck_bf16_work_size(m, k) pairs. Blocks of up to 32 rows x one panel (32 columns) of C stay in four accumulator tiles for the whole depth, fed per
  * 16 pairs by two tiles of A and two of B; a block at the edge of C gets tiles of its own size (the configuration is
  * loaded again only when the block's size changes: once per call at most for the rows, once per row block for a
  * panel cut short by n). */
 static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a,
                                                 Py_ssize_t lda, int trans_a, const uint16_t *bp, uint32_t *work,
-                                                float *c, Py_ssize_t ldc)
+                                                int accumulate, float *c, Py_ssize_t ldc)
 {
     Py_ssize_t depth = ck_bf16_depth(k), stride = ldc * (Py_ssize_t)sizeof(float);
     const Py_ssize_t a_stride = CK_BF16_AMX_PAIRS * sizeof(uint32_t), b_stride = CK_BF16_PANEL * sizeof(uint32_t);
@@ -512,13 +512,24 @@ static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_s
             }
             float *upper = c + i0 * ldc + j0, *lower = upper + 16 * ldc;
             int lower_rows = rows[1] > 0, right = columns[1] > 0;
-            _tile_loadd(0, upper, stride);
-            if (right)
-                _tile_loadd(1, upper + 16, stride);
-            if (lower_rows) {
-                _tile_loadd(2, lower, stride);
+            if (accumulate) {
+                _tile_loadd(0, upper, stride);
                 if (right)
-                    _tile_loadd(3, lower + 16, stride);
+                    _tile_loadd(1, upper + 16, stride);
+                if (lower_rows) {
+                    _tile_loadd(2, lower, stride);
+                    if (right)
+                        _tile_loadd(3, lower + 16, stride);
+                }
+            } else { /* C = A @ B: neither a pass of memset over C nor loading its zeros */
+                _tile_zero(0);
+                if (right)
+                    _tile_zero(1);
+                if (lower_rows) {
+                    _tile_zero(2);
+                    if (right)
+                        _tile_zero(3);
+                }
             }
             for (Py_ssize_t p0 = 0; p0 < depth; p0 += CK_BF16_AMX_PAIRS) {
                 const uint32_t *b_tiles = panel + p0 * CK_BF16_PANEL;
@@ -549,22 +560,22 @@ static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_s
     _tile_release();
 }
 
-/* C (m, n) += op(A) (m, k) @ B, B packed by ck_bf16_pack into bp, work holding ck_bf16_work_size(m, k) pairs, on
- * the kernel ck_bf16_use chose. */
+/* C (m, n) = op(A) (m, k) @ B, plus C's own values with accumulate, B packed by ck_bf16_pack into bp, work holding
+ * ck_bf16_work_size(m, k) pairs, on the kernel ck_bf16_use chose. */
 static void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans_a,
-                         const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc)
+                         const uint16_t *bp, uint32_t *work, int accumulate, float *c, Py_ssize_t ldc)
 {
     if (ck_bf16_kernel_in_use() == CK_BF16_AMX)
-        ck_bf16_gemm_amx(m, n, k, a, lda, trans_a, bp, work, c, ldc);
+        ck_bf16_gemm_amx(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc);
     else
-        ck_bf16_gemm_vdpbf16ps(m, n, k, a, lda, trans_a, bp, work, c, ldc);
+        ck_bf16_gemm_vdpbf16ps(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc);
 }
 
 #else /* no AVX512-BF16 build: never called, since ck_bf16_available() is 0 */
 
 static void ck_bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, int trans, uint16_t *bp) {}
 static void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans_a,
-                         const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc) {}
+                         const uint16_t *bp, uint32_t *work, int accumulate, float *c, Py_ssize_t ldc) {}
 
 #endif
 #endif

@@ -4,7 +4,6 @@ _bf16.h for the packed layout. Call nothing but bf16_available() unless it retur
 """
 from libc.stdint cimport uint16_t, uint32_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
 cdef bint bf16_available() noexcept nogil  # this CPU, its OS and the compiler have AVX512-BF16
 cdef Py_ssize_t bf16_packed_size(Py_ssize_t k, Py_ssize_t n) noexcept nogil  # uint16 elements of a packed (k, n)
@@ -12,10 +11,10 @@ cdef Py_ssize_t bf16_work_size(Py_ssize_t m, Py_ssize_t k) noexcept nogil  # uin
 # B (k, n), or B given as its transpose (n, k) when trans is set, rounded and packed into bp.
 cdef void bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, bint trans,
                     uint16_t *bp) noexcept nogil
-# C (m, n) += op(A) (m, k) @ B packed in bp; with trans_a, A is given as its transpose (k, m). bp is only read, so
-# threads may share it; each needs its own work space.
+# C (m, n) = op(A) (m, k) @ B packed in bp, plus C's own values with accumulate; with trans_a, A is given as its
+# transpose (k, m). bp is only read, so threads may share it; each needs its own work space.
 cdef void bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, bint trans_a,
-                    const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc) noexcept nogil
+                    const uint16_t *bp, uint32_t *work, bint accumulate, float *c, Py_ssize_t ldc) noexcept nogil
 
 
 cdef inline uint16_t *bf16_packed_copy(const float *b, Py_ssize_t k, Py_ssize_t n, Py_ssize_t ldb,
@@ -41,12 +40,8 @@ cdef inline bint bf16_matmul(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_
     cdef uint16_t *bp = bf16_packed_copy(b, k, n, ldb, trans_b)
     cdef uint32_t *work = bf16_work(m, k)
     cdef bint ok = bp != NULL and work != NULL
-    cdef Py_ssize_t r
     if ok:
-        if not accumulate:
-            for r in range(m):
-                memset(c + r * ldc, 0, n * sizeof(float))
-        bf16_gemm(m, n, k, a, lda, trans_a, bp, work, c, ldc)
+        bf16_gemm(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc)
     free(bp)
     free(work)
     return ok

@@ -20,7 +20,7 @@ cdef extern from "_bf16.h" nogil:
     uint16_t ck_bf16_round(float x)
     void ck_bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, bint trans, uint16_t *bp)
     void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, bint trans_a,
-                      const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc)
+                      const uint16_t *bp, uint32_t *work, bint accumulate, float *c, Py_ssize_t ldc)
 
 
 cdef bint bf16_available() noexcept nogil:
@@ -41,8 +41,8 @@ cdef void bf16_pack(Py_ssize_t k, Py_ssize_t n, const float *b, Py_ssize_t ldb, 
 
 
 cdef void bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, bint trans_a,
-                    const uint16_t *bp, uint32_t *work, float *c, Py_ssize_t ldc) noexcept nogil:
-    ck_bf16_gemm(m, n, k, a, lda, trans_a, bp, work, c, ldc)
+                    const uint16_t *bp, uint32_t *work, bint accumulate, float *c, Py_ssize_t ldc) noexcept nogil:
+    ck_bf16_gemm(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc)
 
 
 def available():
@@ -52,6 +52,7 @@ def available():
 
 # The product kernels by name, fastest first: the order in which a process picks its default.
 _KERNELS = {"amx": CK_BF16_AMX, "vdpbf16ps": CK_BF16_VDPBF16PS}
+ck_bf16_kernel_in_use()  # chosen at import, under the GIL, not by whichever threads multiply first
 
 
 def kernels():
@@ -131,14 +132,14 @@ def multiply(const float[:, ::1] a not None, PackedMatrix packed not None, bint 
     if k != packed.depth:
         side = "rows" if trans_a else "columns"
         raise ValueError(f"a has {k} {side} but the packed matrix has depth {packed.depth}: op(a) @ b needs them equal")
-    c = np.zeros((m, packed.columns), np.float32)
+    c = np.empty((m, packed.columns), np.float32)  # written whole: the product does not add C's values
     cdef float[:, ::1] out = c
     cdef const uint16_t[::1] panels = packed.panels
     cdef uint32_t *work = <uint32_t *> malloc(ck_bf16_work_size(m, k) * sizeof(uint32_t))
     if work == NULL:
         raise MemoryError(f"work space of a bfloat16 product of depth {k}")
     with nogil:
-        ck_bf16_gemm(m, packed.columns, k, &a[0, 0], a.shape[1], trans_a, &panels[0], work, &out[0, 0],
+        ck_bf16_gemm(m, packed.columns, k, &a[0, 0], a.shape[1], trans_a, &panels[0], work, False, &out[0, 0],
                      packed.columns)
     free(work)
     return c

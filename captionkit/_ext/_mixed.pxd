@@ -31,7 +31,7 @@ cdef inline void mixed_product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const f
     _panel.pxd's product (on ``packed``, or BLAS when it is NULL)."""
     if floating is float:
         if bf16_packed != NULL:
-            bf16_gemm(m, n, k, a, lda, False, bf16_packed, work, c, ldc)
+            bf16_gemm(m, n, k, a, lda, False, bf16_packed, work, True, c, ldc)
             return
     product(m, n, k, a, lda, b, trans, packed, c, ldc)
 
