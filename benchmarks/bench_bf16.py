@@ -203,7 +203,8 @@ class OneDnnMatmul:
 
         def memory(md, array):
             mem = ctypes.c_void_p()
-            handle = ctypes.c_void_p(array.ctypes.data) if array is not None else ctypes.c_void_p(2**64 - 1)  # DNNL_MEMORY_ALLOCATE
+            # DNNL_MEMORY_ALLOCATE (all bits set) asks oneDNN to allocate the buffer itself
+            handle = ctypes.c_void_p(array.ctypes.data) if array is not None else ctypes.c_void_p(2**64 - 1)
             self._check(lib.dnnl_memory_create(ctypes.byref(mem), md, engine, handle), "memory_create")
             return mem
 
@@ -439,8 +440,8 @@ def measure(threads, rounds, block):
     names = available_implementations()
     workers, records = {}, {}
     for name in names:
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        argv = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         workers[name] = proc
         records[name] = {"hello": json.loads(proc.stdout.readline()), "times": {}, "rounds": {}}
     for r in range(rounds):
@@ -656,7 +657,7 @@ def convergence(args):
                   f"{bf16['CIDEr-D']:.3f} | {bf16['CIDEr-D'] / fp32['CIDEr-D'] - 1:+.1%} | {fp32['loss']:.3f} | "
                   f"{bf16['loss']:.3f} |")
     print()
-    print(f"| cell | seeds | fp32 median CIDEr-D | bf16 median CIDEr-D | gap (bf16 / fp32 - 1) | bf16 within 2% |")
+    print("| cell | seeds | fp32 median CIDEr-D | bf16 median CIDEr-D | gap (bf16 / fp32 - 1) | bf16 within 2% |")
     print("|---|---|---:|---:|---:|---|")
     for cell in args.cells:
         medians = {precision: float(np.median([final[f"{cell}-{precision}-seed{seed}"]["CIDEr-D"]

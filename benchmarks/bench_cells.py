@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cells.py                       # the cell tables of docs/benchmarks.md
     python benchmarks/bench_cells.py --cells lstm --tasks "train N=25" "greedy N=50" --rounds 20 --threads 1
+    python benchmarks/bench_cells.py --precision bf16 --implementations compiled numpy   # bf16 on every task
 
 Tasks, at the seed notebook's sizes (D=512, W=256, H=512, V=1004, T=16, float32):
 
@@ -28,7 +29,9 @@ GFLOP/s counts matrix products only (2 flops per multiply-add; the backward does
 cells of different gate counts compare relative to their work. Each implementation runs in its own worker process
 with --threads BLAS/OpenMP threads; workers take turns in interleaved rounds after a pause, times are medians over
 all timed iterations, and a ratio is the median over rounds of the per-round ratio, so load from other processes
-hits both sides of a ratio alike. Peak RSS is each worker's high-water mark. PyTorch is optional.
+hits both sides of a ratio alike. Peak RSS is each worker's high-water mark. PyTorch is optional. With ``--precision
+bf16`` captionkit's rows run every product on bfloat16 inputs (compiled: AMX or AVX512-BF16; numpy: the emulation,
+captionkit.precision), so "compiled never slower than numpy" is checked at bf16 too; PyTorch's rows stay float32.
 """
 import argparse
 import os
@@ -68,11 +71,11 @@ def has_torch_row(cell_type, task):
 
 
 # ---------------------------------------------------------------------- runners (inside a worker)
-def captionkit_runner(cell_type, backend, task, N):
+def captionkit_runner(cell_type, backend, task, N, precision):
     from captionkit.evaluation import evaluate
 
     rng = np.random.RandomState(0)
-    model = captionkit_model(cell_type, backend)
+    model = captionkit_model(cell_type, backend, precision)
     if task == "cell":
         cell, params = model.cell, {k: model.params[k] for k in model.cell_param_names}
         x, h0, dh = (rng.randn(*shape).astype(np.float32) for shape in ((N, T, W), (N, H), (N, T, H)))
@@ -116,13 +119,13 @@ def torch_runner(cell_type, task, N, threads):
     return torch_train_step(modules, initial, features, captions)
 
 
-def worker(implementation, cell_type, task_name, threads, warmup):
+def worker(implementation, cell_type, task_name, threads, warmup, precision):
     """Serve timing requests on stdin (see _harness.serve), reporting the worker's peak memory."""
     task, N = TASKS[task_name]
     if implementation == "torch":
         run = torch_runner(cell_type, task, N, threads)
     else:
-        run = captionkit_runner(cell_type, "numpy" if implementation == "numpy" else "cython", task, N)
+        run = captionkit_runner(cell_type, "numpy" if implementation == "numpy" else "cython", task, N, precision)
         if implementation == "compiled-blas":  # after the model is built, which binds the BLAS
             from captionkit._ext import _blas
 
@@ -134,8 +137,8 @@ def worker(implementation, cell_type, task_name, threads, warmup):
 def run_config(cell_type, task_name, implementations, args):
     """Time every implementation in interleaved rounds -> {implementation: the harness's record}."""
     commands = {impl: [sys.executable, os.path.abspath(__file__), "--worker", impl, "--cell", cell_type, "--task",
-                       task_name, "--threads", str(args.threads), "--warmup", str(args.warmup)]
-                for impl in implementations}
+                       task_name, "--threads", str(args.threads), "--warmup", str(args.warmup),
+                       "--precision", args.precision] for impl in implementations}
     return time_interleaved(commands, worker_env(args.threads), args.rounds, args.block, args.pause)
 
 
@@ -154,6 +157,9 @@ def main():
                         help="which of: " + ", ".join(repr(t) for t in TASKS) + " (default: all but 'cell N=25')")
     parser.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="captionkit's products: fp32, or bf16 (compiled on AVX512-BF16/AMX, the numpy backend's "
+                             "emulation); PyTorch's rows stay float32")
     parser.add_argument("--rounds", type=int, default=8, help="rounds of interleaved blocks (default 8)")
     parser.add_argument("--block", type=int, default=3, help="timed iterations per worker per round (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations at a worker's start")
@@ -163,7 +169,7 @@ def main():
     parser.add_argument("--task", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.cell, args.task, args.threads, args.warmup)
+        worker(args.worker, args.cell, args.task, args.threads, args.warmup, args.precision)
         return
     from captionkit.cells import available_cells
 
@@ -171,13 +177,21 @@ def main():
     if missing:
         print(f"not installed, left out: {', '.join(missing)} (tests/plugins/captionkit-testcells has gru_numpy and "
               "mgu)", file=sys.stderr)
+    if args.precision == "bf16":  # bf16 runs the products the engine runs: a cell that computes its own cannot
+        from captionkit.cells import GatedCell, get_cell
+
+        own_products = sorted(c for c in set(args.cells) - set(missing) if not issubclass(get_cell(c), GatedCell))
+        if own_products:
+            print(f"not a GatedCell, so no bf16 products, left out: {', '.join(own_products)}", file=sys.stderr)
+        missing += own_products
     with_torch = "torch" in args.implementations and torch_installed()
     torch_version = ""
     if with_torch:
         import torch
 
         torch_version = f" {torch.__version__}"
-    print(f"{args.threads} threads; median of {args.rounds} x {args.block} iterations after {args.warmup} warm-up")
+    print(f"{args.threads} threads; captionkit at precision {args.precision}; median of {args.rounds} x {args.block} "
+          f"iterations after {args.warmup} warm-up")
     print()
     print("| cell | task | implementation | median ms | min ms | GFLOP/s | peak RSS MiB | time / torch's | "
           "time / numpy's |")

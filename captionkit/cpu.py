@@ -3,9 +3,9 @@
 An instruction set counts only when the CPU has it and the OS saves its registers: AVX2 needs the AVX state in XCR0,
 AVX-512 the opmask and ZMM states besides, AMX the tile states and, on Linux, a kernel that grants tile data to a
 process that asks (arch_prctl(ARCH_REQ_XCOMP_PERM); this probe only asks whether the kernel would grant it, and the
-bf16 products ask for it when they first run, ``_ext/_bf16.h``). The answers come from CPUID and XGETBV through the compiled probe (``_ext/_cpu.pyx``); without the
-compiled extension they come from /proc/cpuinfo's flags, where Linux lists only what it enables, and elsewhere
-they are unknown.
+bf16 products ask for it when they first run, ``_ext/_bf16.h``). The answers come from CPUID and XGETBV through the
+compiled probe (``_ext/_cpu.pyx``); without the compiled extension they come from /proc/cpuinfo's flags, where Linux
+lists only what it enables, and elsewhere they are unknown.
 """
 import sys
 from dataclasses import dataclass

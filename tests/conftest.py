@@ -143,7 +143,8 @@ def make_distribution(root, dist, version, entry_points, modules=None, group="ca
 
 @pytest.fixture
 def plugin_root(tmp_path, monkeypatch):
-    """A folder on sys.path for :func:`make_distribution`; the fake plugin modules (``ck_fake*``) are forgotten after."""
+    """A folder on sys.path for :func:`make_distribution`; the fake plugin modules (``ck_fake*``) are forgotten
+    after."""
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     for name in [m for m in sys.modules if m.startswith("ck_fake")]:
