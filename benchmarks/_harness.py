@@ -2,7 +2,7 @@
 rounds so that load from elsewhere on the machine falls on every implementation alike.
 
 A script runs itself as a worker (``--worker ...``); :func:`serve` answers the driver on stdin/stdout, and
-:func:`time_interleaved` starts the workers and collects their times.
+:func:`time_interleaved` starts the workers and collects their times, :func:`ratio` compares two of them.
 """
 import importlib.util
 import json
@@ -79,3 +79,11 @@ def time_interleaved(commands, env, rounds, block, pause):
         proc.stdin.close()
         proc.wait()
     return records
+
+
+def ratio(records, impl, other):
+    """The median over rounds of impl's per-round median divided by other's, as text."""
+    if other not in records or impl == other:
+        return "-"
+    per_round = np.array(records[impl]["round_medians"]) / np.array(records[other]["round_medians"])
+    return f"{np.median(per_round):.2f}x"

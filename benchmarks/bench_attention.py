@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import serve, time_interleaved, torch_installed, worker_env  # noqa: E402
+from _harness import ratio, serve, time_interleaved, torch_installed, worker_env  # noqa: E402
 from _steps import D, H, LEARNING_RATE, MAX_LENGTH, NULL, START, V, W, captionkit_train_step, make_batch, \
     vocabulary  # noqa: E402
 
@@ -165,14 +165,6 @@ def worker(implementation, cell_type, task, N, threads, warmup):
     else:
         run = captionkit_runner(implementation, cell_type, task, N)
     serve(run, warmup)
-
-
-def ratio(records, impl, other):
-    """The median over rounds of impl's per-round median divided by other's, as text."""
-    if other not in records or impl == other:
-        return "-"
-    per_round = np.array(records[impl]["round_medians"]) / np.array(records[other]["round_medians"])
-    return f"{np.median(per_round):.2f}x"
 
 
 def speed(args):

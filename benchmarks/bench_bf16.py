@@ -75,10 +75,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import serve, time_interleaved, torch_installed, worker_env  # noqa: E402
+from _harness import ratio, serve, time_interleaved, torch_installed, worker_env  # noqa: E402
 from _steps import (MAX_LENGTH, TORCH_MODULES, D, H, T, V, W, captionkit_model, captionkit_train_step,  # noqa: E402
                     make_batch, torch_greedy, torch_model, torch_train_step)
-from bench_cells import flops, ratio  # noqa: E402
+from bench_cells import flops  # noqa: E402
 
 PARTS = ("products", "steps", "convergence")
 

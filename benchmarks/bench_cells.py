@@ -39,7 +39,7 @@ import sys
 
 import numpy as np
 
-from _harness import peak_rss_mib, serve, time_interleaved, torch_installed, worker_env
+from _harness import peak_rss_mib, ratio, serve, time_interleaved, torch_installed, worker_env
 from _steps import (MAX_LENGTH, TORCH_MODULES, D, H, T, V, W, captionkit_model, captionkit_train_step,
                     evaluation_data, make_batch, torch_greedy, torch_model, torch_train_step)
 
@@ -140,14 +140,6 @@ def run_config(cell_type, task_name, implementations, args):
                        task_name, "--threads", str(args.threads), "--warmup", str(args.warmup),
                        "--precision", args.precision] for impl in implementations}
     return time_interleaved(commands, worker_env(args.threads), args.rounds, args.block, args.pause)
-
-
-def ratio(records, impl, other):
-    """The median over rounds of impl's per-round median divided by other's, as text."""
-    if other not in records or impl == other:
-        return "-"
-    per_round = np.array(records[impl]["round_medians"]) / np.array(records[other]["round_medians"])
-    return f"{np.median(per_round):.2f}x"
 
 
 def main():

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import serve, time_interleaved, worker_env  # noqa: E402
+from _harness import ratio, serve, time_interleaved, worker_env  # noqa: E402
 from _steps import D, H, MAX_LENGTH, W, captionkit_train_step, make_batch, vocabulary  # noqa: E402
 
 TASKS = {"train N=50": ("train", 50), "train N=200": ("train", 200), "greedy 50": ("greedy", 50)}
@@ -85,9 +85,8 @@ def main():
                 if not imported.startswith(paths[0] + os.sep):
                     raise SystemExit(f"the {name} worker imported {imported}, not the checkout {paths[0]}")
             first, second = (1e3 * np.median(records[name]["times"]) for name in checkouts)
-            per_round = np.array(records["first"]["round_medians"]) / np.array(records["second"]["round_medians"])
-            speed = np.median(per_round)
-            print(f"| {cell_type} | {task} | {first:.1f} | {second:.1f} | {speed:.2f}x |", flush=True)
+            speed = ratio(records, "first", "second")  # first's time over second's: second's speed over first's
+            print(f"| {cell_type} | {task} | {first:.1f} | {second:.1f} | {speed} |", flush=True)
 
 
 if __name__ == "__main__":

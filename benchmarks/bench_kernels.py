@@ -39,20 +39,12 @@ import time
 import numpy as np
 
 from _harness import peak_rss_mib, serve, time_interleaved, torch_installed, worker_env
-from _steps import (MAX_LENGTH, D, H, NULL, T, V, W, captionkit_model, captionkit_train_step, make_batch,
+from _steps import (MAX_LENGTH, D, H, NULL, T, V, captionkit_model, captionkit_train_step, make_batch,
                     torch_greedy, torch_model, torch_train_step)
+from bench_cells import flops
 
 CONFIGS = {"train N=25": ("train", 25), "train N=50": ("train", 50), "greedy N=50": ("greedy", 50)}
 IMPLEMENTATIONS = ("compiled", "numpy", "torch")
-
-
-def flops(task, N):
-    """Floating-point operations of the matrix products (2 per multiply-add) of one step or one sampling run."""
-    per_position = W * H + H * H + H * V  # input, recurrent and vocabulary products of one position
-    if task == "train":
-        # forward, and two products per forward product in the backward (the features need no gradient)
-        return 2 * (2 * N * D * H + 3 * N * T * per_position)
-    return 2 * (N * D * H + MAX_LENGTH * N * per_position)
 
 
 # ---------------------------------------------------------------------- implementations (run inside a worker)
@@ -224,7 +216,7 @@ def run_config(config, implementations, args):
 
 def summarise(config, records, peak_gflops):
     task, N = CONFIGS[config]
-    work = flops(task, N)
+    work = flops("rnn", task, N)
     floor = work / (peak_gflops * 1e9)  # seconds at the sgemm peak
     rows, ratios = [], []
     for impl, rec in records.items():

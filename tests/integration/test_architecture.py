@@ -151,15 +151,16 @@ def test_the_kernels_package_keeps_its_public_names_and_imports_only_the_compile
     from captionkit import kernels
 
     # The names captionkit.kernels had as one module (before its split by concern), which callers import, and
-    # those added since: affine_sample (self-critical training's sampling), soft attention on the engine and the
-    # bf16 product.
+    # those added since: affine_sample (self-critical training's sampling), soft attention on the engine, the bf16
+    # product and the choice of its kernel.
     public = {"GatedCache", "adam_update", "adam_update_many", "affine_argmax", "affine_backward", "affine_forward",
               "affine_log_softmax_topk", "blas", "blas_threads", "capsule_problem", "gated_backward", "gated_forward",
               "gated_greedy_decode", "gated_step", "is_available", "rnn_backward", "rnn_forward", "rnn_step_forward",
               "sigmoid", "tanh", "temporal_softmax_affine_loss", "temporal_softmax_affine_nll",
               "word_embedding_backward", "word_embedding_forward", "affine_sample", "SoftAttendedCache",
               "soft_attended_backward", "soft_attended_forward", "soft_attended_greedy_decode", "soft_attended_step",
-              "soft_attention_keys", "bf16_available", "bf16_matmul", "bf16_pack"}
+              "soft_attention_keys", "bf16_available", "bf16_matmul", "bf16_pack", "bf16_kernel", "bf16_kernels",
+              "use_bf16_kernel"}
     constants = {"SOFT_PARAMETERS", "SOFT_STEP_PARAMETERS"}
     assert set(kernels.__all__) == public | constants
     assert all(callable(getattr(kernels, name)) for name in public)
