@@ -51,8 +51,10 @@
 #include <immintrin.h>
 #define CK_BF16_TARGET __attribute__((target("arch=x86-64-v4,avx512bf16")))
 #define CK_BF16_AMX_TARGET __attribute__((target("arch=x86-64-v4,avx512bf16,amx-tile,amx-bf16")))
+#define CK_BF16_AMX_COMPILED (__GNUC__ >= 11) /* AMX's intrinsics came with GCC 11 */
 #else
 #define CK_BF16_COMPILED 0
+#define CK_BF16_AMX_COMPILED 0
 #endif
 
 static inline int ck_bf16_available(void)
@@ -69,7 +71,7 @@ static inline int ck_bf16_available(void)
  * process, every thread included). */
 static inline int ck_bf16_amx_available(void)
 {
-#if CK_BF16_COMPILED && defined(__linux__)
+#if CK_BF16_AMX_COMPILED && defined(__linux__)
     static int granted = -1;
     if (granted < 0) {
         unsigned int regs[4];
@@ -411,6 +413,7 @@ static CK_BF16_TARGET void ck_bf16_gemm_vdpbf16ps(Py_ssize_t m, Py_ssize_t n, Py
 }
 
 
+#if CK_BF16_AMX_COMPILED
 /* Rows [0, R) of op(A) (R <= CK_BF16_AMX_ROWS; A given as R x k with row stride lda, or as its transpose k x R with
  * trans), rounded, into work tile by tile: for each 16 pairs from p0 on, the R rows' pairs one after the other,
  * work[p0 * R + 16 r + (p - p0)] the pair (A[r, 2p], A[r, 2p+1]), zero past column k. A tile of A (16 rows or the
@@ -560,15 +563,20 @@ static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_s
     _tile_release();
 }
 
+#endif
+
 /* C (m, n) = op(A) (m, k) @ B, plus C's own values with accumulate, B packed by ck_bf16_pack into bp, work holding
  * ck_bf16_work_size(m, k) pairs, on the kernel ck_bf16_use chose. */
 static void ck_bf16_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a, Py_ssize_t lda, int trans_a,
                          const uint16_t *bp, uint32_t *work, int accumulate, float *c, Py_ssize_t ldc)
 {
-    if (ck_bf16_kernel_in_use() == CK_BF16_AMX)
+#if CK_BF16_AMX_COMPILED
+    if (ck_bf16_kernel_in_use() == CK_BF16_AMX) {
         ck_bf16_gemm_amx(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc);
-    else
-        ck_bf16_gemm_vdpbf16ps(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc);
+        return;
+    }
+#endif
+    ck_bf16_gemm_vdpbf16ps(m, n, k, a, lda, trans_a, bp, work, accumulate, c, ldc);
 }
 
 #else /* no AVX512-BF16 build: never called, since ck_bf16_available() is 0 */
