@@ -127,13 +127,13 @@ static inline Py_ssize_t ck_bf16_packed_size(Py_ssize_t k, Py_ssize_t n)
 }
 
 /* Pairs (uint32) of the work space a product of m rows and depth k needs, whichever kernel runs it: a group's rows
- * of A, rounded and interleaved (vdpbf16ps: no more rows than m, so that a one-row product does not allocate for a
- * group), or one AMX block's rows of A, row-major. */
+ * of A, rounded and interleaved for vdpbf16ps, or an AMX block's rows of A in tile order (either way no more rows
+ * than m, so that a one-row product does not allocate for a group). */
 static inline Py_ssize_t ck_bf16_work_size(Py_ssize_t m, Py_ssize_t k)
 {
     Py_ssize_t group = (Py_ssize_t)CK_BF16_GROUP_TILES * CK_BF16_TILE_ROWS;
     Py_ssize_t broadcast = (m < group ? m : group) * ck_bf16_pairs(k);
-    Py_ssize_t tiles = (Py_ssize_t)CK_BF16_AMX_ROWS * ck_bf16_depth(k);
+    Py_ssize_t tiles = (m < CK_BF16_AMX_ROWS ? m : CK_BF16_AMX_ROWS) * ck_bf16_depth(k);
     return broadcast > tiles ? broadcast : tiles;
 }
 
