@@ -79,6 +79,7 @@ from _harness import ratio, serve, time_interleaved, torch_installed, worker_env
 from _steps import (MAX_LENGTH, TORCH_MODULES, D, H, T, V, W, captionkit_model, captionkit_train_step,  # noqa: E402
                     make_batch, torch_greedy, torch_model, torch_train_step)
 from bench_cells import flops  # noqa: E402
+from captionkit.kernels import BF16_KERNELS  # noqa: E402
 
 PARTS = ("products", "steps", "convergence")
 
@@ -97,8 +98,8 @@ SHAPES = {
 }
 # captionkit's bf16 products on each of its kernels ("bf16 captionkit KERNEL"; kernels.bf16_kernels() says which
 # this CPU runs), its float32 products on both paths, and packing alone.
-BF16_KERNELS = ("amx", "vdpbf16ps")
-CAPTIONKIT = ["sgemm OpenBLAS", "sgemm panels"] + [f"bf16 captionkit {kernel}" for kernel in BF16_KERNELS] + ["pack"]
+CAPTIONKIT = (["sgemm OpenBLAS", "sgemm panels"] + [f"bf16 captionkit {kernel}" for kernel in BF16_KERNELS]
+              + ["pack"])
 IMPLEMENTATIONS = CAPTIONKIT + ["bf16 oneDNN", "bf16 torch"]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from captionkit.bundle.layout import REQUIRED_SPLITS, bundle_paths, images_path
+from captionkit.kernels import BF16_KERNELS
 
 # The suite is grouped in folders (unit/, integration/, cli/, docs/) below this one; paths are taken from here.
 TESTS_DIR = Path(__file__).resolve().parent
@@ -90,11 +91,7 @@ def step_products(request):
     _blas.use_panel(*previous)
 
 
-# The bfloat16 product kernels (captionkit/_ext/_bf16.h); a CPU with AMX runs both, so both are tested there.
-BF16_KERNELS = ("amx", "vdpbf16ps")
-
-
-@pytest.fixture(params=BF16_KERNELS)
+@pytest.fixture(params=BF16_KERNELS)  # a CPU with AMX runs both kernels, so both are tested there
 def bf16_kernel(request):
     """Every bfloat16 product of the test on one kernel; the test skips, saying so, where this CPU lacks it."""
     from captionkit import kernels

@@ -167,6 +167,12 @@ static inline __attribute__((always_inline)) CK_BF16_TARGET __m512i ck_bf16_roun
     return _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x00400000));
 }
 
+/* The lanes of 16 consecutive floats that lie before `columns` (none when it is 0 or less). */
+static inline __mmask16 ck_bf16_lanes(Py_ssize_t columns)
+{
+    return columns >= 16 ? 0xFFFF : columns > 0 ? (__mmask16)((1u << columns) - 1) : 0;
+}
+
 /* The 16 pairs of 32 consecutive floats of a row, columns past `columns` read as zeros (never loaded). */
 static inline __attribute__((always_inline)) CK_BF16_TARGET __m512i ck_bf16_row_pairs(const float *row,
                                                                                       Py_ssize_t columns)
@@ -174,10 +180,8 @@ static inline __attribute__((always_inline)) CK_BF16_TARGET __m512i ck_bf16_row_
     /* word i of the result: the high half of lane i of the first 16 floats' rounding, then of the second 16's */
     const __m512i high_halves = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33,
                                                  31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    __mmask16 first = columns >= 16 ? 0xFFFF : (__mmask16)((1u << columns) - 1);
-    __mmask16 second = columns >= 32 ? 0xFFFF : columns > 16 ? (__mmask16)((1u << (columns - 16)) - 1) : 0;
-    __m512i lo = ck_bf16_round_high(_mm512_maskz_loadu_epi32(first, row));
-    __m512i hi = ck_bf16_round_high(_mm512_maskz_loadu_epi32(second, row + 16));
+    __m512i lo = ck_bf16_round_high(_mm512_maskz_loadu_epi32(ck_bf16_lanes(columns), row));
+    __m512i hi = ck_bf16_round_high(_mm512_maskz_loadu_epi32(ck_bf16_lanes(columns - 16), row + 16));
     return _mm512_permutex2var_epi16(lo, high_halves, hi);
 }
 
@@ -214,7 +218,7 @@ static inline __attribute__((always_inline)) CK_BF16_TARGET void ck_bf16_transpo
 static inline __attribute__((always_inline)) CK_BF16_TARGET __m512i ck_bf16_pairs16(const float *even, const float *odd,
                                                                                     Py_ssize_t columns)
 {
-    __mmask16 mask = columns >= 16 ? 0xFFFF : columns > 0 ? (__mmask16)((1u << columns) - 1) : 0;
+    __mmask16 mask = ck_bf16_lanes(columns);
     __m512i lo = ck_bf16_round_high(_mm512_maskz_loadu_epi32(mask, even));
     __m512i hi = odd ? ck_bf16_round_high(_mm512_maskz_loadu_epi32(mask, odd)) : _mm512_setzero_si512();
     return _mm512_or_si512(_mm512_srli_epi32(lo, 16), _mm512_and_si512(hi, _mm512_set1_epi32((int)0xFFFF0000u)));
@@ -412,7 +416,6 @@ static CK_BF16_TARGET void ck_bf16_gemm_vdpbf16ps(Py_ssize_t m, Py_ssize_t n, Py
     }
 }
 
-
 #if CK_BF16_AMX_COMPILED
 /* Rows [0, R) of op(A) (R <= CK_BF16_AMX_ROWS; A given as R x k with row stride lda, or as its transpose k x R with
  * trans), rounded, into work tile by tile: for each 16 pairs from p0 on, the R rows' pairs one after the other,
@@ -487,18 +490,35 @@ static inline CK_BF16_AMX_TARGET void ck_bf16_amx_configure(const int rows[2], c
     __asm__ volatile("ldtilecfg %0" : : "m"(config));
 }
 
+/* The accumulator tiles of a block (ck_bf16_amx_configure's numbering), each given to `tile_op(tile, its corner in
+ * C)`: 0 at `upper`, 1 right of it, 2 and 3 below them, those the block has (`right`, `lower_rows`). */
+#define CK_BF16_EACH_ACCUMULATOR(tile_op)                                                                       \
+    do {                                                                                                         \
+        tile_op(0, upper);                                                                                       \
+        if (right)                                                                                               \
+            tile_op(1, upper + 16);                                                                              \
+        if (lower_rows) {                                                                                        \
+            tile_op(2, lower);                                                                                   \
+            if (right)                                                                                           \
+                tile_op(3, lower + 16);                                                                          \
+        }                                                                                                        \
+    } while (0)
+#define CK_BF16_LOAD_TILE(tile, corner) _tile_loadd(tile, corner, stride)
+#define CK_BF16_ZERO_TILE(tile, corner) _tile_zero(tile)
+#define CK_BF16_STORE_TILE(tile, corner) _tile_stored(tile, corner, stride)
+
 /* C (m, n) (+)= op(A) (m, k) @ B on AMX (C's own values added only with accumulate), B packed by ck_bf16_pack into
- * bp, work holding ck_bf16_work_size(m, k) pairs. Blocks of up to 32 rows x one panel (32 columns) of C stay in four accumulator tiles for the whole depth, fed per
- * 16 pairs by two tiles of A and two of B; a block at the edge of C gets tiles of its own size (the configuration is
- * loaded again only when the block's size changes: once per call at most for the rows, once per row block for a
- * panel cut short by n). */
+ * bp, work holding ck_bf16_work_size(m, k) pairs. Blocks of up to 32 rows x one panel (32 columns) of C stay in four
+ * accumulator tiles for the whole depth, fed per 16 pairs by two tiles of A and two of B; a block at the edge of C
+ * gets tiles of its own size (the configuration is loaded again only when the block's size changes: once per call
+ * at most for the rows, once per row block for a panel cut short by n). */
 static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *a,
                                                 Py_ssize_t lda, int trans_a, const uint16_t *bp, uint32_t *work,
                                                 int accumulate, float *c, Py_ssize_t ldc)
 {
     Py_ssize_t depth = ck_bf16_depth(k), stride = ldc * (Py_ssize_t)sizeof(float);
     const Py_ssize_t a_stride = CK_BF16_AMX_PAIRS * sizeof(uint32_t), b_stride = CK_BF16_PANEL * sizeof(uint32_t);
-    int configured[4] = {-1, -1, -1, -1};
+    int configured = -1; /* the tiles' block shape: rows[0] | rows[1] << 8 | columns[0] << 16 | columns[1] << 24 */
     for (Py_ssize_t i0 = 0; i0 < m; i0 += CK_BF16_AMX_ROWS) {
         int R = (int)(m - i0 < CK_BF16_AMX_ROWS ? m - i0 : CK_BF16_AMX_ROWS);
         int rows[2] = {R < 16 ? R : 16, R > 16 ? R - 16 : 0};
@@ -507,33 +527,17 @@ static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_s
             const uint32_t *panel = (const uint32_t *)(bp + 2 * j0 * depth);
             int width = (int)(n - j0 < CK_BF16_PANEL ? n - j0 : CK_BF16_PANEL);
             int columns[2] = {width < 16 ? width : 16, width > 16 ? width - 16 : 0};
-            if (configured[0] != rows[0] || configured[1] != rows[1] || configured[2] != columns[0]
-                || configured[3] != columns[1]) {
+            int shape = rows[0] | rows[1] << 8 | columns[0] << 16 | columns[1] << 24;
+            if (shape != configured) {
                 ck_bf16_amx_configure(rows, columns);
-                configured[0] = rows[0], configured[1] = rows[1], configured[2] = columns[0];
-                configured[3] = columns[1];
+                configured = shape;
             }
             float *upper = c + i0 * ldc + j0, *lower = upper + 16 * ldc;
             int lower_rows = rows[1] > 0, right = columns[1] > 0;
-            if (accumulate) {
-                _tile_loadd(0, upper, stride);
-                if (right)
-                    _tile_loadd(1, upper + 16, stride);
-                if (lower_rows) {
-                    _tile_loadd(2, lower, stride);
-                    if (right)
-                        _tile_loadd(3, lower + 16, stride);
-                }
-            } else { /* C = A @ B: neither a pass of memset over C nor loading its zeros */
-                _tile_zero(0);
-                if (right)
-                    _tile_zero(1);
-                if (lower_rows) {
-                    _tile_zero(2);
-                    if (right)
-                        _tile_zero(3);
-                }
-            }
+            if (accumulate)
+                CK_BF16_EACH_ACCUMULATOR(CK_BF16_LOAD_TILE);
+            else /* C = A @ B: neither a pass of memset over C nor loading its zeros */
+                CK_BF16_EACH_ACCUMULATOR(CK_BF16_ZERO_TILE);
             for (Py_ssize_t p0 = 0; p0 < depth; p0 += CK_BF16_AMX_PAIRS) {
                 const uint32_t *b_tiles = panel + p0 * CK_BF16_PANEL;
                 _tile_loadd(6, b_tiles, b_stride);
@@ -550,14 +554,7 @@ static CK_BF16_AMX_TARGET void ck_bf16_gemm_amx(Py_ssize_t m, Py_ssize_t n, Py_s
                         _tile_dpbf16ps(3, 5, 7);
                 }
             }
-            _tile_stored(0, upper, stride);
-            if (right)
-                _tile_stored(1, upper + 16, stride);
-            if (lower_rows) {
-                _tile_stored(2, lower, stride);
-                if (right)
-                    _tile_stored(3, lower + 16, stride);
-            }
+            CK_BF16_EACH_ACCUMULATOR(CK_BF16_STORE_TILE);
         }
     }
     _tile_release();

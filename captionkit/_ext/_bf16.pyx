@@ -11,7 +11,7 @@ from libc.stdlib cimport free, malloc
 
 cdef extern from "_bf16.h" nogil:
     bint ck_bf16_available()
-    int CK_BF16_NO_KERNEL, CK_BF16_VDPBF16PS, CK_BF16_AMX
+    int CK_BF16_VDPBF16PS, CK_BF16_AMX
     bint ck_bf16_kernel_available(int kernel)
     bint ck_bf16_use(int kernel)
     int ck_bf16_kernel_in_use()

@@ -51,7 +51,7 @@ from captionkit.kernels._attention import (
     soft_attended_step,
     soft_attention_keys,
 )
-from captionkit.kernels._bf16 import (bf16_available, bf16_kernel, bf16_kernels, bf16_matmul, bf16_pack,
+from captionkit.kernels._bf16 import (BF16_KERNELS, bf16_available, bf16_kernel, bf16_kernels, bf16_matmul, bf16_pack,
                                      use_bf16_kernel)
 from captionkit.kernels._built import blas, blas_threads, is_available
 from captionkit.kernels._layers import (
@@ -83,6 +83,7 @@ from captionkit.kernels._recurrence import (
 )
 
 __all__ = [
+    "BF16_KERNELS",
     "GatedCache",
     "SOFT_PARAMETERS",
     "SOFT_STEP_PARAMETERS",

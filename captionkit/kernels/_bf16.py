@@ -18,7 +18,11 @@ from captionkit.precision import check_precision
 if is_available():  # else every kernel stops at _require_built()
     from captionkit._ext import _bf16
 
-__all__ = ["bf16_available", "bf16_kernel", "bf16_kernels", "bf16_matmul", "bf16_pack", "use_bf16_kernel"]
+__all__ = ["BF16_KERNELS", "bf16_available", "bf16_kernel", "bf16_kernels", "bf16_matmul", "bf16_pack",
+           "use_bf16_kernel"]
+
+# Every bfloat16 product kernel captionkit has, fastest first (bf16_kernels() gives those this CPU runs).
+BF16_KERNELS = ("amx", "vdpbf16ps")
 
 
 def bf16_available():

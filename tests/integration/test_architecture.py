@@ -161,7 +161,7 @@ def test_the_kernels_package_keeps_its_public_names_and_imports_only_the_compile
               "soft_attended_backward", "soft_attended_forward", "soft_attended_greedy_decode", "soft_attended_step",
               "soft_attention_keys", "bf16_available", "bf16_matmul", "bf16_pack", "bf16_kernel", "bf16_kernels",
               "use_bf16_kernel"}
-    constants = {"SOFT_PARAMETERS", "SOFT_STEP_PARAMETERS"}
+    constants = {"SOFT_PARAMETERS", "SOFT_STEP_PARAMETERS", "BF16_KERNELS"}
     assert set(kernels.__all__) == public | constants
     assert all(callable(getattr(kernels, name)) for name in public)
     assert all(isinstance(getattr(kernels, name), tuple) for name in constants)
